@@ -1,0 +1,184 @@
+"""Link-engine throughput and memory benchmark; writes BENCHMARKS.md.
+
+Measures, on one process and one core:
+
+* pulses per second of ``simulate_link`` for BB84 and decoy-state BB84 at 25 km (``gys``),
+  statistics only (no bits kept);
+* peak resident memory of a whole run at 10^7 and 10^9 pulses (each in a fresh subprocess, so
+  the peak belongs to that run alone) — memory must stay flat as the pulse count grows;
+* the same BB84 task in an existing Python QKD simulator from PyPI (SeQUeNCe), run in its own
+  throwaway virtual environment (``.bench-venv``, never a project dependency), and the ratio.
+
+Usage::
+
+    python benchmarks/link_throughput.py [--write BENCHMARKS.md] [--quick] [--no-external]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from qkdtwin.qkd import build_link_model, simulate_link
+protocol, distance, pulses, seed = sys.argv[1], float(sys.argv[2]), int(float(sys.argv[3])), int(sys.argv[4])
+model = build_link_model(protocol, distance, "gys")
+simulate_link(protocol, model, 2_000_000, np.random.default_rng(0))  # warm-up
+t = time.perf_counter()
+res = simulate_link(protocol, model, pulses, np.random.default_rng(seed))
+elapsed = time.perf_counter() - t
+print(json.dumps({"protocol": protocol, "pulses": pulses, "elapsed_s": elapsed,
+                  "pulses_per_s": pulses / elapsed, "qber": res.qber,
+                  "sifted_bits": res.sifted_bits,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_child(protocol: str, pulses: float, distance: float = 25.0, seed: int = 1) -> dict:
+    """Run one simulation in a fresh single-threaded interpreter pinned to one core."""
+    env = os.environ | SINGLE_THREAD
+    cmd = [sys.executable, "-c", _CHILD, protocol, str(distance), str(int(pulses)), str(seed)]
+    if sys.platform.startswith("linux"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_external(pulses: int) -> dict | None:
+    """BB84 in SeQUeNCe in its own venv; None (with a reason on stderr) if unavailable."""
+    setup = ROOT / "benchmarks" / "external" / "setup.sh"
+    script = ROOT / "benchmarks" / "external" / "bb84_sequence.py"
+    try:
+        subprocess.run(["bash", str(setup)], check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        print(f"external simulator setup failed: {exc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    py = ROOT / ".bench-venv" / "bin" / "python"
+    cmd = [str(py), str(script), "--pulses", str(pulses), "--distance-km", "25"]
+    if sys.platform.startswith("linux"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env=os.environ | SINGLE_THREAD)
+    if proc.returncode != 0:
+        print(f"external simulator failed: {proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numpy
+
+    return (f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
+            f"NumPy {numpy.__version__}, {platform.system()} {platform.release()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", type=Path, help="Markdown file to (re)write with the results")
+    ap.add_argument("--quick", action="store_true", help="Smaller sizes (smoke test)")
+    ap.add_argument("--no-external", action="store_true", help="Skip the external simulator")
+    ap.add_argument("--external-pulses", type=int, default=200_000)
+    args = ap.parse_args()
+
+    thr_pulses = 2e7 if args.quick else 2e8
+    mem_sizes = (1e6, 1e7) if args.quick else (1e7, 1e9)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    throughput = [run_child(p, thr_pulses) for p in ("bb84", "decoy-bb84")]
+    for r in throughput:
+        print(f"{r['protocol']}: {r['pulses_per_s']:.3g} pulses/s", file=sys.stderr)
+    memory = [run_child("decoy-bb84", n) for n in mem_sizes]
+    for r in memory:
+        print(f"decoy-bb84 {r['pulses']:.0e} pulses: peak RSS {r['peak_rss_mib']:.0f} MiB",
+              file=sys.stderr)
+    external = None if args.no_external else run_external(args.external_pulses)
+    ours_bb84 = throughput[0]["pulses_per_s"]
+    result = {
+        "machine": machine(),
+        "date": started,
+        "throughput": throughput,
+        "memory": memory,
+        "external": external,
+        "ratio_vs_external": (ours_bb84 / external["pulses_per_s"]) if external else None,
+    }
+    print(json.dumps(result, indent=2))
+    if args.write:
+        write_markdown(args.write, result)
+
+
+def write_markdown(path: Path, r: dict) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`python benchmarks/link_throughput.py --write BENCHMARKS.md`);",
+        "every number below is rewritten by that command. One process, pinned to one core",
+        "(`taskset -c 0`, BLAS/OpenMP threads = 1).",
+        "",
+        f"- Machine: {r['machine']}",
+        f"- Date: {r['date']}",
+        "",
+        "## Link engine throughput (25 km, `gys` preset, statistics only)",
+        "",
+        "| protocol | pulses | wall time (s) | pulses/s | QBER |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in r["throughput"]:
+        lines.append(f"| {t['protocol']} | {t['pulses']:.0e} | {t['elapsed_s']:.2f} | "
+                     f"{t['pulses_per_s']:.3g} | {t['qber']:.4f} |")
+    lines += [
+        "",
+        "Target (issue #2): >= 2x10^7 decoy-BB84 pulses per second on one core.",
+        "",
+        "## Peak memory of a whole run (decoy-state BB84, fresh process each)",
+        "",
+        "| pulses | wall time (s) | peak RSS (MiB) |",
+        "|---:|---:|---:|",
+    ]
+    for m in r["memory"]:
+        lines.append(f"| {m['pulses']:.0e} | {m['elapsed_s']:.1f} | {m['peak_rss_mib']:.0f} |")
+    lines += ["", "The engine streams fixed chunks of 2^20 pulses, so memory does not grow with",
+              "the pulse count (it includes the interpreter, NumPy and SciPy).", ""]
+    lines += ["## Against an existing Python QKD simulator", ""]
+    ext = r["external"]
+    if ext:
+        lines += [
+            f"Same task (BB84, 25 km, emit pulses, detect, sift, QBER) in {ext['simulator']} "
+            f"{ext['version']}, installed only in the throwaway `.bench-venv` "
+            "(`benchmarks/external/setup.sh`).",
+            "",
+            "| simulator | pulses | wall time (s) | pulses/s |",
+            "|---|---:|---:|---:|",
+            f"| {ext['simulator']} {ext['version']} | {ext['pulses']} | {ext['elapsed_s']:.2f} | "
+            f"{ext['pulses_per_s']:.3g} |",
+            f"| qkdtwin bb84 | {r['throughput'][0]['pulses']:.0e} | "
+            f"{r['throughput'][0]['elapsed_s']:.2f} | {r['throughput'][0]['pulses_per_s']:.3g} |",
+            "",
+            f"**qkdtwin is {r['ratio_vs_external']:.3g}x faster** on this task.",
+            "",
+            f"Notes from the external run: {ext.get('notes', '')}",
+        ]
+    else:
+        lines.append("The external simulator could not be run on this machine (see stderr).")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,395 @@
+"""The ``qkdtwin`` command line.
+
+Every computing command has ``--json`` (one JSON object on stdout and nothing else). Errors in
+user input print one line on stderr and exit with status 2 — the mapping from exceptions to
+exit codes lives in :func:`main` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import numpy as np
+import typer
+
+from qkdtwin import __version__
+from qkdtwin.config import parse_count, parse_float_list, parse_range
+from qkdtwin.errors import ConfigError, QkdTwinError
+
+app = typer.Typer(
+    name="qkdtwin",
+    help="Digital twin of a quantum-secured industrial IoT network.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+link_app = typer.Typer(
+    help="QKD links: pulse-by-pulse simulation, analytic key rates, maximum distance.",
+    no_args_is_help=True,
+)
+app.add_typer(link_app, name="link")
+
+EXIT_USAGE = 2
+
+
+def _emit_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, allow_nan=False) + "\n")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"qkdtwin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", is_eager=True,
+                     callback=_version_callback),
+    ] = False,
+) -> None:
+    """Digital twin of a quantum-secured industrial IoT network."""
+
+
+# --------------------------------------------------------------------------- shared options
+ProtocolOpt = Annotated[
+    str,
+    typer.Option("--protocol", "-p",
+                 help="bb84, decoy-bb84, sarg04, bbm92, e91, cv-gg02 or plob."),
+]
+PresetOpt = Annotated[str, typer.Option("--preset", help="Parameter set (see `link presets`).")]
+MuOpt = Annotated[
+    float | None,
+    typer.Option("--mu", help="Signal mean photon number (pair number for bbm92/e91)."),
+]
+DecoysOpt = Annotated[
+    str | None, typer.Option("--decoys", help="Decoy intensities, e.g. '0.1,0' (decoy-bb84).")
+]
+DecoyProbOpt = Annotated[
+    str | None,
+    typer.Option("--decoy-probabilities",
+                 help="Probabilities of signal and each decoy, e.g. '0.8,0.1,0.1'."),
+]
+EffOpt = Annotated[
+    float | None, typer.Option("--efficiency", help="Bob's detection efficiency, in (0, 1].")
+]
+DarkOpt = Annotated[
+    float | None, typer.Option("--dark-count-prob", help="Dark-count probability per gate.")
+]
+MisOpt = Annotated[float | None, typer.Option("--misalignment", help="Misalignment e_d.")]
+AttOpt = Annotated[
+    float | None, typer.Option("--attenuation-db-per-km", help="Fibre attenuation (dB/km).")
+]
+InsOpt = Annotated[
+    float | None, typer.Option("--insertion-loss-db", help="Extra insertion loss (dB).")
+]
+RepOpt = Annotated[
+    float | None, typer.Option("--repetition-rate-hz", help="Pulse repetition rate (Hz).")
+]
+SpsOpt = Annotated[
+    bool, typer.Option("--single-photon", help="Ideal single-photon source (bb84, sarg04).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+
+
+def _model(
+    protocol: str,
+    distance_km: float,
+    preset: str,
+    *,
+    mu: float | None = None,
+    decoys: str | None = None,
+    decoy_probabilities: str | None = None,
+    efficiency: float | None = None,
+    dark_count_prob: float | None = None,
+    misalignment: float | None = None,
+    attenuation_db_per_km: float | None = None,
+    insertion_loss_db: float | None = None,
+    repetition_rate_hz: float | None = None,
+    single_photon: bool = False,
+    dead_time_s: float = 0.0,
+    afterpulse_prob: float = 0.0,
+) -> Any:
+    from qkdtwin.qkd import ThresholdDetector, build_link_model, get_preset
+
+    p = get_preset(preset)
+    if attenuation_db_per_km is not None:
+        p = replace(p, attenuation_db_per_km=attenuation_db_per_km)
+    if insertion_loss_db is not None:
+        p = replace(p, insertion_loss_db=insertion_loss_db)
+    base = p.detector()
+    det = ThresholdDetector(
+        efficiency=base.efficiency if efficiency is None else efficiency,
+        dark_count_prob=base.dark_count_prob if dark_count_prob is None else dark_count_prob,
+        misalignment=base.misalignment if misalignment is None else misalignment,
+        dead_time_s=dead_time_s,
+        afterpulse_prob=afterpulse_prob,
+    )
+    return build_link_model(
+        protocol,
+        distance_km,
+        p,
+        mu=mu,
+        decoys=parse_float_list(decoys, field="decoys") if decoys is not None else None,
+        decoy_probabilities=(
+            parse_float_list(decoy_probabilities, field="decoy_probabilities")
+            if decoy_probabilities is not None else None
+        ),
+        single_photon=single_photon,
+        detector=det,
+        repetition_rate_hz=repetition_rate_hz,
+    )
+
+
+def _protocols(spec: str) -> list[str]:
+    from qkdtwin.qkd.protocols import ALL_PROTOCOLS, canonical_protocol
+
+    if spec.strip().lower() == "all":
+        return list(ALL_PROTOCOLS)
+    return [canonical_protocol(s) for s in spec.split(",") if s.strip()]
+
+
+# --------------------------------------------------------------------------- link simulate
+@link_app.command("simulate")
+def link_simulate(
+    protocol: ProtocolOpt = "decoy-bb84",
+    distance_km: Annotated[float, typer.Option("--distance-km", help="Fibre length (km).")] = 25.0,
+    pulses: Annotated[str, typer.Option("--pulses", "-n", help="Pulses to send (1e7 ok).")] = "1e7",
+    preset: PresetOpt = "gys",
+    attack: Annotated[
+        str | None,
+        typer.Option("--attack", help="none, intercept-resend[:FRACTION] or pns."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
+    mu: MuOpt = None,
+    decoys: DecoysOpt = None,
+    decoy_probabilities: DecoyProbOpt = None,
+    efficiency: EffOpt = None,
+    dark_count_prob: DarkOpt = None,
+    misalignment: MisOpt = None,
+    attenuation_db_per_km: AttOpt = None,
+    insertion_loss_db: InsOpt = None,
+    repetition_rate_hz: RepOpt = None,
+    single_photon: SpsOpt = False,
+    dead_time_s: Annotated[
+        float, typer.Option("--dead-time-s", help="Detector dead time (s).")
+    ] = 0.0,
+    afterpulse_prob: Annotated[
+        float, typer.Option("--afterpulse-prob", help="Afterpulse probability per click.")
+    ] = 0.0,
+    bits_out: Annotated[
+        Path | None,
+        typer.Option("--bits-out", help="Write the sifted bits of Alice and Bob (.npz)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a link pulse by pulse and compute its secret key rate from the statistics."""
+    from qkdtwin.qkd import parse_attack, simulate_link
+
+    n = parse_count(pulses)
+    model = _model(
+        protocol, distance_km, preset, mu=mu, decoys=decoys,
+        decoy_probabilities=decoy_probabilities, efficiency=efficiency,
+        dark_count_prob=dark_count_prob, misalignment=misalignment,
+        attenuation_db_per_km=attenuation_db_per_km, insertion_loss_db=insertion_loss_db,
+        repetition_rate_hz=repetition_rate_hz, single_photon=single_photon,
+        dead_time_s=dead_time_s, afterpulse_prob=afterpulse_prob,
+    )
+    att = parse_attack(attack)
+    rng = np.random.default_rng(seed)
+    keep = bits_out is not None
+    if as_json or n < 5_000_000:
+        res = simulate_link(protocol, model, n, rng, attack=att, keep_bits=keep)
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("simulating pulses", total=n)
+            res = simulate_link(protocol, model, n, rng, attack=att, keep_bits=keep,
+                                progress=lambda done: bar.update(task, completed=done))
+    if bits_out is not None:
+        try:
+            np.savez_compressed(bits_out, alice=res.alice_bits, bob=res.bob_bits)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {bits_out}: {exc.strerror}", field="bits_out",
+                              value=str(bits_out)) from None
+    out = res.to_dict() | {"preset": preset, "seed": seed}
+    if as_json:
+        _emit_json(out)
+        return
+    _print_simulation(out)
+
+
+def _print_simulation(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"{out['protocol']} over {out['distance_km']:g} km ({out['preset']}), "
+                    f"attack: {out['attack']}", show_header=False)
+    for key in ("pulses", "detections", "sifted_bits", "qber", "secret_key_rate_per_pulse",
+                "analytic_rate_per_pulse", "secret_key_rate_bps", "elapsed_s", "pulses_per_s"):
+        val = out[key]
+        t.add_row(key, f"{val:.6g}" if isinstance(val, float) else str(val))
+    for key in ("eve_known_fraction", "chsh_s"):
+        if key in out:
+            t.add_row(key, f"{out[key]:.4g}")
+    console.print(t)
+    if "per_intensity" in out:
+        ti = Table("intensity", "sent", "detected", "gain", "qber")
+        for row in out["per_intensity"]:
+            ti.add_row(f"{row['intensity']:g}", str(row["sent"]), str(row["detected"]),
+                       f"{row['gain']:.4g}", f"{row['qber']:.4g}")
+        console.print(ti)
+    if "decoy_estimates" in out:
+        d = out["decoy_estimates"]
+        console.print(f"decoy estimates: Y1 >= {d['y1_lower']:.4g} (true {d['y1_true']:.4g}), "
+                      f"e1 <= {d['e1_upper']:.4g} (true {d['e1_true']:.4g})")
+
+
+# --------------------------------------------------------------------------- link rate
+@link_app.command("rate")
+def link_rate(
+    protocol: ProtocolOpt = "decoy-bb84",
+    distance_km: Annotated[
+        str, typer.Option("--distance-km", help="Distances START:STOP[:STEP] km (inclusive).")
+    ] = "0:200:10",
+    preset: PresetOpt = "gys",
+    mu: MuOpt = None,
+    decoys: DecoysOpt = None,
+    efficiency: EffOpt = None,
+    dark_count_prob: DarkOpt = None,
+    misalignment: MisOpt = None,
+    attenuation_db_per_km: AttOpt = None,
+    insertion_loss_db: InsOpt = None,
+    repetition_rate_hz: RepOpt = None,
+    single_photon: SpsOpt = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a key-rate plot (.png or .svg).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Analytic secret key rate against distance; PROTOCOL may be a comma list or 'all'."""
+    from qkdtwin.qkd import analytic_key_rate
+
+    names = _protocols(protocol)
+    distances = parse_range(distance_km, field="distance_km")
+    if distances.min() < 0:
+        raise ConfigError(f"distance_km must be >= 0, got {distance_km!r}", field="distance_km",
+                          value=distance_km, allowed=">= 0")
+    curves = []
+    for name in names:
+        base = _model(
+            name, 0.0, preset, mu=mu, decoys=decoys, efficiency=efficiency,
+            dark_count_prob=dark_count_prob, misalignment=misalignment,
+            attenuation_db_per_km=attenuation_db_per_km, insertion_loss_db=insertion_loss_db,
+            repetition_rate_hz=repetition_rate_hz, single_photon=single_photon,
+        )
+        points = []
+        for d in distances:
+            kr = analytic_key_rate(name, base.with_distance(float(d)))
+            points.append({"distance_km": float(d), "rate_per_pulse": float(kr.rate_per_pulse),
+                           "rate_bps": float(kr.rate_bps)})
+        curves.append({"protocol": name, "preset": preset, "points": points})
+    if plot is not None:
+        from qkdtwin.qkd.plots import plot_rate_curves
+
+        plot_rate_curves(curves, plot, title=f"Secret key rate vs distance ({preset})")
+    if as_json:
+        _emit_json(curves[0] if len(curves) == 1 else {"preset": preset, "curves": curves})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("distance_km", *[c["protocol"] for c in curves],
+                  title=f"secret key rate (bits/pulse), preset {preset}")
+    for i, d in enumerate(distances):
+        table.add_row(f"{d:g}", *[f"{c['points'][i]['rate_per_pulse']:.3e}" for c in curves])
+    Console().print(table)
+    if plot is not None:
+        typer.echo(f"plot written to {plot}")
+
+
+# --------------------------------------------------------------------------- max distance
+@link_app.command("max-distance")
+def link_max_distance(
+    protocol: ProtocolOpt = "decoy-bb84",
+    preset: PresetOpt = "gys",
+    mu: MuOpt = None,
+    decoys: DecoysOpt = None,
+    efficiency: EffOpt = None,
+    dark_count_prob: DarkOpt = None,
+    misalignment: MisOpt = None,
+    attenuation_db_per_km: AttOpt = None,
+    single_photon: SpsOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Longest fibre over which the protocol still yields a positive key rate."""
+    from qkdtwin.qkd import max_distance
+
+    (name,) = _protocols(protocol) if "," not in protocol else (None,)
+    if name is None:
+        raise ConfigError("max-distance takes one protocol", field="protocol", value=protocol)
+    base = _model(
+        name, 0.0, preset, mu=mu, decoys=decoys, efficiency=efficiency,
+        dark_count_prob=dark_count_prob, misalignment=misalignment,
+        attenuation_db_per_km=attenuation_db_per_km, single_photon=single_photon,
+    )
+    dist = max_distance(name, base)
+    if as_json:
+        _emit_json({"protocol": name, "preset": preset, "max_distance_km": dist})
+        return
+    typer.echo(f"{name} ({preset}): maximum distance {dist:.2f} km"
+               if dist is not None else f"{name} ({preset}): no finite maximum distance")
+
+
+# --------------------------------------------------------------------------- presets
+@link_app.command("presets")
+def link_presets(as_json: JsonOpt = False) -> None:
+    """List the named parameter sets and their sources."""
+    from dataclasses import asdict
+
+    from qkdtwin.qkd import PRESETS
+
+    rows = [asdict(p) for p in PRESETS.values()]
+    if as_json:
+        _emit_json({"presets": rows})
+        return
+    for r in rows:
+        typer.echo(f"{r['name']}: {r['description']}\n    {r['reference']}")
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map every qkdtwin and usage error to one stderr line and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="qkdtwin", standalone_mode=False)
+    except QkdTwinError as exc:
+        sys.stderr.write(f"qkdtwin: error: {exc}\n")
+        return EXIT_USAGE
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        sys.stderr.write(f"qkdtwin: error: {exc.format_message()}\n")
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        sys.stderr.write("qkdtwin: aborted\n")
+        return 130
+    return 0
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry_point()

@@ -1,0 +1,133 @@
+"""The command line: JSON contracts and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qkdtwin import __version__
+from qkdtwin.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"qkdtwin {__version__}"
+
+
+def test_console_script_runs_as_module():
+    proc = subprocess.run([sys.executable, "-m", "qkdtwin", "--version"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.startswith("qkdtwin ")
+
+
+def test_simulate_json_contract(capsys):
+    code, out, err = run_cli(capsys, "link", "simulate", "--protocol", "decoy-bb84",
+                             "--distance-km", "25", "--pulses", "2e6", "--seed", "3", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    for key in ("protocol", "distance_km", "pulses", "detections", "sifted_bits", "qber",
+                "secret_key_rate_per_pulse", "secret_key_rate_bps", "elapsed_s"):
+        assert key in data
+    assert data["pulses"] == 2_000_000 and data["protocol"] == "decoy-bb84"
+    assert 0 < data["sifted_bits"] <= data["detections"] <= data["pulses"]
+    assert data["secret_key_rate_bps"] == pytest.approx(data["secret_key_rate_per_pulse"] * 2e6)
+
+
+def test_simulate_same_seed_is_reproducible(capsys):
+    args = ("link", "simulate", "--protocol", "bb84", "--distance-km", "10", "--pulses", "300000",
+            "--seed", "5", "--json")
+    _, a, _ = run_cli(capsys, *args)
+    _, b, _ = run_cli(capsys, *args)
+    da, db = json.loads(a), json.loads(b)
+    for d in (da, db):
+        d.pop("elapsed_s"), d.pop("pulses_per_s")
+    assert da == db
+
+
+def test_simulate_attack_option(capsys):
+    code, out, _ = run_cli(capsys, "link", "simulate", "--protocol", "bb84", "--distance-km",
+                           "5", "--pulses", "1e6", "--attack", "intercept-resend:1", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["attack"] == "intercept-resend:1"
+    assert 0.22 < data["qber"] < 0.32
+
+
+def test_rate_json_contract_and_range(capsys):
+    code, out, _ = run_cli(capsys, "link", "rate", "--protocol", "decoy-bb84", "--distance-km",
+                           "0:300:20", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["protocol"] == "decoy-bb84" and data["preset"] == "gys"
+    pts = data["points"]
+    assert len(pts) == 16 and pts[0]["distance_km"] == 0 and pts[-1]["distance_km"] == 300
+    assert pts[-1]["rate_per_pulse"] == 0.0 and pts[0]["rate_per_pulse"] > 0
+    for p in pts:
+        assert p["rate_bps"] == pytest.approx(p["rate_per_pulse"] * 2e6)
+
+
+def test_rate_plot(tmp_path, capsys):
+    png = tmp_path / "rate.png"
+    code, _, err = run_cli(capsys, "link", "rate", "--protocol", "all", "--distance-km",
+                           "0:200:50", "--plot", str(png))
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_max_distance_json(capsys):
+    code, out, _ = run_cli(capsys, "link", "max-distance", "--protocol", "decoy-bb84", "--json")
+    assert code == 0
+    d = json.loads(out)["max_distance_km"]
+    assert 100 < d < 200
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("link", "simulate", "--distance-km", "-5"), "distance_km"),
+        (("link", "simulate", "--mu", "0"), "mu"),
+        (("link", "simulate", "--mu", "-0.2"), "mu"),
+        (("link", "simulate", "--efficiency", "1.5"), "efficiency"),
+        (("link", "simulate", "--efficiency", "0"), "efficiency"),
+        (("link", "simulate", "--protocol", "bb85"), "unknown protocol"),
+        (("link", "simulate", "--preset", "nope"), "unknown preset"),
+        (("link", "simulate", "--pulses", "0"), "pulses"),
+        (("link", "simulate", "--pulses", "many"), "pulses"),
+        (("link", "simulate", "--attack", "teleport"), "unknown attack"),
+        (("link", "simulate", "--attack", "intercept-resend:2"), "attack fraction"),
+        (("link", "simulate", "--protocol", "cv-gg02"), "no pulse-by-pulse"),
+        (("link", "rate", "--distance-km", "0:abc"), "malformed"),
+        (("link", "rate", "--distance-km", "100:0:10"), "malformed"),
+        (("link", "rate", "--distance-km", "-10:10"), "distance_km"),
+        (("link", "rate", "--protocol", "foo"), "unknown protocol"),
+        (("link", "max-distance", "--protocol", "bb84", "--preset", "x"), "unknown preset"),
+        (("link", "simulate", "--no-such-option"), "no such option"),
+        (("link", "simulate", "--seed", "x"), "seed"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_with_exit_code_2(capsys, args, needle):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert needle.lower() in lines[0].lower()
+    assert "Traceback" not in err
+
+
+def test_bad_input_through_the_real_executable():
+    proc = subprocess.run(
+        [sys.executable, "-m", "qkdtwin", "link", "simulate", "--distance-km", "-1"],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "distance_km" in proc.stderr
