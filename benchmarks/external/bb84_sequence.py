@@ -42,7 +42,6 @@ import time
 T_START = time.perf_counter()
 
 import numpy  # noqa: E402
-
 from sequence.components.optical_channel import ClassicalChannel, QuantumChannel  # noqa: E402
 from sequence.kernel.event import Event  # noqa: E402
 from sequence.kernel.process import Process  # noqa: E402
@@ -64,23 +63,43 @@ PS = 1_000_000_000_000  # picoseconds per second (SeQUeNCe's time unit)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pulses", type=int, default=5_000_000,
-                   help="pulse slots to emit and sift (rounded up to whole batches)")
+    p.add_argument(
+        "--pulses",
+        type=int,
+        default=5_000_000,
+        help="pulse slots to emit and sift (rounded up to whole batches)",
+    )
     p.add_argument("--distance-km", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--attenuation-db-per-km", type=float, default=0.2)
-    p.add_argument("--rep-rate-hz", type=float, default=1.0e7,
-                   help="LightSource.frequency (SeQUeNCe default is 8e7)")
+    p.add_argument(
+        "--rep-rate-hz",
+        type=float,
+        default=1.0e7,
+        help="LightSource.frequency (SeQUeNCe default is 8e7)",
+    )
     p.add_argument("--mu", type=float, default=0.1, help="LightSource.mean_photon_num")
     p.add_argument("--detector-efficiency", type=float, default=0.1)
-    p.add_argument("--dark-count-hz", type=float, default=1.0e3,
-                   help="Detector.dark_count, per detector, per second (Poisson process)")
-    p.add_argument("--polarization-fidelity", type=float, default=0.98,
-                   help="QuantumChannel.polarization_fidelity; a failed photon gets a random "
-                        "linear polarisation, so e_d ~ (1 - F) / 2")
-    p.add_argument("--batch-pulses", type=int, default=None,
-                   help="pulse slots per LightSource.emit call, i.e. per BB84 sifting round "
-                        "(sets BB84 key_length = batch*mu); default: 1 ms of pulses")
+    p.add_argument(
+        "--dark-count-hz",
+        type=float,
+        default=1.0e3,
+        help="Detector.dark_count, per detector, per second (Poisson process)",
+    )
+    p.add_argument(
+        "--polarization-fidelity",
+        type=float,
+        default=0.98,
+        help="QuantumChannel.polarization_fidelity; a failed photon gets a random "
+        "linear polarisation, so e_d ~ (1 - F) / 2",
+    )
+    p.add_argument(
+        "--batch-pulses",
+        type=int,
+        default=None,
+        help="pulse slots per LightSource.emit call, i.e. per BB84 sifting round "
+        "(sets BB84 key_length = batch*mu); default: 1 ms of pulses",
+    )
     return p.parse_args(argv)
 
 
@@ -92,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--pulses and --batch-pulses must be positive")
 
     t_setup0 = time.perf_counter()
-    numpy.random.seed(a.seed)  # BB84 draws Alice's bits/bases and Bob's bases from numpy.random
+    # SeQUeNCe's BB84 draws Alice's bits/bases and Bob's bases from the legacy global RNG.
+    numpy.random.seed(a.seed)  # noqa: NPY002
     Timeline.seed(a.seed)
 
     freq = float(a.rep_rate_hz)
@@ -100,15 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     key_length = max(1, round(a.batch_pulses * a.mu))
     light_time = key_length / (freq * a.mu)
     batch = round(light_time * freq)
-    lt_ps = int(round(light_time * PS))
+    lt_ps = round(light_time * PS)
     n_batches = math.ceil(a.pulses / batch)
 
     tl = Timeline()  # stop time set below, once the channel delays are known
     ls_args = {"frequency": freq, "mean_photon_num": a.mu}
-    alice = QKDNode("alice", tl, stack_size=1, seed=a.seed,
-                    component_templates={"LightSource": ls_args})
-    bob = QKDNode("bob", tl, stack_size=1, seed=a.seed + 1_000_003,
-                  component_templates={"LightSource": ls_args})
+    alice = QKDNode(
+        "alice", tl, stack_size=1, seed=a.seed, component_templates={"LightSource": ls_args}
+    )
+    bob = QKDNode(
+        "bob",
+        tl,
+        stack_size=1,
+        seed=a.seed + 1_000_003,
+        component_templates={"LightSource": ls_args},
+    )
     pair_bb84_protocols(alice.protocol_stack[0], bob.protocol_stack[0])
 
     # Bob's detector pair (QKDNode.update_detector_params does not reach QSDetectorPolarization
@@ -120,10 +146,22 @@ def main(argv: list[str] | None = None) -> int:
 
     dist_m = a.distance_km * 1e3
     att_db_per_m = a.attenuation_db_per_km / 1e3
-    qc0 = QuantumChannel("qc.alice.bob", tl, attenuation=att_db_per_m, distance=dist_m,
-                         polarization_fidelity=a.polarization_fidelity, frequency=freq)
-    qc1 = QuantumChannel("qc.bob.alice", tl, attenuation=att_db_per_m, distance=dist_m,
-                         polarization_fidelity=a.polarization_fidelity, frequency=freq)
+    qc0 = QuantumChannel(
+        "qc.alice.bob",
+        tl,
+        attenuation=att_db_per_m,
+        distance=dist_m,
+        polarization_fidelity=a.polarization_fidelity,
+        frequency=freq,
+    )
+    qc1 = QuantumChannel(
+        "qc.bob.alice",
+        tl,
+        attenuation=att_db_per_m,
+        distance=dist_m,
+        polarization_fidelity=a.polarization_fidelity,
+        frequency=freq,
+    )
     qc0.set_ends(alice, bob.name)
     qc1.set_ends(bob, alice.name)
     # QuantumChannel draws its polarisation noise from Entity.get_generator(), which for an
@@ -176,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     # MATCHING_INDICES.
     batches_sifted = counts["calls"] - len(alice_bb84.bit_lists)
     if batches_sifted != n_batches:
-        raise SystemExit(f"expected {n_batches} sifted batches, got {batches_sifted} "
-                         f"(emitted {counts['calls']})")
+        raise SystemExit(
+            f"expected {n_batches} sifted batches, got {batches_sifted} (emitted {counts['calls']})"
+        )
     pulses = batches_sifted * batch
 
     n_keys = len(alice_bb84.error_rates)
@@ -188,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     left_b = [int(x) for x in bob_bb84.key_bits][: len(left_a)]
     if len(left_a) != len(left_b):
         raise SystemExit(f"Alice/Bob sifted bits out of step: {len(left_a)} vs {len(left_b)}")
-    left_errors = sum(x != y for x, y in zip(left_a, left_b))
+    left_errors = sum(x != y for x, y in zip(left_a, left_b, strict=True))
     sifted = n_keys * key_length + len(left_a)
     errors = key_errors + left_errors
     qber = errors / sifted if sifted else None
@@ -198,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     p_sig = 1 - math.exp(-a.mu * eta)
     p_dark = a.dark_count_hz / freq  # a dark click anywhere in a slot is assigned to that slot
     expected_sifted = pulses * 0.5 * (p_sig + 2 * p_dark)
+    e_d = (1 - a.polarization_fidelity) / 2
+    expected_qber = (e_d * p_sig + p_dark) / (p_sig + 2 * p_dark)
 
     out = {
         "simulator": "sequence",
@@ -217,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "errors": errors,
         "keys_made": n_keys,
         "expected_sifted_bits": round(expected_sifted, 1),
+        "expected_qber": round(expected_qber, 5),
         "simulated_time_s": tl.now() / PS,
         "events_executed": tl.run_counter,
         "params": {
