@@ -34,7 +34,8 @@ import numpy as np
 from qkdtwin.qkd import build_link_model, simulate_link
 from dataclasses import replace
 from qkdtwin.qkd import ThresholdDetector, get_preset
-protocol, distance, pulses, seed = sys.argv[1], float(sys.argv[2]), int(float(sys.argv[3])), int(sys.argv[4])
+protocol, distance = sys.argv[1], float(sys.argv[2])
+pulses, seed = int(float(sys.argv[3])), int(sys.argv[4])
 matched = len(sys.argv) > 5 and sys.argv[5] == "matched"
 if matched:  # the parameters of the SeQUeNCe run (benchmarks/external/README.md)
     preset = replace(get_preset("gys"), attenuation_db_per_km=0.2)
@@ -59,8 +60,16 @@ def run_child(
 ) -> dict:
     """Run one simulation in a fresh single-threaded interpreter pinned to one core."""
     env = os.environ | SINGLE_THREAD
-    cmd = [sys.executable, "-c", _CHILD, protocol, str(distance), str(int(pulses)), str(seed),
-           "matched" if matched else "gys"]
+    cmd = [
+        sys.executable,
+        "-c",
+        _CHILD,
+        protocol,
+        str(distance),
+        str(int(pulses)),
+        str(seed),
+        "matched" if matched else "gys",
+    ]
     if sys.platform.startswith("linux"):
         cmd = ["taskset", "-c", "0", *cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
@@ -80,8 +89,9 @@ def run_external(pulses: int) -> dict | None:
     cmd = [str(py), str(script), "--pulses", str(pulses), "--distance-km", "25"]
     if sys.platform.startswith("linux"):
         cmd = ["taskset", "-c", "0", *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env=os.environ | SINGLE_THREAD)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env=os.environ | SINGLE_THREAD
+    )
     if proc.returncode != 0:
         print(f"external simulator failed: {proc.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -99,8 +109,10 @@ def machine() -> str:
         pass
     import numpy
 
-    return (f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
-            f"NumPy {numpy.__version__}, {platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
+        f"NumPy {numpy.__version__}, {platform.system()} {platform.release()}"
+    )
 
 
 def main() -> None:
@@ -119,8 +131,10 @@ def main() -> None:
         print(f"{r['protocol']}: {r['pulses_per_s']:.3g} pulses/s", file=sys.stderr)
     memory = [run_child("decoy-bb84", n) for n in mem_sizes]
     for r in memory:
-        print(f"decoy-bb84 {r['pulses']:.0e} pulses: peak RSS {r['peak_rss_mib']:.0f} MiB",
-              file=sys.stderr)
+        print(
+            f"decoy-bb84 {r['pulses']:.0e} pulses: peak RSS {r['peak_rss_mib']:.0f} MiB",
+            file=sys.stderr,
+        )
     external = None if args.no_external else run_external(args.external_pulses)
     matched = run_child("bb84", thr_pulses, matched=True)
     ours_bb84 = matched["pulses_per_s"]
@@ -154,9 +168,11 @@ def write_markdown(path: Path, r: dict) -> None:
         "| protocol | pulses | wall time (s) | pulses/s | QBER |",
         "|---|---:|---:|---:|---:|",
     ]
-    for t in r["throughput"]:
-        lines.append(f"| {t['protocol']} | {t['pulses']:.0e} | {t['elapsed_s']:.2f} | "
-                     f"{t['pulses_per_s']:.3g} | {t['qber']:.4f} |")
+    lines.extend(
+        f"| {t['protocol']} | {t['pulses']:.0e} | {t['elapsed_s']:.2f} | "
+        f"{t['pulses_per_s']:.3g} | {t['qber']:.4f} |"
+        for t in r["throughput"]
+    )
     lines += [
         "",
         "Target (issue #2): >= 2x10^7 decoy-BB84 pulses per second on one core.",
@@ -168,8 +184,12 @@ def write_markdown(path: Path, r: dict) -> None:
     ]
     for m in r["memory"]:
         lines.append(f"| {m['pulses']:.0e} | {m['elapsed_s']:.1f} | {m['peak_rss_mib']:.0f} |")
-    lines += ["", "The engine streams fixed chunks of 2^20 pulses, so memory does not grow with",
-              "the pulse count (it includes the interpreter, NumPy and SciPy).", ""]
+    lines += [
+        "",
+        "The engine streams fixed chunks of 2^20 pulses, so memory does not grow with",
+        "the pulse count (it includes the interpreter, NumPy and SciPy).",
+        "",
+    ]
     lines += ["## Against an existing Python QKD simulator", ""]
     ext = r["external"]
     if ext:

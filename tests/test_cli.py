@@ -20,31 +20,67 @@ def run_cli(capsys, *args):
 
 def test_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
-    assert code == 0 and out.strip() == f"qkdtwin {__version__}"
+    assert code == 0
+    assert out.strip() == f"qkdtwin {__version__}"
 
 
 def test_console_script_runs_as_module():
-    proc = subprocess.run([sys.executable, "-m", "qkdtwin", "--version"], capture_output=True,
-                          text=True, check=False)
-    assert proc.returncode == 0 and proc.stdout.startswith("qkdtwin ")
+    proc = subprocess.run(
+        [sys.executable, "-m", "qkdtwin", "--version"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("qkdtwin ")
 
 
 def test_simulate_json_contract(capsys):
-    code, out, err = run_cli(capsys, "link", "simulate", "--protocol", "decoy-bb84",
-                             "--distance-km", "25", "--pulses", "2e6", "--seed", "3", "--json")
+    code, out, err = run_cli(
+        capsys,
+        "link",
+        "simulate",
+        "--protocol",
+        "decoy-bb84",
+        "--distance-km",
+        "25",
+        "--pulses",
+        "2e6",
+        "--seed",
+        "3",
+        "--json",
+    )
     assert code == 0, err
     data = json.loads(out)
-    for key in ("protocol", "distance_km", "pulses", "detections", "sifted_bits", "qber",
-                "secret_key_rate_per_pulse", "secret_key_rate_bps", "elapsed_s"):
+    for key in (
+        "protocol",
+        "distance_km",
+        "pulses",
+        "detections",
+        "sifted_bits",
+        "qber",
+        "secret_key_rate_per_pulse",
+        "secret_key_rate_bps",
+        "elapsed_s",
+    ):
         assert key in data
-    assert data["pulses"] == 2_000_000 and data["protocol"] == "decoy-bb84"
+    assert data["pulses"] == 2_000_000
+    assert data["protocol"] == "decoy-bb84"
     assert 0 < data["sifted_bits"] <= data["detections"] <= data["pulses"]
     assert data["secret_key_rate_bps"] == pytest.approx(data["secret_key_rate_per_pulse"] * 2e6)
 
 
 def test_simulate_same_seed_is_reproducible(capsys):
-    args = ("link", "simulate", "--protocol", "bb84", "--distance-km", "10", "--pulses", "300000",
-            "--seed", "5", "--json")
+    args = (
+        "link",
+        "simulate",
+        "--protocol",
+        "bb84",
+        "--distance-km",
+        "10",
+        "--pulses",
+        "300000",
+        "--seed",
+        "5",
+        "--json",
+    )
     _, a, _ = run_cli(capsys, *args)
     _, b, _ = run_cli(capsys, *args)
     da, db = json.loads(a), json.loads(b)
@@ -54,8 +90,20 @@ def test_simulate_same_seed_is_reproducible(capsys):
 
 
 def test_simulate_attack_option(capsys):
-    code, out, _ = run_cli(capsys, "link", "simulate", "--protocol", "bb84", "--distance-km",
-                           "5", "--pulses", "1e6", "--attack", "intercept-resend:1", "--json")
+    code, out, _ = run_cli(
+        capsys,
+        "link",
+        "simulate",
+        "--protocol",
+        "bb84",
+        "--distance-km",
+        "5",
+        "--pulses",
+        "1e6",
+        "--attack",
+        "intercept-resend:1",
+        "--json",
+    )
     assert code == 0
     data = json.loads(out)
     assert data["attack"] == "intercept-resend:1"
@@ -63,22 +111,28 @@ def test_simulate_attack_option(capsys):
 
 
 def test_rate_json_contract_and_range(capsys):
-    code, out, _ = run_cli(capsys, "link", "rate", "--protocol", "decoy-bb84", "--distance-km",
-                           "0:300:20", "--json")
+    code, out, _ = run_cli(
+        capsys, "link", "rate", "--protocol", "decoy-bb84", "--distance-km", "0:300:20", "--json"
+    )
     assert code == 0
     data = json.loads(out)
-    assert data["protocol"] == "decoy-bb84" and data["preset"] == "gys"
+    assert data["protocol"] == "decoy-bb84"
+    assert data["preset"] == "gys"
     pts = data["points"]
-    assert len(pts) == 16 and pts[0]["distance_km"] == 0 and pts[-1]["distance_km"] == 300
-    assert pts[-1]["rate_per_pulse"] == 0.0 and pts[0]["rate_per_pulse"] > 0
+    assert len(pts) == 16
+    assert pts[0]["distance_km"] == 0
+    assert pts[-1]["distance_km"] == 300
+    assert pts[-1]["rate_per_pulse"] == 0.0
+    assert pts[0]["rate_per_pulse"] > 0
     for p in pts:
         assert p["rate_bps"] == pytest.approx(p["rate_per_pulse"] * 2e6)
 
 
 def test_rate_plot(tmp_path, capsys):
     png = tmp_path / "rate.png"
-    code, _, err = run_cli(capsys, "link", "rate", "--protocol", "all", "--distance-km",
-                           "0:200:50", "--plot", str(png))
+    code, _, err = run_cli(
+        capsys, "link", "rate", "--protocol", "all", "--distance-km", "0:200:50", "--plot", str(png)
+    )
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -127,7 +181,10 @@ def test_bad_input_is_one_line_on_stderr_with_exit_code_2(capsys, args, needle):
 def test_bad_input_through_the_real_executable():
     proc = subprocess.run(
         [sys.executable, "-m", "qkdtwin", "link", "simulate", "--distance-km", "-1"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "distance_km" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "distance_km" in proc.stderr

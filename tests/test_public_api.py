@@ -12,9 +12,19 @@ def test_qkd_exports():
     for name in qkdtwin.qkd.__all__:
         assert hasattr(qkdtwin.qkd, name), name
     assert set(qkdtwin.qkd.__all__) >= {
-        "simulate_link", "analytic_key_rate", "max_distance", "build_link_model", "LinkModel",
-        "WeakCoherentSource", "SinglePhotonSource", "EntangledPairSource", "FiberChannel",
-        "ThresholdDetector", "InterceptResend", "PhotonNumberSplitting", "plob_bound",
+        "simulate_link",
+        "analytic_key_rate",
+        "max_distance",
+        "build_link_model",
+        "LinkModel",
+        "WeakCoherentSource",
+        "SinglePhotonSource",
+        "EntangledPairSource",
+        "FiberChannel",
+        "ThresholdDetector",
+        "InterceptResend",
+        "PhotonNumberSplitting",
+        "plob_bound",
     }
 
 

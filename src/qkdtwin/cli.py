@@ -7,19 +7,18 @@ exit codes lives in :func:`main` and nowhere else.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import numpy as np
 import typer
 
 from qkdtwin import __version__
+from qkdtwin._cli_common import JsonOpt, emit_json
 from qkdtwin.config import parse_count, parse_float_list, parse_range
-from qkdtwin.errors import ConfigError, QkdTwinError
+from qkdtwin.errors import ConfigError, QkdTwinError, SimulationError
 
 app = typer.Typer(
     name="qkdtwin",
@@ -37,10 +36,6 @@ app.add_typer(link_app, name="link")
 EXIT_USAGE = 2
 
 
-def _emit_json(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, allow_nan=False) + "\n")
-
-
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"qkdtwin {__version__}")
@@ -51,8 +46,12 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", help="Show the version and exit.", is_eager=True,
-                     callback=_version_callback),
+        typer.Option(
+            "--version",
+            help="Show the version and exit.",
+            is_eager=True,
+            callback=_version_callback,
+        ),
     ] = False,
 ) -> None:
     """Digital twin of a quantum-secured industrial IoT network."""
@@ -61,8 +60,7 @@ def _root(
 # --------------------------------------------------------------------------- shared options
 ProtocolOpt = Annotated[
     str,
-    typer.Option("--protocol", "-p",
-                 help="bb84, decoy-bb84, sarg04, bbm92, e91, cv-gg02 or plob."),
+    typer.Option("--protocol", "-p", help="bb84, decoy-bb84, sarg04, bbm92, e91, cv-gg02 or plob."),
 ]
 PresetOpt = Annotated[str, typer.Option("--preset", help="Parameter set (see `link presets`).")]
 MuOpt = Annotated[
@@ -74,8 +72,9 @@ DecoysOpt = Annotated[
 ]
 DecoyProbOpt = Annotated[
     str | None,
-    typer.Option("--decoy-probabilities",
-                 help="Probabilities of signal and each decoy, e.g. '0.8,0.1,0.1'."),
+    typer.Option(
+        "--decoy-probabilities", help="Probabilities of signal and each decoy, e.g. '0.8,0.1,0.1'."
+    ),
 ]
 EffOpt = Annotated[
     float | None, typer.Option("--efficiency", help="Bob's detection efficiency, in (0, 1].")
@@ -96,7 +95,6 @@ RepOpt = Annotated[
 SpsOpt = Annotated[
     bool, typer.Option("--single-photon", help="Ideal single-photon source (bb84, sarg04).")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
 
 def _model(
@@ -140,7 +138,8 @@ def _model(
         decoys=parse_float_list(decoys, field="decoys") if decoys is not None else None,
         decoy_probabilities=(
             parse_float_list(decoy_probabilities, field="decoy_probabilities")
-            if decoy_probabilities is not None else None
+            if decoy_probabilities is not None
+            else None
         ),
         single_photon=single_photon,
         detector=det,
@@ -194,13 +193,28 @@ def link_simulate(
     from qkdtwin.qkd import parse_attack, simulate_link
 
     n = parse_count(pulses)
+    name = _protocols(protocol)[0] if "," not in protocol else protocol
+    if name in ("cv-gg02", "plob"):
+        raise SimulationError(
+            f"{name} has no pulse-by-pulse simulation; use `qkdtwin link rate` for its "
+            "analytic rate"
+        )
     model = _model(
-        protocol, distance_km, preset, mu=mu, decoys=decoys,
-        decoy_probabilities=decoy_probabilities, efficiency=efficiency,
-        dark_count_prob=dark_count_prob, misalignment=misalignment,
-        attenuation_db_per_km=attenuation_db_per_km, insertion_loss_db=insertion_loss_db,
-        repetition_rate_hz=repetition_rate_hz, single_photon=single_photon,
-        dead_time_s=dead_time_s, afterpulse_prob=afterpulse_prob,
+        protocol,
+        distance_km,
+        preset,
+        mu=mu,
+        decoys=decoys,
+        decoy_probabilities=decoy_probabilities,
+        efficiency=efficiency,
+        dark_count_prob=dark_count_prob,
+        misalignment=misalignment,
+        attenuation_db_per_km=attenuation_db_per_km,
+        insertion_loss_db=insertion_loss_db,
+        repetition_rate_hz=repetition_rate_hz,
+        single_photon=single_photon,
+        dead_time_s=dead_time_s,
+        afterpulse_prob=afterpulse_prob,
     )
     att = parse_attack(attack)
     rng = np.random.default_rng(seed)
@@ -208,21 +222,30 @@ def link_simulate(
     if as_json or n < 5_000_000:
         res = simulate_link(protocol, model, n, rng, attack=att, keep_bits=keep)
     else:
+        from rich.console import Console
         from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("simulating pulses", total=n)
-            res = simulate_link(protocol, model, n, rng, attack=att, keep_bits=keep,
-                                progress=lambda done: bar.update(task, completed=done))
-    if bits_out is not None:
+            res = simulate_link(
+                protocol,
+                model,
+                n,
+                rng,
+                attack=att,
+                keep_bits=keep,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+    if bits_out is not None and res.alice_bits is not None and res.bob_bits is not None:
         try:
             np.savez_compressed(bits_out, alice=res.alice_bits, bob=res.bob_bits)
         except OSError as exc:
-            raise ConfigError(f"cannot write {bits_out}: {exc.strerror}", field="bits_out",
-                              value=str(bits_out)) from None
+            raise ConfigError(
+                f"cannot write {bits_out}: {exc.strerror}", field="bits_out", value=str(bits_out)
+            ) from None
     out = res.to_dict() | {"preset": preset, "seed": seed}
     if as_json:
-        _emit_json(out)
+        emit_json(out)
         return
     _print_simulation(out)
 
@@ -232,10 +255,22 @@ def _print_simulation(out: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title=f"{out['protocol']} over {out['distance_km']:g} km ({out['preset']}), "
-                    f"attack: {out['attack']}", show_header=False)
-    for key in ("pulses", "detections", "sifted_bits", "qber", "secret_key_rate_per_pulse",
-                "analytic_rate_per_pulse", "secret_key_rate_bps", "elapsed_s", "pulses_per_s"):
+    t = Table(
+        title=f"{out['protocol']} over {out['distance_km']:g} km ({out['preset']}), "
+        f"attack: {out['attack']}",
+        show_header=False,
+    )
+    for key in (
+        "pulses",
+        "detections",
+        "sifted_bits",
+        "qber",
+        "secret_key_rate_per_pulse",
+        "analytic_rate_per_pulse",
+        "secret_key_rate_bps",
+        "elapsed_s",
+        "pulses_per_s",
+    ):
         val = out[key]
         t.add_row(key, f"{val:.6g}" if isinstance(val, float) else str(val))
     for key in ("eve_known_fraction", "chsh_s"):
@@ -245,13 +280,20 @@ def _print_simulation(out: dict[str, Any]) -> None:
     if "per_intensity" in out:
         ti = Table("intensity", "sent", "detected", "gain", "qber")
         for row in out["per_intensity"]:
-            ti.add_row(f"{row['intensity']:g}", str(row["sent"]), str(row["detected"]),
-                       f"{row['gain']:.4g}", f"{row['qber']:.4g}")
+            ti.add_row(
+                f"{row['intensity']:g}",
+                str(row["sent"]),
+                str(row["detected"]),
+                f"{row['gain']:.4g}",
+                f"{row['qber']:.4g}",
+            )
         console.print(ti)
     if "decoy_estimates" in out:
         d = out["decoy_estimates"]
-        console.print(f"decoy estimates: Y1 >= {d['y1_lower']:.4g} (true {d['y1_true']:.4g}), "
-                      f"e1 <= {d['e1_upper']:.4g} (true {d['e1_true']:.4g})")
+        console.print(
+            f"decoy estimates: Y1 >= {d['y1_lower']:.4g} (true {d['y1_true']:.4g}), "
+            f"e1 <= {d['e1_upper']:.4g} (true {d['e1_true']:.4g})"
+        )
 
 
 # --------------------------------------------------------------------------- link rate
@@ -282,34 +324,55 @@ def link_rate(
     names = _protocols(protocol)
     distances = parse_range(distance_km, field="distance_km")
     if distances.min() < 0:
-        raise ConfigError(f"distance_km must be >= 0, got {distance_km!r}", field="distance_km",
-                          value=distance_km, allowed=">= 0")
-    curves = []
-    for name in names:
-        base = _model(
-            name, 0.0, preset, mu=mu, decoys=decoys, efficiency=efficiency,
-            dark_count_prob=dark_count_prob, misalignment=misalignment,
-            attenuation_db_per_km=attenuation_db_per_km, insertion_loss_db=insertion_loss_db,
-            repetition_rate_hz=repetition_rate_hz, single_photon=single_photon,
+        raise ConfigError(
+            f"distance_km must be >= 0, got {distance_km!r}",
+            field="distance_km",
+            value=distance_km,
+            allowed=">= 0",
         )
+    curves: list[dict[str, Any]] = []
+    for name in names:
         points = []
         for d in distances:
-            kr = analytic_key_rate(name, base.with_distance(float(d)))
-            points.append({"distance_km": float(d), "rate_per_pulse": float(kr.rate_per_pulse),
-                           "rate_bps": float(kr.rate_bps)})
+            # built per distance: without decoys the best intensity depends on the distance
+            model = _model(
+                name,
+                float(d),
+                preset,
+                mu=mu,
+                decoys=decoys,
+                efficiency=efficiency,
+                dark_count_prob=dark_count_prob,
+                misalignment=misalignment,
+                attenuation_db_per_km=attenuation_db_per_km,
+                insertion_loss_db=insertion_loss_db,
+                repetition_rate_hz=repetition_rate_hz,
+                single_photon=single_photon,
+            )
+            kr = analytic_key_rate(name, model)
+            points.append(
+                {
+                    "distance_km": float(d),
+                    "rate_per_pulse": float(kr.rate_per_pulse),
+                    "rate_bps": float(kr.rate_bps),
+                }
+            )
         curves.append({"protocol": name, "preset": preset, "points": points})
     if plot is not None:
         from qkdtwin.qkd.plots import plot_rate_curves
 
         plot_rate_curves(curves, plot, title=f"Secret key rate vs distance ({preset})")
     if as_json:
-        _emit_json(curves[0] if len(curves) == 1 else {"preset": preset, "curves": curves})
+        emit_json(curves[0] if len(curves) == 1 else {"preset": preset, "curves": curves})
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("distance_km", *[c["protocol"] for c in curves],
-                  title=f"secret key rate (bits/pulse), preset {preset}")
+    table = Table(
+        "distance_km",
+        *[c["protocol"] for c in curves],
+        title=f"secret key rate (bits/pulse), preset {preset}",
+    )
     for i, d in enumerate(distances):
         table.add_row(f"{d:g}", *[f"{c['points'][i]['rate_per_pulse']:.3e}" for c in curves])
     Console().print(table)
@@ -338,16 +401,27 @@ def link_max_distance(
     if name is None:
         raise ConfigError("max-distance takes one protocol", field="protocol", value=protocol)
     base = _model(
-        name, 0.0, preset, mu=mu, decoys=decoys, efficiency=efficiency,
-        dark_count_prob=dark_count_prob, misalignment=misalignment,
-        attenuation_db_per_km=attenuation_db_per_km, single_photon=single_photon,
+        name,
+        0.0,
+        preset,
+        mu=mu,
+        decoys=decoys,
+        efficiency=efficiency,
+        dark_count_prob=dark_count_prob,
+        misalignment=misalignment,
+        attenuation_db_per_km=attenuation_db_per_km,
+        single_photon=single_photon,
     )
-    dist = max_distance(name, base)
+    optimize = mu is None and name in ("bb84", "sarg04") and not single_photon
+    dist = max_distance(name, base, optimize_mu=optimize)
     if as_json:
-        _emit_json({"protocol": name, "preset": preset, "max_distance_km": dist})
+        emit_json({"protocol": name, "preset": preset, "max_distance_km": dist})
         return
-    typer.echo(f"{name} ({preset}): maximum distance {dist:.2f} km"
-               if dist is not None else f"{name} ({preset}): no finite maximum distance")
+    typer.echo(
+        f"{name} ({preset}): maximum distance {dist:.2f} km"
+        if dist is not None
+        else f"{name} ({preset}): no finite maximum distance"
+    )
 
 
 # --------------------------------------------------------------------------- presets
@@ -360,7 +434,7 @@ def link_presets(as_json: JsonOpt = False) -> None:
 
     rows = [asdict(p) for p in PRESETS.values()]
     if as_json:
-        _emit_json({"presets": rows})
+        emit_json({"presets": rows})
         return
     for r in rows:
         typer.echo(f"{r['name']}: {r['description']}\n    {r['reference']}")
@@ -375,12 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     except QkdTwinError as exc:
         sys.stderr.write(f"qkdtwin: error: {exc}\n")
         return EXIT_USAGE
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # usage errors (unknown option, bad integer, ...)
         sys.stderr.write(f"qkdtwin: error: {exc.format_message()}\n")
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("qkdtwin: aborted\n")
         return 130
     return 0

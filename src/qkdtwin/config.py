@@ -24,11 +24,17 @@ def _number(text: str, what: str, spec: str) -> float:
     except ValueError:
         raise RangeSyntaxError(
             f"malformed range {spec!r}: {what} {text!r} is not a number",
-            field="range", value=spec, allowed="START:STOP[:STEP]",
+            field="range",
+            value=spec,
+            allowed="START:STOP[:STEP]",
         ) from None
     if not math.isfinite(x):
-        raise RangeSyntaxError(f"malformed range {spec!r}: {what} must be finite",
-                               field="range", value=spec, allowed="START:STOP[:STEP]")
+        raise RangeSyntaxError(
+            f"malformed range {spec!r}: {what} must be finite",
+            field="range",
+            value=spec,
+            allowed="START:STOP[:STEP]",
+        )
     return x
 
 
@@ -61,7 +67,9 @@ def parse_range(spec: str, *, field: str = "range") -> NDArray[np.float64]:
     if not 1 <= len(parts) <= 3 or any(p.strip() == "" for p in parts):
         raise RangeSyntaxError(
             f"malformed {field} range {spec!r}: expected START:STOP[:STEP] or a number",
-            field=field, value=spec, allowed="START:STOP[:STEP]",
+            field=field,
+            value=spec,
+            allowed="START:STOP[:STEP]",
         )
     if len(parts) == 1:
         return np.array([_number(parts[0], "value", spec)])
@@ -69,15 +77,24 @@ def parse_range(spec: str, *, field: str = "range") -> NDArray[np.float64]:
     stop = _number(parts[1], "STOP", spec)
     step = _number(parts[2], "STEP", spec) if len(parts) == 3 else 1.0
     if step <= 0:
-        raise RangeSyntaxError(f"malformed {field} range {spec!r}: STEP must be > 0",
-                               field=field, value=spec, allowed="STEP > 0")
+        raise RangeSyntaxError(
+            f"malformed {field} range {spec!r}: STEP must be > 0",
+            field=field,
+            value=spec,
+            allowed="STEP > 0",
+        )
     if stop < start:
-        raise RangeSyntaxError(f"malformed {field} range {spec!r}: STOP must be >= START",
-                               field=field, value=spec, allowed="STOP >= START")
+        raise RangeSyntaxError(
+            f"malformed {field} range {spec!r}: STOP must be >= START",
+            field=field,
+            value=spec,
+            allowed="STOP >= START",
+        )
     count = math.floor((stop - start) / step + 1e-9) + 1
     if count > _MAX_RANGE_POINTS:
-        raise RangeSyntaxError(f"{field} range {spec!r} has {count} points (max 1000000)",
-                               field=field, value=spec)
+        raise RangeSyntaxError(
+            f"{field} range {spec!r} has {count} points (max 1000000)", field=field, value=spec
+        )
     return start + step * np.arange(count, dtype=np.float64)
 
 
@@ -101,15 +118,24 @@ def parse_count(text: str | int, *, field: str = "pulses") -> int:
         try:
             x = float(s)
         except ValueError:
-            raise ConfigError(f"{field} must be a whole number >= 1, got {text!r}",
-                              field=field, value=text, allowed=">= 1") from None
+            raise ConfigError(
+                f"{field} must be a whole number >= 1, got {text!r}",
+                field=field,
+                value=text,
+                allowed=">= 1",
+            ) from None
         if not math.isfinite(x) or x != math.floor(x):
-            raise ConfigError(f"{field} must be a whole number >= 1, got {text!r}",
-                              field=field, value=text, allowed=">= 1") from None
+            raise ConfigError(
+                f"{field} must be a whole number >= 1, got {text!r}",
+                field=field,
+                value=text,
+                allowed=">= 1",
+            ) from None
         value = int(x)
     if value < 1:
-        raise ConfigError(f"{field} must be >= 1, got {text!r}", field=field, value=text,
-                          allowed=">= 1")
+        raise ConfigError(
+            f"{field} must be >= 1, got {text!r}", field=field, value=text, allowed=">= 1"
+        )
     return value
 
 
@@ -127,10 +153,12 @@ def parse_float_list(text: str, *, field: str) -> tuple[float, ...]:
         try:
             x = float(t)
         except ValueError:
-            raise ConfigError(f"{field} must be comma-separated numbers, got {text!r}",
-                              field=field, value=text) from None
+            raise ConfigError(
+                f"{field} must be comma-separated numbers, got {text!r}", field=field, value=text
+            ) from None
         if not math.isfinite(x):
-            raise ConfigError(f"{field} values must be finite, got {text!r}", field=field,
-                              value=text)
+            raise ConfigError(
+                f"{field} values must be finite, got {text!r}", field=field, value=text
+            )
         out.append(x)
     return tuple(out)

@@ -54,4 +54,6 @@ def test_inactive_timeline_passes_events_through():
     assert not tl.active
     g = np.array([1, 5, 9])
     rg, r0, r1 = tl.apply(np.random.default_rng(0), 0, 10, g, np.ones(3, bool), np.ones(3, bool))
-    assert rg.tolist() == [1, 5, 9] and r0.all() and r1.all()
+    assert rg.tolist() == [1, 5, 9]
+    assert r0.all()
+    assert r1.all()

@@ -12,6 +12,7 @@ from qkdtwin.qkd import (
     PhotonNumberSplitting,
     analytic_key_rate,
     build_link_model,
+    keyrate,
     simulate_link,
 )
 
@@ -27,8 +28,12 @@ def rates(protocol, model, pulses, seeds, **kw):
 
 @pytest.mark.parametrize(
     ("protocol", "distance", "pulses"),
-    [("decoy-bb84", 50.0, 10_000_000), ("bb84", 10.0, 4_000_000),
-     ("sarg04", 20.0, 6_000_000), ("bbm92", 20.0, 20_000_000)],
+    [
+        ("decoy-bb84", 50.0, 10_000_000),
+        ("bb84", 10.0, 4_000_000),
+        ("sarg04", 20.0, 6_000_000),
+        ("bbm92", 20.0, 20_000_000),
+    ],
 )
 def test_simulated_rate_agrees_with_analytic_within_statistical_error(protocol, distance, pulses):
     model = build_link_model(protocol, distance, "gys")
@@ -55,8 +60,9 @@ def test_pns_is_invisible_to_plain_bb84_but_exposed_by_decoys():
     distance = 60.0
     model = build_link_model("decoy-bb84", distance, "gys")
     honest = simulate_link("decoy-bb84", model, 40_000_000, np.random.default_rng(1))
-    pns = simulate_link("decoy-bb84", model, 40_000_000, np.random.default_rng(2),
-                        attack=PhotonNumberSplitting())
+    pns = simulate_link(
+        "decoy-bb84", model, 40_000_000, np.random.default_rng(2), attack=PhotonNumberSplitting()
+    )
     # plain BB84 looks only at the signal's gain and QBER: unchanged within statistics
     g_h, g_p = honest.details["per_intensity"][0]["gain"], pns.details["per_intensity"][0]["gain"]
     n_sig = honest.details["per_intensity"][0]["sent"]
@@ -68,26 +74,42 @@ def test_pns_is_invisible_to_plain_bb84_but_exposed_by_decoys():
     assert y1_p < 0.5 * y1_h
     assert pns.secret_key_rate_per_pulse < 0.2 * honest.secret_key_rate_per_pulse
     assert pns.details["eve_known_fraction"] > 0.5
-    # while the no-decoy GLLP rate a plain-BB84 user would compute stays positive at 20 km
-    short = build_link_model("bb84", 20.0, "gys")
-    plain = simulate_link("bb84", short, 10_000_000, np.random.default_rng(3),
-                          attack=PhotonNumberSplitting())
-    assert plain.secret_key_rate_per_pulse > 0 and plain.details["eve_known_fraction"] > 0.1
+    # plain weak-coherent BB84 at the same intensity: the QBER check passes (a user trusting
+    # it would distil key with the single-photon formula) while Eve knows almost every bit
+    plain_model = build_link_model("bb84", distance, "gys", mu=0.48)
+    plain_h = simulate_link("bb84", plain_model, 20_000_000, np.random.default_rng(3))
+    plain_e = simulate_link(
+        "bb84", plain_model, 20_000_000, np.random.default_rng(4), attack=PhotonNumberSplitting()
+    )
+    assert abs(plain_h.qber - plain_e.qber) < 0.01
+    naive = keyrate.shor_preskill_rate(plain_e.detections / plain_e.pulses, plain_e.qber, 1.22)
+    assert naive > 0
+    assert plain_e.details["eve_known_fraction"] > 0.9
+    # GLLP without decoys, which assumes every multi-photon pulse is Eve's, gives no key here
+    assert plain_e.secret_key_rate_per_pulse == 0.0
 
 
 def test_e91_reports_chsh_and_bbm92_does_not():
-    e91 = simulate_link("e91", build_link_model("e91", 10.0, "gys"), 5_000_000,
-                        np.random.default_rng(0))
+    e91 = simulate_link(
+        "e91", build_link_model("e91", 10.0, "gys"), 5_000_000, np.random.default_rng(0)
+    )
     assert 2.0 < e91.details["chsh_s"] < 2 * math.sqrt(2) + 0.2
-    bbm92 = simulate_link("bbm92", build_link_model("bbm92", 10.0, "gys"), 1_000_000,
-                          np.random.default_rng(0))
+    bbm92 = simulate_link(
+        "bbm92", build_link_model("bbm92", 10.0, "gys"), 1_000_000, np.random.default_rng(0)
+    )
     assert "chsh_s" not in bbm92.details
 
 
 def test_keep_bits_returns_aligned_arrays():
-    res = simulate_link("bb84", build_link_model("bb84", 10.0, "gys"), 2_000_000,
-                        np.random.default_rng(4), keep_bits=True)
-    assert res.alice_bits is not None and res.bob_bits is not None
+    res = simulate_link(
+        "bb84",
+        build_link_model("bb84", 10.0, "gys"),
+        2_000_000,
+        np.random.default_rng(4),
+        keep_bits=True,
+    )
+    assert res.alice_bits is not None
+    assert res.bob_bits is not None
     assert res.alice_bits.size == res.bob_bits.size == res.sifted_bits
     assert np.mean(res.alice_bits != res.bob_bits) == pytest.approx(res.qber)
 
@@ -102,8 +124,14 @@ def test_chunking_does_not_change_the_statistics_law():
 
 def test_progress_callback_reaches_total():
     seen = []
-    simulate_link("bb84", build_link_model("bb84", 5.0, "gys"), 2_500_000,
-                  np.random.default_rng(0), chunk_size=1_000_000, progress=seen.append)
+    simulate_link(
+        "bb84",
+        build_link_model("bb84", 5.0, "gys"),
+        2_500_000,
+        np.random.default_rng(0),
+        chunk_size=1_000_000,
+        progress=seen.append,
+    )
     assert seen == [1_000_000, 2_000_000, 2_500_000]
 
 
@@ -133,5 +161,10 @@ def test_analytic_only_protocols_cannot_be_simulated():
 
 def test_entangled_protocols_reject_attacks():
     with pytest.raises(ConfigError, match="attack"):
-        simulate_link("bbm92", build_link_model("bbm92", 1.0), 10, np.random.default_rng(0),
-                      attack=PhotonNumberSplitting())
+        simulate_link(
+            "bbm92",
+            build_link_model("bbm92", 1.0),
+            10,
+            np.random.default_rng(0),
+            attack=PhotonNumberSplitting(),
+        )

@@ -88,7 +88,8 @@ def test_same_seed_same_counts(noisy_link):
     _, a = run(noisy_link, 300_000, seed=9)
     _, b = run(noisy_link, 300_000, seed=9)
     _, c = run(noisy_link, 300_000, seed=10)
-    assert np.array_equal(a.detected, b.detected) and np.array_equal(a.errors, b.errors)
+    assert np.array_equal(a.detected, b.detected)
+    assert np.array_equal(a.errors, b.errors)
     assert not np.array_equal(a.detected, c.detected)
 
 
@@ -128,13 +129,16 @@ def test_pns_keeps_signal_gain_and_qber_but_moves_decoy_gain():
     _, honest = run(model, 6_000_000, seed=4)
     eng, pns = run(model, 6_000_000, seed=5, attack=PhotonNumberSplitting())
     s1, sm = eng.pns_strategy
-    assert 0.0 <= s1 <= 1.0 and 0.0 <= sm <= 1.0
+    assert 0.0 <= s1 <= 1.0
+    assert 0.0 <= sm <= 1.0
     n_sig = pns.sent[0].sum()
     g_honest = 1 - (1 - det.dark_count_prob) ** 2 * math.exp(-0.48 * model.eta)
     assert within(pns.gain()[0], g_honest, n_sig)  # Eve matches the signal gain
     # the QBER does not reveal her (same within statistics)
     e_h, e_p = honest.sifted_qber()[0], pns.sifted_qber()[0]
-    assert abs(e_h - e_p) < 5 * math.sqrt(e_h * (1 - e_h) * (1 / honest.sifted[0] + 1 / pns.sifted[0]))
+    assert abs(e_h - e_p) < 5 * math.sqrt(
+        e_h * (1 - e_h) * (1 / honest.sifted[0] + 1 / pns.sifted[0])
+    )
     # the weak decoy's gain drops far below the honest value: this is what decoys detect
     g_nu = 1 - (1 - det.dark_count_prob) ** 2 * math.exp(-0.1 * model.eta)
     assert pns.gain()[1] < 0.8 * g_nu

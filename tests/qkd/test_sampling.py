@@ -22,7 +22,9 @@ def test_bernoulli_positions_count_is_binomial(p):
 def test_bernoulli_positions_are_uniform_and_sorted():
     rng = np.random.default_rng(5)
     pos = bernoulli_positions(rng, 1_000_000, 1e-3)
-    assert np.all(np.diff(pos) > 0) and pos.min() >= 0 and pos.max() < 1_000_000
+    assert np.all(np.diff(pos) > 0)
+    assert pos.min() >= 0
+    assert pos.max() < 1_000_000
     # positions of a Bernoulli process are uniform on [0, n): Kolmogorov-Smirnov test
     assert stats.kstest(pos / 1_000_000, "uniform").pvalue > 1e-3
 

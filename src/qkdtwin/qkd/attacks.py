@@ -77,7 +77,7 @@ class PhotonNumberSplitting:
     def strategy(
         mu: float, eta_channel: float, eta_bob: float, dark_count_prob: float, n_max: int = 60
     ) -> tuple[float, float]:
-        """Forwarding probabilities ``(s1, s_multi)`` that reproduce the honest signal gain.
+        """Return the forwarding probabilities ``(s1, s_multi)`` matching the honest gain.
 
         Eve forwards single-photon pulses with probability ``s1`` and multi-photon pulses (minus
         the photon she keeps) with probability ``s_multi``, both over a lossless line to Bob's
@@ -138,7 +138,9 @@ def parse_attack(spec: str | None) -> Attack:
         except ValueError:
             raise ConfigError(
                 f"attack fraction must be a number in [0, 1], got {arg!r}",
-                field="attack", value=spec, allowed="intercept-resend:F with F in [0, 1]",
+                field="attack",
+                value=spec,
+                allowed="intercept-resend:F with F in [0, 1]",
             ) from None
         return InterceptResend(fraction)
     if name == "pns":
@@ -147,5 +149,7 @@ def parse_attack(spec: str | None) -> Attack:
         return PhotonNumberSplitting()
     raise UnknownNameError(
         f"unknown attack {spec!r} (known: none, intercept-resend[:F], pns)",
-        field="attack", value=spec, allowed="none, intercept-resend[:F], pns",
+        field="attack",
+        value=spec,
+        allowed="none, intercept-resend[:F], pns",
     )

@@ -77,5 +77,5 @@ class ThresholdDetector:
         return 1.0 - (1.0 - self.dark_count_prob) ** 2
 
     def dead_gates(self, repetition_rate_hz: float) -> int:
-        """Number of gates blinded after a click at the given repetition rate."""
+        """Return the number of gates blinded after a click at ``repetition_rate_hz``."""
         return math.ceil(self.dead_time_s * repetition_rate_hz - 1e-12)

@@ -27,7 +27,7 @@ from qkdtwin.qkd.model import LinkModel
 from qkdtwin.qkd.protocols import canonical_protocol
 from qkdtwin.qkd.protocols.entangled import BBM92_SETTINGS, E91_SETTINGS, EntangledEngine
 from qkdtwin.qkd.protocols.prepare_measure import PrepareMeasureEngine
-from qkdtwin.qkd.source import SinglePhotonSource, WeakCoherentSource
+from qkdtwin.qkd.source import EntangledPairSource, SinglePhotonSource, WeakCoherentSource
 from qkdtwin.qkd.statistics import EntangledStats, PrepareMeasureStats
 
 __all__ = ["DEFAULT_CHUNK", "LinkResult", "simulate_link"]
@@ -110,6 +110,8 @@ def _rate_prepare_measure(
 ) -> tuple[float, dict[str, Any]]:
     """Secret key rate per pulse from simulated prepare-and-measure statistics."""
     src = model.source
+    if isinstance(src, EntangledPairSource):
+        raise ConfigError("prepare-and-measure statistics need a pulsed source", field="source")
     f = model.ec_efficiency
     gains = stats.gain()
     qbers = stats.sifted_qber()
@@ -139,8 +141,13 @@ def _rate_prepare_measure(
     }
     if protocol == "sarg04":
         rate = keyrate.sarg04_rate(
-            float(stats.sifted[0] / max(sent_k[0], 1)), e_mu,
-            float(tq[0, 1]), float(te[0, 1]), float(tq[0, 2]), float(te[0, 2]), f,
+            float(stats.sifted[0] / max(sent_k[0], 1)),
+            e_mu,
+            float(tq[0, 1]),
+            float(te[0, 1]),
+            float(tq[0, 2]),
+            float(te[0, 2]),
+            f,
         )
         det["tagged_two_photon"] = {"sifted_gain": float(tq[0, 2]), "qber": float(te[0, 2])}
         return share * float(rate), det
@@ -150,7 +157,9 @@ def _rate_prepare_measure(
         if 0.0 not in decoys or not any(d > 0 for d in decoys):
             raise ConfigError(
                 "decoy-bb84 needs a weak decoy (> 0) and a vacuum decoy (0)",
-                field="decoys", value=tuple(decoys), allowed="e.g. 0.1,0",
+                field="decoys",
+                value=tuple(decoys),
+                allowed="e.g. 0.1,0",
             )
         i_nu = 1 + next(i for i, d in enumerate(decoys) if d > 0)
         i_vac = 1 + decoys.index(0.0)
@@ -166,8 +175,11 @@ def _rate_prepare_measure(
         p1 = src.mu * math.exp(-src.mu)
         y1_true = float(tq[0, 1]) / (p1 * 0.5) if p1 > 0 else 0.0
         det["decoy_estimates"] = {
-            "y0": y0, "y1_lower": y1_l, "e1_upper": e1_u,
-            "y1_true": y1_true, "e1_true": float(te[0, 1]),
+            "y0": y0,
+            "y1_lower": y1_l,
+            "e1_upper": e1_u,
+            "y1_true": y1_true,
+            "e1_true": float(te[0, 1]),
         }
         return share * float(rate), det
     if isinstance(src, SinglePhotonSource):
@@ -230,16 +242,25 @@ def simulate_link(
     name = canonical_protocol(protocol)
     if name in ("cv-gg02", "plob"):
         raise SimulationError(
-            f"{name} has no pulse-by-pulse simulation; use `qkdtwin link rate` for its analytic rate"
+            f"{name} has no pulse-by-pulse simulation; "
+            "use `qkdtwin link rate` for its analytic rate"
         )
     try:
         n_pulses = int(pulses)
     except (TypeError, ValueError):
-        raise ConfigError(f"pulses must be an integer >= 1, got {pulses!r}",
-                          field="pulses", value=pulses, allowed=">= 1") from None
+        raise ConfigError(
+            f"pulses must be an integer >= 1, got {pulses!r}",
+            field="pulses",
+            value=pulses,
+            allowed=">= 1",
+        ) from None
     if n_pulses != pulses or n_pulses < 1:
-        raise ConfigError(f"pulses must be an integer >= 1, got {pulses!r}",
-                          field="pulses", value=pulses, allowed=">= 1")
+        raise ConfigError(
+            f"pulses must be an integer >= 1, got {pulses!r}",
+            field="pulses",
+            value=pulses,
+            allowed=">= 1",
+        )
     v.in_range("chunk_size", chunk_size, 1)
     att: Attack = attack if attack is not None else NoAttack()
     t0 = time.perf_counter()
@@ -248,13 +269,13 @@ def simulate_link(
         if not isinstance(att, NoAttack):
             raise ConfigError(
                 f"attacks are simulated for prepare-and-measure protocols, not {name}",
-                field="attack", value=att.describe(),
+                field="attack",
+                value=att.describe(),
             )
         plan = BBM92_SETTINGS if name == "bbm92" else E91_SETTINGS
         eng = EntangledEngine(model, plan, keep_bits=keep_bits)
         estats = EntangledStats(eng.na, eng.nb)
-        _stream(lambda off, n: eng.run_chunk(rng, off, n, estats), n_pulses, chunk_size,
-                progress)
+        _stream(lambda off, n: eng.run_chunk(rng, off, n, estats), n_pulses, chunk_size, progress)
         key_coinc = sum(int(estats.coincidences[i, j]) for i, j in plan.key_pairs)
         key_equal = sum(int(estats.equal[i, j]) for i, j in plan.key_pairs)
         qber = 1.0 - key_equal / key_coinc if key_coinc else 0.0
@@ -272,23 +293,24 @@ def simulate_link(
         detections = int(estats.coincidences.sum())
         sifted = key_coinc
         bits = (
-            (np.concatenate(eng.bits.alice or [np.empty(0, np.uint8)]),
-             np.concatenate(eng.bits.bob or [np.empty(0, np.uint8)]))
-            if keep_bits else (None, None)
+            (
+                np.concatenate(eng.bits.alice or [np.empty(0, np.uint8)]),
+                np.concatenate(eng.bits.bob or [np.empty(0, np.uint8)]),
+            )
+            if keep_bits
+            else (None, None)
         )
     else:
         sifting = "sarg04" if name == "sarg04" else "bb84"
         pm = PrepareMeasureEngine(model, sifting, att, keep_bits=keep_bits)
         pstats = PrepareMeasureStats(pm.n_classes)
-        _stream(lambda off, n: pm.run_chunk(rng, off, n, pstats), n_pulses, chunk_size,
-                progress)
+        _stream(lambda off, n: pm.run_chunk(rng, off, n, pstats), n_pulses, chunk_size, progress)
         rate, details = _rate_prepare_measure(name, model, pstats)
         qber = float(pstats.sifted_qber()[0])
         detections = int(pstats.detected.sum())
         sifted = int(pstats.sifted[0])
         if hasattr(pm, "pns_strategy"):
-            details["pns_forwarding"] = {"single": pm.pns_strategy[0],
-                                         "multi": pm.pns_strategy[1]}
+            details["pns_forwarding"] = {"single": pm.pns_strategy[0], "multi": pm.pns_strategy[1]}
         if keep_bits:
             a_bits, b_bits, _ = pm.bits.arrays()
             bits = (a_bits, b_bits)

@@ -68,7 +68,7 @@ class LinkModel:
 
     @property
     def eta(self) -> float:
-        """Overall transmittance-efficiency ``eta = eta_ch * eta_Bob`` of a prepare-and-measure link."""
+        """Overall transmittance-efficiency ``eta = eta_ch * eta_Bob`` (prepare and measure)."""
         return self.channel.transmittance * self.detector.efficiency
 
     def arm_transmittances(self) -> tuple[float, float]:
@@ -81,7 +81,7 @@ class LinkModel:
         return to_alice.transmittance, to_bob.transmittance
 
     def with_distance(self, distance_km: float) -> LinkModel:
-        """The same link with another fibre length."""
+        """Return the same link with another fibre length."""
         return replace(self, channel=replace(self.channel, length_km=distance_km))
 
 
@@ -99,10 +99,14 @@ def build_link_model(
 ) -> LinkModel:
     """Assemble a :class:`LinkModel` for ``protocol`` from a preset and optional overrides.
 
-    ``bb84`` and ``sarg04`` use a weak coherent source at the preset's signal intensity (or an
-    ideal single-photon source with ``single_photon=True``); ``decoy-bb84`` adds the preset's
-    decoys; ``bbm92`` and ``e91`` use an SPDC pair source in the middle of the fibre with mean
-    pair number ``mu`` (default 0.1).
+    ``decoy-bb84`` uses the preset's signal intensity and decoys (``mu = 0.48`` for ``gys``,
+    the optimum of Lo, Ma and Chen). ``bb84`` (no decoys) and ``sarg04`` use a weak coherent
+    source whose intensity, unless given, is the one that maximises the analytic key rate at
+    this distance (:func:`qkdtwin.qkd.keyrate.optimal_mu`): without decoys the secure intensity
+    falls with the transmittance, and at the preset's 0.48 neither protocol yields any key.
+    Where no intensity gives key, 0.1 (bb84) or 0.2 (sarg04) is used. ``single_photon=True``
+    gives bb84/sarg04 an ideal single-photon source. ``bbm92`` and ``e91`` use an SPDC pair
+    source in the middle of the fibre with mean pair number ``mu`` (default 0.1).
     """
     from qkdtwin.qkd.protocols import canonical_protocol
 
@@ -123,10 +127,19 @@ def build_link_model(
         )
     else:
         source = WeakCoherentSource(mu if mu is not None else p.mu)
-    return LinkModel(
+    model = LinkModel(
         source=source,
         channel=channel,
         detector=det,
         repetition_rate_hz=repetition_rate_hz or p.repetition_rate_hz,
         ec_efficiency=p.ec_efficiency,
     )
+    if mu is None and isinstance(source, WeakCoherentSource) and name in ("bb84", "sarg04"):
+        from qkdtwin.qkd.keyrate import analytic_key_rate, optimal_mu
+
+        best = optimal_mu(name, model)
+        candidate = replace(model, source=WeakCoherentSource(best))
+        if analytic_key_rate(name, candidate).rate_per_pulse <= 0.0:
+            candidate = replace(model, source=WeakCoherentSource(0.1 if name == "bb84" else 0.2))
+        model = candidate
+    return model

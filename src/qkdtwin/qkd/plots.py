@@ -29,8 +29,9 @@ def plot_rate_curves(curves: list[dict[str, Any]], path: Path | str, *, title: s
 
     out = Path(path)
     if out.suffix.lower() not in (".png", ".svg"):
-        raise ConfigError(f"plot file must end in .png or .svg, got {out.name!r}",
-                          field="plot", value=str(out))
+        raise ConfigError(
+            f"plot file must end in .png or .svg, got {out.name!r}", field="plot", value=str(out)
+        )
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
     for c in curves:
         xs = [p["distance_km"] for p in c["points"] if p["rate_per_pulse"] > 0]
@@ -46,8 +47,9 @@ def plot_rate_curves(curves: list[dict[str, Any]], path: Path | str, *, title: s
     try:
         fig.savefig(out)
     except OSError as exc:
-        raise ConfigError(f"cannot write plot {out}: {exc.strerror}", field="plot",
-                          value=str(out)) from None
+        raise ConfigError(
+            f"cannot write plot {out}: {exc.strerror}", field="plot", value=str(out)
+        ) from None
     finally:
         plt.close(fig)
     return out

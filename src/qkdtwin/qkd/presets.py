@@ -69,7 +69,7 @@ class Preset:
         )
 
     def channel(self, distance_km: float) -> FiberChannel:
-        """A fibre of the given length with this preset's attenuation and insertion loss."""
+        """Return a fibre of the given length with this preset's attenuation and insertion loss."""
         return FiberChannel(distance_km, self.attenuation_db_per_km, self.insertion_loss_db)
 
 
@@ -90,7 +90,33 @@ GYS = Preset(
     decoys=(0.1, 0.0),
 )
 
-PRESETS: dict[str, Preset] = {GYS.name: GYS}
+# A modern low-noise link. Dark counts are quoted as a rate; per clock period of the 2.5 GHz
+# source (400 ps, the widest acceptance window a pulse can have) one detector's dark-count
+# probability is 0.1 /s x 400e-12 s = 4e-11, so Y0 = 1 - (1 - 4e-11)^2 = 8e-11.
+BOARON2018 = Preset(
+    name="boaron2018",
+    description=(
+        "Boaron et al. 421 km time-bin QKD: 2.5 GHz clock, ultralow-loss fibre (0.17 dB/km), "
+        "MoSi SNSPDs (efficiency 0.40, dark counts 0.1 /s -> 4e-11 per 400 ps period per "
+        "detector, Y0 = 8e-11); e_d = 1 % and f = 1.16 are representative values assumed here, "
+        "and the decoys are this library's vacuum + weak default (the experiment used one decoy)"
+    ),
+    reference=(
+        "A. Boaron, G. Boso, D. Rusca, C. Vulliez, C. Autebert, M. Caloz, M. Perrenoud, G. Gras, "
+        "F. Bussieres, M.-J. Li, D. Nolan, A. Martin, H. Zbinden, 'Secure quantum key "
+        "distribution over 421 km of optical fiber', PRL 121, 190502 (2018)"
+    ),
+    attenuation_db_per_km=0.17,
+    detector_efficiency=0.40,
+    background_yield=8.0e-11,
+    misalignment=0.01,
+    ec_efficiency=1.16,
+    repetition_rate_hz=2.5e9,
+    mu=0.5,
+    decoys=(0.1, 0.0),
+)
+
+PRESETS: dict[str, Preset] = {GYS.name: GYS, BOARON2018.name: BOARON2018}
 
 
 def get_preset(name: str) -> Preset:

@@ -13,7 +13,7 @@ __all__ = ["bernoulli_positions", "categorical", "random_bits"]
 
 
 def bernoulli_positions(rng: np.random.Generator, n: int, p: float) -> NDArray[np.int64]:
-    """Indices of the successes among ``n`` independent Bernoulli(p) trials, in order.
+    """Return the indices of the successes among ``n`` Bernoulli(p) trials, in order.
 
     Draws geometric gaps between successes, which has exactly the law of testing every trial
     but costs O(n p) instead of O(n).
@@ -43,9 +43,7 @@ def bernoulli_positions(rng: np.random.Generator, n: int, p: float) -> NDArray[n
     return np.concatenate(out).astype(np.int64, copy=False)
 
 
-def categorical(
-    u: NDArray[np.float64], cumulative: NDArray[np.float64]
-) -> NDArray[np.intp]:
+def categorical(u: NDArray[np.float64], cumulative: NDArray[np.float64]) -> NDArray[np.intp]:
     """Map uniforms ``u`` to category indices, row-wise.
 
     Parameters

@@ -74,8 +74,15 @@ class PrepareMeasureStats:
     def merge(self, other: PrepareMeasureStats) -> None:
         """Add another run's counts to these, in place."""
         for name in (
-            "sent", "detected", "errors", "double_clicks", "sifted", "sifted_errors",
-            "tagged_sifted", "tagged_errors", "eve_known",
+            "sent",
+            "detected",
+            "errors",
+            "double_clicks",
+            "sifted",
+            "sifted_errors",
+            "tagged_sifted",
+            "tagged_errors",
+            "eve_known",
         ):
             getattr(self, name)[...] += getattr(other, name)
 
@@ -87,13 +94,15 @@ class PrepareMeasureStats:
     def gain(self) -> NDArray[np.float64]:
         """Gain ``Q_k``: fraction of the class-``k`` pulses that Bob detected."""
         sent = self.sent.sum(axis=(1, 2))
-        return np.divide(self.detected.sum(axis=(1, 2)), sent, out=np.zeros(self.n_classes),
-                         where=sent > 0)
+        return np.divide(
+            self.detected.sum(axis=(1, 2)), sent, out=np.zeros(self.n_classes), where=sent > 0
+        )
 
     def sifted_qber(self) -> NDArray[np.float64]:
         """Error rate ``E_k`` of the sifted bits of each class."""
-        return np.divide(self.sifted_errors, self.sifted, out=np.zeros(self.n_classes),
-                         where=self.sifted > 0)
+        return np.divide(
+            self.sifted_errors, self.sifted, out=np.zeros(self.n_classes), where=self.sifted > 0
+        )
 
     def basis_qber(self) -> NDArray[np.float64]:
         """Error rate in matching bases for each class and basis, shape ``(K, 2)``."""
@@ -104,13 +113,18 @@ class PrepareMeasureStats:
     def tagged_gain(self) -> NDArray[np.float64]:
         """Sifted gain per emitted photon number: sifted_n / pulses sent, ``(K, tags)``."""
         sent = self.sent.sum(axis=(1, 2)).astype(np.float64)[:, np.newaxis]
-        return np.divide(self.tagged_sifted, sent, out=np.zeros(self.tagged_sifted.shape),
-                         where=sent > 0)
+        return np.divide(
+            self.tagged_sifted, sent, out=np.zeros(self.tagged_sifted.shape), where=sent > 0
+        )
 
     def tagged_qber(self) -> NDArray[np.float64]:
         """Sifted error rate per emitted photon number, ``(K, tags)``."""
-        return np.divide(self.tagged_errors, self.tagged_sifted,
-                         out=np.zeros(self.tagged_errors.shape), where=self.tagged_sifted > 0)
+        return np.divide(
+            self.tagged_errors,
+            self.tagged_sifted,
+            out=np.zeros(self.tagged_errors.shape),
+            where=self.tagged_sifted > 0,
+        )
 
 
 @dataclass

@@ -12,8 +12,13 @@ SIMULATED_PROTOCOLS: tuple[str, ...] = ("bb84", "decoy-bb84", "sarg04", "bbm92",
 ANALYTIC_ONLY: tuple[str, ...] = ("cv-gg02", "plob")
 ALL_PROTOCOLS: tuple[str, ...] = SIMULATED_PROTOCOLS + ANALYTIC_ONLY
 
-_ALIASES = {"decoy": "decoy-bb84", "decoy_bb84": "decoy-bb84", "gg02": "cv-gg02",
-            "cv-qkd": "cv-gg02", "sarg": "sarg04"}
+_ALIASES = {
+    "decoy": "decoy-bb84",
+    "decoy_bb84": "decoy-bb84",
+    "gg02": "cv-gg02",
+    "cv-qkd": "cv-gg02",
+    "sarg": "sarg04",
+}
 
 
 def canonical_protocol(name: str) -> str:
@@ -29,7 +34,9 @@ def canonical_protocol(name: str) -> str:
     if key not in ALL_PROTOCOLS:
         known = ", ".join(ALL_PROTOCOLS)
         raise UnknownNameError(
-            f"unknown protocol {name!r} (known: {known})", field="protocol", value=name,
+            f"unknown protocol {name!r} (known: {known})",
+            field="protocol",
+            value=name,
             allowed=known,
         )
     return key

@@ -84,8 +84,9 @@ class EntangledEngine:
 
     def __init__(self, model: LinkModel, plan: SettingPlan, *, keep_bits: bool = False) -> None:
         if not isinstance(model.source, EntangledPairSource):
-            raise ConfigError("entanglement-based protocols need an EntangledPairSource",
-                              field="source")
+            raise ConfigError(
+                "entanglement-based protocols need an EntangledPairSource", field="source"
+            )
         self.model = model
         self.plan = plan
         self.keep_bits = keep_bits
@@ -125,9 +126,7 @@ class EntangledEngine:
         na, nb = self.na, self.nb
         sa = rng.integers(0, na, n, dtype=np.uint8)
         sb = rng.integers(0, nb, n, dtype=np.uint8)
-        stats.sent += np.bincount(sa.astype(np.intp) * nb + sb, minlength=na * nb).reshape(
-            na, nb
-        )
+        stats.sent += np.bincount(sa.astype(np.intp) * nb + sb, minlength=na * nb).reshape(na, nb)
         pairs = np.searchsorted(self._pair_cdf, rng.random(n), side="right")
         # --- pulses with pairs: thin the two modes
         idx = np.flatnonzero(pairs > 0)
@@ -176,9 +175,7 @@ class EntangledEngine:
         size = na * nb
         stats.coincidences += np.bincount(cell, minlength=size).reshape(na, nb)
         stats.equal += np.bincount(cell[abit == bbit], minlength=size).reshape(na, nb)
-        stats.double_clicks += np.bincount(cell[adouble | bdouble], minlength=size).reshape(
-            na, nb
-        )
+        stats.double_clicks += np.bincount(cell[adouble | bdouble], minlength=size).reshape(na, nb)
         if self.keep_bits:
             key = np.zeros(gi.size, dtype=bool)
             for i, j in self.plan.key_pairs:
@@ -188,7 +185,7 @@ class EntangledEngine:
 
 
 def _uniform_split(rng: np.random.Generator, n: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Number of mode-0 pairs: uniform on ``0..n`` given the total ``n`` (thermal modes)."""
+    """Draw the number of mode-0 pairs: uniform on ``0..n`` given the total ``n``."""
     return np.floor(rng.random(n.size) * (n + 1)).astype(np.int64)
 
 

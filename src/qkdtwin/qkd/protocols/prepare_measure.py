@@ -22,6 +22,7 @@ routing and dark counts of every pulse, at a cost dominated by stage 1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,7 +32,7 @@ from qkdtwin.qkd.attacks import Attack, InterceptResend, NoAttack, PhotonNumberS
 from qkdtwin.qkd.detection import DetectorTimeline
 from qkdtwin.qkd.model import LinkModel
 from qkdtwin.qkd.sampling import categorical, random_bits
-from qkdtwin.qkd.source import EntangledPairSource
+from qkdtwin.qkd.source import EntangledPairSource, SinglePhotonSource, WeakCoherentSource
 from qkdtwin.qkd.statistics import N_PHOTON_TAGS, PrepareMeasureStats
 
 __all__ = ["PrepareMeasureEngine", "SiftedBits"]
@@ -94,11 +95,12 @@ class PrepareMeasureEngine:
         if sifting not in ("bb84", "sarg04"):
             raise ConfigError(f"unknown sifting rule {sifting!r}", field="sifting")
         self.model = model
+        self._source: WeakCoherentSource | SinglePhotonSource = model.source
         self.sifting = sifting
         self.attack: Attack = attack if attack is not None else NoAttack()
         self.keep_bits = keep_bits
         self.bits = SiftedBits()
-        src = model.source
+        src = self._source
         self.n_classes = int(src.intensities.size)
         self._class_cum = np.cumsum(src.selection_probabilities)[:-1]
         det = model.detector
@@ -118,7 +120,7 @@ class PrepareMeasureEngine:
         ``t = eta``; with PNS, forwarded pulses reach Bob losslessly (``t = eta_Bob``).
         """
         model = self.model
-        src = model.source
+        src = self._source
         n_max = _photon_cutoff(float(src.intensities.max()))
         n = np.arange(n_max + 1)
         pmf = np.asarray(src.photon_number_pmf(n), dtype=np.float64)  # (K, n_max+1)
@@ -148,13 +150,13 @@ class PrepareMeasureEngine:
         self.p_click = (w * p_click_branch).sum(axis=1)  # (K,)
         post_click = w * p_click_branch
         post_noclick = w * no_click
-        self._cum_click = np.cumsum(post_click, axis=1) / np.where(
-            self.p_click > 0, self.p_click, 1.0
-        )[:, None]
+        self._cum_click = (
+            np.cumsum(post_click, axis=1) / np.where(self.p_click > 0, self.p_click, 1.0)[:, None]
+        )
         p_noclick = post_noclick.sum(axis=1)
-        self._cum_noclick = np.cumsum(post_noclick, axis=1) / np.where(
-            p_noclick > 0, p_noclick, 1.0
-        )[:, None]
+        self._cum_noclick = (
+            np.cumsum(post_noclick, axis=1) / np.where(p_noclick > 0, p_noclick, 1.0)[:, None]
+        )
         self._n_emit = n_emit
         self._knows = knows
         # category tables given a click: (B, match) -> cumulative [c only, w only, both]
@@ -166,7 +168,6 @@ class PrepareMeasureEngine:
             both_none = no_click
             p_c_only = w_none - both_none
             p_w_only = c_none - both_none
-            p_both = 1.0 - c_none - w_none + both_none
             tot = np.where(p_click_branch > 0, p_click_branch, 1.0)
             cat[:, match, 0] = p_c_only / tot
             cat[:, match, 1] = (p_c_only + p_w_only) / tot
@@ -188,9 +189,9 @@ class PrepareMeasureEngine:
         self,
         rng: np.random.Generator,
         branch: NDArray[np.intp],
-        a: NDArray[np.uint8],
-        x: NDArray[np.uint8],
-    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.bool_]]:
+        a: NDArray[np.integer[Any]],
+        x: NDArray[np.integer[Any]],
+    ) -> tuple[NDArray[np.integer[Any]], NDArray[np.integer[Any]], NDArray[np.bool_]]:
         """State (basis, bit) that reaches Bob and whether Eve knows Alice's bit."""
         if isinstance(self.attack, InterceptResend) and a.size:
             has_photon = self._n_emit[branch] > 0
@@ -257,9 +258,11 @@ class PrepareMeasureEngine:
             alice_key = x
             bob_key = bob
         else:
+            # conclusive: Bob's result excludes the announced state of his basis; a double
+            # click excludes neither and is inconclusive
             y = (rc >> 3) & 1
             v_b = np.where(b == a, x, y)
-            keep = bob != v_b
+            keep = (bob != v_b) & ~double
             alice_key = a
             bob_key = (1 - b).astype(np.uint8)
         key_err = alice_key != bob_key
@@ -291,13 +294,15 @@ class PrepareMeasureEngine:
         knows: NDArray[np.bool_],
         fired0: NDArray[np.bool_],
         fired1: NDArray[np.bool_],
-    ) -> tuple[NDArray, ...]:  # type: ignore[type-arg]
+    ) -> tuple[NDArray[Any], ...]:
         """Apply dead time and afterpulses; afterpulse-only gates get their own pulse data."""
         reg_g, reg0, reg1 = self._timeline.apply(rng, offset, n, gates, fired0, fired1)
         pos = np.searchsorted(gates, reg_g)
         pos_c = np.minimum(pos, max(gates.size - 1, 0))
-        known = (gates.size > 0) & (gates[pos_c] == reg_g) if gates.size else np.zeros(
-            reg_g.size, dtype=bool
+        known = (
+            (gates.size > 0) & (gates[pos_c] == reg_g)
+            if gates.size
+            else np.zeros(reg_g.size, dtype=bool)
         )
         new = ~known
         br = np.empty(reg_g.size, dtype=np.intp)
@@ -314,5 +319,14 @@ class PrepareMeasureEngine:
             kn[new] = kn_new
         rr = r[reg_g]
         return (
-            reg_g, k[reg_g], rr & 1, (rr >> 1) & 1, (rr >> 2) & 1, rr, br, kn, reg0, reg1,
+            reg_g,
+            k[reg_g],
+            rr & 1,
+            (rr >> 1) & 1,
+            (rr >> 2) & 1,
+            rr,
+            br,
+            kn,
+            reg0,
+            reg1,
         )
