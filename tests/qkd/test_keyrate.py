@@ -357,12 +357,15 @@ def test_bbm92_matches_brute_force_enumeration(mu, eta_a, eta_b, ed):
     assert q == pytest.approx(q_ref, rel=1e-9)
 
 
-def test_bbm92_rate_and_e91_equal_bbm92():
+def test_bbm92_rate_and_e91_sifting():
     assert bbm92_rate(0.01, 0.02, 1.1) == pytest.approx(0.005 * (1 - 2.1 * h2(0.02)))
     model = build_link_model("bbm92", 40.0, "gys")
     a = analytic_key_rate("bbm92", model)
     b = analytic_key_rate("e91", model)
-    assert a.rate_per_pulse == b.rate_per_pulse > 0
+    # same coincidences and errors; E91 keys 2 of its 9 setting pairs, BBM92 half of its 4
+    assert a.rate_per_pulse > 0
+    assert b.rate_per_pulse == pytest.approx(a.rate_per_pulse * (2 / 9) / 0.5)
+    assert (a.gain, a.qber) == (b.gain, b.qber)
     t_a, t_b = model.arm_transmittances()
     y0 = model.detector.background_yield
     q, e = bbm92_expected(t_a * 0.045, t_b * 0.045, 0.1, y0, y0, 0.033)

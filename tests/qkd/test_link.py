@@ -168,3 +168,12 @@ def test_entangled_protocols_reject_attacks():
             np.random.default_rng(0),
             attack=PhotonNumberSplitting(),
         )
+
+
+def test_entangled_protocols_reject_dead_time():
+    from dataclasses import replace
+
+    model = build_link_model("bbm92", 1.0)
+    model = replace(model, detector=replace(model.detector, dead_time_s=1e-6))
+    with pytest.raises(ConfigError, match="dead time"):
+        simulate_link("bbm92", model, 10, np.random.default_rng(0))

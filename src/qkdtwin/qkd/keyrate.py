@@ -1370,7 +1370,10 @@ def _bbm92(protocol: str, model: LinkModel) -> tuple[float, float, float]:
     q, e = bbm92_expected(
         t_a * det.efficiency, t_b * det.efficiency, src.mu, y0, y0, det.misalignment
     )
-    return float(bbm92_rate(q, e, model.ec_efficiency)), float(q), float(e)
+    # BBM92: both sides pick 0 or 45 degrees, half the coincidences have matching settings.
+    # E91: three angles per side, only (22.5, 22.5) and (45, 45) make key: 2 of 9 pairs.
+    sifting = 0.5 if protocol == "bbm92" else 2.0 / 9.0
+    return float(bbm92_rate(q, e, model.ec_efficiency, sifting=sifting)), float(q), float(e)
 
 
 def analytic_key_rate(
@@ -1432,7 +1435,8 @@ def analytic_key_rate(
     :func:`gllp_rate` with :math:`Q_1 = Y_1\mu e^{-\mu}`; ``sarg04`` — infinitely many
     decoys, :func:`sarg04_rate` with the true one- and two-photon observables;
     ``bbm92``/``e91`` — :func:`bbm92_rate` with arms ``model.arm_transmittances()`` times the
-    detector efficiency (the E91 CHSH test costs no key asymptotically); ``cv-gg02`` —
+    detector efficiency, sifting 1/2 for BBM92 and 2/9 for E91 (two of its nine
+    setting pairs make key; the other seven estimate the CHSH value); ``cv-gg02`` —
     :func:`gg02_rate`; ``plob`` — :func:`plob_bound` of the channel transmittance.
     Decoy rates are per signal pulse (decoys a vanishing fraction, Lo-Ma-Chen's convention).
     """

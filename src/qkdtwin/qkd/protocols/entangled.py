@@ -87,6 +87,13 @@ class EntangledEngine:
             raise ConfigError(
                 "entanglement-based protocols need an EntangledPairSource", field="source"
             )
+        det = model.detector
+        if det.dead_time_s > 0 or det.afterpulse_prob > 0:
+            raise ConfigError(
+                "dead time and afterpulsing are simulated for prepare-and-measure protocols "
+                "only, not for bbm92/e91",
+                field="dead_time_s" if det.dead_time_s > 0 else "afterpulse_prob",
+            )
         self.model = model
         self.plan = plan
         self.keep_bits = keep_bits
