@@ -49,6 +49,7 @@ services:
 	@bash scripts/ensure-services.sh
 
 test: venv services
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: venv

@@ -199,6 +199,19 @@ def test_gys_infinite_decoy_max_distance_matches_lo_ma_chen(gys_decoy):
     assert d <= d_opt <= d + 1.0
 
 
+def test_gys_decoy_curve_shape_follows_fibre_loss_then_falls_off(gys_decoy):
+    # Lo-Ma-Chen Fig. 1: far from the cut-off the rate is linear in the transmittance, so
+    # log10 R falls by alpha/10 = 0.021 per km; near the cut-off dark counts make it plunge.
+    def r(d):
+        return analytic_key_rate("decoy-bb84", gys_decoy.with_distance(d), decoys="infinite")
+
+    slope = (math.log10(r(80.0).rate_per_pulse) - math.log10(r(20.0).rate_per_pulse)) / 60.0
+    assert slope == pytest.approx(-0.021, rel=0.05)
+    d_max = max_distance("decoy-bb84", gys_decoy, decoys="infinite")
+    linear = r(80.0).rate_per_pulse * 10 ** (-0.021 * (d_max - 10.0 - 80.0))
+    assert r(d_max - 10.0).rate_per_pulse < 0.5 * linear
+
+
 def test_gys_optimal_mu_is_about_half_a_photon(gys_decoy):
     # Ma, Qi, Zhao, Lo, PRA 72, 012326 (2005): optimal mu ~ 0.48 for GYS (the preset's mu)
     mu = optimal_mu("decoy-bb84", gys_decoy.with_distance(50.0))
