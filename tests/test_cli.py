@@ -188,3 +188,13 @@ def test_bad_input_through_the_real_executable():
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert "distance_km" in proc.stderr
+
+
+def test_rate_json_writes_infinite_plob_as_null(capsys):
+    code, out, _ = run_cli(
+        capsys, "link", "rate", "--protocol", "plob", "--distance-km", "0:10:10", "--json"
+    )
+    assert code == 0
+    pts = json.loads(out)["points"]
+    assert pts[0]["rate_per_pulse"] is None  # -log2(1 - 1) is infinite at 0 km
+    assert pts[1]["rate_per_pulse"] > 0

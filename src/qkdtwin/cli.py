@@ -272,7 +272,8 @@ def _print_simulation(out: dict[str, Any]) -> None:
         "pulses_per_s",
     ):
         val = out[key]
-        t.add_row(key, f"{val:.6g}" if isinstance(val, float) else str(val))
+        label = "analytic_rate_per_pulse (no attack)" if key.startswith("analytic") else key
+        t.add_row(label, f"{val:.6g}" if isinstance(val, float) else str(val))
     for key in ("eve_known_fraction", "chsh_s"):
         if key in out:
             t.add_row(key, f"{out[key]:.4g}")
@@ -375,7 +376,9 @@ def link_rate(
     )
     for i, d in enumerate(distances):
         table.add_row(f"{d:g}", *[f"{c['points'][i]['rate_per_pulse']:.3e}" for c in curves])
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 14 + 12 * len(curves))
+    console.print(table)
     if plot is not None:
         typer.echo(f"plot written to {plot}")
 
