@@ -17,6 +17,7 @@ import typer
 
 from qkdtwin import __version__
 from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin.cli_teleport import teleport_app
 from qkdtwin.config import parse_count, parse_float_list, parse_range
 from qkdtwin.errors import ConfigError, QkdTwinError, SimulationError
 
@@ -32,6 +33,7 @@ link_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(link_app, name="link")
+app.add_typer(teleport_app, name="teleport")
 
 EXIT_USAGE = 2
 
