@@ -159,9 +159,15 @@ def test_sarg04_qber_and_sifting_follow_closed_form():
 
 def test_kept_bits_match_counters(noisy_link):
     eng, stats = run(noisy_link, 500_000, keep_bits=True)
-    a, b, basis = eng.bits.arrays()
-    assert a.size == b.size == basis.size == stats.sifted[0]
-    assert int((a != b).sum()) == stats.sifted_errors[0]
+    a, b, basis, klass = eng.bits.arrays()
+    assert a.size == b.size == basis.size == klass.size == stats.sifted.sum()
+    for k in range(eng.n_classes):
+        sel = klass == k
+        assert sel.sum() == stats.sifted[k]
+        assert int((a[sel] != b[sel]).sum()) == stats.sifted_errors[k]
+    for basis_z in (0, 1):
+        sel = (basis == basis_z) & (klass == 0)
+        assert sel.sum() == stats.detected[0, basis_z, basis_z]
     assert set(np.unique(a)) <= {0, 1}
 
 

@@ -30,11 +30,34 @@ from qkdtwin.qkd.protocols.prepare_measure import PrepareMeasureEngine
 from qkdtwin.qkd.source import EntangledPairSource, SinglePhotonSource, WeakCoherentSource
 from qkdtwin.qkd.statistics import EntangledStats, PrepareMeasureStats
 
-__all__ = ["DEFAULT_CHUNK", "LinkResult", "simulate_link"]
+__all__ = ["DEFAULT_CHUNK", "LinkResult", "SiftedKey", "simulate_link"]
 
 #: Pulses per chunk: large enough to amortise NumPy call overhead, small enough for the L2/L3
 #: cache and a flat memory profile (about 30 MB of temporaries).
 DEFAULT_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SiftedKey:
+    """All sifted bits of a run, aligned: Alice's and Bob's bit, basis and intensity class.
+
+    For entanglement-based protocols ``basis`` is the key setting pair index and
+    ``intensity`` is all zeros.
+    """
+
+    alice: NDArray[np.uint8]
+    bob: NDArray[np.uint8]
+    basis: NDArray[np.uint8]
+    intensity: NDArray[np.uint8]
+
+    def select(self, *, basis: int | None = None, intensity: int | None = None) -> SiftedKey:
+        """Return the bits of one basis and/or one intensity class."""
+        mask = np.ones(self.alice.size, dtype=bool)
+        if basis is not None:
+            mask &= self.basis == basis
+        if intensity is not None:
+            mask &= self.intensity == intensity
+        return SiftedKey(self.alice[mask], self.bob[mask], self.basis[mask], self.intensity[mask])
 
 
 @dataclass
@@ -63,7 +86,11 @@ class LinkResult:
         Protocol-specific statistics: gains and QBER per intensity and basis, decoy estimates,
         photon-number-tagged yields, CHSH value, Eve's knowledge.
     alice_bits, bob_bits
-        Sifted bits when requested (``keep_bits=True``), else ``None``.
+        Sifted bits of the key-generating class when requested (``keep_bits=True``), else
+        ``None``.
+    sifted_key
+        With ``keep_bits=True``: every sifted bit with its basis and intensity class
+        (:class:`SiftedKey`), for post-processing; else ``None``.
     """
 
     protocol: str
@@ -80,6 +107,7 @@ class LinkResult:
     details: dict[str, Any] = field(default_factory=dict)
     alice_bits: NDArray[np.uint8] | None = None
     bob_bits: NDArray[np.uint8] | None = None
+    sifted_key: SiftedKey | None = None
 
     @property
     def pulses_per_s(self) -> float:
@@ -292,14 +320,14 @@ def simulate_link(
             details["chsh_s"] = float(s_val)
         detections = int(estats.coincidences.sum())
         sifted = key_coinc
-        bits = (
-            (
-                np.concatenate(eng.bits.alice or [np.empty(0, np.uint8)]),
-                np.concatenate(eng.bits.bob or [np.empty(0, np.uint8)]),
-            )
-            if keep_bits
-            else (None, None)
-        )
+        skey = None
+        bits: tuple[NDArray[np.uint8] | None, NDArray[np.uint8] | None] = (None, None)
+        if keep_bits:
+            ea = np.concatenate(eng.bits.alice or [np.empty(0, np.uint8)])
+            eb = np.concatenate(eng.bits.bob or [np.empty(0, np.uint8)])
+            es = np.concatenate(eng.bits.setting or [np.empty(0, np.uint8)])
+            skey = SiftedKey(ea, eb, es, np.zeros(ea.size, dtype=np.uint8))
+            bits = (ea, eb)
     else:
         sifting = "sarg04" if name == "sarg04" else "bb84"
         pm = PrepareMeasureEngine(model, sifting, att, keep_bits=keep_bits)
@@ -311,11 +339,13 @@ def simulate_link(
         sifted = int(pstats.sifted[0])
         if hasattr(pm, "pns_strategy"):
             details["pns_forwarding"] = {"single": pm.pns_strategy[0], "multi": pm.pns_strategy[1]}
+        skey = None
+        bits = (None, None)
         if keep_bits:
-            a_bits, b_bits, _ = pm.bits.arrays()
-            bits = (a_bits, b_bits)
-        else:
-            bits = (None, None)
+            a_bits, b_bits, basis, klass = pm.bits.arrays()
+            skey = SiftedKey(a_bits, b_bits, basis, klass)
+            sig = klass == 0
+            bits = (a_bits[sig], b_bits[sig])
     elapsed = time.perf_counter() - t0
     analytic = keyrate.analytic_key_rate(name, model).rate_per_pulse
     return LinkResult(
@@ -333,6 +363,7 @@ def simulate_link(
         details=details,
         alice_bits=bits[0],
         bob_bits=bits[1],
+        sifted_key=skey,
     )
 
 

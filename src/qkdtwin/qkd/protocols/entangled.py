@@ -67,6 +67,7 @@ class EntangledBits:
 
     alice: list[NDArray[np.uint8]] = field(default_factory=list)
     bob: list[NDArray[np.uint8]] = field(default_factory=list)
+    setting: list[NDArray[np.uint8]] = field(default_factory=list)
 
 
 class EntangledEngine:
@@ -185,10 +186,14 @@ class EntangledEngine:
         stats.double_clicks += np.bincount(cell[adouble | bdouble], minlength=size).reshape(na, nb)
         if self.keep_bits:
             key = np.zeros(gi.size, dtype=bool)
-            for i, j in self.plan.key_pairs:
-                key |= cell == i * nb + j
+            which = np.zeros(gi.size, dtype=np.uint8)
+            for pair_idx, (i, j) in enumerate(self.plan.key_pairs):
+                hit = cell == i * nb + j
+                key |= hit
+                which[hit] = pair_idx
             self.bits.alice.append(abit[key])
             self.bits.bob.append(bbit[key])
+            self.bits.setting.append(which[key])
 
 
 def _uniform_split(rng: np.random.Generator, n: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -40,22 +40,27 @@ __all__ = ["PrepareMeasureEngine", "SiftedBits"]
 
 @dataclass
 class SiftedBits:
-    """Sifted key bits of Alice and Bob, in pulse order, for post-processing.
+    """Sifted bits of Alice and Bob, in pulse order, for post-processing.
 
-    Only pulses of the key-generating class (the signal intensity) are kept.
+    Every sifted pulse of every intensity class is kept with its class and Alice's basis, so
+    that post-processing can form the key from the classes and basis its security proof uses
+    (all Z-basis bits for Lim et al.'s decoy analysis, the signal class for GLLP).
     """
 
     alice: list[NDArray[np.uint8]] = field(default_factory=list)
     bob: list[NDArray[np.uint8]] = field(default_factory=list)
     basis: list[NDArray[np.uint8]] = field(default_factory=list)
+    intensity: list[NDArray[np.uint8]] = field(default_factory=list)
 
-    def arrays(self) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
-        """Concatenate into ``(alice_bits, bob_bits, alice_basis)``."""
+    def arrays(
+        self,
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+        """Concatenate into ``(alice_bits, bob_bits, alice_basis, intensity_class)``."""
 
         def cat(parts: list[NDArray[np.uint8]]) -> NDArray[np.uint8]:
             return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
 
-        return cat(self.alice), cat(self.bob), cat(self.basis)
+        return cat(self.alice), cat(self.bob), cat(self.basis), cat(self.intensity)
 
 
 def _photon_cutoff(mu_max: float) -> int:
@@ -277,10 +282,10 @@ class PrepareMeasureEngine:
         ).reshape(K, -1)
         stats.eve_known += np.bincount(ks[knows[keep]], minlength=K)
         if self.keep_bits:
-            sig = keep & (kc == 0)
-            self.bits.alice.append(alice_key[sig].astype(np.uint8))
-            self.bits.bob.append(bob_key[sig].astype(np.uint8))
-            self.bits.basis.append(a[sig].astype(np.uint8))
+            self.bits.alice.append(alice_key[keep].astype(np.uint8))
+            self.bits.bob.append(bob_key[keep].astype(np.uint8))
+            self.bits.basis.append(a[keep].astype(np.uint8))
+            self.bits.intensity.append(kc[keep].astype(np.uint8))
 
     def _apply_timeline(
         self,
