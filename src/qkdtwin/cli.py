@@ -189,6 +189,23 @@ def link_simulate(
         Path | None,
         typer.Option("--bits-out", help="Write the sifted bits of Alice and Bob (.npz)."),
     ] = None,
+    do_postprocess: Annotated[
+        bool,
+        typer.Option("--postprocess", help="Run estimation, Cascade, verification and PA."),
+    ] = False,
+    reconciliation: Annotated[
+        str, typer.Option("--reconciliation", help="Cascade variant (see `postprocess bench`).")
+    ] = "option8-bpi",
+    frame_bits: Annotated[
+        int, typer.Option("--frame-bits", help="Reconciliation frame size (bits).")
+    ] = 100_000,
+    eps_sec: Annotated[float, typer.Option("--eps-sec", help="Secrecy parameter.")] = 1e-10,
+    eps_cor: Annotated[float, typer.Option("--eps-cor", help="Correctness parameter.")] = 1e-15,
+    keys_out: Annotated[
+        Path | None,
+        typer.Option("--keys-out", help="Write the final keys, 'KEY_ID HEX' per line."),
+    ] = None,
+    key_size: Annotated[int, typer.Option("--key-size", help="Bits per key in --keys-out.")] = 256,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a link pulse by pulse and compute its secret key rate from the statistics."""
@@ -220,7 +237,25 @@ def link_simulate(
     )
     att = parse_attack(attack)
     rng = np.random.default_rng(seed)
-    keep = bits_out is not None
+    if keys_out is not None and not do_postprocess:
+        raise ConfigError("--keys-out needs --postprocess", field="keys_out")
+    pp_config = None
+    if do_postprocess:
+        from qkdtwin.qkd.postprocess import PostprocessConfig
+
+        pp_config = PostprocessConfig(
+            reconciliation=reconciliation,
+            frame_bits=frame_bits,
+            eps_sec=eps_sec,
+            eps_cor=eps_cor,
+        )
+        if key_size < 8 or key_size % 8:
+            raise ConfigError(
+                f"key size must be a positive multiple of 8, got {key_size}",
+                field="key_size",
+                value=key_size,
+            )
+    keep = bits_out is not None or do_postprocess
     if as_json or n < 5_000_000:
         res = simulate_link(protocol, model, n, rng, attack=att, keep_bits=keep)
     else:
@@ -246,6 +281,17 @@ def link_simulate(
                 f"cannot write {bits_out}: {exc.strerror}", field="bits_out", value=str(bits_out)
             ) from None
     out = res.to_dict() | {"preset": preset, "seed": seed}
+    if pp_config is not None:
+        from qkdtwin.qkd.postprocess import postprocess, write_keys
+
+        pp = postprocess(res, model, np.random.default_rng([seed, 1]), pp_config)
+        out["postprocess"] = pp.to_dict()
+        if keys_out is not None:
+            if not pp.keys_identical:  # pragma: no cover - verification prevents it
+                raise ConfigError("final keys differ; refusing to write them", field="keys_out")
+            out["postprocess"]["keys_written"] = write_keys(
+                keys_out, pp.alice_key, np.random.default_rng([seed, 2]), key_size
+            )
     if as_json:
         emit_json(out)
         return
@@ -291,6 +337,28 @@ def _print_simulation(out: dict[str, Any]) -> None:
                 f"{row['qber']:.4g}",
             )
         console.print(ti)
+    if "postprocess" in out:
+        pp = out["postprocess"]
+        tp = Table(title="post-processing", show_header=False)
+        for key in (
+            "sifted_bits",
+            "key_bits_in",
+            "qber_estimate",
+            "leaked_bits",
+            "reconciliation_efficiency",
+            "frames",
+            "frame_error_rate",
+            "verified",
+            "final_key_bits",
+            "keys_identical",
+            "secret_key_rate_bps",
+            "aborted",
+            "abort_reason",
+            "elapsed_s",
+        ):
+            val = pp.get(key)
+            tp.add_row(key, f"{val:.6g}" if isinstance(val, float) else str(val))
+        console.print(tp)
     if "decoy_estimates" in out:
         d = out["decoy_estimates"]
         console.print(
@@ -443,6 +511,89 @@ def link_presets(as_json: JsonOpt = False) -> None:
         return
     for r in rows:
         typer.echo(f"{r['name']}: {r['description']}\n    {r['reference']}")
+
+
+# --------------------------------------------------------------------------- postprocess
+post_app = typer.Typer(
+    help="Classical post-processing: Cascade reconciliation.", no_args_is_help=True
+)
+app.add_typer(post_app, name="postprocess")
+
+
+@post_app.command("bench")
+def postprocess_bench(
+    frame_bits: Annotated[int, typer.Option("--frame-bits", help="Frame size (bits).")] = 100_000,
+    qber: Annotated[float, typer.Option("--qber", help="Error rate of the frames.")] = 0.02,
+    variant: Annotated[
+        str, typer.Option("--reconciliation", help="Cascade variant or 'all'.")
+    ] = "all",
+    frames: Annotated[int, typer.Option("--frames", help="Frames per variant.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reconcile synthetic frames (binary symmetric errors) and report f, FER, throughput."""
+    import time as _time
+
+    from qkdtwin.qkd.postprocess import CASCADE_VARIANTS, reconcile
+    from qkdtwin.qkd.postprocess.finite_key import h2
+
+    if not 0.0 < qber < 0.5:
+        raise ConfigError(
+            f"qber must be in (0, 0.5), got {qber}", field="qber", value=qber, allowed="(0, 0.5)"
+        )
+    if frame_bits < 64 or frames < 1:
+        raise ConfigError("frame_bits must be >= 64 and frames >= 1", field="frame_bits")
+    names = list(CASCADE_VARIANTS) if variant == "all" else [variant]
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        leaked = failed = 0
+        errors_total = 0
+        elapsed = 0.0
+        for _ in range(frames):
+            a = rng.integers(0, 2, frame_bits, dtype=np.uint8)
+            flips = rng.random(frame_bits) < qber
+            b = a ^ flips.astype(np.uint8)
+            errors_total += int(flips.sum())
+            t = _time.perf_counter()
+            res = reconcile(a, b, qber, variant=name, rng=rng)
+            elapsed += _time.perf_counter() - t
+            leaked += res.leaked_bits
+            failed += int(not np.array_equal(res.corrected, a))
+        q_true = errors_total / (frames * frame_bits)
+        rows.append(
+            {
+                "reconciliation": name,
+                "frame_bits": frame_bits,
+                "qber": qber,
+                "frames": frames,
+                "efficiency": leaked / (frames * frame_bits * h2(q_true)) if q_true > 0 else None,
+                "frame_error_rate": failed / frames,
+                "bits_per_s": frames * frame_bits / elapsed if elapsed > 0 else None,
+            }
+        )
+    if as_json:
+        emit_json({"results": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "variant",
+        "f",
+        "FER",
+        "Mbit/s",
+        title=f"Cascade, {frame_bits} bits, QBER {qber:g}, {frames} frames",
+    )
+    for r in rows:
+        eff, bps = r["efficiency"], r["bits_per_s"]
+        table.add_row(
+            r["reconciliation"],
+            f"{eff:.4f}" if eff else "-",
+            f"{r['frame_error_rate']:.3f}",
+            f"{bps / 1e6:.2f}" if bps else "-",
+        )
+    Console().print(table)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -8,6 +8,7 @@ line on stderr with exit code 2 (see :func:`qkdtwin.cli.main`)::
     ├── ConfigError               bad input: a parameter out of range, an unknown name
     │   ├── UnknownNameError      an unknown protocol, preset or attack name
     │   └── RangeSyntaxError      a malformed ``START:STOP[:STEP]`` range
+    ├── ReconciliationError       a post-processing protocol broke: a malformed message
     └── SimulationError           a model cannot produce the requested quantity
 
 Context travels as keyword attributes (``field``, ``value``, ``allowed``) so services can build
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "QkdTwinError",
     "RangeSyntaxError",
+    "ReconciliationError",
     "SimulationError",
     "UnknownNameError",
 ]
@@ -66,6 +68,15 @@ class UnknownNameError(ConfigError):
 
 class RangeSyntaxError(ConfigError):
     """Raised when a ``START:STOP[:STEP]`` range string is malformed or empty."""
+
+
+class ReconciliationError(QkdTwinError):
+    """Raised when an information-reconciliation exchange breaks its protocol.
+
+    For example a parity request for a range outside the key or for a permutation that was
+    never announced, or an answer whose length does not match the request. Bad *input* to a
+    reconciliation (empty keys, a QBER outside (0, 0.5)) is a :class:`ConfigError` instead.
+    """
 
 
 class SimulationError(QkdTwinError):

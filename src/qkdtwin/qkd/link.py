@@ -160,6 +160,10 @@ def _rate_prepare_measure(
                 "qber_z": float(stats.basis_qber()[i, 0]),
                 "qber_x": float(stats.basis_qber()[i, 1]),
                 "double_clicks": int(stats.double_clicks[i]),
+                "detected_zz": int(stats.detected[i, 0, 0]),
+                "detected_xx": int(stats.detected[i, 1, 1]),
+                "errors_zz": int(stats.errors[i, 0, 0]),
+                "errors_xx": int(stats.errors[i, 1, 1]),
             }
             for i, mu in enumerate(src.intensities)
         ],
