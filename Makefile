@@ -41,6 +41,14 @@ demo: venv
 	@echo "== Photon-number splitting at 60 km: QBER unchanged, decoy estimate of Y1 collapses"
 	$(BIN)/qkdtwin link simulate --protocol decoy-bb84 --distance-km 60 --pulses 1e8 \
 		--attack pns --seed 3
+	@echo "== Full chain: 10^7 pulses, Cascade, verification, Toeplitz PA -> identical keys"
+	$(BIN)/qkdtwin link simulate --protocol decoy-bb84 --distance-km 25 --pulses 1e7 \
+		--preset boaron2018 --postprocess --keys-out $(OUT)/keys.txt --seed 5
+	@echo "== Controlled teleportation (GHZ5 + Bell): Bob's corrections and fidelity"
+	$(BIN)/qkdtwin teleport table
+	$(BIN)/qkdtwin teleport run --trials 2000 --seed 6
+	$(BIN)/qkdtwin teleport run --trials 2000 --no-controller --seed 6
+	$(BIN)/qkdtwin teleport eavesdrop --decoys 1:10 --trials 20000 --plot $(OUT)/decoy_detection.png
 	@echo "== E91 with an SPDC source: CHSH value from the simulated correlations"
 	$(BIN)/qkdtwin link simulate --protocol e91 --distance-km 20 --pulses 5e7 --seed 4
 	@echo "Plots written to $(OUT)/"
@@ -58,6 +66,7 @@ test-slow: venv
 bench: venv
 	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/python benchmarks/link_throughput.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _report import write_section  # noqa: E402
+
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 _CHILD = r"""
@@ -154,16 +157,13 @@ def main() -> None:
 
 def write_markdown(path: Path, r: dict) -> None:
     lines = [
-        "# Benchmarks",
+        "## Link engine throughput (25 km, `gys` preset, statistics only)",
         "",
-        "Produced by `make bench` (`python benchmarks/link_throughput.py --write BENCHMARKS.md`);",
-        "every number below is rewritten by that command. One process, pinned to one core",
-        "(`taskset -c 0`, BLAS/OpenMP threads = 1).",
+        "`python benchmarks/link_throughput.py --write BENCHMARKS.md`; one process pinned to one",
+        "core (`taskset -c 0`, BLAS/OpenMP threads = 1).",
         "",
         f"- Machine: {r['machine']}",
         f"- Date: {r['date']}",
-        "",
-        "## Link engine throughput (25 km, `gys` preset, statistics only)",
         "",
         "| protocol | pulses | wall time (s) | pulses/s | QBER |",
         "|---|---:|---:|---:|---:|",
@@ -214,7 +214,7 @@ def write_markdown(path: Path, r: dict) -> None:
         ]
     else:
         lines.append("The external simulator could not be run on this machine (see stderr).")
-    path.write_text("\n".join(lines) + "\n")
+    write_section(path, "link", "\n".join(lines))
 
 
 if __name__ == "__main__":
