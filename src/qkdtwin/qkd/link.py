@@ -126,6 +126,11 @@ class LinkResult:
             "qber": self.qber,
             "secret_key_rate_per_pulse": self.secret_key_rate_per_pulse,
             "secret_key_rate_bps": self.secret_key_rate_bps,
+            "secret_key_rate_per_signal_pulse": (
+                self.secret_key_rate_per_pulse / self.details["signal_fraction"]
+                if self.details.get("signal_fraction")
+                else self.secret_key_rate_per_pulse
+            ),
             "analytic_rate_per_pulse": self.analytic_rate_per_pulse,
             "elapsed_s": self.elapsed_s,
             "pulses_per_s": self.pulses_per_s,
