@@ -27,14 +27,16 @@ from qkdtwin.qkd.postprocess import PostprocessConfig, ToeplitzHasher, postproce
 from qkdtwin.qkd.postprocess.amplify import fft_backend_name  # noqa: E402
 
 
-def pa_throughput(n: int, backend: str, repeats: int = 3) -> dict[str, float | int | str]:
+def pa_throughput(
+    n: int, backend: str, repeats: int = 3, planner: str = "estimate"
+) -> dict[str, float | int | str]:
     """Input bits per second of Toeplitz hashing an ``n``-bit block to ``n / 2`` bits."""
     rng = np.random.default_rng(0)
     m = n // 2
     seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
     x = rng.integers(0, 2, n, dtype=np.uint8)
     t = time.perf_counter()
-    hasher = ToeplitzHasher(n, m, seed, backend)
+    hasher = ToeplitzHasher(n, m, seed, backend, planner)
     setup = time.perf_counter() - t
     hasher(x)
     t = time.perf_counter()
@@ -68,6 +70,8 @@ def main() -> None:
     backends = ["scipy"] + (["fftw"] if fft_backend_name() == "fftw" else [])
     sizes = (10**6,) if args.quick else (10**6, 10**7)
     pa = [pa_throughput(n, b) for n in sizes for b in backends]
+    if "fftw" in backends:  # measured FFTW plans: a minute once per size, cached on disk
+        pa.append(pa_throughput(10**6, "fftw", planner="measure"))
     chains = [chain("boaron2018", 10**7), chain("gys", 10**7)]
     if not args.quick:
         chains.append(chain("gys", 10**9))
@@ -108,7 +112,11 @@ def main() -> None:
         lines += [
             "",
             "Target (issue #4): >= 50 Mbit/s of input for 10^6-bit blocks. `fftw` is the optional",
-            "`qkdtwin[fftw]` extra (pyFFTW; FFTW is GPL).",
+            "`qkdtwin[fftw]` extra (pyFFTW; FFTW is GPL). `fftw (measure)` uses FFTW plans timed",
+            "once per block size (about a minute at 10^6 bits, kept in",
+            "`~/.cache/qkdtwin/fftw-wisdom.pickle`, so setup is near zero on later runs);",
+            "the default `estimate` plans are instant. At 10^7 bits the transforms no longer",
+            "fit the cache and every backend drops to 12-14 Mbit/s.",
             "",
             "### Whole chain: decoy-state BB84 at 25 km, `simulate` then `postprocess`",
             "",

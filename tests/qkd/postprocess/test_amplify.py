@@ -50,8 +50,8 @@ def test_large_block_matches_blockwise_reference():
         assert y[i] == int(row.astype(np.int64) @ x) & 1
 
 
-@pytest.mark.skipif(fft_backend_name() != "fftw", reason="pyFFTW extra not installed")
 def test_fftw_and_scipy_backends_agree():
+    assert fft_backend_name() == "fftw"  # the dev extra installs pyFFTW
     rng = np.random.default_rng(1)
     n, m = 30_000, 10_000
     x = rng.integers(0, 2, n, dtype=np.uint8)
@@ -82,3 +82,14 @@ def test_non_binary_and_empty_input():
         toeplitz_hash(np.array([0, 2, 1], np.uint8), np.zeros(4, np.uint8), 2)
     with pytest.raises(ConfigError, match="empty"):
         toeplitz_hash(np.zeros(0, np.uint8), np.zeros(0, np.uint8), 0)
+
+
+def test_fftw_measured_plans_are_cached_and_exact(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    rng = np.random.default_rng(9)
+    n, m = 4096, 1500
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    s = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+    y = ToeplitzHasher(n, m, s, "fftw", "measure")(x)
+    assert np.array_equal(y, toeplitz_hash_naive(x, s, m))
+    assert (tmp_path / "qkdtwin" / "fftw-wisdom.pickle").stat().st_size > 0

@@ -14,6 +14,10 @@ error stays far below 1/2 for the key sizes used here (checked at run time).
 
 from __future__ import annotations
 
+import os
+import pickle
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy import fft
@@ -67,18 +71,22 @@ class _FftwBackend:
 
     name = "fftw"
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, planner: str = "estimate") -> None:
         import pyfftw
 
         self.length = length
         self._in = pyfftw.empty_aligned(length, dtype="float64")
         self._spec = pyfftw.empty_aligned(length // 2 + 1, dtype="complex128")
         self._out = pyfftw.empty_aligned(length, dtype="float64")
-        flags = ("FFTW_ESTIMATE", "FFTW_DESTROY_INPUT")
+        if planner == "measure":
+            _load_wisdom()
+        flags = ("FFTW_MEASURE" if planner == "measure" else "FFTW_ESTIMATE", "FFTW_DESTROY_INPUT")
         self._fwd = pyfftw.FFTW(self._in, self._spec, flags=flags, threads=1)
         self._bwd = pyfftw.FFTW(
             self._spec, self._out, direction="FFTW_BACKWARD", flags=flags, threads=1
         )
+        if planner == "measure":
+            _save_wisdom()
 
     def rfft(self, x: NDArray[np.float64]) -> NDArray[np.complex128]:
         return self.convolve(x, None).copy()
@@ -99,6 +107,36 @@ class _FftwBackend:
             self._spec[:] = y
         self._bwd()
         return np.asarray(self._out)
+
+
+def _wisdom_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qkdtwin" / "fftw-wisdom.pickle"
+
+
+def _load_wisdom() -> None:
+    """Import FFTW plans measured earlier on this machine (a miss only costs planning time)."""
+    import pyfftw
+
+    try:
+        with _wisdom_path().open("rb") as fh:
+            pyfftw.import_wisdom(pickle.load(fh))
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        return
+
+
+def _save_wisdom() -> None:
+    import pyfftw
+
+    path = _wisdom_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(pyfftw.export_wisdom(), fh)
+        tmp.replace(path)
+    except OSError:  # a read-only home only loses the cache
+        return
 
 
 def fft_backend_name(prefer: str = "auto") -> str:
@@ -131,9 +169,20 @@ class ToeplitzHasher:
         ``n + m - 1`` public random bits.
     backend
         ``"auto"`` (FFTW when pyFFTW is installed, else SciPy), ``"fftw"`` or ``"scipy"``.
+    planner
+        FFTW only: ``"estimate"`` (instant plans) or ``"measure"`` (FFTW times candidate
+        plans once per size — a minute at 10^6 bits — and keeps them in
+        ``~/.cache/qkdtwin/fftw-wisdom.pickle``; about 1.5x faster hashing afterwards).
     """
 
-    def __init__(self, n: int, m: int, seed: NDArray[np.uint8], backend: str = "auto") -> None:
+    def __init__(
+        self,
+        n: int,
+        m: int,
+        seed: NDArray[np.uint8],
+        backend: str = "auto",
+        planner: str = "estimate",
+    ) -> None:
         if n > 1 << 27:
             raise ConfigError(
                 f"blocks above 2^27 bits are not supported (got {n})", field="key", value=n
@@ -155,7 +204,7 @@ class ToeplitzHasher:
         self.backend = fft_backend_name(backend)
         length = fft.next_fast_len(n + m - 1, real=True)
         self._fft: _ScipyBackend | _FftwBackend = (
-            _FftwBackend(length) if self.backend == "fftw" else _ScipyBackend(length)
+            _FftwBackend(length, planner) if self.backend == "fftw" else _ScipyBackend(length)
         )
         self._seed_spectrum = self._fft.rfft(s.astype(np.float64)) if m else None
 
