@@ -1,0 +1,279 @@
+"""``qkdtwin network`` and ``qkdtwin reproduce``: the key-network twin on the command line.
+
+Commands:
+
+* ``network run SCENARIO.yaml [--json]`` — simulate a scenario file (format in
+  :mod:`qkdtwin.network.scenario`); JSON keys ``services, successes, success_rate, pools,
+  elapsed_s, events_per_s`` and more.
+* ``network compare-architectures`` — devices served by the centralized, distributed,
+  hierarchical and hybrid families at a target success rate, and key cost per device.
+* ``network sweep SWEEP.yaml --out CSV [--workers N] [--scheduler tcp://HOST:PORT]`` — a
+  resumable grid of scenario runs on local processes or a Dask cluster.
+* ``reproduce fig4|fig5 [--out DIR] [--seeds N] [--json]`` — the seed paper's Figures 4 and 5
+  for every policy side by side: CSV and PNG with 95 % confidence intervals over seeds.
+
+Bad input raises :class:`~qkdtwin.errors.ConfigError`; :func:`qkdtwin.cli.main` turns it into
+one stderr line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from qkdtwin._cli_common import JsonOpt, emit_json
+
+__all__ = ["network_app", "reproduce_app"]
+
+network_app = typer.Typer(
+    help="Key network twin: key pools, trusted relays, allocation policies.",
+    no_args_is_help=True,
+)
+reproduce_app = typer.Typer(
+    help="Reproduce the seed paper's figures (success rate vs load).", no_args_is_help=True
+)
+
+
+@network_app.command("run")
+def network_run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Override the scenario's policy.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the seed.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a scenario file exactly (discrete events) and report success and key use."""
+    from qkdtwin.network.scenario import load_scenario, run_scenario
+
+    sc = load_scenario(scenario)
+    if policy is not None or seed is not None:
+        data = sc.model_dump()
+        if policy is not None:
+            data["policy"] = policy
+        if seed is not None:
+            data["seed"] = seed
+        sc = load_scenario(data)
+    res = run_scenario(sc)
+    out = res.to_dict() | {"seed": sc.seed}
+    if as_json:
+        emit_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"policy {res.policy}: {res.successes}/{res.services} services served "
+        f"(success rate {res.success_rate:.4f}) over {res.duration:.6g} time units; "
+        f"{out['events_per_s'] or 0:.3g} events/s"
+    )
+    table = Table("pool", "hops", "requests", "success", "generated", "dropped", "final")
+    for p in res.pools:
+        table.add_row(
+            f"{p.src}-{p.dst}",
+            str(p.hops),
+            str(p.requests),
+            f"{p.success_rate:.4f}",
+            f"{p.generated:.6g}",
+            f"{p.dropped:.6g}",
+            f"{p.final_level:.6g}",
+        )
+    console.print(table)
+
+
+def _reproduce(figure: str, out: Path | None, seeds: int, policies: str, as_json: bool) -> None:
+    from qkdtwin.network.policies import POLICIES, canonical_policy
+    from qkdtwin.network.reproduce import reproduce_figure, write_figure
+
+    names = (
+        list(POLICIES)
+        if policies.strip().lower() == "all"
+        else [canonical_policy(p) for p in policies.split(",") if p.strip()]
+    )
+    start = time.perf_counter()
+    if as_json:
+        points = reproduce_figure(figure, seeds=seeds, policies=names)
+    else:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"reproducing {figure}", total=None)
+            points = reproduce_figure(
+                figure,
+                seeds=seeds,
+                policies=names,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    elapsed = time.perf_counter() - start
+    files: dict[str, str] = {}
+    if out is not None:
+        files = write_figure(points, out, figure)
+    at_max = [p.row() for p in points if p.load == max(q.load for q in points)]
+    result: dict[str, Any] = {
+        "figure": figure,
+        "seeds": seeds,
+        "policies": names,
+        "elapsed_s": elapsed,
+        "files": files,
+        "at_max_load": at_max,
+        "points": [p.row() for p in points],
+    }
+    if as_json:
+        emit_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    param = points[0].param
+    values = list(dict.fromkeys(p.value for p in points))
+    table = Table(
+        param,
+        *names,
+        title=f"{figure}: success rate at load {at_max[0]['load']:g} (mean over {seeds} seeds)",
+    )
+    for val in values:
+        table.add_row(
+            f"{val:g}",
+            *[
+                f"{r['success_rate']:.4f}"
+                for n in names
+                for r in at_max
+                if r["value"] == val and r["policy"] == n
+            ],
+        )
+    Console().print(table)
+    if files:
+        typer.echo(f"wrote {files['csv']} and {files['png']} in {elapsed:.1f} s")
+
+
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory for CSV and PNG.")]
+SeedsOpt = Annotated[int, typer.Option("--seeds", help="Independent runs per point.")]
+PoliciesOpt = Annotated[str, typer.Option("--policies", help="Comma list or 'all'.")]
+
+
+@reproduce_app.command("fig4")
+def reproduce_fig4(
+    out: OutOpt = None,
+    seeds: SeedsOpt = 10,
+    policies: PoliciesOpt = "all",
+    as_json: JsonOpt = False,
+) -> None:
+    """Figure 4: success rate vs load for C = 200..1000 (V = 2, X = 10)."""
+    _reproduce("fig4", out, seeds, policies, as_json)
+
+
+@reproduce_app.command("fig5")
+def reproduce_fig5(
+    out: OutOpt = None,
+    seeds: SeedsOpt = 10,
+    policies: PoliciesOpt = "all",
+    as_json: JsonOpt = False,
+) -> None:
+    """Figure 5: success rate vs load for V = 1..6 (C = 200, X = 10)."""
+    _reproduce("fig5", out, seeds, policies, as_json)
+
+
+@network_app.command("compare-architectures")
+def network_compare_architectures(
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Device counts, comma list.")
+    ] = "100,300,1000,3000,10000,30000,100000",
+    target: Annotated[
+        float, typer.Option("--target", help="Success rate to count as served.")
+    ] = 0.99,
+    node_rate: Annotated[
+        float, typer.Option("--node-rate", help="Key budget of each QKD node (keys/time unit).")
+    ] = 100.0,
+    service_rate: Annotated[
+        float, typer.Option("--service-rate", help="Services per device and time unit.")
+    ] = 0.01,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Devices each architecture serves at a target success rate, and key cost per device."""
+    from qkdtwin.config import parse_count
+    from qkdtwin.errors import ConfigError
+    from qkdtwin.network.architectures import compare_architectures
+
+    counts = [parse_count(s, field="sizes") for s in sizes.split(",") if s.strip()]
+    if not counts:
+        raise ConfigError("sizes must list at least one device count", field="sizes")
+    if not node_rate > 0 or not service_rate > 0:
+        raise ConfigError(
+            "node_rate and service_rate must be > 0", field="node_rate", allowed="> 0"
+        )
+    res = compare_architectures(
+        counts, target=target, node_rate=node_rate, service_rate=service_rate, seed=seed
+    )
+    if as_json:
+        emit_json(res)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "architecture",
+        "devices",
+        "QKD nodes",
+        "success",
+        "hops",
+        "key cost/device",
+        title=f"success rate and key cost (keys per device per time unit), target {target:g}",
+    )
+    for r in res["rows"]:
+        table.add_row(
+            r["architecture"],
+            str(r["devices"]),
+            str(r["qkd_nodes"]),
+            f"{r['success_rate']:.4f}",
+            f"{r['mean_hops']:.2f}",
+            f"{r['key_cost_per_device']:.4g}",
+        )
+    console = Console()
+    console.print(table)
+    for arch, n in res["served"].items():
+        console.print(f"{arch}: serves {n} devices at success >= {target:g}")
+
+
+@network_app.command("sweep")
+def network_sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
+    out: Annotated[Path, typer.Option("--out", help="Results CSV (appended, resumable).")],
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes.")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Dask scheduler, tcp://HOST:PORT.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every grid point x seed of a sweep; points already in --out are skipped."""
+    from qkdtwin.network.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(sweep_file)
+    if as_json:
+        summary = run_sweep(sweep, out, workers=workers, scheduler=scheduler)
+    else:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("sweep", total=None)
+            summary = run_sweep(
+                sweep,
+                out,
+                workers=workers,
+                scheduler=scheduler,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    summary_out: dict[str, Any] = dict(summary) | {"out": str(out)}
+    if as_json:
+        emit_json(summary_out)
+        return
+    typer.echo(
+        f"{summary['computed']} points computed, {summary['skipped']} already in {out} "
+        f"({summary['points']} in all)"
+    )

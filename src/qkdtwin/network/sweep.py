@@ -1,0 +1,212 @@
+"""Parameter sweeps over scenarios: a grid of values times seeds, resumable, in parallel.
+
+A sweep file::
+
+    base: scenario.yaml            # a scenario file (relative to the sweep file) or a mapping
+    grid:                          # dotted paths into the scenario -> list of values
+      pool_capacity: [200, 400, 600]
+      policy: [static, adaptive-key-residue, ttd-balance]
+      topology.params.olt_rate: [1, 2]
+    seeds: 5                       # 1..5, or an explicit list [1, 7, 9]
+
+Every combination of grid values and seeds is one point; the output CSV has one row per point,
+keyed by ``point`` (a stable hash of the values and the seed), so a rerun skips the points that
+are already in the file (resumable). Points run in a local process pool, or on an existing Dask
+distributed cluster when a scheduler address is given (needs ``dask[distributed]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import itertools
+import json
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qkdtwin.errors import ConfigError
+from qkdtwin.network.scenario import load_scenario, run_scenario
+
+__all__ = ["expand_sweep", "load_sweep", "run_point", "run_sweep"]
+
+_FIELDS = [
+    "point",
+    "seed",
+    "params",
+    "services",
+    "successes",
+    "success_rate",
+    "key_utilization",
+    "elapsed_s",
+]
+
+
+def load_sweep(path: Path) -> dict[str, Any]:
+    """Read a sweep file; the base scenario is resolved and inlined.
+
+    Raises
+    ------
+    ConfigError
+        If the file is unreadable or malformed (the message names the field).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read sweep {str(path)!r}: {exc.strerror}", field="sweep"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"sweep {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}", field="sweep"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError("a sweep must be a YAML mapping", field="sweep")
+    unknown = set(data) - {"base", "grid", "seeds"}
+    if unknown:
+        raise ConfigError(f"unknown sweep field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
+    base = data.get("base")
+    if isinstance(base, str):
+        base_path = (Path(path).parent / base).resolve()
+        try:
+            base = yaml.safe_load(base_path.read_text())
+        except (OSError, yaml.YAMLError):
+            raise ConfigError(f"cannot read base scenario {base!r}", field="base") from None
+    if not isinstance(base, dict):
+        raise ConfigError("base must be a scenario file name or mapping", field="base")
+    grid = data.get("grid", {})
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError("grid must map dotted field names to non-empty lists", field="grid")
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        seeds = list(range(1, seeds + 1))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError("seeds must be a count >= 1 or a list of integers", field="seeds")
+    return {"base": base, "grid": grid, "seeds": seeds}
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"grid field {dotted!r} does not name a mapping", field="grid")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def expand_sweep(sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """All points of a sweep: ``{point, seed, params, scenario}``, each scenario validated.
+
+    Raises
+    ------
+    ConfigError
+        If a point's scenario is invalid (the message names the field).
+    """
+    keys = list(sweep["grid"])
+    points = []
+    for values in itertools.product(*(sweep["grid"][k] for k in keys)):
+        params = dict(zip(keys, values, strict=True))
+        for seed in sweep["seeds"]:
+            scen = copy.deepcopy(sweep["base"])
+            for k, v in params.items():
+                _set(scen, k, v)
+            scen["seed"] = seed
+            load_scenario(scen)
+            ident = json.dumps({"params": params, "seed": seed}, sort_keys=True)
+            points.append(
+                {
+                    "point": hashlib.sha256(ident.encode()).hexdigest()[:16],
+                    "seed": seed,
+                    "params": params,
+                    "scenario": scen,
+                }
+            )
+    return points
+
+
+def run_point(point: dict[str, Any]) -> dict[str, Any]:
+    """Run one point and return its CSV row."""
+    res = run_scenario(load_scenario(point["scenario"]))
+    d = res.to_dict()
+    return {
+        "point": point["point"],
+        "seed": point["seed"],
+        "params": json.dumps(point["params"], sort_keys=True),
+        "services": d["services"],
+        "successes": d["successes"],
+        "success_rate": d["success_rate"],
+        "key_utilization": d["key_utilization"],
+        "elapsed_s": d["elapsed_s"],
+    }
+
+
+def run_sweep(
+    sweep: dict[str, Any],
+    out: Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Run the points of ``sweep`` not yet in ``out`` and append their rows.
+
+    Returns
+    -------
+    dict
+        ``points`` (total), ``skipped`` (already in the file), ``computed``.
+
+    Raises
+    ------
+    ConfigError
+        On a bad worker count, an unwritable output, or a Dask scheduler without Dask.
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}", field="workers", value=workers)
+    points = expand_sweep(sweep)
+    done: set[str] = set()
+    if out.exists():
+        with out.open(newline="") as fh:
+            done = {row["point"] for row in csv.DictReader(fh) if row.get("point")}
+    todo = [p for p in points if p["point"] not in done]
+    try:
+        new_file = not out.exists() or out.stat().st_size == 0
+        fh = out.open("a", newline="")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(out)!r}: {exc.strerror}", field="out") from None
+    with fh:
+        writer = csv.DictWriter(fh, fieldnames=_FIELDS)
+        if new_file:
+            writer.writeheader()
+
+        def emit(row: dict[str, Any], k: int) -> None:
+            writer.writerow(row)
+            fh.flush()
+            if progress is not None:
+                progress(k, len(todo))
+
+        if scheduler is not None:
+            try:
+                from dask.distributed import Client, as_completed
+            except ImportError:
+                raise ConfigError(
+                    "--scheduler needs dask.distributed: pip install 'dask[distributed]'",
+                    field="scheduler",
+                ) from None
+            with Client(scheduler) as client:
+                futures = client.map(run_point, todo, pure=False)
+                for k, fut in enumerate(as_completed(futures), 1):
+                    emit(fut.result(), k)
+        elif workers == 1:
+            for k, p in enumerate(todo, 1):
+                emit(run_point(p), k)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for k, row in enumerate(pool.map(run_point, todo), 1):
+                    emit(row, k)
+    return {"points": len(points), "skipped": len(points) - len(todo), "computed": len(todo)}

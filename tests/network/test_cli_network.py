@@ -1,0 +1,205 @@
+"""``qkdtwin network`` and ``qkdtwin reproduce``: JSON contracts and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qkdtwin.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+TWO_NODE = {
+    "nodes": [{"name": "a", "role": "edge_gateway"}, {"name": "b", "role": "olt"}],
+    "links": [{"a": "a", "b": "b", "key_rate": 1.0}],
+    "demands": [{"src": "a", "dst": "b", "rate": 0.08}],
+    "pool_capacity": 100,
+    "keys_per_service": 10,
+    "policy": "static",
+    "services": 20000,
+    "seed": 1,
+}
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(tmp_path, data, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_two_node_json_contract(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "network", "run", write(tmp_path, TWO_NODE), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    for key in ("services", "successes", "success_rate", "pools", "elapsed_s", "events_per_s"):
+        assert key in data
+    assert data["services"] == 20000
+    assert 0.9 < data["success_rate"] <= 1.0
+    assert data["pools"][0]["src"] == "a"
+
+
+@pytest.mark.parametrize("example", ["network-two-node.yaml", "network-seed.yaml"])
+def test_examples_run(capsys, example):
+    code, out, err = run_cli(capsys, "network", "run", EXAMPLES / example, "--json")
+    assert code == 0, err
+    assert json.loads(out)["services"] > 0
+
+
+def test_text_output_and_overrides(capsys, tmp_path):
+    path = write(tmp_path, TWO_NODE)
+    code, out, _ = run_cli(capsys, "network", "run", path, "--policy", "akr", "--seed", "3")
+    assert code == 0
+    assert "adaptive-key-residue" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"demands": [{"src": "a", "dst": "zz", "rate": 1.0}]}, "zz"),
+        ({"policy": "random"}, "policy"),
+        ({"pool_capacity": 0}, "pool_capacity"),
+        ({"pool_capacity": -5}, "pool_capacity"),
+        ({"links": [{"a": "a", "b": "b", "key_rate": 0}]}, "key_rate"),
+        ({"demands": [{"src": "a", "dst": "b", "rate": -1}]}, "rate"),
+        ({"services": None}, "services"),
+        ({"unknown_key": 1}, "unknown_key"),
+    ],
+)
+def test_bad_input_one_line_exit_2(capsys, tmp_path, change, field):
+    data = dict(TWO_NODE) | change
+    data = {k: v for k, v in data.items() if v is not None}
+    code, out, err = run_cli(capsys, "network", "run", write(tmp_path, data), "--json")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("qkdtwin: error:")
+    assert field in err
+
+
+def test_disconnected_demand(capsys, tmp_path):
+    data = dict(TWO_NODE)
+    data["nodes"] = [*TWO_NODE["nodes"], {"name": "c", "role": "edge_gateway"}]
+    data["demands"] = [{"src": "a", "dst": "c", "rate": 1.0}]
+    code, _, err = run_cli(capsys, "network", "run", write(tmp_path, data))
+    assert code == 2
+    assert "disconnected" in err
+    assert err.count("\n") == 1
+
+
+def test_missing_and_malformed_file(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "network", "run", tmp_path / "nope.yaml")
+    assert code == 2
+    assert err.count("\n") == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes: [a\n")
+    code, _, err = run_cli(capsys, "network", "run", bad)
+    assert code == 2
+    assert err.count("\n") == 1
+
+
+def test_reproduce_fig5_small(capsys, tmp_path):
+    code, out, err = run_cli(
+        capsys,
+        "reproduce",
+        "fig5",
+        "--seeds",
+        "2",
+        "--policies",
+        "static,akr",
+        "--out",
+        tmp_path,
+        "--json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert (tmp_path / "fig5.csv").exists()
+    assert (tmp_path / "fig5.png").exists()
+    rows = [r for r in data["points"] if r["policy"] == "static" and r["value"] == 2.0]
+    rates = [r["success_rate"] for r in sorted(rows, key=lambda r: r["load"])]
+    assert rates[0] > rates[-1]  # success falls with load
+    at_max = {r["value"]: r["success_rate"] for r in data["at_max_load"] if r["policy"] == "static"}
+    assert at_max[6.0] > at_max[1.0]  # and grows with V
+
+
+def test_reproduce_unknown_policy(capsys):
+    code, _, err = run_cli(capsys, "reproduce", "fig4", "--policies", "nope", "--json")
+    assert code == 2
+    assert "policy" in err
+
+
+def test_compare_architectures_small(capsys):
+    code, out, err = run_cli(
+        capsys, "network", "compare-architectures", "--sizes", "50,2000", "--json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data["served"]) == {"centralized", "distributed", "hierarchical", "hybrid"}
+    # one node with budget 100 cannot serve 2000 devices needing 0.1 keys each per time unit
+    assert data["served"]["centralized"] == 50
+    assert data["served"]["hierarchical"] == 2000
+    cost = {r["architecture"]: r["key_cost_per_device"] for r in data["rows"] if r["devices"] == 50}
+    assert cost["hierarchical"] > cost["centralized"]  # more relay hops, more key per device
+
+
+def test_compare_architectures_bad_sizes(capsys):
+    code, _, err = run_cli(capsys, "network", "compare-architectures", "--sizes", "0")
+    assert code == 2
+    assert "sizes" in err
+
+
+def test_sweep_resumable_and_parallel(capsys, tmp_path):
+    sweep = {
+        "base": str(EXAMPLES / "network-seed.yaml"),
+        "grid": {"pool_capacity": [200, 400], "policy": ["static", "ttd"]},
+        "seeds": 2,
+    }
+    path = write(tmp_path, sweep, "sweep.yaml")
+    out = tmp_path / "r.csv"
+    code, stdout, err = run_cli(capsys, "network", "sweep", path, "--out", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout) == {"points": 8, "skipped": 0, "computed": 8, "out": str(out)}
+    lines = out.read_text().splitlines()
+    assert len(lines) == 9
+    sweep["grid"]["pool_capacity"].append(600)
+    path = write(tmp_path, sweep, "sweep.yaml")
+    code, stdout, err = run_cli(
+        capsys, "network", "sweep", path, "--out", out, "--workers", "2", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["skipped"] == 8
+    assert json.loads(stdout)["computed"] == 4
+    assert len(out.read_text().splitlines()) == 13
+
+
+@pytest.mark.parametrize(
+    ("sweep", "field"),
+    [
+        ({"base": "nope.yaml", "grid": {}}, "base"),
+        ({"base": {"pool_capacity": 1}, "grid": {"pool_capacity": 5}}, "grid"),
+        ({"base": {"pool_capacity": 1}, "grid": {}, "seeds": 0}, "seeds"),
+        ({"base": {"pool_capacity": 1}, "grids": {}}, "grids"),
+    ],
+)
+def test_malformed_sweep(capsys, tmp_path, sweep, field):
+    path = write(tmp_path, sweep, "sweep.yaml")
+    code, _, err = run_cli(capsys, "network", "sweep", path, "--out", tmp_path / "o.csv")
+    assert code == 2
+    assert field in err
+    assert err.count("\n") == 1
+
+
+def test_sweep_bad_point_names_field(capsys, tmp_path):
+    sweep = {"base": str(EXAMPLES / "network-seed.yaml"), "grid": {"pool_capacity": [-1]}}
+    path = write(tmp_path, sweep, "sweep.yaml")
+    code, _, err = run_cli(capsys, "network", "sweep", path, "--out", tmp_path / "o.csv")
+    assert code == 2
+    assert "pool_capacity" in err

@@ -1,0 +1,141 @@
+"""Relay costs per hop, topology builders, and every policy within the resource limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qkdtwin.errors import ConfigError, UnknownNameError
+from qkdtwin.network import (
+    Demand,
+    Topology,
+    build_topology,
+    canonical_policy,
+    key_path,
+    relay_costs,
+    seed_topology,
+    simulate,
+    uniform_demands,
+)
+from qkdtwin.network.engine import _resource_csr
+from qkdtwin.network.policies import akr_rates, proportional_rates, static_rates, ttd_rates
+
+
+def test_seed_topology_shape():
+    t = seed_topology()
+    assert len(t.nodes_with_role("metro")) == 3
+    assert len(t.nodes_with_role("olt")) == 3
+    assert len(t.nodes_with_role("edge_gateway")) == 6
+    assert key_path(t, "GW1.1", "GW1.2") == ["GW1.1", "OLT1", "GW1.2"]
+    assert len(key_path(t, "GW1.1", "GW2.1")) - 1 == 5  # GW-OLT-M-M-OLT-GW
+
+
+def test_relay_consumes_key_on_every_hop():
+    topo = seed_topology(2.0)
+    costs = relay_costs(topo, [("GW1.1", "GW1.2"), ("GW1.1", "GW2.1"), ("GW1.1", "OLT1")])
+    A = costs.dense()
+    olt1 = costs.resources.index("OLT1")
+    olt2 = costs.resources.index("OLT2")
+    assert A[olt1, 0] == 2  # one relay at OLT1: both access links pay one key
+    assert A[olt1, 1] == 1
+    assert A[olt2, 1] == 1
+    assert A[:, 1].sum() == 5  # five hops, one key each
+    assert A[:, 2].sum() == 1
+
+
+def test_chain_relay_in_simulation():
+    t = Topology()
+    for n in "abc":
+        t.add_node(n, "relay")
+    t.add_link("a", "b", key_rate=3.0)
+    t.add_link("b", "c", key_rate=1.0)
+    res = simulate(
+        t,
+        [Demand("a", "c", 1.0)],
+        pool_capacity=1e9,
+        keys_per_service=1,
+        policy="static",
+        rng=np.random.default_rng(0),
+        duration=100.0,
+        initial_fill="empty",
+    )
+    # the slower hop limits the relayed rate, and each relayed key costs both hops
+    assert res.pools[0].generated == pytest.approx(100.0)
+    assert res.pools[0].hops == 2
+
+
+def test_physical_link_rate():
+    t = Topology()
+    t.add_node("a", "edge_gateway")
+    t.add_node("b", "olt")
+    t.add_link("a", "b", protocol="decoy-bb84", length_km=20.0)
+    assert t.graph.edges["a", "b"]["key_rate"] > 1.0
+
+
+@pytest.mark.parametrize("name", ["seed", "centralized", "distributed", "hierarchical", "hybrid"])
+def test_builders_are_connected(name):
+    import networkx as nx
+
+    t = build_topology(name)
+    assert nx.is_connected(t.graph)
+    assert len(t.nodes_with_role("edge_gateway")) >= 2
+
+
+def test_bad_topology_inputs():
+    with pytest.raises(UnknownNameError):
+        build_topology("ring")
+    with pytest.raises(ConfigError):
+        build_topology("seed", bogus=1)
+    with pytest.raises(ConfigError):
+        seed_topology(olt_rate=0.0)
+    t = Topology()
+    t.add_node("a")
+    t.add_node("b")
+    with pytest.raises(ConfigError, match="key_rate"):
+        t.add_link("a", "b", key_rate=0.0)
+    with pytest.raises(ConfigError, match="disconnected"):
+        key_path(t, "a", "b")
+    with pytest.raises(UnknownNameError):
+        canonical_policy("random")
+
+
+def test_every_policy_within_budgets():
+    topo = seed_topology(2.0)
+    pairs = [(d.src, d.dst) for d in uniform_demands(topo, 1.0)]
+    costs = relay_costs(topo, pairs)
+    A = costs.dense()
+    res_ptr, res_pool, res_cnt, single = _resource_csr(costs)
+    rng = np.random.default_rng(0)
+    n = len(pairs)
+    for _ in range(200):
+        level = rng.uniform(0, 200, n) * (rng.random(n) < 0.8)
+        demand = rng.uniform(0, 2, n)
+        cap = np.full(n, 200.0)
+        outs = [static_rates(costs), proportional_rates(costs, demand)]
+        v = np.zeros(n)
+        akr_rates(level, cap, costs.capacity, res_ptr, res_pool, res_cnt, single, v)
+        outs.append(v.copy())
+        w = np.zeros(n)
+        load = np.zeros(costs.capacity.size)
+        ttd_rates(
+            level,
+            demand,
+            100.0,
+            costs.capacity,
+            costs.pool_ptr,
+            costs.hop_res,
+            costs.hop_cnt,
+            load,
+            w,
+        )
+        outs.append(w.copy())
+        for v in outs:
+            assert np.all(v >= 0)
+            assert np.all(A @ v <= costs.capacity * (1 + 1e-9))
+        # ours leaves a budget idle only when each pool it serves gets its full demand or is
+        # held back by another budget that is spent
+        binding = A @ w >= costs.capacity * (1 - 1e-6)
+        held = (A[binding] > 0).any(axis=0)
+        for r in np.flatnonzero(~binding):
+            free = (A[r] > 0) & ~held
+            assert np.all(w[free] >= demand[free] * (1 - 1e-6))
