@@ -49,6 +49,10 @@ demo: venv
 	$(BIN)/qkdtwin teleport run --trials 2000 --seed 6
 	$(BIN)/qkdtwin teleport run --trials 2000 --no-controller --seed 6
 	$(BIN)/qkdtwin teleport eavesdrop --decoys 1:10 --trials 20000 --plot $(OUT)/decoy_detection.png
+	@echo "== Key network twin: the seed topology, then the paper's Figures 4 and 5"
+	$(BIN)/qkdtwin network run examples/network-seed.yaml
+	$(BIN)/qkdtwin reproduce fig4 --out $(OUT)/fig4
+	$(BIN)/qkdtwin reproduce fig5 --out $(OUT)/fig5
 	@echo "== E91 with an SPDC source: CHSH value from the simulated correlations"
 	$(BIN)/qkdtwin link simulate --protocol e91 --distance-km 20 --pulses 5e7 --seed 4
 	@echo "Plots written to $(OUT)/"
@@ -67,6 +71,7 @@ bench: venv
 	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/python benchmarks/link_throughput.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
