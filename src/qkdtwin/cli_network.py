@@ -5,8 +5,9 @@ Commands:
 * ``network run SCENARIO.yaml [--json]`` — simulate a scenario file (format in
   :mod:`qkdtwin.network.scenario`); JSON keys ``services, successes, success_rate, pools,
   elapsed_s, events_per_s`` and more.
-* ``network compare-architectures`` — devices served by the centralized, distributed,
-  hierarchical and hybrid families at a target success rate, and key cost per device.
+* ``network compare-architectures`` — grows the centralized, distributed, hierarchical and
+  hybrid families until the success rate falls below a target; largest size served and key
+  cost per device.
 * ``network sweep SWEEP.yaml --out CSV [--workers N] [--scheduler tcp://HOST:PORT]`` — a
   resumable grid of scenario runs on local processes or a Dask cluster.
 * ``reproduce fig4|fig5 [--out DIR] [--seeds N] [--json]`` — the seed paper's Figures 4 and 5
@@ -180,35 +181,38 @@ def reproduce_fig5(
 
 @network_app.command("compare-architectures")
 def network_compare_architectures(
-    sizes: Annotated[
-        str, typer.Option("--sizes", help="Device counts, comma list.")
-    ] = "100,300,1000,3000,10000,30000,100000",
     target: Annotated[
         float, typer.Option("--target", help="Success rate to count as served.")
     ] = 0.99,
+    start: Annotated[int, typer.Option("--start", help="First number of devices.")] = 100,
+    max_devices: Annotated[
+        int, typer.Option("--max-devices", help="Stop doubling at this many devices.")
+    ] = 25_600,
     node_rate: Annotated[
-        float, typer.Option("--node-rate", help="Key budget of each QKD node (keys/time unit).")
+        float, typer.Option("--node-rate", help="Key budget of each edge QKD node (keys/time).")
     ] = 100.0,
+    core_rate: Annotated[
+        float, typer.Option("--core-rate", help="Key rate of each core link (keys/time).")
+    ] = 100.0,
+    fanout: Annotated[int, typer.Option("--fanout", help="Devices per edge QKD node.")] = 100,
     service_rate: Annotated[
         float, typer.Option("--service-rate", help="Services per device and time unit.")
     ] = 0.01,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Devices each architecture serves at a target success rate, and key cost per device."""
-    from qkdtwin.config import parse_count
-    from qkdtwin.errors import ConfigError
+    """Grow each architecture until it no longer serves its devices; report the largest size."""
     from qkdtwin.network.architectures import compare_architectures
 
-    counts = [parse_count(s, field="sizes") for s in sizes.split(",") if s.strip()]
-    if not counts:
-        raise ConfigError("sizes must list at least one device count", field="sizes")
-    if not node_rate > 0 or not service_rate > 0:
-        raise ConfigError(
-            "node_rate and service_rate must be > 0", field="node_rate", allowed="> 0"
-        )
     res = compare_architectures(
-        counts, target=target, node_rate=node_rate, service_rate=service_rate, seed=seed
+        target=target,
+        start=start,
+        max_devices=max_devices,
+        node_rate=node_rate,
+        core_rate=core_rate,
+        fanout=fanout,
+        service_rate=service_rate,
+        seed=seed,
     )
     if as_json:
         emit_json(res)
@@ -237,7 +241,8 @@ def network_compare_architectures(
     console = Console()
     console.print(table)
     for arch, n in res["served"].items():
-        console.print(f"{arch}: serves {n} devices at success >= {target:g}")
+        more = " (still served at --max-devices)" if res["capped"][arch] else ""
+        console.print(f"{arch}: serves {n} devices at success >= {target:g}{more}")
 
 
 @network_app.command("sweep")
@@ -248,6 +253,10 @@ def network_sweep(
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Dask scheduler, tcp://HOST:PORT.")
     ] = None,
+    scheduler_timeout: Annotated[
+        float,
+        typer.Option("--scheduler-timeout", help="Seconds to wait for the Dask scheduler."),
+    ] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every grid point x seed of a sweep; points already in --out are skipped."""
@@ -255,7 +264,9 @@ def network_sweep(
 
     sweep = load_sweep(sweep_file)
     if as_json:
-        summary = run_sweep(sweep, out, workers=workers, scheduler=scheduler)
+        summary = run_sweep(
+            sweep, out, workers=workers, scheduler=scheduler, scheduler_timeout=scheduler_timeout
+        )
     else:
         from rich.console import Console
         from rich.progress import Progress
@@ -267,6 +278,7 @@ def network_sweep(
                 out,
                 workers=workers,
                 scheduler=scheduler,
+                scheduler_timeout=scheduler_timeout,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     summary_out: dict[str, Any] = dict(summary) | {"out": str(out)}

@@ -137,23 +137,46 @@ def test_reproduce_unknown_policy(capsys):
 
 
 def test_compare_architectures_small(capsys):
+    # node budget 10, core links 10, 10 devices per edge node; pair demand 0.02 services x 10
+    # keys = 0.2 keys per pool per time unit. Independent capacity bounds (min cut over the
+    # demand): the KME spends 2 keys per delivered key, so it carries 10 / (2 * 0.2) = 25 pools
+    # = 50 devices; a distributed node carries 10 / 0.2 = 50 pools > its 10 devices, and each
+    # mesh link carries <= 10 devices' pairs, so distributed never binds.
+    args = ["--node-rate", "10", "--core-rate", "10", "--fanout", "10", "--start", "20"]
     code, out, err = run_cli(
-        capsys, "network", "compare-architectures", "--sizes", "50,2000", "--json"
+        capsys, "network", "compare-architectures", *args, "--max-devices", "320", "--json"
     )
     assert code == 0, err
     data = json.loads(out)
     assert set(data["served"]) == {"centralized", "distributed", "hierarchical", "hybrid"}
-    # one node with budget 100 cannot serve 2000 devices needing 0.1 keys each per time unit
-    assert data["served"]["centralized"] == 50
-    assert data["served"]["hierarchical"] == 2000
-    cost = {r["architecture"]: r["key_cost_per_device"] for r in data["rows"] if r["devices"] == 50}
-    assert cost["hierarchical"] > cost["centralized"]  # more relay hops, more key per device
+    assert data["served"]["centralized"] == 40  # 40 <= 50 < 80
+    assert not data["capped"]["centralized"]
+    assert data["served"]["distributed"] == 320
+    assert data["capped"]["distributed"]
+    # the centralized search stopped at its first failure, below target
+    last = [r for r in data["rows"] if r["architecture"] == "centralized"][-1]
+    assert (last["devices"], last["success_rate"] < 0.99) == (80, True)
+    cost = {r["architecture"]: r["key_cost_per_device"] for r in data["rows"] if r["devices"] == 80}
+    # keys per device per time unit = 0.1 (own share of its pair) x relay hops per pair
+    hops = {r["architecture"]: r["mean_hops"] for r in data["rows"] if r["devices"] == 80}
+    assert cost["distributed"] == pytest.approx(0.1 * hops["distributed"], rel=0.05)
+    assert cost["hierarchical"] > cost["distributed"]  # more relay hops, more key per device
 
 
-def test_compare_architectures_bad_sizes(capsys):
-    code, _, err = run_cli(capsys, "network", "compare-architectures", "--sizes", "0")
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--start", "1"], "sizes"),
+        (["--max-devices", "10"], "sizes"),
+        (["--target", "0"], "target"),
+        (["--core-rate", "0"], "core_rate"),
+    ],
+)
+def test_compare_architectures_bad_input(capsys, args, field):
+    code, _, err = run_cli(capsys, "network", "compare-architectures", *args)
     assert code == 2
-    assert "sizes" in err
+    assert field in err
+    assert err.count("\n") == 1
 
 
 def test_sweep_resumable_and_parallel(capsys, tmp_path):

@@ -1,23 +1,25 @@
-"""Compare the survey's four QKD-network architectures at growing numbers of devices.
+"""Compare the survey's four QKD-network architectures: how many IoT devices each can serve.
 
-Every architecture gets QKD nodes of the same hardware: each node that terminates device links
-has a total key budget ``node_rate`` shared by those links (a group). What differs is how many
-such nodes an architecture deploys and how keys reach the core (where the IIoT aggregator sits):
+Nothing about the answer is set per family: every family is built from the same hardware and
+grown by its own rule until the twin says it no longer serves its devices.
 
-============== =================================================================================
-centralized    one KME; every device has a direct link to it (1 hop)
-distributed    ``mesh_nodes`` trusted nodes in a full mesh, devices spread over them; the
-               aggregator at node 0 (1 hop under node 0, 2 hops elsewhere)
-hierarchical   ring of ``metros`` metro nodes, ``olts_per_metro`` OLTs under each, devices under
-               the OLTs; aggregator at metro 0 (3 hops + ring hops)
-hybrid         ``clusters`` cluster heads in a mesh whose core links have a finite rate, devices
-               under each head; aggregator at head 0
-============== =================================================================================
+* **Hardware (fixed for all)**: an edge QKD node (KME, trusted node, OLT, cluster head) has a
+  key budget ``node_rate`` shared by its device links and terminates at most ``fanout``
+  devices (except the centralized KME, which by definition takes them all); a core link (mesh,
+  metro ring, metro-OLT) has its own rate ``core_rate``.
+* **Demand (fixed per device)**: every device requests services of ``X`` keys at
+  ``service_rate`` per time unit to one partner device (devices matched at random: east-west
+  IIoT traffic, e.g. PLC to PLC), through the trusted relays of the cheapest path.
+* **Growth rules**: *centralized* one KME; *distributed* one trusted node per ``fanout``
+  devices in a full mesh; *hierarchical* one OLT per ``fanout`` devices, ``olts_per_metro``
+  OLTs per metro node, metro nodes in a ring; *hybrid* cluster heads as in distributed, but
+  per-link access rates (``node_rate / fanout`` each, no pooled budget) as in the survey's mix
+  of centralized edges and a distributed core.
 
-Each device requests services to the aggregator (Poisson, ``service_rate`` per time unit,
-``X`` keys each). A run is the equal split over a long window with pools starting full; the
-success rate and the key cost per device (keys consumed on all hops, per device and time unit)
-are reported for each size, and the largest size meeting the target success rate.
+:func:`compare_architectures` doubles the number of devices from ``start`` until the success
+rate of an exact simulation (equal split, pools of ``C`` keys starting full, ``duration`` time
+units) falls below ``target`` or ``max_devices`` is reached, and reports the largest size
+served and the key cost per device (keys consumed on all hops, per device and time unit).
 """
 
 from __future__ import annotations
@@ -43,37 +45,58 @@ __all__ = ["ARCHITECTURES", "build_architecture", "compare_architectures"]
 ARCHITECTURES = ("centralized", "distributed", "hierarchical", "hybrid")
 
 
+def _pairs(gws: list[str], rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Match the devices at random into pairs (east-west traffic, one partner each)."""
+    order = rng.permutation(len(gws))
+    return [(gws[order[i]], gws[order[i + 1]]) for i in range(0, len(order) - 1, 2)]
+
+
 def build_architecture(
     name: str,
     devices: int,
     *,
     node_rate: float,
-    mesh_nodes: int = 10,
-    metros: int = 10,
+    core_rate: float,
+    fanout: int = 100,
     olts_per_metro: int = 10,
-    clusters: int = 10,
-) -> tuple[Topology, str]:
-    """Build ``name`` with at least ``devices`` gateways; return it and its core node.
+) -> Topology:
+    """Build family ``name`` for ``devices`` IoT devices by its growth rule.
+
+    Every edge QKD node (KME, trusted node, OLT, cluster head) has the key budget ``node_rate``
+    shared by its device links; every core link (mesh, metro ring, metro-OLT) has its own rate
+    ``core_rate``. Growth rules: *centralized* one KME for all devices; *distributed* one
+    trusted node per ``fanout`` devices, full mesh; *hierarchical* one OLT per ``fanout``
+    devices, ``olts_per_metro`` OLTs per metro node, metros in a ring; *hybrid* one cluster
+    head per ``fanout`` devices with per-link access rates ``node_rate / fanout`` (no pooled
+    budget) and a full mesh core.
 
     Raises
     ------
     ConfigError
         If the name is unknown or a size is not positive.
     """
-    if devices < 1:
-        raise ConfigError(f"devices must be >= 1, got {devices}", field="sizes", value=devices)
+    if devices < 2:
+        raise ConfigError(f"devices must be >= 2, got {devices}", field="sizes", value=devices)
+    edge = math.ceil(devices / fanout)
     if name == "centralized":
-        return centralized_topology(devices, node_rate=node_rate), "KME"
+        return centralized_topology(devices, node_rate=node_rate)
     if name == "distributed":
-        per = math.ceil(devices / mesh_nodes)
-        topo = distributed_topology(mesh_nodes, per, node_rate=node_rate, mesh_rate=1e6)
-        return topo, "N0"
+        per = math.ceil(devices / edge)
+        return distributed_topology(edge, per, node_rate=node_rate, mesh_rate=core_rate)
     if name == "hierarchical":
-        per = math.ceil(devices / (metros * olts_per_metro))
-        return hierarchical_topology(metros, olts_per_metro, per, olt_rate=node_rate), "M0"
+        metros = math.ceil(edge / olts_per_metro)
+        olts = math.ceil(edge / metros)
+        per = math.ceil(devices / (metros * olts))
+        return hierarchical_topology(metros, olts, per, olt_rate=node_rate, backbone_rate=core_rate)
     if name == "hybrid":
-        per = math.ceil(devices / clusters)
-        return hybrid_topology(clusters, per, link_rate=node_rate / 10, node_rate=node_rate), "H0"
+        per = math.ceil(devices / edge)
+        # hybrid_topology gives core links 10 * link_rate * sqrt(clusters); undo the sqrt so
+        # that every core link has core_rate, the same hardware as the other families
+        topo = hybrid_topology(edge, per, link_rate=node_rate / fanout)
+        for a, b, data in topo.graph.edges(data=True):
+            if a.startswith("H") and b.startswith("H"):
+                data["key_rate"] = core_rate
+        return topo
     raise ConfigError(
         f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}",
         field="architectures",
@@ -82,83 +105,122 @@ def build_architecture(
 
 
 def compare_architectures(
-    sizes: Sequence[int] = (100, 1000, 10_000, 100_000),
     *,
     architectures: Sequence[str] = ARCHITECTURES,
     target: float = 0.99,
+    start: int = 100,
+    max_devices: int = 25_600,
     node_rate: float = 100.0,
+    core_rate: float = 100.0,
+    fanout: int = 100,
     service_rate: float = 0.01,
     keys_per_service: float = 10.0,
     pool_capacity: float = 100.0,
-    duration: float = 10_000.0,
+    duration: float = 5_000.0,
     seed: int = 1,
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Success rate and key cost per device of each architecture at each size.
+    """Largest number of devices each architecture serves at ``target``, found by simulation.
 
     Parameters
     ----------
-    sizes
-        Numbers of IoT devices (edge gateways) to try.
     architectures
         Names from :data:`ARCHITECTURES`.
     target
         Success rate a size must reach to count as served.
-    node_rate
-        Key budget of every QKD node (keys per time unit).
-    service_rate
-        Services per device and time unit.
-    keys_per_service, pool_capacity, duration, seed
-        ``X``, ``C``, simulated window and seed of each run.
+    start, max_devices
+        First size tried; sizes double up to ``max_devices`` (inclusive if reached exactly).
+    node_rate, core_rate, fanout
+        Budget of every edge QKD node and rate of every core link (keys per time unit);
+        devices per edge node.
+    service_rate, keys_per_service
+        Services per device and time unit, ``X`` keys each.
+    pool_capacity, duration, seed
+        ``C``, simulated window and seed of each run.
     progress
         Called with (architecture, size) before each run.
 
     Returns
     -------
     dict
-        ``rows`` (architecture, devices, success_rate, key_cost_per_device, qkd_nodes, hops)
-        and ``served`` (architecture -> largest size with success >= target, or 0).
+        ``rows`` (architecture, devices, qkd_nodes, success_rate, mean_hops,
+        key_cost_per_device, services), ``served`` (architecture -> largest size with success
+        >= target, 0 if none) and ``capped`` (architecture -> True if it never failed up to
+        ``max_devices``).
+
+    Raises
+    ------
+    ConfigError
+        If the target, a rate or a size is out of range, or an architecture is unknown.
     """
     if not 0.0 < target <= 1.0:
         raise ConfigError(f"target must be in (0, 1], got {target}", field="target")
+    for field, value in (
+        ("node_rate", node_rate),
+        ("core_rate", core_rate),
+        ("service_rate", service_rate),
+    ):
+        if not value > 0:
+            raise ConfigError(f"{field} must be > 0, got {value}", field=field, allowed="> 0")
+    if start < 2 or max_devices < start or fanout < 1:
+        raise ConfigError(
+            f"sizes: need 2 <= start <= max_devices and fanout >= 1, got start {start}, "
+            f"max_devices {max_devices}, fanout {fanout}",
+            field="sizes",
+        )
     rows: list[dict[str, Any]] = []
     served: dict[str, int] = {}
+    capped: dict[str, bool] = {}
     for arch in architectures:
         served[arch] = 0
-        for n in sizes:
+        capped[arch] = True
+        n = int(start)
+        while n <= max_devices:
             if progress is not None:
                 progress(arch, n)
-            topo, core = build_architecture(arch, int(n), node_rate=node_rate)
-            gws = topo.nodes_with_role("edge_gateway")[: int(n)]
-            demands = [Demand(g, core, service_rate) for g in gws]
+            topo = build_architecture(
+                arch, n, node_rate=node_rate, core_rate=core_rate, fanout=fanout
+            )
+            gws = topo.nodes_with_role("edge_gateway")[:n]
+            rng = np.random.default_rng([seed, n])
+            # both ends of a pair request services: 2 * service_rate per pair
+            demands = [Demand(a, b, 2.0 * service_rate) for a, b in _pairs(gws, rng)]
             res = simulate(
                 topo,
                 demands,
                 pool_capacity=pool_capacity,
                 keys_per_service=keys_per_service,
                 policy="static",
-                rng=np.random.default_rng([seed, int(n)]),
+                rng=rng,
                 duration=duration,
             )
             hop_keys = sum(p.consumed * p.hops for p in res.pools)
-            row = {
-                "architecture": arch,
-                "devices": int(n),
-                "qkd_nodes": len(topo.groups),
-                "success_rate": res.success_rate,
-                "mean_hops": float(np.mean([p.hops for p in res.pools])),
-                "key_cost_per_device": hop_keys / (len(gws) * res.duration),
-                "services": res.services,
-                "elapsed_s": res.elapsed_s,
-            }
-            rows.append(row)
-            if res.success_rate >= target:
-                served[arch] = max(served[arch], int(n))
+            rows.append(
+                {
+                    "architecture": arch,
+                    "devices": n,
+                    "qkd_nodes": len(topo.groups) or len(topo.nodes_with_role("kme")),
+                    "success_rate": res.success_rate,
+                    "mean_hops": float(np.mean([p.hops for p in res.pools])),
+                    "key_cost_per_device": hop_keys / (n * res.duration),
+                    "services": res.services,
+                    "elapsed_s": res.elapsed_s,
+                }
+            )
+            if res.success_rate < target:
+                capped[arch] = False
+                break
+            served[arch] = n
+            n *= 2
     return {
         "target": target,
         "node_rate": node_rate,
+        "core_rate": core_rate,
+        "fanout": fanout,
         "service_rate": service_rate,
         "keys_per_service": keys_per_service,
+        "max_devices": max_devices,
         "rows": rows,
         "served": served,
+        "capped": capped,
     }

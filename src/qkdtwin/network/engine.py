@@ -33,6 +33,7 @@ from qkdtwin.network.policies import (
     POLICIES,
     akr_rates,
     canonical_policy,
+    price_weights,
     proportional_rates,
     static_rates,
     ttd_rates,
@@ -184,6 +185,7 @@ def _run(
     res_cnt: NDArray[np.float64],
     single: NDArray[np.bool_],
     demand: NDArray[np.float64],
+    price: NDArray[np.float64],
     horizon: float,
     poisson: bool,
     seed: int,
@@ -205,7 +207,7 @@ def _run(
     if policy == 2:
         akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates)
     elif policy == 3:
-        ttd_rates(level, demand, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates)
+        ttd_rates(level, demand, price, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates)
     for i in range(times.size):
         t = times[i]
         p = req_pool[i]
@@ -226,7 +228,9 @@ def _run(
         if policy == 2:
             akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates)
         elif policy == 3:
-            ttd_rates(level, demand, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates)
+            ttd_rates(
+                level, demand, price, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates
+            )
     for q in range(n_pools):
         _advance(q, t_end, level, last, rates, cap, generated, dropped, poisson)
 
@@ -287,7 +291,8 @@ def simulate(
     trace
         Record the pool level after each of the first ``trace`` requests.
     horizon
-        Look-ahead of ``ttd-balance`` (default: ``C`` over the mean key demand per pool).
+        Look-ahead of ``ttd-balance`` (default: ``C`` over 20 times the mean key demand per
+        pool).
     costs
         Precomputed :func:`relay_costs` of the demand pairs (saves path search in sweeps).
 
@@ -366,7 +371,12 @@ def simulate(
     req_pool = req_pool.astype(np.int64)
     seed = int(rng.integers(0, 2**31 - 1))
     if horizon is None:
-        horizon = cap_c / float(demand_keys.mean())
+        horizon = cap_c / (20.0 * float(demand_keys.mean()))
+    # spendable stock: half the initial fill over the run (nothing when pools start empty)
+    stock = 0.5 * cap_c / t_end if initial_fill == "full" else 0.0
+    price = price_weights(
+        costs.capacity, costs.pool_ptr, costs.hop_res, costs.hop_cnt, demand_keys, stock
+    )
     cap = np.full(n_pools, cap_c)
     level = cap.copy() if initial_fill == "full" else np.zeros(n_pools)
     initial = level.copy()
@@ -388,6 +398,7 @@ def simulate(
         res_cnt,
         single,
         demand_keys,
+        price,
         float(horizon),
         generation == "poisson",
         seed,
@@ -432,6 +443,7 @@ def simulate(
         res_cnt,
         single,
         demand_keys,
+        price,
         float(horizon),
         generation == "poisson",
         seed,

@@ -152,9 +152,28 @@ def run_sweep(
     *,
     workers: int = 1,
     scheduler: str | None = None,
+    scheduler_timeout: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Run the points of ``sweep`` not yet in ``out`` and append their rows.
+
+    Parameters
+    ----------
+    sweep
+        A sweep from :func:`load_sweep`.
+    out
+        Results CSV; created with a header, or appended to (rows already there are skipped).
+    workers
+        Local worker processes (1: run in this process).
+    scheduler
+        Address of an existing Dask distributed scheduler, e.g. ``tcp://10.0.0.5:8786``; when
+        given, points run on that cluster instead of locally. Every point carries its own seed,
+        so the rows are the same whatever executor runs them (only ``elapsed_s`` differs); rows
+        are appended as points finish, so an interrupted run resumes where it stopped.
+    scheduler_timeout
+        Seconds to wait for the scheduler connection.
+    progress
+        Called with (points done, points to do) after each row.
 
     Returns
     -------
@@ -164,7 +183,8 @@ def run_sweep(
     Raises
     ------
     ConfigError
-        On a bad worker count, an unwritable output, or a Dask scheduler without Dask.
+        On a bad worker count, an unwritable output, a Dask scheduler without Dask, or a
+        scheduler that cannot be reached within ``scheduler_timeout``.
     """
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}", field="workers", value=workers)
@@ -198,7 +218,16 @@ def run_sweep(
                     "--scheduler needs dask.distributed: pip install 'dask[distributed]'",
                     field="scheduler",
                 ) from None
-            with Client(scheduler) as client:
+            try:
+                client = Client(scheduler, timeout=scheduler_timeout)
+            except (OSError, ValueError, TypeError) as exc:
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ConfigError(
+                    f"cannot reach Dask scheduler {scheduler!r}: {msg}",
+                    field="scheduler",
+                    value=scheduler,
+                ) from None
+            with client:
                 futures = client.map(run_point, todo, pure=False)
                 for k, fut in enumerate(as_completed(futures), 1):
                     emit(fut.result(), k)

@@ -16,12 +16,13 @@ from qkdtwin.errors import UnknownNameError
 from qkdtwin.network.policies.adaptive_residue import akr_rates
 from qkdtwin.network.policies.proportional import proportional_rates
 from qkdtwin.network.policies.static import static_rates
-from qkdtwin.network.policies.ttd_balance import ttd_rates
+from qkdtwin.network.policies.ttd_balance import price_weights, ttd_rates
 
 __all__ = [
     "POLICIES",
     "akr_rates",
     "canonical_policy",
+    "price_weights",
     "proportional_rates",
     "static_rates",
     "ttd_rates",
