@@ -39,3 +39,21 @@ def test_error_tree():
 
 def test_version_string():
     assert qkdtwin.__version__.count(".") >= 2
+
+
+def test_postprocess_exports():
+    import qkdtwin.qkd.postprocess as pp
+
+    assert pp.__all__ == sorted(pp.__all__, key=lambda s: (not s.isupper(), s))
+    for name in pp.__all__:
+        assert hasattr(pp, name), name
+    assert {
+        "postprocess",
+        "reconcile",
+        "verify_keys",
+        "toeplitz_hash",
+        "sample_qber",
+        "tomamichel_key_length",
+        "lim_decoy_key_length",
+        "ClassicalChannel",
+    } <= set(pp.__all__)
