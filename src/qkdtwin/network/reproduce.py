@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from qkdtwin._plotting import save_figure, subplots
 from qkdtwin.errors import ConfigError
 from qkdtwin.network.engine import simulate, uniform_demands
 from qkdtwin.network.policies import POLICIES
@@ -165,11 +166,6 @@ def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[
     ConfigError
         If the directory cannot be created or written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         csv_path = out_dir / f"{figure}.csv"
@@ -185,9 +181,11 @@ def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[
     policies = list(dict.fromkeys(p.policy for p in points))
     values = list(dict.fromkeys(p.value for p in points))
     param = points[0].param
-    fig, axes = plt.subplots(1, len(policies), figsize=(4.0 * len(policies), 3.6), sharey=True)
+    fig, axes = subplots(1, len(policies), figsize=(4.0 * len(policies), 3.6), sharey=True)
     axes_list = list(np.atleast_1d(axes))
-    cmap = plt.get_cmap("viridis")
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
     for ax, pol in zip(axes_list, policies, strict=True):
         for i, val in enumerate(values):
             pts = [p for p in points if p.policy == pol and p.value == val]
@@ -203,8 +201,5 @@ def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[
     axes_list[0].set_ylabel("service success rate")
     axes_list[-1].legend(fontsize=8)
     fig.suptitle(f"{figure}: success rate vs load (95 % CI over {points[0].seeds} seeds)")
-    fig.tight_layout()
-    png_path = out_dir / f"{figure}.png"
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
+    png_path = save_figure(fig, out_dir / f"{figure}.png", dpi=110)
     return {"csv": str(csv_path), "png": str(png_path)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qkdtwin.errors import ConfigError
+from qkdtwin._plotting import save_figure, subplots
 
 __all__ = ["plot_rate_curves"]
 
@@ -22,17 +22,7 @@ def plot_rate_curves(curves: list[dict[str, Any]], path: Path | str, *, title: s
     ConfigError
         If the suffix is not .png or .svg, or the file cannot be written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(path)
-    if out.suffix.lower() not in (".png", ".svg"):
-        raise ConfigError(
-            f"plot file must end in .png or .svg, got {out.name!r}", field="plot", value=str(out)
-        )
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    fig, ax = subplots(figsize=(7.5, 5.0), dpi=120)
     for c in curves:
         xs = [p["distance_km"] for p in c["points"] if p["rate_per_pulse"] > 0]
         ys = [p["rate_per_pulse"] for p in c["points"] if p["rate_per_pulse"] > 0]
@@ -43,13 +33,4 @@ def plot_rate_curves(curves: list[dict[str, Any]], path: Path | str, *, title: s
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    try:
-        fig.savefig(out)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write plot {out}: {exc.strerror}", field="plot", value=str(out)
-        ) from None
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, path)

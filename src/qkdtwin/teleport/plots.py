@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from qkdtwin.errors import ConfigError
+from qkdtwin._plotting import save_figure, subplots
 
 __all__ = [
     "CLASSICAL_FIDELITY_LIMIT",
@@ -29,35 +29,11 @@ CLASSICAL_FIDELITY_LIMIT = 2.0 / 5.0
 
 
 def _figure(ncols: int = 1) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(6.4 * ncols, 4.2), dpi=100)
+    return subplots(1, ncols, figsize=(6.4 * ncols, 4.2), dpi=100)
 
 
 def _save(fig: Any, path: Path | str) -> Path:
-    import matplotlib.pyplot as plt
-
-    out = Path(path)
-    try:
-        if out.suffix.lower() not in (".png", ".svg"):
-            raise ConfigError(
-                f"plot file must end in .png or .svg, got {out.name!r}",
-                field="plot",
-                value=str(out),
-                allowed=".png, .svg",
-            )
-        fig.tight_layout()
-        fig.savefig(out)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write plot {out}: {exc.strerror}", field="plot", value=str(out)
-        ) from None
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def _reference_lines(ax: Any) -> None:
