@@ -8,6 +8,10 @@ line on stderr with exit code 2 (see :func:`qkdtwin.cli.main`)::
     ├── ConfigError               bad input: a parameter out of range, an unknown name
     │   ├── UnknownNameError      an unknown protocol, preset or attack name
     │   └── RangeSyntaxError      a malformed ``START:STOP[:STEP]`` range
+    ├── KmsError                  the key management service refused a request
+    │   ├── KmsRequestError       a malformed or out-of-range key request (HTTP 400)
+    │   ├── KeyAccessError        the caller may not have these keys (HTTP 401)
+    │   └── KeyExhaustedError     not enough keys available (HTTP 503)
     ├── ReconciliationError       a post-processing protocol broke: a malformed message
     └── SimulationError           a model cannot produce the requested quantity
 
@@ -21,6 +25,10 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "KeyAccessError",
+    "KeyExhaustedError",
+    "KmsError",
+    "KmsRequestError",
     "QkdTwinError",
     "RangeSyntaxError",
     "ReconciliationError",
@@ -68,6 +76,41 @@ class UnknownNameError(ConfigError):
 
 class RangeSyntaxError(ConfigError):
     """Raised when a ``START:STOP[:STEP]`` range string is malformed or empty."""
+
+
+class KmsError(QkdTwinError):
+    """Base class of the refusals of the key management service (:mod:`qkdtwin.kms`).
+
+    Parameters
+    ----------
+    message
+        Human-readable, one line; becomes the ``message`` of the ETSI 014 Error object.
+    details
+        Extra entries for the Error object's ``details`` array (no key material, ever).
+    """
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class KmsRequestError(KmsError):
+    """Raised when a key request is malformed or out of range (ETSI GS QKD 014: HTTP 400).
+
+    Also raised for an unknown SAE ID or key_ID, and for a key already delivered.
+    """
+
+
+class KeyAccessError(KmsError):
+    """Raised when the caller may not obtain the requested keys (ETSI GS QKD 014: HTTP 401).
+
+    For example ``dec_keys`` for a key_ID that was not issued with the caller as a slave.
+    """
+
+
+class KeyExhaustedError(KmsError):
+    """Raised when a key store holds fewer suitable keys than requested (HTTP 503)."""
 
 
 class ReconciliationError(QkdTwinError):

@@ -1,0 +1,12 @@
+"""Key management service: ETSI GS QKD 014 KMEs with a durable key store.
+
+Recipes: :class:`KeyStore` (the store of one KME), :func:`create_app` (its REST API) and
+:class:`KmeConfig` (its settings). See ``docs/kms.md``.
+"""
+
+from __future__ import annotations
+
+from qkdtwin.kms.api import KmeConfig, create_app
+from qkdtwin.kms.store import RETRY_WINDOW_S, DeliveredKey, KeyStore, StoredKey
+
+__all__ = ["RETRY_WINDOW_S", "DeliveredKey", "KeyStore", "KmeConfig", "StoredKey", "create_app"]

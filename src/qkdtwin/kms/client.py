@@ -1,0 +1,116 @@
+"""ETSI GS QKD 014 client for SAEs: :class:`KmeClient` (httpx over mutual TLS).
+
+Example (needs a running KME)::
+
+    with KmeClient("https://127.0.0.1:8443", cert, key, ca) as kme:
+        keys = kme.get_keys("sae-b", number=2)              # master side
+        same = other.get_keys_with_ids("sae-a", [k.key_id for k in keys])   # slave side
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qkdtwin.errors import KeyAccessError, KeyExhaustedError, KmsError, KmsRequestError
+from qkdtwin.kms.store import DeliveredKey
+
+__all__ = ["KmeClient"]
+
+_BY_STATUS: dict[int, type[KmsError]] = {
+    400: KmsRequestError,
+    401: KeyAccessError,
+    503: KeyExhaustedError,
+}
+
+
+class KmeClient:
+    """Client of one KME, authenticated by the SAE's certificate.
+
+    Parameters
+    ----------
+    base_url
+        ``https://host:port`` of the KME.
+    cert, key
+        The SAE's certificate and private key (PEM).
+    ca
+        The CA bundle that signed the KME's certificate.
+    timeout_s
+        Per-request timeout.
+
+    Raises
+    ------
+    KmsError
+        From every method: the KME's ETSI Error (400: :class:`KmsRequestError`, 401:
+        :class:`KeyAccessError`, 503: :class:`KeyExhaustedError`), or a transport failure
+        (including a refused TLS handshake) as a plain :class:`KmsError`.
+    """
+
+    def __init__(
+        self, base_url: str, cert: Path, key: Path, ca: Path, *, timeout_s: float = 10.0
+    ) -> None:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        ctx.load_cert_chain(str(cert), str(key))
+        self._http = httpx.Client(base_url=base_url, verify=ctx, timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise KmsError(f"cannot reach KME: {exc}") from exc
+        try:
+            body = r.json()
+        except ValueError:
+            body = {}
+        if r.status_code != 200:
+            cls = _BY_STATUS.get(r.status_code, KmsError)
+            message = body.get("message") if isinstance(body, dict) else None
+            details = body.get("details") if isinstance(body, dict) else None
+            raise cls(
+                f"KME answered {r.status_code}: {message or r.reason_phrase}",
+                details=details if isinstance(details, list) else None,
+            )
+        return dict(body)
+
+    @staticmethod
+    def _keys(body: dict[str, Any]) -> list[DeliveredKey]:
+        return [DeliveredKey(k["key_ID"], base64.b64decode(k["key"])) for k in body["keys"]]
+
+    def status(self, slave_sae_id: str) -> dict[str, Any]:
+        """Return the ETSI Status object of the pool shared with ``slave_sae_id``."""
+        return self._call("GET", f"/api/v1/keys/{slave_sae_id}/status")
+
+    def get_keys(
+        self,
+        slave_sae_id: str,
+        number: int = 1,
+        size: int | None = None,
+        additional_slave_sae_ids: Sequence[str] = (),
+    ) -> list[DeliveredKey]:
+        """Get new keys as master SAE (``POST enc_keys``)."""
+        body: dict[str, Any] = {"number": number}
+        if size is not None:
+            body["size"] = size
+        if additional_slave_sae_ids:
+            body["additional_slave_SAE_IDs"] = list(additional_slave_sae_ids)
+        return self._keys(self._call("POST", f"/api/v1/keys/{slave_sae_id}/enc_keys", json=body))
+
+    def get_keys_with_ids(self, master_sae_id: str, key_ids: Sequence[str]) -> list[DeliveredKey]:
+        """Get the keys with these IDs as slave SAE (``POST dec_keys``)."""
+        body = {"key_IDs": [{"key_ID": k} for k in key_ids]}
+        return self._keys(self._call("POST", f"/api/v1/keys/{master_sae_id}/dec_keys", json=body))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> KmeClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

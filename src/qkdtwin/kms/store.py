@@ -1,0 +1,539 @@
+"""Durable key store of a KME: SQLAlchemy Core over SQLite (WAL, default) or PostgreSQL.
+
+Lifecycle of a key (column ``state``)::
+
+    available --reserve--> reserved --(every slave fetched it)--> erased
+        |                                                            ^
+        +--(expires_at passed)--> expired ---------------------------+ (material dropped)
+
+* **Reservation is atomic.** :meth:`KeyStore.reserve` picks, marks and grants keys in one
+  transaction: on SQLite that transaction starts with ``BEGIN IMMEDIATE`` (one writer at a
+  time), on PostgreSQL the candidate rows are selected ``FOR UPDATE SKIP LOCKED``. Two
+  concurrent requests therefore never receive the same key.
+* **One delivery per key and SAE.** The master receives a key once, when it is reserved; each
+  slave receives it once through :meth:`KeyStore.fetch`. A repeated fetch by the same slave is
+  answered again only within :data:`RETRY_WINDOW_S` seconds of the first delivery (an
+  idempotent retry for a lost response); later it is refused. This is *our* policy: ETSI GS QKD
+  014 does not say whether a key may be fetched twice.
+* **Audit log.** Every delivery appends a row ``(at, sae_id, key_id, action)`` to
+  ``kms_audit``; the store never updates or deletes audit rows and never writes key material
+  there.
+* **Wrapping at rest.** With a key-encryption key (16, 24 or 32 bytes), material is stored as
+  ``nonce || AES-GCM(kek, nonce, key, aad=key_id)``.
+
+Time is read from an injectable clock (``now``, seconds since the epoch, float), so TTL and
+the retry window are testable without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import (
+    Column,
+    Double,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from qkdtwin.errors import ConfigError, KeyAccessError, KeyExhaustedError, KmsRequestError
+
+__all__ = ["RETRY_WINDOW_S", "DeliveredKey", "KeyStore", "StoredKey"]
+
+#: Seconds during which a slave may fetch the same key again (idempotent retry; our policy).
+RETRY_WINDOW_S = 5.0
+
+Clock = Callable[[], float]
+
+_metadata = MetaData()
+
+_keys = Table(
+    "kms_keys",
+    _metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("seq", Integer, nullable=False, index=True),
+    Column("size_bits", Integer, nullable=False),
+    Column("material", LargeBinary, nullable=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=True),
+    Column("master_sae_id", String(255), nullable=True),
+    Column("reserved_at", Double, nullable=True),
+)
+
+_grants = Table(
+    "kms_grants",
+    _metadata,
+    Column("key_id", String(36), nullable=False, index=True),
+    Column("sae_id", String(255), nullable=False),
+    Column("role", String(8), nullable=False),
+    Column("delivered_at", Double, nullable=True),
+    UniqueConstraint("key_id", "sae_id", name="uq_kms_grants_key_sae"),
+)
+
+_audit = Table(
+    "kms_audit",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("sae_id", String(255), nullable=False),
+    Column("key_id", String(36), nullable=False),
+    Column("action", String(16), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class DeliveredKey:
+    """One key handed to an SAE: its ID and material (``size_bits // 8`` bytes)."""
+
+    key_id: str
+    material: bytes
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """The metadata of one stored key (never its material), for inspection and tests."""
+
+    key_id: str
+    size_bits: int
+    state: str
+    master_sae_id: str | None
+
+
+def _normalise_url(url: str) -> str:
+    """Select the psycopg 3 driver for plain ``postgresql://`` URLs."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class KeyStore:
+    """Key store of one KME.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL: ``sqlite:///path.db`` (WAL mode) or ``postgresql://user@host/db``.
+    kek
+        Optional key-encryption key (16, 24 or 32 bytes) that wraps key material at rest.
+    max_key_count
+        Upper bound on the number of available keys; :meth:`add_keys` stores no more.
+    ttl_s
+        Lifetime of a stored key in seconds; ``None`` for no expiry.
+    now
+        Clock in seconds since the epoch (injectable for tests).
+
+    Raises
+    ------
+    ConfigError
+        If ``kek`` has a wrong length, ``max_key_count`` < 1 or ``ttl_s`` <= 0.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        kek: bytes | None = None,
+        max_key_count: int = 100_000,
+        ttl_s: float | None = None,
+        now: Clock = time.time,
+    ) -> None:
+        if kek is not None and len(kek) not in (16, 24, 32):
+            raise ConfigError(
+                "kek must be 16, 24 or 32 bytes", field="kek", value=len(kek), allowed="16|24|32"
+            )
+        if max_key_count < 1:
+            raise ConfigError(
+                f"max_key_count must be >= 1, got {max_key_count}",
+                field="max_key_count",
+                value=max_key_count,
+                allowed=">= 1",
+            )
+        if ttl_s is not None and ttl_s <= 0:
+            raise ConfigError(
+                f"ttl_s must be > 0, got {ttl_s}", field="ttl_s", value=ttl_s, allowed="> 0"
+            )
+        self._aead = AESGCM(kek) if kek is not None else None
+        self.max_key_count = max_key_count
+        self.ttl_s = ttl_s
+        self._now = now
+        self.url = _normalise_url(url)
+        self.engine: Engine = self._make_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        _metadata.create_all(self.engine)
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        if not url.startswith("sqlite"):
+            return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30.0}, pool_size=20
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's
+            # deferred BEGIN, so a reservation holds the write lock from its first SELECT.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    # -- material wrapping -------------------------------------------------------------------
+
+    def _wrap(self, key_id: str, material: bytes) -> bytes:
+        if self._aead is None:
+            return material
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, material, key_id.encode())
+
+    def _unwrap(self, key_id: str, blob: bytes) -> bytes:
+        if self._aead is None:
+            return blob
+        return self._aead.decrypt(blob[:12], blob[12:], key_id.encode())
+
+    # -- supply ------------------------------------------------------------------------------
+
+    def add_keys(self, keys: Iterable[tuple[str, bytes]]) -> int:
+        """Store new available keys, up to ``max_key_count`` available keys in total.
+
+        Parameters
+        ----------
+        keys
+            ``(key_id, material)`` pairs; ``key_id`` is a UUID string shared by both KMEs of
+            a link, ``material`` a non-empty byte string.
+
+        Returns
+        -------
+        int
+            How many keys were stored (extras beyond ``max_key_count`` are dropped).
+
+        Raises
+        ------
+        ConfigError
+            If a key is empty or its ID is not a UUID.
+        """
+        now = self._now()
+        expires = None if self.ttl_s is None else now + self.ttl_s
+        with self.engine.begin() as conn:
+            available = conn.execute(
+                select(func.count()).select_from(_keys).where(_keys.c.state == "available")
+            ).scalar_one()
+            seq = conn.execute(select(func.coalesce(func.max(_keys.c.seq), 0))).scalar_one()
+            rows: list[dict[str, Any]] = []
+            for key_id, material in keys:
+                if available + len(rows) >= self.max_key_count:
+                    break
+                if not material:
+                    raise ConfigError("key material must not be empty", field="material")
+                try:
+                    key_id = str(uuid.UUID(key_id))
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"key_id must be a UUID, got {key_id!r}", field="key_id", value=key_id
+                    ) from exc
+                seq += 1
+                rows.append(
+                    {
+                        "key_id": key_id,
+                        "seq": seq,
+                        "size_bits": 8 * len(material),
+                        "material": self._wrap(key_id, material),
+                        "state": "available",
+                        "created_at": now,
+                        "expires_at": expires,
+                        "master_sae_id": None,
+                        "reserved_at": None,
+                    }
+                )
+            if rows:
+                conn.execute(insert(_keys), rows)
+        return len(rows)
+
+    def expire(self) -> int:
+        """Mark available keys whose TTL has passed as expired and drop their material.
+
+        Returns
+        -------
+        int
+            The number of keys expired.
+        """
+        now = self._now()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(_keys)
+                .where(_keys.c.state == "available")
+                .where(_keys.c.expires_at.is_not(None))
+                .where(_keys.c.expires_at <= now)
+                .values(state="expired", material=None)
+            )
+            return int(res.rowcount)
+
+    def available_count(self, min_size_bits: int = 0) -> int:
+        """Return the number of unexpired available keys of at least ``min_size_bits`` bits."""
+        now = self._now()
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(_keys)
+                    .where(self._usable(now))
+                    .where(_keys.c.size_bits >= min_size_bits)
+                ).scalar_one()
+            )
+
+    @staticmethod
+    def _usable(now: float) -> Any:
+        return (_keys.c.state == "available") & (
+            _keys.c.expires_at.is_(None) | (_keys.c.expires_at > now)
+        )
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def reserve(
+        self, master_sae_id: str, slave_sae_ids: Sequence[str], number: int, size_bits: int
+    ) -> list[DeliveredKey]:
+        """Reserve ``number`` keys of ``size_bits`` bits and deliver them to the master.
+
+        Keys longer than ``size_bits`` are truncated to it when reserved (the rest is erased).
+
+        Parameters
+        ----------
+        master_sae_id
+            The calling SAE (``enc_keys``); recorded with every key.
+        slave_sae_ids
+            The slave SAEs allowed to fetch these keys with ``dec_keys``.
+        number
+            How many keys, >= 1.
+        size_bits
+            Key size in bits, a positive multiple of 8.
+
+        Returns
+        -------
+        list of DeliveredKey
+
+        Raises
+        ------
+        KeyExhaustedError
+            If fewer than ``number`` suitable keys are available (nothing is reserved).
+        """
+        if number < 1 or size_bits < 8 or size_bits % 8:
+            raise KmsRequestError("number must be >= 1 and size a positive multiple of 8")
+        now = self._now()
+        out: list[DeliveredKey] = []
+        with self.engine.begin() as conn:
+            stmt = (
+                select(_keys.c.key_id, _keys.c.material)
+                .where(self._usable(now))
+                .where(_keys.c.size_bits >= size_bits)
+                .order_by(_keys.c.seq)
+                .limit(number)
+            )
+            if not self.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = conn.execute(stmt).all()
+            if len(rows) < number:
+                raise KeyExhaustedError(
+                    f"only {len(rows)} keys of >= {size_bits} bits available, {number} requested",
+                    details=[{"available": len(rows), "requested": number}],
+                )
+            grants = []
+            audit = []
+            for key_id, blob in rows:
+                material = self._unwrap(key_id, blob)[: size_bits // 8]
+                conn.execute(
+                    update(_keys)
+                    .where(_keys.c.key_id == key_id)
+                    .values(
+                        state="reserved",
+                        master_sae_id=master_sae_id,
+                        reserved_at=now,
+                        size_bits=size_bits,
+                        material=self._wrap(key_id, material),
+                    )
+                )
+                grants.append(
+                    {
+                        "key_id": key_id,
+                        "sae_id": master_sae_id,
+                        "role": "master",
+                        "delivered_at": now,
+                    }
+                )
+                grants.extend(
+                    {"key_id": key_id, "sae_id": s, "role": "slave", "delivered_at": None}
+                    for s in slave_sae_ids
+                )
+                audit.append(
+                    {"at": now, "sae_id": master_sae_id, "key_id": key_id, "action": "enc"}
+                )
+                out.append(DeliveredKey(key_id, material))
+            conn.execute(insert(_grants), grants)
+            conn.execute(insert(_audit), audit)
+        return out
+
+    def fetch(
+        self, slave_sae_id: str, key_ids: Sequence[str], master_sae_id: str | None = None
+    ) -> list[DeliveredKey]:
+        """Deliver reserved keys to a slave SAE, all or nothing.
+
+        Parameters
+        ----------
+        slave_sae_id
+            The calling SAE (``dec_keys``).
+        key_ids
+            The key IDs the master received.
+        master_sae_id
+            If given, every key must have been reserved by this master SAE.
+
+        Returns
+        -------
+        list of DeliveredKey
+            In the order of ``key_ids``.
+
+        Raises
+        ------
+        KmsRequestError
+            If a key_ID is malformed, unknown, repeated, or already delivered to this slave
+            more than :data:`RETRY_WINDOW_S` seconds ago.
+        KeyAccessError
+            If a key exists but the caller was not named as one of its slaves, or the key
+            was reserved by another master than ``master_sae_id``.
+        """
+        if not key_ids:
+            raise KmsRequestError("no key_ID given")
+        if len(set(key_ids)) != len(key_ids):
+            raise KmsRequestError("a key_ID is repeated")
+        now = self._now()
+        out: list[DeliveredKey] = []
+        with self.engine.begin() as conn:
+            for key_id in key_ids:
+                row = conn.execute(
+                    select(_keys.c.state, _keys.c.material, _keys.c.master_sae_id).where(
+                        _keys.c.key_id == key_id
+                    )
+                ).first()
+                if row is None or row.state in ("available", "expired"):
+                    raise KmsRequestError(
+                        "unknown key_ID", details=[{"key_ID": key_id, "reason": "unknown"}]
+                    )
+                grant = conn.execute(
+                    select(_grants.c.delivered_at)
+                    .where(_grants.c.key_id == key_id)
+                    .where(_grants.c.sae_id == slave_sae_id)
+                    .where(_grants.c.role == "slave")
+                ).first()
+                if grant is None or (
+                    master_sae_id is not None and row.master_sae_id != master_sae_id
+                ):
+                    raise KeyAccessError(
+                        "key_ID not issued to this SAE",
+                        details=[{"key_ID": key_id, "reason": "not a slave of this key"}],
+                    )
+                first = grant.delivered_at
+                if row.material is None or (first is not None and now - first > RETRY_WINDOW_S):
+                    raise KmsRequestError(
+                        "key already delivered",
+                        details=[{"key_ID": key_id, "reason": "already delivered"}],
+                    )
+                out.append(DeliveredKey(key_id, self._unwrap(key_id, row.material)))
+                if first is None:
+                    conn.execute(
+                        update(_grants)
+                        .where(_grants.c.key_id == key_id)
+                        .where(_grants.c.sae_id == slave_sae_id)
+                        .values(delivered_at=now)
+                    )
+                    conn.execute(
+                        insert(_audit).values(
+                            at=now, sae_id=slave_sae_id, key_id=key_id, action="dec"
+                        )
+                    )
+        return out
+
+    def erase_delivered(self) -> int:
+        """Erase reserved keys fetched by every slave more than the retry window ago.
+
+        The retry window is :data:`RETRY_WINDOW_S` seconds.
+
+        Returns
+        -------
+        int
+            The number of keys erased.
+        """
+        now = self._now()
+        with self.engine.begin() as conn:
+            pending = (
+                select(_grants.c.key_id)
+                .where(_grants.c.role == "slave")
+                .where(
+                    _grants.c.delivered_at.is_(None)
+                    | (_grants.c.delivered_at > now - RETRY_WINDOW_S)
+                )
+            )
+            res = conn.execute(
+                update(_keys)
+                .where(_keys.c.state == "reserved")
+                .where(_keys.c.key_id.not_in(pending))
+                .values(state="erased", material=None)
+            )
+            return int(res.rowcount)
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def key_info(self, key_id: str) -> StoredKey | None:
+        """Return the metadata of one key, or ``None`` if unknown."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    _keys.c.key_id, _keys.c.size_bits, _keys.c.state, _keys.c.master_sae_id
+                ).where(_keys.c.key_id == key_id)
+            ).first()
+        return None if row is None else StoredKey(*row)
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        """Return the audit log in order: dicts with ``at, sae_id, key_id, action``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_audit.c.at, _audit.c.sae_id, _audit.c.key_id, _audit.c.action).order_by(
+                    _audit.c.id
+                )
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def raw_material(self, key_id: str) -> bytes | None:
+        """Return the stored (possibly wrapped) blob of a key; for tests of wrapping at rest."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(_keys.c.material).where(_keys.c.key_id == key_id)
+            ).scalar_one_or_none()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()

@@ -1,0 +1,319 @@
+"""Mutual TLS for the KMEs: a development PKI and an HTTPS server that knows its caller.
+
+**SAE ID rule.** The SAE ID of a client is read from its *verified* certificate: the first
+subject-alternative-name URI of the form ``urn:qkdtwin:sae:<SAE_ID>`` if there is one,
+otherwise the subject's common name (CN). Certificates made by :func:`init_pki` carry both.
+
+**Server.** :func:`make_server` runs uvicorn with ``ssl_cert_reqs=CERT_REQUIRED`` and the CA
+bundle, so the TLS handshake itself refuses a missing certificate, one from another CA and an
+expired one. uvicorn does not expose the peer certificate to the ASGI app, so the server uses
+:class:`MtlsH11Protocol`, an H11 protocol that reads the certificate from the connection's
+``ssl_object`` once per connection and puts the SAE ID into every request scope under
+``"qkdtwin.sae_id"``, where :func:`qkdtwin.kms.api.caller_sae_id` finds it.
+
+The PKI is for development and tests only: keys are written unencrypted (mode 0600).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from qkdtwin.errors import ConfigError, KmsError
+
+__all__ = [
+    "SAE_URI_PREFIX",
+    "MtlsH11Protocol",
+    "Pki",
+    "RunningServer",
+    "init_pki",
+    "issue_certificate",
+    "make_server",
+    "sae_id_from_certificate",
+]
+
+SAE_URI_PREFIX = "urn:qkdtwin:sae:"
+_SCOPE_SAE_KEY = "qkdtwin.sae_id"  # same key as qkdtwin.kms.api.SCOPE_SAE_KEY
+
+
+def sae_id_from_certificate(cert: x509.Certificate) -> str | None:
+    """Return the SAE ID a certificate names (SAN URI ``urn:qkdtwin:sae:ID``, else CN)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            if uri.startswith(SAE_URI_PREFIX) and len(uri) > len(SAE_URI_PREFIX):
+                return uri[len(SAE_URI_PREFIX) :]
+    except x509.ExtensionNotFound:
+        pass
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else None
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def issue_certificate(
+    common_name: str,
+    *,
+    issuer_cert: x509.Certificate | None = None,
+    issuer_key: ec.EllipticCurvePrivateKey | None = None,
+    is_ca: bool = False,
+    server: bool = False,
+    sae_id: str | None = None,
+    days: float = 365.0,
+    now: dt.datetime | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Create an EC P-256 key and a certificate for it (self-signed when no issuer).
+
+    Parameters
+    ----------
+    common_name
+        Subject CN.
+    issuer_cert, issuer_key
+        The signing CA; both or neither.
+    is_ca
+        Make a CA certificate.
+    server
+        Add ``localhost`` and ``127.0.0.1`` as SANs and the server-auth usage.
+    sae_id
+        Add the SAN URI ``urn:qkdtwin:sae:<sae_id>`` and the client-auth usage.
+    days
+        Validity from ``now``; negative for an already expired certificate (tests).
+    now
+        Start of validity (default: the current UTC time).
+
+    Returns
+    -------
+    tuple of (x509.Certificate, EllipticCurvePrivateKey)
+    """
+    if (issuer_cert is None) != (issuer_key is None):
+        raise ConfigError("give both issuer_cert and issuer_key, or neither")
+    now = now or dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start, end = (now, now + dt.timedelta(days=days))
+    if days < 0:
+        start, end = now + dt.timedelta(days=2 * days), now + dt.timedelta(days=days)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - dt.timedelta(minutes=5))
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    )
+    sans: list[x509.GeneralName] = []
+    usages = []
+    if server:
+        sans += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if sae_id is not None:
+        sans.append(x509.UniformResourceIdentifier(SAE_URI_PREFIX + sae_id))
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if is_ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    return cert, key
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Paths of a development PKI made by :func:`init_pki`.
+
+    ``kmes`` and ``saes`` map each ID to its ``(cert.pem, key.pem)`` paths.
+    """
+
+    ca_cert: Path
+    ca_key: Path
+    kmes: dict[str, tuple[Path, Path]]
+    saes: dict[str, tuple[Path, Path]]
+
+
+def _save(directory: Path, stem: str, cert: x509.Certificate, key: Any) -> tuple[Path, Path]:
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return cert_path, key_path
+
+
+def init_pki(
+    directory: Path,
+    *,
+    kme_ids: Sequence[str] = ("kme-a", "kme-b"),
+    sae_ids: Sequence[str] = ("sae-a", "sae-b"),
+    days: float = 365.0,
+) -> Pki:
+    """Create a development CA and a certificate for each KME (server) and SAE (client).
+
+    Files: ``ca.pem``/``ca.key`` and ``<id>.pem``/``<id>.key`` for every ID, in ``directory``
+    (created if missing). Existing files are overwritten.
+
+    Raises
+    ------
+    ConfigError
+        If an ID is repeated or contains a path separator.
+    """
+    ids = [*kme_ids, *sae_ids]
+    if len(set(ids)) != len(ids) or any(("/" in i or "\\" in i or not i) for i in ids):
+        raise ConfigError("KME and SAE IDs must be unique, non-empty and contain no '/'")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = issue_certificate("qkdtwin development CA", is_ca=True, days=days)
+    ca_paths = _save(directory, "ca", ca_cert, ca_key)
+    kmes = {
+        k: _save(
+            directory,
+            k,
+            *issue_certificate(k, issuer_cert=ca_cert, issuer_key=ca_key, server=True, days=days),
+        )
+        for k in kme_ids
+    }
+    saes = {
+        s: _save(
+            directory,
+            s,
+            *issue_certificate(s, issuer_cert=ca_cert, issuer_key=ca_key, sae_id=s, days=days),
+        )
+        for s in sae_ids
+    }
+    return Pki(ca_cert=ca_paths[0], ca_key=ca_paths[1], kmes=kmes, saes=saes)
+
+
+class MtlsH11Protocol(H11Protocol):
+    """uvicorn's H11 protocol that adds the client certificate's SAE ID to each request scope."""
+
+    def connection_made(self, transport: Any) -> None:  # noqa: D102
+        super().connection_made(transport)
+        sae: str | None = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            sae = sae_id_from_certificate(x509.load_der_x509_certificate(der))
+        inner = self.app
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scope[_SCOPE_SAE_KEY] = sae
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
+def make_server(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    certfile: Path,
+    keyfile: Path,
+    ca_certs: Path,
+) -> uvicorn.Server:
+    """Return a uvicorn server for ``app`` over HTTPS that requires a client certificate."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=MtlsH11Protocol,
+        ssl_certfile=str(certfile),
+        ssl_keyfile=str(keyfile),
+        ssl_ca_certs=str(ca_certs),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ws="none",
+    )
+    return uvicorn.Server(config)
+
+
+class RunningServer:
+    """A uvicorn server on a background thread; a context manager that always stops it.
+
+    Parameters
+    ----------
+    server
+        From :func:`make_server`.
+    startup_timeout_s
+        How long :meth:`start` waits for the socket to listen.
+    """
+
+    def __init__(self, server: uvicorn.Server, *, startup_timeout_s: float = 15.0) -> None:
+        self.server = server
+        self.startup_timeout_s = startup_timeout_s
+        self._thread = threading.Thread(target=server.run, daemon=True, name="kme-server")
+
+    def start(self, sleep: Callable[[float], None] = time.sleep) -> RunningServer:
+        """Start the thread and wait until the server accepts connections.
+
+        Raises
+        ------
+        KmsError
+            If the server did not start within ``startup_timeout_s``.
+        """
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise KmsError("KME server failed to start")
+            sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (useful when started on port 0)."""
+        for srv in self.server.servers:
+            for sock in srv.sockets:
+                return int(sock.getsockname()[1])
+        raise KmsError("KME server is not listening")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the server to exit and wait for its thread."""
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> RunningServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,170 @@
+"""``qkdtwin kms``: the PKI command, and ``dev-pair`` driven end to end in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qkdtwin.cli import main
+from qkdtwin.kms.client import KmeClient
+
+
+def test_pki_init_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kms", "pki", "init", str(tmp_path / "pki"), "--sae", "s1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["ca_cert"]).is_file()
+    assert set(out["saes"]) == {"s1"}
+    assert Path(out["saes"]["s1"]["key"]).stat().st_mode & 0o077 == 0
+
+
+def test_pki_init_bad_ids_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kms", "pki", "init", str(tmp_path), "--sae", "a/b"]) == 2
+    assert capsys.readouterr().err.startswith("qkdtwin: error:")
+
+
+def test_serve_bad_config_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "kme.yaml"
+    cfg.write_text("port: 1\n")
+    assert main(["kms", "serve", "--config", str(cfg)]) == 2
+    assert "cert" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def dev_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    directory = tmp_path_factory.mktemp("pair")
+    err_path = directory / "stderr.txt"
+    with (
+        err_path.open("wb") as err,
+        subprocess.Popen(
+            [sys.executable, "-m", "qkdtwin", "kms", "dev-pair", str(directory), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        ) as proc,
+    ):
+        try:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 60.0)
+            line = proc.stdout.readline() if ready else b""
+            if not line:
+                pytest.fail(f"dev-pair did not start: {err_path.read_text()}")
+            yield json.loads(line)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        assert proc.returncode == 0, err_path.read_text()
+
+
+def test_dev_pair_master_and_slave_on_two_kmes(dev_pair: dict[str, Any]) -> None:
+    info = dev_pair
+    assert set(info) == {"kme_a_url", "kme_b_url", "ca_cert", "sae_a", "sae_b"}
+    a, b = info["sae_a"], info["sae_b"]
+    ca = Path(info["ca_cert"])
+    with (
+        KmeClient(info["kme_a_url"], Path(a["cert"]), Path(a["key"]), ca) as kme_a,
+        KmeClient(info["kme_b_url"], Path(b["cert"]), Path(b["key"]), ca) as kme_b,
+    ):
+        status = kme_a.status("sae-b")
+        assert status["source_KME_ID"] == "kme-a"
+        assert status["target_KME_ID"] == "kme-b"
+        assert status["stored_key_count"] >= 5
+        keys = kme_a.get_keys("sae-b", number=5)
+        assert kme_b.get_keys_with_ids("sae-a", [k.key_id for k in keys]) == keys
+
+
+def test_cli_client_commands(dev_pair: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    info = dev_pair
+    a, b = info["sae_a"], info["sae_b"]
+    auth_a = ["--cert", a["cert"], "--key", a["key"], "--ca", info["ca_cert"]]
+    auth_b = ["--cert", b["cert"], "--key", b["key"], "--ca", info["ca_cert"]]
+    assert main(["kms", "status", "sae-b", "--kme", info["kme_a_url"], *auth_a]) == 0
+    assert json.loads(capsys.readouterr().out)["slave_SAE_ID"] == "sae-b"
+    argv = ["kms", "get-keys", "sae-b", "--kme", info["kme_a_url"], *auth_a, "-n", "2"]
+    assert main([*argv, "--size", "128"]) == 0
+    keys = json.loads(capsys.readouterr().out)["keys"]
+    ids = [k["key_ID"] for k in keys]
+    argv = ["kms", "get-keys-with-ids", "sae-a", *ids, "--kme", info["kme_b_url"], *auth_b]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["keys"] == keys
+    # sae-b asking kme-a (not its KME) is refused: one stderr line, exit 2
+    argv = ["kms", "get-keys", "sae-a", "--kme", info["kme_a_url"], *auth_b]
+    assert main(argv) == 2
+    assert "401" in capsys.readouterr().err
+
+
+def test_dev_pair_feeder_refills(dev_pair: dict[str, Any]) -> None:
+    a = dev_pair["sae_a"]
+    ca = Path(dev_pair["ca_cert"])
+    with KmeClient(dev_pair["kme_a_url"], Path(a["cert"]), Path(a["key"]), ca) as kme_a:
+        before = kme_a.status("sae-b")["stored_key_count"]
+        deadline = time.monotonic() + 10
+        while kme_a.status("sae-b")["stored_key_count"] <= before:
+            assert time.monotonic() < deadline, "feeder added no key in 10 s"
+            time.sleep(0.2)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_subprocess(tmp_path: Path) -> None:
+    from qkdtwin.errors import KeyExhaustedError, KmsError
+    from qkdtwin.kms.tls import init_pki
+
+    pki = init_pki(tmp_path / "pki", kme_ids=["kme-a"], sae_ids=["sae-a", "sae-b"])
+    cert, key = pki.saes["sae-a"]
+    for _attempt in range(3):  # the port may be taken between probe and bind: retry
+        port = _free_port()
+        cfg = tmp_path / "kme.yaml"
+        cfg.write_text(
+            f"port: {port}\ndb: sqlite:///{tmp_path / 'kme.db'}\n"
+            f"cert: {pki.kmes['kme-a'][0]}\nkey: {pki.kmes['kme-a'][1]}\nca: {pki.ca_cert}\n"
+            "kme: {kme_id: kme-a, saes: {sae-a: kme-a, sae-b: kme-a}}\n"
+        )
+        with subprocess.Popen(
+            [sys.executable, "-m", "qkdtwin", "kms", "serve", "--config", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ) as proc:
+            try:
+                with KmeClient(f"https://127.0.0.1:{port}", cert, key, pki.ca_cert) as c:
+                    deadline = time.monotonic() + 30
+                    while proc.poll() is None:
+                        try:
+                            status = c.status("sae-b")
+                            break
+                        except KmsError:
+                            assert time.monotonic() < deadline, "serve not ready in 30 s"
+                            time.sleep(0.1)
+                    else:
+                        continue  # exited (port taken?): try another port
+                    assert status["stored_key_count"] == 0
+                    with pytest.raises(KeyExhaustedError):
+                        c.get_keys("sae-b")
+                    return
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+    pytest.fail("qkdtwin kms serve did not start on any of 3 ports")

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from qkdtwin.errors import ConfigError, KeyAccessError, KeyExhaustedError, KmsRequestError
+from qkdtwin.kms import RETRY_WINDOW_S, KeyStore
+
+from .conftest import FakeClock
+
+
+def _keys(n: int, nbytes: int = 32) -> list[tuple[str, bytes]]:
+    return [(str(uuid.uuid4()), os.urandom(nbytes)) for _ in range(n)]
+
+
+@pytest.fixture
+def store(db_url: str, clock: FakeClock) -> Iterator[KeyStore]:
+    s = KeyStore(db_url, now=clock, max_key_count=1000)
+    yield s
+    s.close()
+
+
+def test_reserve_then_fetch_once(store: KeyStore) -> None:
+    supplied = dict(_keys(5))
+    assert store.add_keys(supplied.items()) == 5
+    got = store.reserve("sae-a", ["sae-b"], 3, 256)
+    assert len(got) == 3
+    assert all(supplied[k.key_id] == k.material for k in got)
+    assert store.available_count() == 2
+    again = store.fetch("sae-b", [k.key_id for k in got], master_sae_id="sae-a")
+    assert again == got
+    assert [e["action"] for e in store.audit_log()] == ["enc"] * 3 + ["dec"] * 3
+
+
+def test_truncates_to_requested_size(store: KeyStore) -> None:
+    store.add_keys(_keys(1, 128))
+    (k,) = store.reserve("a", ["b"], 1, 64)
+    assert len(k.material) == 8
+    assert store.fetch("b", [k.key_id])[0].material == k.material
+
+
+def test_retry_window_then_refused(store: KeyStore, clock: FakeClock) -> None:
+    store.add_keys(_keys(1))
+    (k,) = store.reserve("a", ["b"], 1, 256)
+    store.fetch("b", [k.key_id])
+    clock.t += RETRY_WINDOW_S - 0.5
+    assert store.fetch("b", [k.key_id]) == [k]  # idempotent retry
+    clock.t += 1.0
+    with pytest.raises(KmsRequestError, match="already delivered"):
+        store.fetch("b", [k.key_id])
+    assert store.erase_delivered() == 1
+    assert store.raw_material(k.key_id) is None
+    info = store.key_info(k.key_id)
+    assert info is not None
+    assert info.state == "erased"
+
+
+def test_fetch_errors_consume_nothing(store: KeyStore) -> None:
+    store.add_keys(_keys(3))
+    k1, k2 = store.reserve("a", ["b"], 2, 256)
+    with pytest.raises(KmsRequestError, match="unknown"):
+        store.fetch("b", [k1.key_id, str(uuid.uuid4())])
+    with pytest.raises(KeyAccessError):
+        store.fetch("c", [k1.key_id])
+    with pytest.raises(KeyAccessError):
+        store.fetch("b", [k1.key_id], master_sae_id="x")
+    with pytest.raises(KmsRequestError, match="repeated"):
+        store.fetch("b", [k1.key_id, k1.key_id])
+    # none of those consumed anything: a later fetch long after still works
+    assert [e["action"] for e in store.audit_log()] == ["enc", "enc"]
+    assert store.fetch("b", [k1.key_id, k2.key_id]) == [k1, k2]
+
+
+def test_exhausted_reserves_nothing(store: KeyStore) -> None:
+    store.add_keys(_keys(2))
+    with pytest.raises(KeyExhaustedError):
+        store.reserve("a", ["b"], 3, 256)
+    assert store.available_count() == 2
+    with pytest.raises(KeyExhaustedError):
+        store.reserve("a", ["b"], 1, 512)
+
+
+def test_ttl_expiry(store: KeyStore, clock: FakeClock, db_url: str) -> None:
+    s = KeyStore(db_url, now=clock, ttl_s=10.0)
+    try:
+        s.add_keys(_keys(2))
+        clock.t += 11.0
+        assert s.available_count() == 0
+        with pytest.raises(KeyExhaustedError):
+            s.reserve("a", ["b"], 1, 256)
+        assert s.expire() == 2
+    finally:
+        s.close()
+
+
+def test_max_key_count(db_url: str, clock: FakeClock) -> None:
+    s = KeyStore(db_url, now=clock, max_key_count=4)
+    try:
+        assert s.add_keys(_keys(3)) == 3
+        assert s.add_keys(_keys(3)) == 1
+        assert s.available_count() == 4
+    finally:
+        s.close()
+
+
+def test_multicast_each_slave_once(store: KeyStore, clock: FakeClock) -> None:
+    store.add_keys(_keys(1))
+    (k,) = store.reserve("a", ["b", "c"], 1, 256)
+    assert store.fetch("b", [k.key_id]) == [k]
+    clock.t += 10
+    assert store.erase_delivered() == 0  # c has not fetched it yet
+    assert store.fetch("c", [k.key_id]) == [k]
+    clock.t += 10
+    assert store.erase_delivered() == 1
+
+
+def test_wrapping_at_rest(sqlite_url: str, clock: FakeClock) -> None:
+    kek = os.urandom(32)
+    s = KeyStore(sqlite_url, now=clock, kek=kek)
+    try:
+        ((kid, material),) = supplied = _keys(1)
+        s.add_keys(supplied)
+        blob = s.raw_material(kid)
+        assert blob is not None
+        assert material not in blob
+        assert len(blob) == 12 + 32 + 16
+        (k,) = s.reserve("a", ["b"], 1, 256)
+        assert k.material == material
+    finally:
+        s.close()
+    with pytest.raises(ConfigError):
+        KeyStore(sqlite_url, kek=b"short")
+
+
+def test_audit_never_holds_material(store: KeyStore) -> None:
+    store.add_keys(_keys(1))
+    (k,) = store.reserve("a", ["b"], 1, 256)
+    store.fetch("b", [k.key_id])
+    assert all(set(e) == {"at", "sae_id", "key_id", "action"} for e in store.audit_log())
+
+
+def test_bad_supply_rejected(store: KeyStore) -> None:
+    with pytest.raises(ConfigError):
+        store.add_keys([("not-a-uuid", b"x")])
+    with pytest.raises(ConfigError):
+        store.add_keys([(str(uuid.uuid4()), b"")])
+
+
+def test_concurrent_reservations_never_share_a_key(db_url: str) -> None:
+    n_threads, per_thread = 8, 20
+    s = KeyStore(db_url, max_key_count=10_000)
+    try:
+        s.add_keys(_keys(n_threads * per_thread - 10))
+        got: list[str] = []
+        lock = threading.Lock()
+        exhausted = []
+
+        def worker() -> None:
+            for _ in range(per_thread):
+                try:
+                    keys = s.reserve("a", ["b"], 1, 256)
+                except KeyExhaustedError:
+                    exhausted.append(1)
+                    continue
+                with lock:
+                    got.extend(k.key_id for k in keys)
+
+        threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(got) == len(set(got)) == n_threads * per_thread - 10
+        assert len(exhausted) == 10
+        assert s.available_count() == 0
+    finally:
+        s.close()
