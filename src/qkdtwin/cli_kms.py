@@ -195,36 +195,97 @@ def get_keys_with_ids(
         emit_json(_keys_json(c.get_keys_with_ids(master_sae_id, key_ids)))
 
 
+@kms_app.command("import-keys")
+def import_keys(
+    key_file: Annotated[
+        Path, typer.Argument(help="'KEY_ID HEX' lines (link simulate --keys-out).")
+    ],
+    db: Annotated[
+        list[str], typer.Option("--db", help="Store URL; repeat for both ends of the link.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Import keys from a device key file into one or more KME stores."""
+    from qkdtwin.kms import KeyStore
+    from qkdtwin.kms.feeder import import_key_file
+
+    stores = [KeyStore(u) for u in db]
+    try:
+        added = import_key_file(stores, key_file)
+    finally:
+        for st in stores:
+            st.close()
+    if as_json:
+        emit_json({"imported": added})
+    else:
+        typer.echo(f"imported {added} keys")
+
+
+def _mirror(peer: Any) -> Any:
+    """Return a ``sync`` hook that reserves the same key_IDs in the peer KME's store."""
+
+    def sync(master: str, slaves: list[str], key_ids: list[str], size_bits: int) -> None:
+        peer.reserve(master, slaves, len(key_ids), size_bits, key_ids=key_ids)
+
+    return sync
+
+
 @kms_app.command("dev-pair")
 def dev_pair(
     directory: Annotated[Path, typer.Argument(help="Directory for the fresh PKI and store.")],
     port_a: Annotated[int, typer.Option("--port-a", help="Port of kme-a (0: any).")] = 0,
     port_b: Annotated[int, typer.Option("--port-b", help="Port of kme-b (0: any).")] = 0,
     db: Annotated[
-        str | None, typer.Option("--db", help="Store URL (default: SQLite in DIR).")
+        str | None, typer.Option("--db", help="Store URL of kme-a (default: SQLite in DIR).")
+    ] = None,
+    db_b: Annotated[
+        str | None,
+        typer.Option("--db-b", help="Store URL of kme-b (default: SQLite in DIR, or --db)."),
     ] = None,
     distance_km: Annotated[float, typer.Option("--distance-km", help="Link length.")] = 20.0,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--import-keys", help="'KEY_ID HEX' file (link simulate --keys-out) to load first."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Two KMEs on loopback joined by a simulated decoy-BB84 link, until interrupted.
 
-    Both KMEs use one store database, which stands for the key synchronisation between the
-    two ends of a link (see docs/kms.md).
+    Each KME has its own store (``kme-a.db``, ``kme-b.db`` in DIR, or ``--db``/``--db-b``);
+    the feeder pushes the same keys into both, and each ``enc_keys`` reservation is mirrored
+    in the peer's store (see docs/kms.md). ``--db`` alone puts both KMEs on one store.
     """
     from qkdtwin.kms import KeyStore, KmeConfig, create_app
     from qkdtwin.kms.feeder import LinkFeeder, link_rate_bps
     from qkdtwin.kms.tls import RunningServer, init_pki, make_server
 
     pki = init_pki(directory, kme_ids=["kme-a", "kme-b"], sae_ids=["sae-a", "sae-b"])
-    store = KeyStore(db or f"sqlite:///{directory / 'kms.db'}")
-    feeder = LinkFeeder([store], link_rate_bps("decoy-bb84", distance_km))
+    url_a = db or f"sqlite:///{directory / 'kme-a.db'}"
+    url_b = db_b or db or f"sqlite:///{directory / 'kme-b.db'}"
+    store_a = KeyStore(url_a)
+    store_b = store_a if url_b == url_a else KeyStore(url_b)
+    stores = {"kme-a": store_a, "kme-b": store_b}
+    feeder = LinkFeeder(
+        list(dict.fromkeys(stores.values())), link_rate_bps("decoy-bb84", distance_km)
+    )
+    if key_file is not None:
+        from qkdtwin.kms.feeder import import_key_file
+
+        import_key_file(feeder.stores, key_file)
     feeder.push(100)  # a starting pool so the pair is usable at once
     saes = {"sae-a": "kme-a", "sae-b": "kme-b"}
     servers: list[RunningServer] = []
     try:
         for kme_id, port in (("kme-a", port_a), ("kme-b", port_b)):
             cert, key = pki.kmes[kme_id]
-            app = create_app(KmeConfig(kme_id=kme_id, saes=saes), store)
+            peer = stores["kme-b" if kme_id == "kme-a" else "kme-a"]
+            app = create_app(
+                KmeConfig(kme_id=kme_id, saes=saes),
+                stores[kme_id],
+                sync=None if peer is stores[kme_id] else _mirror(peer),
+            )
             srv = make_server(
                 app, host="127.0.0.1", port=port, certfile=cert, keyfile=key, ca_certs=pki.ca_cert
             )
@@ -251,4 +312,5 @@ def dev_pair(
         feeder.stop()
         for s in servers:
             s.stop()
-        store.close()
+        for st in dict.fromkeys(stores.values()):
+            st.close()

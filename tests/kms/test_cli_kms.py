@@ -39,6 +39,16 @@ def test_serve_bad_config_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "cert" in capsys.readouterr().err
 
 
+def _device_keys(path: Path) -> Path:
+    import numpy as np
+
+    from qkdtwin.qkd.postprocess.pipeline import write_keys
+
+    bits = np.random.default_rng(3).integers(0, 2, 256 * 4, dtype=np.uint8)
+    write_keys(path, bits, np.random.default_rng(4), 256)
+    return path
+
+
 @pytest.fixture(scope="module")
 def dev_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("pair")
@@ -46,7 +56,10 @@ def dev_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     with (
         err_path.open("wb") as err,
         subprocess.Popen(
-            [sys.executable, "-m", "qkdtwin", "kms", "dev-pair", str(directory), "--json"],
+            [
+                *[sys.executable, "-m", "qkdtwin", "kms", "dev-pair", str(directory), "--json"],
+                *["--import-keys", str(_device_keys(directory / "device-keys.txt"))],
+            ],
             stdout=subprocess.PIPE,
             stderr=err,
             env={**os.environ, "PYTHONWARNINGS": "error"},
@@ -84,6 +97,35 @@ def test_dev_pair_master_and_slave_on_two_kmes(dev_pair: dict[str, Any]) -> None
         assert status["stored_key_count"] >= 5
         keys = kme_a.get_keys("sae-b", number=5)
         assert kme_b.get_keys_with_ids("sae-a", [k.key_id for k in keys]) == keys
+
+
+def test_dev_pair_has_one_store_per_kme(dev_pair: dict[str, Any]) -> None:
+    from qkdtwin.kms import KeyStore
+
+    a, b = dev_pair["sae_a"], dev_pair["sae_b"]
+    ca = Path(dev_pair["ca_cert"])
+    with (
+        KmeClient(dev_pair["kme_a_url"], Path(a["cert"]), Path(a["key"]), ca) as kme_a,
+        KmeClient(dev_pair["kme_b_url"], Path(b["cert"]), Path(b["key"]), ca) as kme_b,
+    ):
+        sent = kme_b.get_keys("sae-a", number=3)  # kme-b as master's KME, too
+        assert kme_a.get_keys_with_ids("sae-b", [k.key_id for k in sent]) == sent
+    directory = Path(a["cert"]).parent
+    stores = [KeyStore(f"sqlite:///{directory / n}") for n in ("kme-a.db", "kme-b.db")]
+    try:
+        from qkdtwin.kms.feeder import read_key_file
+
+        for key_id, _material in read_key_file(directory / "device-keys.txt"):
+            assert all(s.key_info(key_id) is not None for s in stores)  # imported into both
+        audits = [{(e["key_id"], e["action"]) for e in s.audit_log()} for s in stores]
+        # kme-b delivered to its master ("enc"); kme-a mirrored it ("sync") and served the slave
+        for k in sent:
+            assert (k.key_id, "enc") in audits[1]
+            assert (k.key_id, "sync") in audits[0]
+            assert (k.key_id, "dec") in audits[0]
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_cli_client_commands(dev_pair: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,23 @@ def test_concurrent_reservations_never_share_a_key(db_url: str) -> None:
         assert s.available_count() == 0
     finally:
         s.close()
+
+
+def test_reserve_named_key_ids_mirrors_peer(db_url: str, tmp_path: Path) -> None:
+    """KME-to-KME sync: the peer store reserves exactly the key_IDs the other end reserved."""
+    a = KeyStore(db_url)
+    b = KeyStore(f"sqlite:///{tmp_path / 'peer.db'}")  # the peer KME's own store
+    try:
+        keys = [(str(uuid.uuid4()), os.urandom(32)) for _ in range(6)]
+        a.add_keys(keys)
+        b.add_keys(keys)
+        got = a.reserve("sae-a", ["sae-b"], 2, 128)
+        mirrored = b.reserve("sae-a", ["sae-b"], 2, 128, key_ids=[k.key_id for k in got])
+        assert sorted(mirrored, key=lambda k: k.key_id) == sorted(got, key=lambda k: k.key_id)
+        assert b.fetch("sae-b", [k.key_id for k in got], master_sae_id="sae-a") == got
+        assert [e["action"] for e in b.audit_log()] == ["sync", "sync", "dec", "dec"]
+        with pytest.raises(KeyExhaustedError):  # already reserved at the peer
+            b.reserve("sae-a", ["sae-b"], 1, 128, key_ids=[got[0].key_id])
+    finally:
+        a.close()
+        b.close()

@@ -21,12 +21,14 @@ client certificate. Unit tests override that dependency to use the in-process tr
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qkdtwin.errors import KeyAccessError, KeyExhaustedError, KmsError, KmsRequestError
 from qkdtwin.kms.store import DeliveredKey, KeyStore
@@ -203,11 +205,29 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=400, content={"message": "malformed request", "details": details}
         )
 
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own refusals (an unparsable body, 404, 405) as ETSI Error bodies too.
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"message": str(exc.detail), "details": []},
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
     app.add_exception_handler(KmsError, kms_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
 
-def create_app(config: KmeConfig, store: KeyStore) -> FastAPI:
+#: Seconds between two runs of :meth:`KeyStore.erase_delivered` triggered by ``enc_keys``.
+ERASE_INTERVAL_S = 1.0
+
+
+#: Mirrors a reservation at the peer KME: ``(master, slaves, key_IDs, size_bits)``.
+PeerSync = Callable[[str, list[str], list[str], int], None]
+
+
+def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = None) -> FastAPI:
     """Build the ETSI GS QKD 014 application of one KME.
 
     Parameters
@@ -216,6 +236,11 @@ def create_app(config: KmeConfig, store: KeyStore) -> FastAPI:
         The KME's settings.
     store
         Its key store (shared with the SAEs' pairs it serves).
+    sync
+        Called after each ``enc_keys`` reservation, before the keys are returned, so the
+        slave's KME (with its own store) reserves the same key_IDs. If it raises a
+        :class:`KmsError`, the request fails with that error and the keys stay reserved here
+        and undelivered (wasted, never handed out twice).
 
     Returns
     -------
@@ -256,6 +281,8 @@ def create_app(config: KmeConfig, store: KeyStore) -> FastAPI:
             max_SAE_ID_count=config.max_sae_id_count,
         )
 
+    last_erase = [float("-inf")]
+
     def enc(master: str, slave: str, req: KeyRequest) -> KeyContainer:
         check_caller(master)
         check_peer(slave, "slave_SAE_ID")
@@ -292,8 +319,15 @@ def create_app(config: KmeConfig, store: KeyStore) -> FastAPI:
                 details=[{"extension_unsupported": list(e)} for e in req.extension_mandatory],
             )
         slaves = list(dict.fromkeys([slave, *extra]))
-        store.erase_delivered()
-        return _container(store.reserve(master, slaves, number, size))
+        # Erasure scans the reserved keys, so run it at most once per second of store time
+        # rather than on every request (a key may outlive its retry window by up to 1 s).
+        if store.now() - last_erase[0] >= ERASE_INTERVAL_S:
+            last_erase[0] = store.now()
+            store.erase_delivered()
+        keys = store.reserve(master, slaves, number, size)
+        if sync is not None:
+            sync(master, slaves, [k.key_id for k in keys], size)
+        return _container(keys)
 
     def dec(slave: str, master: str, key_ids: list[str]) -> KeyContainer:
         check_caller(slave)

@@ -15,11 +15,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from qkdtwin.errors import ConfigError
 from qkdtwin.kms.store import KeyStore
 
-__all__ = ["LinkFeeder", "link_rate_bps"]
+__all__ = ["LinkFeeder", "import_key_file", "link_rate_bps", "read_key_file"]
 
 
 def link_rate_bps(protocol: str = "decoy-bb84", distance_km: float = 20.0) -> float:
@@ -106,3 +107,53 @@ class LinkFeeder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)
+
+
+def read_key_file(path: Path | str) -> list[tuple[str, bytes]]:
+    """Read a device key file: one ``KEY_ID HEX`` per line (``qkdtwin link simulate --keys-out``).
+
+    Blank lines and lines starting with ``#`` are skipped. Every key_ID must be a UUID and
+    unique, every key non-empty hex.
+
+    Raises
+    ------
+    ConfigError
+        For an unreadable file or a malformed line (the line number is in the message).
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc}", field="path") from exc
+    keys: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            if len(parts) != 2:
+                raise ValueError("expected 'KEY_ID HEX'")
+            key_id = str(uuid.UUID(parts[0]))
+            material = bytes.fromhex(parts[1])
+            if not material:
+                raise ValueError("empty key")
+            if key_id in seen:
+                raise ValueError(f"duplicate key_ID {key_id}")
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{n}: {exc}", field="path") from exc
+        seen.add(key_id)
+        keys.append((key_id, material))
+    return keys
+
+
+def import_key_file(stores: Sequence[KeyStore], path: Path | str) -> int:
+    """Add the keys of a ``KEY_ID HEX`` file to every store; return how many the first took.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`read_key_file`, and nothing is added then.
+    """
+    keys = read_key_file(path)
+    added = [s.add_keys(keys) for s in stores]
+    return added[0] if added else 0

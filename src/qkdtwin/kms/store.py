@@ -28,9 +28,11 @@ the retry window are testable without sleeping.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +41,14 @@ from sqlalchemy import (
     Column,
     Double,
     Engine,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -77,6 +81,8 @@ _keys = Table(
     Column("expires_at", Double, nullable=True),
     Column("master_sae_id", String(255), nullable=True),
     Column("reserved_at", Double, nullable=True),
+    # reserve() takes the oldest available keys: without this index it sorts the whole pool.
+    Index("ix_kms_keys_state_seq", "state", "seq"),
 )
 
 _grants = Table(
@@ -178,7 +184,23 @@ class KeyStore:
         self.url = _normalise_url(url)
         self.engine: Engine = self._make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._write_lock = threading.Lock()
         _metadata.create_all(self.engine)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """Open a write transaction; on SQLite, queue this process's writers on a lock first.
+
+        SQLite allows one writer at a time anyway; queueing in-process avoids the busy
+        handler's sleep-and-retry backoff, which made tail latencies of seconds under
+        concurrent requests. Other processes still serialise through ``BEGIN IMMEDIATE``.
+        """
+        if self.is_sqlite:
+            with self._write_lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
@@ -241,7 +263,7 @@ class KeyStore:
         """
         now = self._now()
         expires = None if self.ttl_s is None else now + self.ttl_s
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             available = conn.execute(
                 select(func.count()).select_from(_keys).where(_keys.c.state == "available")
             ).scalar_one()
@@ -285,7 +307,7 @@ class KeyStore:
             The number of keys expired.
         """
         now = self._now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(
                 update(_keys)
                 .where(_keys.c.state == "available")
@@ -317,7 +339,12 @@ class KeyStore:
     # -- delivery ----------------------------------------------------------------------------
 
     def reserve(
-        self, master_sae_id: str, slave_sae_ids: Sequence[str], number: int, size_bits: int
+        self,
+        master_sae_id: str,
+        slave_sae_ids: Sequence[str],
+        number: int,
+        size_bits: int,
+        key_ids: Sequence[str] | None = None,
     ) -> list[DeliveredKey]:
         """Reserve ``number`` keys of ``size_bits`` bits and deliver them to the master.
 
@@ -333,6 +360,10 @@ class KeyStore:
             How many keys, >= 1.
         size_bits
             Key size in bits, a positive multiple of 8.
+        key_ids
+            Reserve exactly these keys (``number`` must equal their count) instead of the
+            oldest ones: the peer KME mirrors a reservation made at the other end of the link
+            (KME-to-KME synchronisation). Audited as ``sync``, not ``enc``.
 
         Returns
         -------
@@ -347,7 +378,7 @@ class KeyStore:
             raise KmsRequestError("number must be >= 1 and size a positive multiple of 8")
         now = self._now()
         out: list[DeliveredKey] = []
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             stmt = (
                 select(_keys.c.key_id, _keys.c.material)
                 .where(self._usable(now))
@@ -355,6 +386,8 @@ class KeyStore:
                 .order_by(_keys.c.seq)
                 .limit(number)
             )
+            if key_ids is not None:
+                stmt = stmt.where(_keys.c.key_id.in_(list(key_ids)))
             if not self.is_sqlite:
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = conn.execute(stmt).all()
@@ -365,19 +398,11 @@ class KeyStore:
                 )
             grants = []
             audit = []
+            marks = []
+            action = "enc" if key_ids is None else "sync"
             for key_id, blob in rows:
                 material = self._unwrap(key_id, blob)[: size_bits // 8]
-                conn.execute(
-                    update(_keys)
-                    .where(_keys.c.key_id == key_id)
-                    .values(
-                        state="reserved",
-                        master_sae_id=master_sae_id,
-                        reserved_at=now,
-                        size_bits=size_bits,
-                        material=self._wrap(key_id, material),
-                    )
-                )
+                marks.append({"b_key_id": key_id, "b_material": self._wrap(key_id, material)})
                 grants.append(
                     {
                         "key_id": key_id,
@@ -391,9 +416,21 @@ class KeyStore:
                     for s in slave_sae_ids
                 )
                 audit.append(
-                    {"at": now, "sae_id": master_sae_id, "key_id": key_id, "action": "enc"}
+                    {"at": now, "sae_id": master_sae_id, "key_id": key_id, "action": action}
                 )
                 out.append(DeliveredKey(key_id, material))
+            conn.execute(
+                update(_keys)
+                .where(_keys.c.key_id == bindparam("b_key_id"))
+                .values(
+                    state="reserved",
+                    master_sae_id=master_sae_id,
+                    reserved_at=now,
+                    size_bits=size_bits,
+                    material=bindparam("b_material"),
+                ),
+                marks,
+            )
             conn.execute(insert(_grants), grants)
             conn.execute(insert(_audit), audit)
         return out
@@ -432,7 +469,7 @@ class KeyStore:
             raise KmsRequestError("a key_ID is repeated")
         now = self._now()
         out: list[DeliveredKey] = []
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for key_id in key_ids:
                 row = conn.execute(
                     select(_keys.c.state, _keys.c.material, _keys.c.master_sae_id).where(
@@ -477,6 +514,79 @@ class KeyStore:
                     )
         return out
 
+    def consume(
+        self, by: str, size_bits: int, key_ids: Sequence[str] | None = None
+    ) -> DeliveredKey:
+        """Take one available key out of the pool for use inside the KMS (key relay).
+
+        The key is marked ``erased`` (its material dropped) and audited with action
+        ``relay`` under ``by``, in one transaction.
+
+        Parameters
+        ----------
+        by
+            Who consumed it, for the audit log (e.g. ``relay:<relay_id>``).
+        size_bits
+            Bits needed; the key is truncated to it.
+        key_ids
+            ``None`` to take the oldest suitable key; else the one ID the other end of the
+            link took (both ends then consume the same key).
+
+        Raises
+        ------
+        KeyExhaustedError
+            If no suitable key is available (nothing is consumed).
+        KmsRequestError
+            If the named key is unknown, not available or too short.
+        """
+        now = self._now()
+        with self._write() as conn:
+            stmt = select(_keys.c.key_id, _keys.c.material).where(self._usable(now))
+            stmt = stmt.where(_keys.c.size_bits >= size_bits)
+            if key_ids is not None:
+                stmt = stmt.where(_keys.c.key_id.in_(list(key_ids)))
+            stmt = stmt.order_by(_keys.c.seq).limit(1)
+            if not self.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True)
+            row = conn.execute(stmt).first()
+            if row is None:
+                if key_ids is not None:
+                    raise KmsRequestError("link key not available", details=[{"key_IDs": key_ids}])
+                raise KeyExhaustedError(
+                    f"no key of >= {size_bits} bits available", details=[{"available": 0}]
+                )
+            key_id, blob = row
+            material = self._unwrap(key_id, blob)[: size_bits // 8]
+            conn.execute(
+                update(_keys)
+                .where(_keys.c.key_id == key_id)
+                .values(state="erased", material=None, master_sae_id=by, reserved_at=now)
+            )
+            conn.execute(
+                insert(_audit), [{"at": now, "sae_id": by, "key_id": key_id, "action": "relay"}]
+            )
+        return DeliveredKey(key_id, material)
+
+    def discard(self, key_ids: Sequence[str], by: str) -> int:
+        """Erase available keys by ID (compensation of a failed relay); return how many."""
+        now = self._now()
+        with self._write() as conn:
+            res = conn.execute(
+                update(_keys)
+                .where(_keys.c.key_id.in_(list(key_ids)))
+                .where(_keys.c.state == "available")
+                .values(state="erased", material=None)
+            )
+            conn.execute(
+                insert(_audit),
+                [{"at": now, "sae_id": by, "key_id": k, "action": "discard"} for k in key_ids],
+            )
+            return int(res.rowcount)
+
+    def now(self) -> float:
+        """Return the store's clock reading (seconds since the epoch)."""
+        return self._now()
+
     def erase_delivered(self) -> int:
         """Erase reserved keys fetched by every slave more than the retry window ago.
 
@@ -488,7 +598,7 @@ class KeyStore:
             The number of keys erased.
         """
         now = self._now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             pending = (
                 select(_grants.c.key_id)
                 .where(_grants.c.role == "slave")
