@@ -54,6 +54,15 @@ class ServeConfig(BaseModel):
         kme:                          # qkdtwin.kms.KmeConfig
           kme_id: kme-a
           saes: {sae-a: kme-a, sae-b: kme-b}
+        network:                      # optional: a KME network (qkdtwin.kms.peering)
+          kmes: {kme-a: "https://127.0.0.1:8443", kme-b: "https://127.0.0.1:8444"}
+          links: [[kme-a, kme-b]]
+        link_dbs: {kme-b: "sqlite:///kme-a-kme-b.db"}   # each QKD link's pool, by neighbour
+        relayed_db: sqlite:///kme-a-relayed.db          # keys relayed to/from non-neighbours
+
+    Without ``network`` the KME serves every pair from ``db`` (one shared pool). With it,
+    ``db`` holds only pairs of SAEs both behind this KME, each neighbour's link pool is its
+    ``link_dbs`` entry, and keys for farther KMEs are relayed (``relayed_db``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -67,6 +76,9 @@ class ServeConfig(BaseModel):
     kek_file: Path | None = None
     ttl_s: float | None = None
     kme: dict[str, Any]
+    network: dict[str, Any] | None = None
+    link_dbs: dict[str, str] = {}
+    relayed_db: str | None = None
 
 
 def _load_serve_config(path: Path) -> ServeConfig:
@@ -120,9 +132,41 @@ def serve(
     except ValidationError as exc:
         raise ConfigError(f"{config}: kme: {exc.errors()[0]['msg']}", field="kme") from exc
     kek = cfg.kek_file.read_bytes() if cfg.kek_file is not None else None
-    store = KeyStore(cfg.db, kek=kek, max_key_count=kme.max_key_count, ttl_s=cfg.ttl_s)
+
+    def open_store(url: str) -> KeyStore:
+        return KeyStore(url, kek=kek, max_key_count=kme.max_key_count, ttl_s=cfg.ttl_s)
+
+    store = open_store(cfg.db)
+    stores = [store]
+    node = None
+    if cfg.network is not None:
+        from qkdtwin.kms.peering import KmeNetwork, KmeNode, PeerClient
+
+        try:
+            network = KmeNetwork.model_validate(cfg.network)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{config}: network.{loc}: {first['msg']}", field="network") from exc
+        missing = set(network.neighbours(kme.kme_id)) - set(cfg.link_dbs)
+        if missing:
+            raise ConfigError(
+                f"{config}: link_dbs lacks the link pool of neighbour(s) {sorted(missing)}",
+                field="link_dbs",
+            )
+        links = {peer: open_store(url) for peer, url in cfg.link_dbs.items()}
+        relayed = open_store(cfg.relayed_db) if cfg.relayed_db else None
+        stores += [*links.values(), *([relayed] if relayed else [])]
+        node = KmeNode(
+            kme.kme_id,
+            network,
+            links=links,
+            relayed=relayed,
+            local=store,
+            peers=PeerClient(cfg.cert, cfg.key, cfg.ca),
+        )
     server = make_server(
-        create_app(kme, store),
+        create_app(kme, None if node else store, node=node),
         host=cfg.host,
         port=cfg.port,
         certfile=cfg.cert,
@@ -132,7 +176,10 @@ def serve(
     try:
         server.run()
     finally:
-        store.close()
+        if node is not None:
+            node.peers.close()
+        for st in stores:
+            st.close()
 
 
 CertOpt = Annotated[Path, typer.Option("--cert", help="SAE certificate (PEM).")]
@@ -221,26 +268,18 @@ def import_keys(
         typer.echo(f"imported {added} keys")
 
 
-def _mirror(peer: Any) -> Any:
-    """Return a ``sync`` hook that reserves the same key_IDs in the peer KME's store."""
-
-    def sync(master: str, slaves: list[str], key_ids: list[str], size_bits: int) -> None:
-        peer.reserve(master, slaves, len(key_ids), size_bits, key_ids=key_ids)
-
-    return sync
-
-
 @kms_app.command("dev-pair")
 def dev_pair(
     directory: Annotated[Path, typer.Argument(help="Directory for the fresh PKI and store.")],
     port_a: Annotated[int, typer.Option("--port-a", help="Port of kme-a (0: any).")] = 0,
     port_b: Annotated[int, typer.Option("--port-b", help="Port of kme-b (0: any).")] = 0,
     db: Annotated[
-        str | None, typer.Option("--db", help="Store URL of kme-a (default: SQLite in DIR).")
+        str | None,
+        typer.Option("--db", help="Store URL of kme-a (default: SQLite in DIR; with --db-b)."),
     ] = None,
     db_b: Annotated[
         str | None,
-        typer.Option("--db-b", help="Store URL of kme-b (default: SQLite in DIR, or --db)."),
+        typer.Option("--db-b", help="Store URL of kme-b (default: SQLite in DIR; with --db)."),
     ] = None,
     distance_km: Annotated[float, typer.Option("--distance-km", help="Link length.")] = 20.0,
     key_file: Annotated[
@@ -249,55 +288,71 @@ def dev_pair(
             "--import-keys", help="'KEY_ID HEX' file (link simulate --keys-out) to load first."
         ),
     ] = None,
+    feed: Annotated[
+        str,
+        typer.Option(
+            "--feed",
+            help="Key material: random (CSPRNG at the analytic rate) or pipeline (link engine"
+            " + post-processing, at the measured finite-key rate).",
+        ),
+    ] = "random",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the pipeline feeder.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Two KMEs on loopback joined by a simulated decoy-BB84 link, until interrupted.
 
-    Each KME has its own store (``kme-a.db``, ``kme-b.db`` in DIR, or ``--db``/``--db-b``);
-    the feeder pushes the same keys into both, and each ``enc_keys`` reservation is mirrored
-    in the peer's store (see docs/kms.md). ``--db`` alone puts both KMEs on one store.
+    Each KME has its own store (``kme-a.db`` and ``kme-b.db`` in DIR, or
+    ``--db``/``--db-b``); the feeder pushes the same keys into both, each end owning half of
+    them, and each ``enc_keys`` reservation is mirrored at the peer KME over HTTPS
+    (``POST /kme/v1/reservations``, see docs/kms.md).
     """
-    from qkdtwin.kms import KeyStore, KmeConfig, create_app
-    from qkdtwin.kms.feeder import LinkFeeder, link_rate_bps
-    from qkdtwin.kms.tls import RunningServer, init_pki, make_server
+    from qkdtwin.kms.devnet import DevNetwork
+    from qkdtwin.kms.feeder import PipelineKeySource, import_key_file, link_rate_bps
 
-    pki = init_pki(directory, kme_ids=["kme-a", "kme-b"], sae_ids=["sae-a", "sae-b"])
-    url_a = db or f"sqlite:///{directory / 'kme-a.db'}"
-    url_b = db_b or db or f"sqlite:///{directory / 'kme-b.db'}"
-    store_a = KeyStore(url_a)
-    store_b = store_a if url_b == url_a else KeyStore(url_b)
-    stores = {"kme-a": store_a, "kme-b": store_b}
-    feeder = LinkFeeder(
-        list(dict.fromkeys(stores.values())), link_rate_bps("decoy-bb84", distance_km)
+    if (db is None) != (db_b is None):
+        raise ConfigError("give both --db and --db-b (each KME has its own store)", field="db")
+    if feed not in ("random", "pipeline"):
+        raise ConfigError(f"--feed must be random or pipeline, got {feed!r}", field="feed")
+    urls = {("kme-a", "kme-b"): db, ("kme-b", "kme-a"): db_b}
+
+    def store_url(kme: str, name: str) -> str:
+        url = urls.get((kme, name))
+        file = f"{kme}.db" if (kme, name) in urls else f"{kme}-{name}.db"
+        return url or f"sqlite:///{directory / file}"
+
+    rate = link_rate_bps("decoy-bb84", distance_km)
+    source = None
+    if feed == "pipeline":
+        pipeline = PipelineKeySource("decoy-bb84", distance_km, "gys", seed=seed)
+        pipeline.run_block()  # measure the block's secret key rate before serving
+        rate = pipeline.rate_bps or rate
+
+        def source(_link: tuple[str, str]) -> PipelineKeySource:
+            return pipeline
+
+    net = DevNetwork(
+        directory,
+        ["kme-a", "kme-b"],
+        [("kme-a", "kme-b")],
+        {"sae-a": "kme-a", "sae-b": "kme-b"},
+        ports={"kme-a": port_a, "kme-b": port_b},
+        store_url=store_url,
+        rate_bps=rate,
+        initial_keys=100 if feed == "random" else 0,
+        source=source,
     )
-    if key_file is not None:
-        from qkdtwin.kms.feeder import import_key_file
-
-        import_key_file(feeder.stores, key_file)
-    feeder.push(100)  # a starting pool so the pair is usable at once
-    saes = {"sae-a": "kme-a", "sae-b": "kme-b"}
-    servers: list[RunningServer] = []
     try:
-        for kme_id, port in (("kme-a", port_a), ("kme-b", port_b)):
-            cert, key = pki.kmes[kme_id]
-            peer = stores["kme-b" if kme_id == "kme-a" else "kme-a"]
-            app = create_app(
-                KmeConfig(kme_id=kme_id, saes=saes),
-                stores[kme_id],
-                sync=None if peer is stores[kme_id] else _mirror(peer),
-            )
-            srv = make_server(
-                app, host="127.0.0.1", port=port, certfile=cert, keyfile=key, ca_certs=pki.ca_cert
-            )
-            servers.append(RunningServer(srv).start())
-        feeder.start()
+        if key_file is not None:
+            link = [net.stores["kme-a"]["kme-b"], net.stores["kme-b"]["kme-a"]]
+            import_key_file(link, key_file, owners=("kme-a", "kme-b"))
+        net.start()
         info = {
-            "kme_a_url": f"https://127.0.0.1:{servers[0].port}",
-            "kme_b_url": f"https://127.0.0.1:{servers[1].port}",
-            "ca_cert": str(pki.ca_cert),
+            "kme_a_url": net.url("kme-a"),
+            "kme_b_url": net.url("kme-b"),
+            "ca_cert": str(net.pki.ca_cert),
             **{
                 sae.replace("-", "_"): {"sae_id": sae, "cert": str(c), "key": str(k)}
-                for sae, (c, k) in pki.saes.items()
+                for sae, (c, k) in net.pki.saes.items()
             },
         }
         if as_json:
@@ -309,8 +364,4 @@ def dev_pair(
     except KeyboardInterrupt:
         pass
     finally:
-        feeder.stop()
-        for s in servers:
-            s.stop()
-        for st in dict.fromkeys(stores.values()):
-            st.close()
+        net.stop()

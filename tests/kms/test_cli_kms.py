@@ -210,3 +210,19 @@ def test_serve_subprocess(tmp_path: Path) -> None:
                     proc.kill()
                     proc.wait(5)
     pytest.fail("qkdtwin kms serve did not start on any of 3 ports")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--feed", "bogus"], "--feed"),
+        (["--db", "sqlite:///x.db"], "--db-b"),
+    ],
+)
+def test_dev_pair_bad_options_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    assert main(["kms", "dev-pair", str(tmp_path / "pair"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qkdtwin: error:")
+    assert needle in err

@@ -21,6 +21,7 @@ client certificate. Unit tests override that dependency to use the in-process tr
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -30,7 +31,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qkdtwin.errors import KeyAccessError, KeyExhaustedError, KmsError, KmsRequestError
+from qkdtwin.errors import (
+    ConfigError,
+    KeyAccessError,
+    KeyExhaustedError,
+    KmsError,
+    KmsRequestError,
+)
+from qkdtwin.kms.peering import KmeNode, install_peer_routes
 from qkdtwin.kms.store import DeliveredKey, KeyStore
 
 __all__ = [
@@ -227,7 +235,13 @@ ERASE_INTERVAL_S = 1.0
 PeerSync = Callable[[str, list[str], list[str], int], None]
 
 
-def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = None) -> FastAPI:
+def create_app(
+    config: KmeConfig,
+    store: KeyStore | None = None,
+    *,
+    sync: PeerSync | None = None,
+    node: KmeNode | None = None,
+) -> FastAPI:
     """Build the ETSI GS QKD 014 application of one KME.
 
     Parameters
@@ -240,7 +254,12 @@ def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = No
         Called after each ``enc_keys`` reservation, before the keys are returned, so the
         slave's KME (with its own store) reserves the same key_IDs. If it raises a
         :class:`KmsError`, the request fails with that error and the keys stay reserved here
-        and undelivered (wasted, never handed out twice).
+        and undelivered (wasted, never handed out twice). In-process only; ``node`` is the
+        network protocol.
+    node
+        This KME's stores and peers in a KME network (:mod:`qkdtwin.kms.peering`): keys for
+        a slave behind a neighbour KME come from that link's pool and are mirrored there over
+        HTTPS, keys for a slave further away are relayed hop by hop. Replaces ``store``.
 
     Returns
     -------
@@ -252,9 +271,25 @@ def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = No
         docs_url=None,
         redoc_url=None,
     )
+    if (store is None) == (node is None):
+        raise ConfigError("create_app needs a store or a node, not both", field="store")
     app.state.config = config
     app.state.store = store
+    app.state.node = node
     _install_error_handlers(app)
+    if node is not None:
+        install_peer_routes(app, node)
+
+    def pool_count(slave: str, size_bits: int) -> int:
+        if node is not None:
+            return node.available_count(config.saes[slave], size_bits)
+        assert store is not None
+        return store.available_count(size_bits)
+
+    def erase_delivered() -> None:
+        for st in node.stores() if node is not None else [store]:
+            assert st is not None
+            st.erase_delivered()
 
     def check_caller(sae: str) -> None:
         if config.saes.get(sae) != config.kme_id:
@@ -273,7 +308,7 @@ def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = No
             master_SAE_ID=master,
             slave_SAE_ID=slave,
             key_size=config.key_size,
-            stored_key_count=store.available_count(config.key_size),
+            stored_key_count=pool_count(slave, config.key_size),
             max_key_count=config.max_key_count,
             max_key_per_request=config.max_key_per_request,
             max_key_size=config.max_key_size,
@@ -321,9 +356,20 @@ def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = No
         slaves = list(dict.fromkeys([slave, *extra]))
         # Erasure scans the reserved keys, so run it at most once per second of store time
         # rather than on every request (a key may outlive its retry window by up to 1 s).
-        if store.now() - last_erase[0] >= ERASE_INTERVAL_S:
-            last_erase[0] = store.now()
-            store.erase_delivered()
+        now = time.time() if store is None else store.now()
+        if now - last_erase[0] >= ERASE_INTERVAL_S:
+            last_erase[0] = now
+            erase_delivered()
+        if node is not None:
+            slave_kmes = {config.saes[s] for s in slaves}
+            if len(slave_kmes) != 1:
+                raise KmsRequestError(
+                    "all slave SAEs of one request must sit behind the same KME",
+                    details=[{"slave_KME_IDs": sorted(slave_kmes)}],
+                )
+            keys = node.reserve_for(master, slaves, slave_kmes.pop(), number, size)
+            return _container(keys)
+        assert store is not None
         keys = store.reserve(master, slaves, number, size)
         if sync is not None:
             sync(master, slaves, [k.key_id for k in keys], size)
@@ -332,14 +378,30 @@ def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = No
     def dec(slave: str, master: str, key_ids: list[str]) -> KeyContainer:
         check_caller(slave)
         check_peer(master, "master_SAE_ID")
+        if node is not None:
+            source = node.fetch_store(config.saes[master], key_ids)
+            return _container(source.fetch(slave, key_ids, master_sae_id=master))
+        assert store is not None
         return _container(store.fetch(slave, key_ids, master_sae_id=master))
 
-    @app.get("/api/v1/keys/{slave_SAE_ID}/status", response_model=Status, responses=_ERRORS)
+    # response_model_exclude_none: an absent optional field (the *_extension objects) is
+    # left out, not sent as null, which the standard's Object type does not allow.
+    @app.get(
+        "/api/v1/keys/{slave_SAE_ID}/status",
+        response_model=Status,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+    )
     def get_status(slave_SAE_ID: str, caller: Caller) -> Status:
         """Status of the key pool shared with ``slave_SAE_ID``."""
         return status(caller, slave_SAE_ID)
 
-    @app.get("/api/v1/keys/{slave_SAE_ID}/enc_keys", response_model=KeyContainer, responses=_ERRORS)
+    @app.get(
+        "/api/v1/keys/{slave_SAE_ID}/enc_keys",
+        response_model=KeyContainer,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+    )
     def get_enc_keys(
         slave_SAE_ID: str,
         caller: Caller,
@@ -350,14 +412,20 @@ def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = No
         return enc(caller, slave_SAE_ID, KeyRequest(number=number, size=size))
 
     @app.post(
-        "/api/v1/keys/{slave_SAE_ID}/enc_keys", response_model=KeyContainer, responses=_ERRORS
+        "/api/v1/keys/{slave_SAE_ID}/enc_keys",
+        response_model=KeyContainer,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
     )
     def post_enc_keys(slave_SAE_ID: str, caller: Caller, body: KeyRequest) -> KeyContainer:
         """Get keys as master SAE (Key request object)."""
         return enc(caller, slave_SAE_ID, body)
 
     @app.get(
-        "/api/v1/keys/{master_SAE_ID}/dec_keys", response_model=KeyContainer, responses=_ERRORS
+        "/api/v1/keys/{master_SAE_ID}/dec_keys",
+        response_model=KeyContainer,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
     )
     def get_dec_keys(
         master_SAE_ID: str, caller: Caller, key_ID: Annotated[str, Query()]
@@ -366,10 +434,27 @@ def create_app(config: KmeConfig, store: KeyStore, *, sync: PeerSync | None = No
         return dec(caller, master_SAE_ID, [key_ID])
 
     @app.post(
-        "/api/v1/keys/{master_SAE_ID}/dec_keys", response_model=KeyContainer, responses=_ERRORS
+        "/api/v1/keys/{master_SAE_ID}/dec_keys",
+        response_model=KeyContainer,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
     )
     def post_dec_keys(master_SAE_ID: str, caller: Caller, body: KeyIDs) -> KeyContainer:
         """Get keys by ID as slave SAE (Key IDs object)."""
         return dec(caller, master_SAE_ID, [k.key_ID for k in body.key_IDs])
 
+    def openapi() -> dict[str, Any]:
+        # FastAPI documents a 422 for every route with parameters; ours are answered with
+        # 400 and an ETSI Error body (_install_error_handlers), so drop the 422 and its schemas.
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)  # caches this very dict in app.openapi_schema
+        for item in schema["paths"].values():
+            for operation in item.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

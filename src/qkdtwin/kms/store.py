@@ -53,6 +53,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -81,6 +82,9 @@ _keys = Table(
     Column("expires_at", Double, nullable=True),
     Column("master_sae_id", String(255), nullable=True),
     Column("reserved_at", Double, nullable=True),
+    # The KME allowed to hand this key out through enc_keys (None: either end). Splitting a
+    # link's pool per direction keeps two KMEs from reserving the same key at once.
+    Column("owner", String(255), nullable=True),
     # reserve() takes the oldest available keys: without this index it sorts the whole pool.
     Index("ix_kms_keys_state_seq", "state", "seq"),
 )
@@ -186,6 +190,14 @@ class KeyStore:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock()
         _metadata.create_all(self.engine)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns that stores made by older versions lack (never drops or rewrites data)."""
+        columns = {c["name"] for c in inspect(self.engine).get_columns("kms_keys")}
+        if "owner" not in columns:
+            with self._write() as conn:
+                conn.exec_driver_sql("ALTER TABLE kms_keys ADD COLUMN owner VARCHAR(255)")
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -242,7 +254,7 @@ class KeyStore:
 
     # -- supply ------------------------------------------------------------------------------
 
-    def add_keys(self, keys: Iterable[tuple[str, bytes]]) -> int:
+    def add_keys(self, keys: Iterable[tuple[str, bytes]], *, owner: str | None = None) -> int:
         """Store new available keys, up to ``max_key_count`` available keys in total.
 
         Parameters
@@ -250,6 +262,9 @@ class KeyStore:
         keys
             ``(key_id, material)`` pairs; ``key_id`` is a UUID string shared by both KMEs of
             a link, ``material`` a non-empty byte string.
+        owner
+            The KME that may hand these keys out through ``enc_keys`` (the other end of the
+            link only serves them after a mirrored reservation); ``None``: either end.
 
         Returns
         -------
@@ -292,6 +307,7 @@ class KeyStore:
                         "expires_at": expires,
                         "master_sae_id": None,
                         "reserved_at": None,
+                        "owner": owner,
                     }
                 )
             if rows:
@@ -317,18 +333,22 @@ class KeyStore:
             )
             return int(res.rowcount)
 
-    def available_count(self, min_size_bits: int = 0) -> int:
-        """Return the number of unexpired available keys of at least ``min_size_bits`` bits."""
+    def available_count(self, min_size_bits: int = 0, *, owner: str | None = None) -> int:
+        """Return the number of unexpired available keys of at least ``min_size_bits`` bits.
+
+        With ``owner``, count only the keys that KME may hand out (its own and unowned ones).
+        """
         now = self._now()
+        stmt = (
+            select(func.count())
+            .select_from(_keys)
+            .where(self._usable(now))
+            .where(_keys.c.size_bits >= min_size_bits)
+        )
+        if owner is not None:
+            stmt = stmt.where(_keys.c.owner.is_(None) | (_keys.c.owner == owner))
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(_keys)
-                    .where(self._usable(now))
-                    .where(_keys.c.size_bits >= min_size_bits)
-                ).scalar_one()
-            )
+            return int(conn.execute(stmt).scalar_one())
 
     @staticmethod
     def _usable(now: float) -> Any:
@@ -345,6 +365,8 @@ class KeyStore:
         number: int,
         size_bits: int,
         key_ids: Sequence[str] | None = None,
+        *,
+        owner: str | None = None,
     ) -> list[DeliveredKey]:
         """Reserve ``number`` keys of ``size_bits`` bits and deliver them to the master.
 
@@ -364,6 +386,9 @@ class KeyStore:
             Reserve exactly these keys (``number`` must equal their count) instead of the
             oldest ones: the peer KME mirrors a reservation made at the other end of the link
             (KME-to-KME synchronisation). Audited as ``sync``, not ``enc``.
+        owner
+            Take only keys this KME owns or nobody owns (the per-direction split of a link's
+            pool); ignored with ``key_ids``.
 
         Returns
         -------
@@ -388,6 +413,8 @@ class KeyStore:
             )
             if key_ids is not None:
                 stmt = stmt.where(_keys.c.key_id.in_(list(key_ids)))
+            elif owner is not None:
+                stmt = stmt.where(_keys.c.owner.is_(None) | (_keys.c.owner == owner))
             if not self.is_sqlite:
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = conn.execute(stmt).all()
@@ -582,6 +609,97 @@ class KeyStore:
                 [{"at": now, "sae_id": by, "key_id": k, "action": "discard"} for k in key_ids],
             )
             return int(res.rowcount)
+
+    def revoke(self, key_ids: Sequence[str], by: str) -> int:
+        """Erase reserved keys that must never be used (compensation of a failed mirroring).
+
+        A reservation whose mirror at the peer KME failed is revoked: its keys are erased and
+        their slave grants can no longer be fetched. Audited as ``revoke`` under ``by``.
+
+        Returns
+        -------
+        int
+            How many keys were revoked.
+        """
+        now = self._now()
+        with self._write() as conn:
+            res = conn.execute(
+                update(_keys)
+                .where(_keys.c.key_id.in_(list(key_ids)))
+                .where(_keys.c.state == "reserved")
+                .values(state="erased", material=None)
+            )
+            conn.execute(
+                insert(_audit),
+                [{"at": now, "sae_id": by, "key_id": k, "action": "revoke"} for k in key_ids],
+            )
+            return int(res.rowcount)
+
+    def install_reserved(
+        self,
+        keys: Sequence[tuple[str, bytes]],
+        master_sae_id: str,
+        slave_sae_ids: Sequence[str],
+        *,
+        delivered_to_master: bool,
+    ) -> None:
+        """Store relayed end-to-end keys directly as reserved for one master and its slaves.
+
+        Used by key relay: the source KME hands the keys to the master at once
+        (``delivered_to_master=True``, audited ``enc``), the destination KME keeps them for
+        its slaves' ``dec_keys`` (audited ``sync``). All or nothing, in one transaction.
+
+        Raises
+        ------
+        ConfigError
+            If a key_ID is not a UUID, already exists, or a key is empty.
+        """
+        now = self._now()
+        action = "enc" if delivered_to_master else "sync"
+        with self._write() as conn:
+            seq = conn.execute(select(func.coalesce(func.max(_keys.c.seq), 0))).scalar_one()
+            ids = [str(uuid.UUID(k)) for k, _ in keys]
+            if conn.execute(
+                select(func.count()).select_from(_keys).where(_keys.c.key_id.in_(ids))
+            ).scalar_one():
+                raise ConfigError("relayed key_ID already present", field="key_ID")
+            rows, grants, audit = [], [], []
+            for i, (key_id, material) in enumerate(zip(ids, (m for _, m in keys), strict=True)):
+                if not material:
+                    raise ConfigError("key material must not be empty", field="material")
+                rows.append(
+                    {
+                        "key_id": key_id,
+                        "seq": seq + 1 + i,
+                        "size_bits": 8 * len(material),
+                        "material": self._wrap(key_id, material),
+                        "state": "reserved",
+                        "created_at": now,
+                        "expires_at": None,
+                        "master_sae_id": master_sae_id,
+                        "reserved_at": now,
+                        "owner": None,
+                    }
+                )
+                grants.append(
+                    {
+                        "key_id": key_id,
+                        "sae_id": master_sae_id,
+                        "role": "master",
+                        "delivered_at": now if delivered_to_master else None,
+                    }
+                )
+                grants.extend(
+                    {"key_id": key_id, "sae_id": s, "role": "slave", "delivered_at": None}
+                    for s in slave_sae_ids
+                )
+                audit.append(
+                    {"at": now, "sae_id": master_sae_id, "key_id": key_id, "action": action}
+                )
+            if rows:
+                conn.execute(insert(_keys), rows)
+                conn.execute(insert(_grants), grants)
+                conn.execute(insert(_audit), audit)
 
     def now(self) -> float:
         """Return the store's clock reading (seconds since the epoch)."""

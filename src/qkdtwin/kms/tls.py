@@ -11,6 +11,12 @@ expired one. uvicorn does not expose the peer certificate to the ASGI app, so th
 ``ssl_object`` once per connection and puts the SAE ID into every request scope under
 ``"qkdtwin.sae_id"``, where :func:`qkdtwin.kms.api.caller_sae_id` finds it.
 
+**KME ID rule.** KMEs call each other (reservation mirroring and key relay, see
+:mod:`qkdtwin.kms.peering`) over the same mutual TLS. A peer KME is recognised only by a
+SAN URI ``urn:qkdtwin:kme:<KME_ID>`` in its verified certificate (no CN fallback), put in the
+scope under ``"qkdtwin.kme_id"``; KME certificates from :func:`init_pki` carry it together
+with the client-auth usage.
+
 The PKI is for development and tests only: keys are written unencrypted (mode 0600).
 """
 
@@ -36,29 +42,45 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from qkdtwin.errors import ConfigError, KmsError
 
 __all__ = [
+    "KME_URI_PREFIX",
     "SAE_URI_PREFIX",
     "MtlsH11Protocol",
     "Pki",
     "RunningServer",
     "init_pki",
     "issue_certificate",
+    "kme_id_from_certificate",
     "make_server",
     "sae_id_from_certificate",
 ]
 
 SAE_URI_PREFIX = "urn:qkdtwin:sae:"
+KME_URI_PREFIX = "urn:qkdtwin:kme:"
 _SCOPE_SAE_KEY = "qkdtwin.sae_id"  # same key as qkdtwin.kms.api.SCOPE_SAE_KEY
+_SCOPE_KME_KEY = "qkdtwin.kme_id"  # same key as qkdtwin.kms.peering.SCOPE_KME_KEY
+
+
+def _san_uri(cert: x509.Certificate, prefix: str) -> str | None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(prefix) and len(uri) > len(prefix):
+            return uri[len(prefix) :]
+    return None
+
+
+def kme_id_from_certificate(cert: x509.Certificate) -> str | None:
+    """Return the KME ID a certificate names (SAN URI ``urn:qkdtwin:kme:ID`` only)."""
+    return _san_uri(cert, KME_URI_PREFIX)
 
 
 def sae_id_from_certificate(cert: x509.Certificate) -> str | None:
     """Return the SAE ID a certificate names (SAN URI ``urn:qkdtwin:sae:ID``, else CN)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
-            if uri.startswith(SAE_URI_PREFIX) and len(uri) > len(SAE_URI_PREFIX):
-                return uri[len(SAE_URI_PREFIX) :]
-    except x509.ExtensionNotFound:
-        pass
+    sae = _san_uri(cert, SAE_URI_PREFIX)
+    if sae is not None:
+        return sae
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(cns[0].value) if cns else None
 
@@ -82,6 +104,7 @@ def issue_certificate(
     is_ca: bool = False,
     server: bool = False,
     sae_id: str | None = None,
+    kme_id: str | None = None,
     days: float = 365.0,
     now: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -99,6 +122,9 @@ def issue_certificate(
         Add ``localhost`` and ``127.0.0.1`` as SANs and the server-auth usage.
     sae_id
         Add the SAN URI ``urn:qkdtwin:sae:<sae_id>`` and the client-auth usage.
+    kme_id
+        Add the SAN URI ``urn:qkdtwin:kme:<kme_id>`` and the client-auth usage (a KME calling
+        its peers).
     days
         Validity from ``now``; negative for an already expired certificate (tests).
     now
@@ -134,6 +160,10 @@ def issue_certificate(
     if sae_id is not None:
         sans.append(x509.UniformResourceIdentifier(SAE_URI_PREFIX + sae_id))
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    if kme_id is not None:
+        sans.append(x509.UniformResourceIdentifier(KME_URI_PREFIX + kme_id))
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if usages:
@@ -204,7 +234,9 @@ def init_pki(
         k: _save(
             directory,
             k,
-            *issue_certificate(k, issuer_cert=ca_cert, issuer_key=ca_key, server=True, days=days),
+            *issue_certificate(
+                k, issuer_cert=ca_cert, issuer_key=ca_key, server=True, kme_id=k, days=days
+            ),
         )
         for k in kme_ids
     }
@@ -225,14 +257,17 @@ class MtlsH11Protocol(H11Protocol):
     def connection_made(self, transport: Any) -> None:  # noqa: D102
         super().connection_made(transport)
         sae: str | None = None
+        kme: str | None = None
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der:
-            sae = sae_id_from_certificate(x509.load_der_x509_certificate(der))
+            cert = x509.load_der_x509_certificate(der)
+            sae, kme = sae_id_from_certificate(cert), kme_id_from_certificate(cert)
         inner = self.app
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             scope[_SCOPE_SAE_KEY] = sae
+            scope[_SCOPE_KME_KEY] = kme
             await inner(scope, receive, send)
 
         self.app = app
@@ -261,6 +296,8 @@ def make_server(
         access_log=False,
         lifespan="off",
         ws="none",
+        # Do not wait forever for idle keep-alive clients when asked to stop.
+        timeout_graceful_shutdown=3,
     )
     return uvicorn.Server(config)
 

@@ -1,0 +1,522 @@
+"""KME-to-KME protocol: reservation mirroring and hop-by-hop key relay over mutual TLS.
+
+A KME (:class:`KmeNode`) knows the KME network it belongs to (:class:`KmeNetwork`: every
+KME's URL and the QKD links between KMEs) and holds one key store per QKD link it terminates
+(``links``: neighbour KME ID -> the pool of that link) plus one store for keys relayed to or
+from non-neighbours (``relayed``). When its master SAE calls ``enc_keys`` for a slave SAE
+behind KME ``X``:
+
+* ``X`` is this KME: the keys come from ``local`` (both SAEs behind one KME).
+* ``X`` is a neighbour: keys are reserved in the link's pool, taking only keys **this KME
+  owns** (the feeder splits each link's pool per direction, so the two ends never pick the
+  same key), then mirrored at ``X`` with ``POST /kme/v1/reservations``; ``X`` reserves
+  exactly those key_IDs for the same master and slaves. If the mirror fails, the local
+  reservation is revoked (erased, audited ``revoke``) and the SAE gets 503: no key is
+  usable at one end only.
+* otherwise: the keys are relayed along the shortest route of live links (networkx):
+  ``POST /kme/v1/relay`` hop by hop, each hop one-time-padding the keys with link keys that
+  both its ends consume (:func:`qkdtwin.kms.relay`'s scheme, over the network). The
+  destination installs them as reserved for the slaves; only after it answered does the
+  source install and return them. A failure anywhere leaves no key at either end (a late
+  failure at the source is compensated with ``POST /kme/v1/revocations`` at the destination).
+
+The peer endpoints are not part of ETSI GS QKD 014 (which defines only the SAE-facing API),
+so they are left out of the published OpenAPI document. A peer is authenticated by the KME
+ID in its certificate (SAN URI ``urn:qkdtwin:kme:<ID>``, see :mod:`qkdtwin.kms.tls`) and must
+be a KME of the configured network; every other caller gets 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import networkx as nx
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from qkdtwin.errors import (
+    ConfigError,
+    KeyAccessError,
+    KeyExhaustedError,
+    KmsError,
+    KmsRequestError,
+)
+from qkdtwin.kms.store import DeliveredKey, KeyStore
+
+__all__ = [
+    "SCOPE_KME_KEY",
+    "KmeNetwork",
+    "KmeNode",
+    "PeerClient",
+    "install_peer_routes",
+]
+
+SCOPE_KME_KEY = "qkdtwin.kme_id"
+
+_BY_STATUS: dict[int, type[KmsError]] = {
+    400: KmsRequestError,
+    401: KeyAccessError,
+    503: KeyExhaustedError,
+}
+
+
+class KmeNetwork(BaseModel):
+    """The KME network as every KME sees it.
+
+    Parameters
+    ----------
+    kmes
+        Every KME ID mapped to its base URL (``https://host:port``).
+    links
+        The QKD links between KMEs, as pairs of KME IDs (undirected).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kmes: dict[str, str] = Field(default_factory=dict)
+    links: list[tuple[str, str]] = Field(default_factory=list)
+
+    @field_validator("links")
+    @classmethod
+    def _no_self_links(cls, links: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for a, b in links:
+            if a == b:
+                raise ValueError(f"link {a}-{b} joins a KME to itself")
+        return links
+
+    def neighbours(self, kme_id: str) -> list[str]:
+        """Return the KMEs that share a QKD link with ``kme_id``."""
+        return sorted(
+            {b for a, b in self.links if a == kme_id} | {a for a, b in self.links if b == kme_id}
+        )
+
+    def route(
+        self, source: str, destination: str, down: Sequence[tuple[str, str]] = ()
+    ) -> list[str]:
+        """Shortest path of KMEs from ``source`` to ``destination`` over links not ``down``.
+
+        Raises
+        ------
+        KeyExhaustedError
+            If no route of live links exists (no key can be delivered: the ETSI 503 case).
+        """
+        graph = nx.Graph()
+        graph.add_nodes_from(self.kmes)
+        dead = {frozenset(d) for d in down}
+        graph.add_edges_from((a, b) for a, b in self.links if frozenset((a, b)) not in dead)
+        try:
+            return list(nx.shortest_path(graph, source, destination))
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            raise KeyExhaustedError(
+                f"no route of QKD links from {source} to {destination}",
+                details=[{"source_KME_ID": source, "target_KME_ID": destination}],
+            ) from None
+
+
+class PeerClient:
+    """HTTPS client from one KME to the others, authenticated by the KME's own certificate.
+
+    Thread-safe (one httpx client per peer URL, created on first use).
+    """
+
+    def __init__(self, cert: Path, key: Path, ca: Path, *, timeout_s: float = 10.0) -> None:
+        self._ctx = ssl.create_default_context(cafile=str(ca))
+        self._ctx.load_cert_chain(str(cert), str(key))
+        self._timeout_s = timeout_s
+        self._clients: dict[str, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def post(self, base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to a peer; return its JSON answer.
+
+        Raises
+        ------
+        KmsError
+            The peer's refusal (400/401/503 mapped as in :class:`~qkdtwin.kms.client.KmeClient`)
+            or a transport failure (plain :class:`KmsError`).
+        """
+        with self._lock:
+            client = self._clients.get(base_url)
+            if client is None:
+                client = httpx.Client(base_url=base_url, verify=self._ctx, timeout=self._timeout_s)
+                self._clients[base_url] = client
+        try:
+            resp = client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise KmsError(f"peer KME {base_url} unreachable: {exc}") from exc
+        if resp.status_code == 200:
+            return dict(resp.json())
+        try:
+            err = resp.json()
+        except ValueError:
+            err = {"message": resp.text}
+        cls = _BY_STATUS.get(resp.status_code, KmsError)
+        raise cls(f"peer KME {base_url}: {err.get('message', '')}", details=err.get("details"))
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            for c in self._clients.values():
+                c.close()
+            self._clients.clear()
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+class KmeNode:
+    """One KME's key stores and its view of the KME network.
+
+    Parameters
+    ----------
+    kme_id
+        This KME's ID (a key of ``network.kmes``).
+    network
+        The KME network.
+    links
+        Neighbour KME ID -> the store holding the pool of the QKD link to it.
+    relayed
+        Store for end-to-end keys relayed to or from non-neighbours (``None``: no relay).
+    local
+        Store for SAE pairs both behind this KME (``None``: refused).
+    peers
+        How to reach the other KMEs.
+
+    Raises
+    ------
+    ConfigError
+        If ``links`` names a KME that is not a neighbour in ``network``.
+    """
+
+    def __init__(
+        self,
+        kme_id: str,
+        network: KmeNetwork,
+        *,
+        links: Mapping[str, KeyStore],
+        peers: PeerClient,
+        relayed: KeyStore | None = None,
+        local: KeyStore | None = None,
+    ) -> None:
+        neighbours = set(network.neighbours(kme_id))
+        extra = set(links) - neighbours
+        if extra:
+            raise ConfigError(
+                f"link stores for KMEs that are not neighbours of {kme_id}: {sorted(extra)}",
+                field="links",
+            )
+        self.kme_id = kme_id
+        self.network = network
+        self.links = dict(links)
+        self.relayed = relayed
+        self.local = local
+        self.peers = peers
+        self.down: set[frozenset[str]] = set()
+
+    # -- routing -------------------------------------------------------------------------
+
+    def set_link_down(self, peer: str, down: bool = True) -> None:
+        """Mark the link to ``peer`` (or any link, as a pair) as out of service for routing."""
+        pair = frozenset((self.kme_id, peer))
+        (self.down.add if down else self.down.discard)(pair)
+
+    def store_for(self, other_kme: str) -> KeyStore:
+        """Return the store holding keys shared with SAEs behind ``other_kme``.
+
+        Raises
+        ------
+        KmsRequestError
+            If this KME cannot serve that pair at all.
+        """
+        if other_kme == self.kme_id and self.local is not None:
+            return self.local
+        if other_kme in self.links:
+            return self.links[other_kme]
+        if other_kme in self.network.kmes and other_kme != self.kme_id and self.relayed:
+            return self.relayed
+        raise KmsRequestError(
+            "no key pool with that SAE's KME", details=[{"target_KME_ID": other_kme}]
+        )
+
+    def available_count(self, other_kme: str, size_bits: int) -> int:
+        """Return how many keys this KME could hand out now for SAEs behind ``other_kme``.
+
+        For a relayed pair this is the bottleneck of the route's link pools, in keys of
+        ``size_bits`` (each relayed key consumes one link key per hop).
+        """
+        if other_kme == self.kme_id or other_kme in self.links:
+            owner = None if other_kme == self.kme_id else self.kme_id
+            return self.store_for(other_kme).available_count(size_bits, owner=owner)
+        try:
+            route = self.route(other_kme)
+        except KeyExhaustedError:
+            return 0
+        return self.links[route[1]].available_count(size_bits, owner=self.kme_id)
+
+    def stores(self) -> list[KeyStore]:
+        """Return every distinct store of this KME."""
+        all_ = [*self.links.values(), self.relayed, self.local]
+        return list(dict.fromkeys(s for s in all_ if s is not None))
+
+    def fetch_store(self, master_kme: str, key_ids: Sequence[str]) -> KeyStore:
+        """Return the store of the keys ``key_ids`` issued by a master behind ``master_kme``.
+
+        Keys of a neighbour usually sit in the link's pool, but they were relayed when the
+        direct link was down; the first key_ID decides.
+        """
+        store = self.store_for(master_kme)
+        if (
+            self.relayed is not None
+            and store is not self.relayed
+            and key_ids
+            and store.key_info(key_ids[0]) is None
+            and self.relayed.key_info(key_ids[0]) is not None
+        ):
+            return self.relayed
+        return store
+
+    def route(self, destination: str) -> list[str]:
+        """Return the current route to ``destination`` (see :meth:`KmeNetwork.route`)."""
+        down = [tuple(sorted(p)) for p in self.down]
+        return self.network.route(self.kme_id, destination, down)  # type: ignore[arg-type]
+
+    # -- master side ---------------------------------------------------------------------
+
+    def reserve_for(
+        self, master: str, slaves: list[str], slave_kme: str, number: int, size_bits: int
+    ) -> list[DeliveredKey]:
+        """Reserve ``number`` keys for ``master`` and ``slaves`` (all behind ``slave_kme``).
+
+        Raises
+        ------
+        KeyExhaustedError
+            Not enough keys, no route, or a peer KME that could not take part (nothing is
+            handed out).
+        KmsRequestError
+            If the pair cannot be served by this KME.
+        """
+        if slave_kme == self.kme_id:
+            return self.store_for(slave_kme).reserve(master, slaves, number, size_bits)
+        if slave_kme in self.links and frozenset((self.kme_id, slave_kme)) not in self.down:
+            return self._reserve_mirrored(master, slaves, slave_kme, number, size_bits)
+        if self.relayed is None:
+            raise KmsRequestError(
+                "no key pool with that SAE's KME", details=[{"target_KME_ID": slave_kme}]
+            )
+        return self._relay_out(master, slaves, self.route(slave_kme), number, size_bits)
+
+    def _reserve_mirrored(
+        self, master: str, slaves: list[str], peer: str, number: int, size_bits: int
+    ) -> list[DeliveredKey]:
+        if frozenset((self.kme_id, peer)) in self.down:
+            raise KeyExhaustedError(
+                "the QKD link to the slave's KME is out of service", details=[{"link": peer}]
+            )
+        store = self.links[peer]
+        keys = store.reserve(master, slaves, number, size_bits, owner=self.kme_id)
+        ids = [k.key_id for k in keys]
+        try:
+            self.peers.post(
+                self.network.kmes[peer],
+                "/kme/v1/reservations",
+                {
+                    "master_SAE_ID": master,
+                    "slave_SAE_IDs": slaves,
+                    "key_IDs": ids,
+                    "size": size_bits,
+                },
+            )
+        except KmsError as exc:
+            store.revoke(ids, by=f"mirror-failed:{peer}")
+            raise KeyExhaustedError(
+                f"peer KME {peer} could not mirror the reservation: {exc.message}",
+                details=[{"target_KME_ID": peer}],
+            ) from exc
+        return keys
+
+    def _relay_out(
+        self, master: str, slaves: list[str], route: list[str], number: int, size_bits: int
+    ) -> list[DeliveredKey]:
+        assert self.relayed is not None
+        keys = [(str(uuid.uuid4()), os.urandom(size_bits // 8)) for _ in range(number)]
+        relay_id = str(uuid.uuid4())
+        try:
+            self._forward(relay_id, route, 0, master, slaves, size_bits, keys)
+        except KmsError as exc:  # nothing was installed anywhere: the SAE may retry
+            raise KeyExhaustedError(
+                f"key relay along {'-'.join(route)} failed: {exc.message}",
+                details=[{"route": route}],
+            ) from exc
+        try:
+            self.relayed.install_reserved(keys, master, slaves, delivered_to_master=True)
+        except KmsError as exc:
+            self.peers.post(
+                self.network.kmes[route[-1]],
+                "/kme/v1/revocations",
+                {"key_IDs": [k for k, _ in keys], "relay_ID": relay_id},
+            )
+            raise KeyExhaustedError(f"relayed keys could not be stored: {exc.message}") from exc
+        return [DeliveredKey(k, m) for k, m in keys]
+
+    def _forward(
+        self,
+        relay_id: str,
+        route: list[str],
+        position: int,
+        master: str,
+        slaves: list[str],
+        size_bits: int,
+        keys: list[tuple[str, bytes]],
+    ) -> None:
+        """Pad ``keys`` with link keys toward ``route[position + 1]`` and send them there."""
+        nxt = route[position + 1]
+        if frozenset((self.kme_id, nxt)) in self.down:
+            raise KeyExhaustedError(f"the QKD link {self.kme_id}-{nxt} is out of service")
+        link = self.links[nxt]
+        by = f"relay:{relay_id}"
+        items = []
+        for key_id, material in keys:  # each pad is consumed (erased) before it is used
+            pad = link.consume(by, size_bits)
+            items.append(
+                {
+                    "key_ID": key_id,
+                    "link_key_ID": pad.key_id,
+                    "ciphertext": base64.b64encode(_xor(material, pad.material)).decode(),
+                }
+            )
+        self.peers.post(
+            self.network.kmes[nxt],
+            "/kme/v1/relay",
+            {
+                "relay_ID": relay_id,
+                "route": route,
+                "master_SAE_ID": master,
+                "slave_SAE_IDs": slaves,
+                "size": size_bits,
+                "keys": items,
+            },
+        )
+
+    # -- peer side -----------------------------------------------------------------------
+
+    def accept_reservation(self, caller: str, body: ReservationBody) -> None:
+        """Mirror a neighbour's reservation in the shared link pool."""
+        store = self.links.get(caller)
+        if store is None:
+            raise KeyAccessError("no QKD link with the calling KME", details=[{"KME_ID": caller}])
+        store.reserve(
+            body.master_SAE_ID,
+            body.slave_SAE_IDs,
+            len(body.key_IDs),
+            body.size,
+            key_ids=body.key_IDs,
+        )
+
+    def accept_relay(self, caller: str, body: RelayBody) -> None:
+        """Recover the keys a neighbour padded, then forward them or install them here."""
+        route = body.route
+        if self.kme_id not in route or route.index(self.kme_id) == 0:
+            raise KmsRequestError("this KME is not on the relay route")
+        pos = route.index(self.kme_id)
+        if route[pos - 1] != caller or caller not in self.links:
+            raise KeyAccessError("relay hop from a KME that is not the previous hop")
+        link = self.links[caller]
+        by = f"relay:{body.relay_ID}"
+        keys = []
+        for item in body.keys:
+            pad = link.consume(by, body.size, key_ids=[item.link_key_ID])
+            cipher = base64.b64decode(item.ciphertext)
+            if len(cipher) != body.size // 8:
+                raise KmsRequestError("ciphertext length does not match size")
+            keys.append((item.key_ID, _xor(cipher, pad.material)))
+        if pos == len(route) - 1:
+            if self.relayed is None:
+                raise KmsRequestError("this KME does not terminate relayed keys")
+            self.relayed.install_reserved(
+                keys, body.master_SAE_ID, body.slave_SAE_IDs, delivered_to_master=False
+            )
+        else:
+            self._forward(
+                body.relay_ID, route, pos, body.master_SAE_ID, body.slave_SAE_IDs, body.size, keys
+            )
+
+    def accept_revocation(self, caller: str, key_ids: list[str]) -> int:
+        """Erase relayed keys whose source could not complete the relay."""
+        if self.relayed is None:
+            return 0
+        return self.relayed.revoke(key_ids, by=f"revoked-by:{caller}")
+
+
+class ReservationBody(BaseModel):
+    """``POST /kme/v1/reservations``: mirror a reservation made at the peer KME."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    master_SAE_ID: str  # noqa: N815 - ETSI naming
+    slave_SAE_IDs: list[str]  # noqa: N815
+    key_IDs: list[str] = Field(min_length=1)  # noqa: N815
+    size: int = Field(ge=8, multiple_of=8)
+
+
+class RelayItem(BaseModel):
+    """One relayed key on one hop: its end-to-end ID, the pad's link key_ID, the ciphertext."""
+
+    key_ID: str  # noqa: N815
+    link_key_ID: str  # noqa: N815
+    ciphertext: str
+
+
+class RelayBody(BaseModel):
+    """``POST /kme/v1/relay``: keys one-time-padded with link keys of the previous hop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relay_ID: str  # noqa: N815
+    route: list[str] = Field(min_length=2)
+    master_SAE_ID: str  # noqa: N815
+    slave_SAE_IDs: list[str]  # noqa: N815
+    size: int = Field(ge=8, multiple_of=8)
+    keys: list[RelayItem] = Field(min_length=1)
+
+
+class RevocationBody(BaseModel):
+    """``POST /kme/v1/revocations``: erase relayed keys that the source could not deliver."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_IDs: list[str]  # noqa: N815
+    relay_ID: str | None = None  # noqa: N815
+
+
+def _caller_kme(request: Request, node: KmeNode) -> str:
+    kme = request.scope.get(SCOPE_KME_KEY)
+    if not kme or kme not in node.network.kmes or kme == node.kme_id:
+        raise KeyAccessError("peer endpoints are for the KMEs of this network")
+    return str(kme)
+
+
+def install_peer_routes(app: FastAPI, node: KmeNode) -> None:
+    """Add the KME-to-KME endpoints (left out of the OpenAPI document) to ``app``."""
+
+    @app.post("/kme/v1/reservations", include_in_schema=False)
+    def reservations(request: Request, body: ReservationBody) -> dict[str, Any]:
+        node.accept_reservation(_caller_kme(request, node), body)
+        return {"key_IDs": body.key_IDs}
+
+    @app.post("/kme/v1/relay", include_in_schema=False)
+    def relay(request: Request, body: RelayBody) -> dict[str, Any]:
+        node.accept_relay(_caller_kme(request, node), body)
+        return {"relay_ID": body.relay_ID, "keys": len(body.keys)}
+
+    @app.post("/kme/v1/revocations", include_in_schema=False)
+    def revocations(request: Request, body: RevocationBody) -> dict[str, Any]:
+        return {"revoked": node.accept_revocation(_caller_kme(request, node), body.key_IDs)}
