@@ -48,7 +48,6 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    bindparam,
     create_engine,
     event,
     func,
@@ -189,15 +188,20 @@ class KeyStore:
         self.engine: Engine = self._make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock()
+        self._erase_mark: float | None = None  # erase_delivered's previous cutoff
         _metadata.create_all(self.engine)
         self._migrate()
 
     def _migrate(self) -> None:
         """Add columns that stores made by older versions lack (never drops or rewrites data)."""
         columns = {c["name"] for c in inspect(self.engine).get_columns("kms_keys")}
-        if "owner" not in columns:
-            with self._write() as conn:
+        with self._write() as conn:
+            if "owner" not in columns:
                 conn.exec_driver_sql("ALTER TABLE kms_keys ADD COLUMN owner VARCHAR(255)")
+            conn.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS ix_kms_grants_delivered_at "
+                "ON kms_grants (delivered_at)"
+            )
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -423,43 +427,34 @@ class KeyStore:
                     f"only {len(rows)} keys of >= {size_bits} bits available, {number} requested",
                     details=[{"available": len(rows), "requested": number}],
                 )
-            grants = []
-            audit = []
-            marks = []
+            grants: list[tuple[Any, ...]] = []
+            audit: list[tuple[Any, ...]] = []
+            marks: list[tuple[Any, ...]] = []
             action = "enc" if key_ids is None else "sync"
             for key_id, blob in rows:
                 material = self._unwrap(key_id, blob)[: size_bits // 8]
-                marks.append({"b_key_id": key_id, "b_material": self._wrap(key_id, material)})
-                grants.append(
-                    {
-                        "key_id": key_id,
-                        "sae_id": master_sae_id,
-                        "role": "master",
-                        "delivered_at": now,
-                    }
-                )
-                grants.extend(
-                    {"key_id": key_id, "sae_id": s, "role": "slave", "delivered_at": None}
-                    for s in slave_sae_ids
-                )
-                audit.append(
-                    {"at": now, "sae_id": master_sae_id, "key_id": key_id, "action": action}
-                )
+                marks.append((master_sae_id, now, size_bits, self._wrap(key_id, material), key_id))
+                grants.append((key_id, master_sae_id, "master", now))
+                grants.extend((key_id, s, "slave", None) for s in slave_sae_ids)
+                audit.append((now, master_sae_id, key_id, action))
                 out.append(DeliveredKey(key_id, material))
-            conn.execute(
-                update(_keys)
-                .where(_keys.c.key_id == bindparam("b_key_id"))
-                .values(
-                    state="reserved",
-                    master_sae_id=master_sae_id,
-                    reserved_at=now,
-                    size_bits=size_bits,
-                    material=bindparam("b_material"),
-                ),
+            # Plain DB-API executemany: SQLAlchemy's per-row parameter processing was a third
+            # of a 100-key reservation's CPU time.
+            q = "?" if self.is_sqlite else "%s"
+            conn.exec_driver_sql(
+                f"UPDATE kms_keys SET state = 'reserved', master_sae_id = {q}, "
+                f"reserved_at = {q}, size_bits = {q}, material = {q} WHERE key_id = {q}",
                 marks,
             )
-            conn.execute(insert(_grants), grants)
-            conn.execute(insert(_audit), audit)
+            conn.exec_driver_sql(
+                f"INSERT INTO kms_grants (key_id, sae_id, role, delivered_at) "
+                f"VALUES ({q}, {q}, {q}, {q})",
+                grants,
+            )
+            conn.exec_driver_sql(
+                f"INSERT INTO kms_audit (at, sae_id, key_id, action) VALUES ({q}, {q}, {q}, {q})",
+                audit,
+            )
         return out
 
     def fetch(
@@ -708,7 +703,10 @@ class KeyStore:
     def erase_delivered(self) -> int:
         """Erase reserved keys fetched by every slave more than the retry window ago.
 
-        The retry window is :data:`RETRY_WINDOW_S` seconds.
+        The retry window is :data:`RETRY_WINDOW_S` seconds. Only keys with a slave delivery
+        newer than the previous call's cutoff are examined (index on ``delivered_at``), so the
+        cost follows the deliveries since the last call, not the size of the store; the first
+        call after start examines every delivered key once.
 
         Returns
         -------
@@ -716,22 +714,31 @@ class KeyStore:
             The number of keys erased.
         """
         now = self._now()
+        cutoff = now - RETRY_WINDOW_S
         with self._write() as conn:
-            pending = (
+            recent = (
                 select(_grants.c.key_id)
                 .where(_grants.c.role == "slave")
-                .where(
-                    _grants.c.delivered_at.is_(None)
-                    | (_grants.c.delivered_at > now - RETRY_WINDOW_S)
-                )
+                .where(_grants.c.delivered_at.is_not(None))
+                .where(_grants.c.delivered_at <= cutoff)
+            )
+            if self._erase_mark is not None:
+                recent = recent.where(_grants.c.delivered_at > self._erase_mark)
+            pending = (
+                select(_grants.c.key_id)
+                .where(_grants.c.key_id == _keys.c.key_id)
+                .where(_grants.c.role == "slave")
+                .where(_grants.c.delivered_at.is_(None) | (_grants.c.delivered_at > cutoff))
             )
             res = conn.execute(
                 update(_keys)
                 .where(_keys.c.state == "reserved")
-                .where(_keys.c.key_id.not_in(pending))
+                .where(_keys.c.key_id.in_(recent))
+                .where(~pending.exists())
                 .values(state="erased", material=None)
             )
-            return int(res.rowcount)
+        self._erase_mark = cutoff
+        return int(res.rowcount)
 
     # -- inspection --------------------------------------------------------------------------
 
