@@ -268,6 +268,45 @@ def import_keys(
         typer.echo(f"imported {added} keys")
 
 
+def _per_kme_url(url: str, kme: str) -> str:
+    """Derive one KME's own store from a single ``--db`` URL.
+
+    PostgreSQL: the schema ``qkdtwin_<kme>`` of that database (created if missing), via the
+    connection's ``search_path``; SQLite: the file ``<stem>-<kme>.db`` beside the given one.
+
+    Raises
+    ------
+    ConfigError
+        For another kind of URL.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"--db: not a database URL: {url!r}", field="db") from exc
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "kme.db")
+        suffix = path.suffix or ".db"
+        return f"sqlite:///{path.with_name(f'{path.stem}-{kme}{suffix}')}"
+    if parsed.get_backend_name() == "postgresql":
+        schema = "qkdtwin_" + kme.replace("-", "_")
+        driver = parsed.set(drivername="postgresql+psycopg")
+        try:
+            engine = sa.create_engine(driver)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            engine.dispose()
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"--db: cannot prepare schema {schema}: {exc}", field="db") from exc
+        query = dict(parsed.query)
+        query["options"] = f"-csearch_path={schema}"
+        return driver.set(query=query).render_as_string(hide_password=False)
+    raise ConfigError(f"--db must be sqlite:/// or postgresql://, got {url!r}", field="db")
+
+
 @kms_app.command("dev-pair")
 def dev_pair(
     directory: Annotated[Path, typer.Argument(help="Directory for the fresh PKI and store.")],
@@ -275,11 +314,15 @@ def dev_pair(
     port_b: Annotated[int, typer.Option("--port-b", help="Port of kme-b (0: any).")] = 0,
     db: Annotated[
         str | None,
-        typer.Option("--db", help="Store URL of kme-a (default: SQLite in DIR; with --db-b)."),
+        typer.Option(
+            "--db",
+            help="Store URL of kme-a; alone, both KMEs get their own store derived from it"
+            " (SQLite: <stem>-kme-a.db / -kme-b.db; PostgreSQL: schemas qkdtwin_kme_a/_b).",
+        ),
     ] = None,
     db_b: Annotated[
         str | None,
-        typer.Option("--db-b", help="Store URL of kme-b (default: SQLite in DIR; with --db)."),
+        typer.Option("--db-b", help="Store URL of kme-b (with --db)."),
     ] = None,
     distance_km: Annotated[float, typer.Option("--distance-km", help="Link length.")] = 20.0,
     key_file: Annotated[
@@ -309,8 +352,10 @@ def dev_pair(
     from qkdtwin.kms.devnet import DevNetwork
     from qkdtwin.kms.feeder import PipelineKeySource, import_key_file, link_rate_bps
 
-    if (db is None) != (db_b is None):
-        raise ConfigError("give both --db and --db-b (each KME has its own store)", field="db")
+    if db is None and db_b is not None:
+        raise ConfigError("--db-b needs --db (the store of kme-a)", field="db_b")
+    if db is not None and db_b is None:
+        db, db_b = _per_kme_url(db, "kme-a"), _per_kme_url(db, "kme-b")
     if feed not in ("random", "pipeline"):
         raise ConfigError(f"--feed must be random or pipeline, got {feed!r}", field="feed")
     urls = {("kme-a", "kme-b"): db, ("kme-b", "kme-a"): db_b}

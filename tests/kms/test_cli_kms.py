@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +50,14 @@ def _device_keys(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def dev_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    directory = tmp_path_factory.mktemp("pair")
+@contextmanager
+def _run_dev_pair(directory: Path, *args: str) -> Iterator[dict[str, Any]]:
+    """Run ``qkdtwin kms dev-pair DIR --json ARGS`` until the block ends; yield its JSON line."""
     err_path = directory / "stderr.txt"
     with (
         err_path.open("wb") as err,
         subprocess.Popen(
-            [
-                *[sys.executable, "-m", "qkdtwin", "kms", "dev-pair", str(directory), "--json"],
-                *["--import-keys", str(_device_keys(directory / "device-keys.txt"))],
-            ],
+            [sys.executable, "-m", "qkdtwin", "kms", "dev-pair", str(directory), "--json", *args],
             stdout=subprocess.PIPE,
             stderr=err,
             env={**os.environ, "PYTHONWARNINGS": "error"},
@@ -75,11 +73,78 @@ def dev_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         finally:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(15)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
         assert proc.returncode == 0, err_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def dev_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    directory = tmp_path_factory.mktemp("pair")
+    keys = _device_keys(directory / "device-keys.txt")
+    with _run_dev_pair(directory, "--import-keys", str(keys)) as info:
+        yield info
+
+
+def test_dev_pair_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """Each KME's store in its own schema of the real PostgreSQL server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from .conftest import PG_URL
+
+    schema_b = f"kms_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema_b}")
+    try:
+        url_b = f"{PG_URL}?options=-csearch_path%3D{schema_b}"
+        with _run_dev_pair(tmp_path, "--db", pg_url, "--db-b", url_b) as info:
+            a, b = info["sae_a"], info["sae_b"]
+            ca = Path(info["ca_cert"])
+            with (
+                KmeClient(info["kme_a_url"], Path(a["cert"]), Path(a["key"]), ca) as kme_a,
+                KmeClient(info["kme_b_url"], Path(b["cert"]), Path(b["key"]), ca) as kme_b,
+            ):
+                keys = kme_a.get_keys("sae-b", number=4)
+                assert kme_b.get_keys_with_ids("sae-a", [k.key_id for k in keys]) == keys
+        from qkdtwin.kms import KeyStore
+
+        for url, action in ((pg_url, "enc"), (url_b, "dec")):
+            store = KeyStore(url)
+            try:
+                logged = {(e["key_id"], e["action"]) for e in store.audit_log()}
+                assert all((k.key_id, action) in logged for k in keys)
+            finally:
+                store.close()
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema_b} CASCADE")
+        admin.dispose()
+
+
+def test_single_db_url_gives_each_kme_its_own_store(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from qkdtwin.cli_kms import _per_kme_url
+    from qkdtwin.errors import ConfigError
+
+    from .conftest import PG_URL
+
+    assert _per_kme_url(f"sqlite:///{tmp_path}/k.db", "kme-a") == f"sqlite:///{tmp_path}/k-kme-a.db"
+    urls = {_per_kme_url(PG_URL, k) for k in ("kme-a", "kme-b")}
+    assert len(urls) == 2
+    assert all("search_path" in u for u in urls)
+    admin = sa.create_engine(PG_URL)
+    with admin.connect() as conn:
+        schemas = set(conn.exec_driver_sql("SELECT nspname FROM pg_namespace").scalars())
+    admin.dispose()
+    assert {"qkdtwin_kme_a", "qkdtwin_kme_b"} <= schemas
+    with pytest.raises(ConfigError, match="--db"):
+        _per_kme_url("ftp://x/y", "kme-a")
 
 
 def test_dev_pair_master_and_slave_on_two_kmes(dev_pair: dict[str, Any]) -> None:
@@ -216,7 +281,8 @@ def test_serve_subprocess(tmp_path: Path) -> None:
     ("args", "needle"),
     [
         (["--feed", "bogus"], "--feed"),
-        (["--db", "sqlite:///x.db"], "--db-b"),
+        (["--db-b", "sqlite:///x.db"], "--db"),
+        (["--db", "ftp://host/db"], "--db"),
     ],
 )
 def test_dev_pair_bad_options_exit_2(
