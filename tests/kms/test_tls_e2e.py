@@ -132,3 +132,41 @@ def test_no_client_certificate_refused(kme: str, pki: Pki) -> None:
     ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
     with httpx.Client(verify=ctx, timeout=5.0) as c, pytest.raises(httpx.HTTPError):
         c.get(f"{kme}/api/v1/keys/sae-b/status")
+
+
+def test_idle_client_that_never_closes_tls_is_dropped(pki: Pki, tmp_path: Path) -> None:
+    """A client that keeps its socket but never answers the TLS close (as ``requests`` does)
+    is dropped after the keep-alive time plus a short grace, not after asyncio's 30 s."""
+    import socket
+    import ssl
+    import time
+
+    store = KeyStore(f"sqlite:///{tmp_path / 'kme.db'}")
+    config = KmeConfig(kme_id="kme-1", saes={"sae-a": "kme-1", "sae-b": "kme-1"})
+    cert, key = pki.kmes["kme-1"]
+    server = make_server(
+        create_app(config, store),
+        host="127.0.0.1",
+        port=0,
+        certfile=cert,
+        keyfile=key,
+        ca_certs=pki.ca_cert,
+        keep_alive_s=1,
+    )
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.load_cert_chain(*map(str, pki.saes["sae-a"]))
+    with RunningServer(server) as running:
+        raw = socket.create_connection(("127.0.0.1", running.port))
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(
+                b"GET /api/v1/keys/sae-b/status HTTP/1.1\r\n"
+                b"Host: x\r\nConnection: keep-alive\r\n\r\n"
+            )
+            assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+            assert len(server.server_state.connections) == 1
+            # Keep the socket, read nothing: the server's close_notify is never answered.
+            deadline = time.monotonic() + 15.0  # asyncio alone would linger for 30 s
+            while server.server_state.connections and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not server.server_state.connections
+    store.close()

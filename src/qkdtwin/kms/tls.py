@@ -251,8 +251,39 @@ def init_pki(
     return Pki(ca_cert=ca_paths[0], ca_key=ca_paths[1], kmes=kmes, saes=saes)
 
 
+#: Seconds a closing TLS connection may wait for the peer's close_notify before it is aborted.
+TLS_CLOSE_GRACE_S = 1.0
+
+
 class MtlsH11Protocol(H11Protocol):
-    """uvicorn's H11 protocol that adds the client certificate's SAE ID to each request scope."""
+    """uvicorn's H11 protocol that adds the client certificate's SAE ID to each request scope.
+
+    It also bounds how long a closing connection lingers: asyncio's TLS transport waits up to
+    30 s for the peer's ``close_notify``, which clients that just drop the socket (``requests``)
+    never send, so idle and shutdown closes are followed by an abort after
+    :data:`TLS_CLOSE_GRACE_S`.
+    """
+
+    _lost = False
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self._lost = True
+        super().connection_lost(exc)
+
+    def _abort_later(self) -> None:
+        def abort() -> None:
+            if not self._lost:
+                self.transport.abort()
+
+        self.loop.call_later(TLS_CLOSE_GRACE_S, abort)
+
+    def timeout_keep_alive_handler(self) -> None:  # noqa: D102
+        super().timeout_keep_alive_handler()
+        self._abort_later()
+
+    def shutdown(self) -> None:  # noqa: D102
+        super().shutdown()
+        self._abort_later()
 
     def connection_made(self, transport: Any) -> None:  # noqa: D102
         super().connection_made(transport)
@@ -281,8 +312,12 @@ def make_server(
     certfile: Path,
     keyfile: Path,
     ca_certs: Path,
+    keep_alive_s: int = 5,
 ) -> uvicorn.Server:
-    """Return a uvicorn server for ``app`` over HTTPS that requires a client certificate."""
+    """Return a uvicorn server for ``app`` over HTTPS that requires a client certificate.
+
+    ``keep_alive_s`` is how long an idle connection stays open after a response.
+    """
     config = uvicorn.Config(
         app,
         host=host,
@@ -298,6 +333,7 @@ def make_server(
         ws="none",
         # Do not wait forever for idle keep-alive clients when asked to stop.
         timeout_graceful_shutdown=3,
+        timeout_keep_alive=keep_alive_s,
     )
     return uvicorn.Server(config)
 
