@@ -72,6 +72,8 @@ bench: venv
 	$(BIN)/python benchmarks/link_throughput.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/iot_pipeline.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

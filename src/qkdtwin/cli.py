@@ -17,6 +17,7 @@ import typer
 
 from qkdtwin import __version__
 from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin.cli_iot import iot_app
 from qkdtwin.cli_kms import kms_app
 from qkdtwin.cli_network import network_app, reproduce_app
 from qkdtwin.cli_teleport import teleport_app
@@ -39,6 +40,7 @@ app.add_typer(teleport_app, name="teleport")
 app.add_typer(network_app, name="network")
 app.add_typer(reproduce_app, name="reproduce")
 app.add_typer(kms_app, name="kms")
+app.add_typer(iot_app, name="iot")
 
 EXIT_USAGE = 2
 

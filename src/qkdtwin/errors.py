@@ -12,6 +12,11 @@ line on stderr with exit code 2 (see :func:`qkdtwin.cli.main`)::
     │   ├── KmsRequestError       a malformed or out-of-range key request (HTTP 400)
     │   ├── KeyAccessError        the caller may not have these keys (HTTP 401)
     │   └── KeyExhaustedError     not enough keys available (HTTP 503)
+    ├── EnvelopeError             a telemetry envelope was refused (``reason``: counted label)
+    │   ├── MalformedEnvelopeError  a header field is malformed (version, mode, length, ID)
+    │   ├── AuthenticationError     the AES-GCM tag did not verify (opaque: never says why)
+    │   └── ReplayError             a sequence number already seen, or older than the window
+    ├── TransportError            the MQTT broker cannot be reached or refused the client
     ├── ReconciliationError       a post-processing protocol broke: a malformed message
     └── SimulationError           a model cannot produce the requested quantity
 
@@ -24,15 +29,20 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
+    "EnvelopeError",
     "KeyAccessError",
     "KeyExhaustedError",
     "KmsError",
     "KmsRequestError",
+    "MalformedEnvelopeError",
     "QkdTwinError",
     "RangeSyntaxError",
     "ReconciliationError",
+    "ReplayError",
     "SimulationError",
+    "TransportError",
     "UnknownNameError",
 ]
 
@@ -111,6 +121,45 @@ class KeyAccessError(KmsError):
 
 class KeyExhaustedError(KmsError):
     """Raised when a key store holds fewer suitable keys than requested (HTTP 503)."""
+
+
+class EnvelopeError(QkdTwinError):
+    """Raised when a telemetry envelope (:mod:`qkdtwin.iot.envelope`) is refused.
+
+    Parameters
+    ----------
+    message
+        Human-readable, one line; never contains key material or plaintext.
+    reason
+        A short stable label that the aggregator counts (``"unknown_key_id"``,
+        ``"wrong_epoch"``, ``"malformed"``, ...).
+    """
+
+    def __init__(self, message: str, *, reason: str = "rejected") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MalformedEnvelopeError(EnvelopeError):
+    """Raised when an envelope cannot be parsed: bad version, mode, kind, length or sender ID."""
+
+
+class AuthenticationError(EnvelopeError):
+    """Raised when AES-GCM authentication fails: tampered header or ciphertext, or wrong key.
+
+    Deliberately opaque: it never says which byte or check failed.
+    """
+
+
+class ReplayError(EnvelopeError):
+    """Raised when a sequence number was accepted before or lies below the replay window."""
+
+
+class TransportError(QkdTwinError):
+    """Raised when the MQTT broker of the telemetry (:mod:`qkdtwin.iot`) cannot be reached.
+
+    Also raised when it refuses the connection or a subscription, or does not answer in time.
+    """
 
 
 class ReconciliationError(QkdTwinError):

@@ -1,0 +1,57 @@
+"""Quantum-secured IIoT telemetry: hybrid QKD + ML-KEM keys, fixed and mobile schemes, MQTT.
+
+Recipes: :class:`TelemetrySession` with :class:`TelemetryConfig` (devices -> gateway -> MQTT ->
+aggregator), key supplies :class:`DevKmePair` (real ETSI GS QKD 014 KMEs on loopback) and
+:class:`LocalKeyPair` (in process), :class:`GatedKeySource` to cut a key supply. Lower level:
+:mod:`qkdtwin.iot.keys` (key hierarchy), :mod:`qkdtwin.iot.envelope` (wire format),
+:mod:`qkdtwin.iot.devices`, :mod:`qkdtwin.iot.gateway`, :mod:`qkdtwin.iot.aggregator`,
+:mod:`qkdtwin.iot.transport`. See ``docs/iot.md``.
+"""
+
+from __future__ import annotations
+
+from qkdtwin.iot.aggregator import Aggregator
+from qkdtwin.iot.devices import KINDS, DeviceFleet, Reading
+from qkdtwin.iot.envelope import Header, ReplayWindow, Sealer, open_envelope, seal_envelope
+from qkdtwin.iot.gateway import EdgeGateway
+from qkdtwin.iot.keys import (
+    DevKmePair,
+    EpochKeys,
+    GatedKeySource,
+    KmeKeySource,
+    LocalKeyPair,
+    QkdKeySource,
+    StoreKeySource,
+    derive_master_key,
+    derive_sender_key,
+)
+from qkdtwin.iot.session import IntervalReport, TelemetryConfig, TelemetrySession
+from qkdtwin.iot.transport import EmbeddedBroker, MemoryBus, MqttTransport
+
+__all__ = [
+    "KINDS",
+    "Aggregator",
+    "DevKmePair",
+    "DeviceFleet",
+    "EdgeGateway",
+    "EmbeddedBroker",
+    "EpochKeys",
+    "GatedKeySource",
+    "Header",
+    "IntervalReport",
+    "KmeKeySource",
+    "LocalKeyPair",
+    "MemoryBus",
+    "MqttTransport",
+    "QkdKeySource",
+    "Reading",
+    "ReplayWindow",
+    "Sealer",
+    "StoreKeySource",
+    "TelemetryConfig",
+    "TelemetrySession",
+    "derive_master_key",
+    "derive_sender_key",
+    "open_envelope",
+    "seal_envelope",
+]

@@ -1,0 +1,481 @@
+"""A telemetry session: devices -> edge gateway -> MQTT -> aggregator, interval by interval.
+
+This is the recipe the CLI and the live twin use::
+
+    with LocalKeyPair() as pair, TelemetrySession(
+        TelemetryConfig(scheme="mobile", devices=50, broker="embedded"),
+        pair.gateway_source, pair.aggregator_source,
+    ) as session:
+        report = session.run_interval(messages_per_device=1)
+        report.delivered, report.rejected, report.latest["edge-1.d00003"].values
+
+One session is one edge gateway (one link, one ETSI SAE pair) with its devices, and the
+aggregator that receives it. Several sessions (distinct ``edge_id``) can share one broker:
+start one :class:`~qkdtwin.iot.transport.EmbeddedBroker` and give each its ``url``, since
+``broker="embedded"`` starts a broker per session.
+
+:meth:`TelemetrySession.run_interval` samples every device, seals, publishes, and waits (up
+to ``delivery_timeout_s``) until the aggregator has processed every record published in the
+interval, then reports what happened in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from qkdtwin.errors import ConfigError, TransportError
+from qkdtwin.iot.aggregator import Aggregator
+from qkdtwin.iot.devices import MIN_PAYLOAD_BYTES, DeviceFleet, Reading
+from qkdtwin.iot.envelope import check_sender_id
+from qkdtwin.iot.gateway import EdgeGateway
+from qkdtwin.iot.keys import QkdKeySource, mlkem_keypair
+from qkdtwin.iot.transport import (
+    TOPIC_ROOT,
+    EmbeddedBroker,
+    MemoryBus,
+    Transport,
+    connect_transport,
+    parse_broker,
+    topic,
+)
+
+__all__ = ["IntervalReport", "TelemetryConfig", "TelemetrySession"]
+
+
+class TelemetryConfig(BaseModel):
+    """Settings of a telemetry session (every field has a working default).
+
+    Attributes
+    ----------
+    scheme
+        ``"fixed"`` (aggregate, one envelope per interval) or ``"mobile"`` (one envelope per
+        reading, under the device's own key).
+    devices
+        Number of simulated devices behind the gateway.
+    mode
+        ``"hybrid"`` (QKD key + ML-KEM-768), ``"qkd-only"`` or ``"pqc-only"``.
+    broker
+        ``"embedded"`` (amqtt on loopback, started by the session), ``"mqtt://HOST:PORT"`` or
+        ``"memory"`` (in-process bus, no MQTT: unit tests and fast what-if runs).
+    mqtt_protocol
+        ``"3.1.1"`` or ``"5"``.
+    payload_bytes
+        Size of each encoded reading, bytes.
+    rekey_messages, rekey_seconds
+        Start a new key epoch after this many readings or seconds.
+    seed
+        Seed of the device simulation (signals, faults). Key material is never seeded.
+    group_id, edge_id
+        Sparkplug-like group and edge node IDs (topics, key derivation, device IDs).
+    interval_s
+        Simulated time per interval, s.
+    queue_limit
+        Readings held by the gateway while no key is available.
+    replay_window
+        Anti-replay window per sender, sequence numbers.
+    frame_bytes
+        Largest frame (MQTT message) the gateway builds, bytes (one larger envelope is sent
+        alone).
+    delivery_timeout_s
+        How long :meth:`TelemetrySession.run_interval` waits for the aggregator.
+    fault_rate_per_s, drift_rate_per_s
+        Device health transition rates, 1/s.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["fixed", "mobile"] = "fixed"
+    devices: int = Field(10, ge=1, le=100_000)
+    mode: Literal["hybrid", "qkd-only", "pqc-only"] = "hybrid"
+    broker: str = "embedded"
+    mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
+    payload_bytes: int = Field(256, ge=MIN_PAYLOAD_BYTES, le=262_144)
+    rekey_messages: int = Field(100_000, ge=1)
+    rekey_seconds: float = Field(60.0, gt=0)
+    seed: int = 0
+    group_id: str = "plant-1"
+    edge_id: str = "edge-1"
+    interval_s: float = Field(1.0, gt=0)
+    queue_limit: int = Field(10_000, ge=0)
+    replay_window: int = Field(1024, ge=1, le=65_536)
+    frame_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    delivery_timeout_s: float = Field(10.0, gt=0)
+    fault_rate_per_s: float = Field(1e-4, ge=0)
+    drift_rate_per_s: float = Field(2e-4, ge=0)
+
+    @field_validator("group_id", "edge_id")
+    @classmethod
+    def _ids(cls, v: str) -> str:
+        check_sender_id(v)
+        if len(v) > 48:
+            raise ValueError("at most 48 characters (device IDs extend it)")
+        return v
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        parse_broker(v)
+        return v
+
+    @classmethod
+    def build(cls, **options: Any) -> TelemetryConfig:
+        """Validate ``options``; a bad one raises :class:`ConfigError` naming the field.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown option or a value out of range.
+        """
+        try:
+            return cls.model_validate(options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{loc}: {first['msg']}", field=loc) from exc
+
+
+@dataclass
+class IntervalReport:
+    """What happened during one interval (counts are for this interval only).
+
+    Attributes
+    ----------
+    interval
+        1-based index of the interval.
+    sent
+        Readings sealed and published by the gateway.
+    delivered
+        Readings decrypted, verified and handed over by the aggregator.
+    decrypt_failures
+        Records whose AES-GCM authentication failed (also in ``rejected["auth_failed"]``).
+    rejected
+        Refused records by reason.
+    dropped
+        Readings dropped by the gateway by reason (``queue_full``).
+    queued
+        Readings waiting at the gateway for a key at the end of the interval.
+    qkd_key_bits_consumed
+        QKD key bits the gateway put to use (one key per epoch).
+    qkd_key_bits_reserved
+        QKD key bits taken from the KME pool (includes prefetched keys of a batch).
+    epochs_started
+        Key epochs started in this interval.
+    key_failures
+        Failed attempts to get a key, by error class.
+    envelopes
+        Data envelopes published (rekey records not counted).
+    frames, bytes_published
+        MQTT messages and payload bytes published.
+    latency_ms_p50, latency_ms_p99
+        Sampling-to-verified-delivery latency of the readings delivered, ms (NaN if none).
+    latest
+        Device ID -> latest verified reading at the aggregator (all devices seen so far).
+    """
+
+    interval: int
+    sent: int
+    delivered: int
+    decrypt_failures: int
+    rejected: dict[str, int]
+    dropped: dict[str, int]
+    queued: int
+    qkd_key_bits_consumed: int
+    qkd_key_bits_reserved: int
+    epochs_started: int
+    key_failures: dict[str, int]
+    envelopes: int
+    frames: int
+    bytes_published: int
+    latency_ms_p50: float
+    latency_ms_p99: float
+    latest: dict[str, Reading] = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the counts as a JSON-ready dict (``latest`` as a count of devices)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "latest"}
+        out["devices_seen"] = len(self.latest)
+        return out
+
+
+def _diff(now: Counter[str], before: Counter[str]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+
+
+class TelemetrySession:
+    """One edge gateway, its devices and the aggregator, over MQTT (or the in-memory bus).
+
+    Parameters
+    ----------
+    config
+        The settings.
+    gateway_keys
+        The gateway's QKD key source (master SAE); wrap it in
+        :class:`~qkdtwin.iot.keys.GatedKeySource` to be able to cut it.
+    aggregator_keys
+        The aggregator's QKD key source (slave SAE).
+    bus
+        The in-process bus when ``config.broker == "memory"`` (a new one if ``None``).
+    tap
+        Optional callback seeing every plaintext reading before sealing (tests).
+
+    Raises
+    ------
+    TransportError
+        From :meth:`start`, if the broker cannot be reached.
+    """
+
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        gateway_keys: QkdKeySource | None,
+        aggregator_keys: QkdKeySource | None,
+        *,
+        bus: MemoryBus | None = None,
+        tap: Any = None,
+    ) -> None:
+        self.config = config
+        self.gateway_keys = gateway_keys
+        self.aggregator_keys = aggregator_keys
+        self.bus = bus
+        self.tap = tap
+        self.fleet = DeviceFleet(
+            config.devices,
+            np.random.default_rng(config.seed),
+            payload_bytes=config.payload_bytes,
+            id_prefix=f"{config.edge_id}.d",
+            fault_rate_per_s=config.fault_rate_per_s,
+            drift_rate_per_s=config.drift_rate_per_s,
+        )
+        self.data_topic = topic(
+            config.group_id, "NDATA" if config.scheme == "fixed" else "DDATA", config.edge_id
+        )
+        self.gateway: EdgeGateway | None = None
+        self.aggregator: Aggregator | None = None
+        self.broker: EmbeddedBroker | None = None
+        self._gw_t: Transport | None = None
+        self._agg_t: Transport | None = None
+        self._interval = 0
+        self._published = 0
+        self.bd_seq = 0
+        self.totals: Counter[str] = Counter()
+        self.started_at = 0.0
+        self.busy_s = 0.0
+        #: Latencies (ms) of every delivered reading, one array per interval.
+        self.latencies: list[np.ndarray] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> TelemetrySession:
+        """Connect the aggregator and the gateway, publish the birth, wait until it is seen."""
+        cfg = self.config
+        spec = parse_broker(cfg.broker)
+        addr: tuple[str, int] | MemoryBus
+        if spec is None:
+            self.broker = EmbeddedBroker().start()
+            addr = ("127.0.0.1", self.broker.port)
+        elif spec[0] == "memory":
+            self.bus = addr = self.bus or MemoryBus()
+        else:
+            addr = spec
+        kem = mlkem_keypair() if cfg.mode != "qkd-only" else None
+        tag = uuid.uuid4().hex[:8]
+        self.aggregator = Aggregator(
+            self.aggregator_keys,
+            kem,
+            scheme=cfg.scheme,
+            mode=cfg.mode,
+            replay_window=cfg.replay_window,
+        )
+        self.gateway = EdgeGateway(
+            cfg.edge_id,
+            scheme=cfg.scheme,
+            mode=cfg.mode,
+            key_source=self.gateway_keys,
+            kem_public_key=kem.public_key() if kem is not None else None,
+            rekey_messages=cfg.rekey_messages,
+            rekey_seconds=cfg.rekey_seconds,
+            queue_limit=cfg.queue_limit,
+            frame_bytes=cfg.frame_bytes,
+            tap=self.tap,
+        )
+        try:
+            self._agg_t = connect_transport(
+                addr, client_id=f"qkdtwin-agg-{tag}", protocol=cfg.mqtt_protocol
+            )
+            self._agg_t.subscribe(
+                f"{TOPIC_ROOT}/{cfg.group_id}/+/{cfg.edge_id}", self.aggregator.on_message
+            )
+            self.bd_seq = 0
+            death = json.dumps({"bdSeq": self.bd_seq, "edge": cfg.edge_id}).encode()
+            self._gw_t = connect_transport(
+                addr,
+                client_id=f"qkdtwin-gw-{cfg.edge_id}-{tag}",
+                will=(topic(cfg.group_id, "NDEATH", cfg.edge_id), death),
+                protocol=cfg.mqtt_protocol,
+            )
+            self._gw_t.publish(topic(cfg.group_id, "NBIRTH", cfg.edge_id), self._birth())
+            self._wait(lambda: self._edge_online(), "the gateway's birth")
+        except BaseException:
+            self.shutdown()
+            raise
+        self.started_at = time.perf_counter()
+        return self
+
+    def _birth(self) -> bytes:
+        cfg = self.config
+        kem_pub = self.gateway.kem_public_key if self.gateway is not None else None
+        fingerprint = (
+            hashlib.sha256(kem_pub.public_bytes_raw()).hexdigest() if kem_pub is not None else None
+        )
+        return json.dumps(
+            {
+                "bdSeq": self.bd_seq,
+                "edge": cfg.edge_id,
+                "scheme": cfg.scheme,
+                "mode": cfg.mode,
+                "devices": cfg.devices,
+                "kem": "ML-KEM-768" if kem_pub is not None else None,
+                "kem_key_sha256": fingerprint,
+                "envelope_version": 1,
+            }
+        ).encode()
+
+    def _edge_online(self) -> bool:
+        agg = self.aggregator
+        assert agg is not None
+        st = agg.edges.get(self.config.edge_id)
+        return st is not None and st.online
+
+    def _wait(self, cond: Any, what: str, timeout: float | None = None) -> bool:
+        agg = self.aggregator
+        assert agg is not None
+        with agg.cv:
+            ok = bool(agg.cv.wait_for(cond, timeout or self.config.delivery_timeout_s))
+        if not ok and what:
+            raise TransportError(f"timed out waiting for {what}")
+        return ok
+
+    def close(self, *, graceful: bool = True) -> None:
+        """Publish the death (graceful) or drop the connection (the broker sends the will)."""
+        if self._gw_t is not None:
+            try:
+                if graceful:
+                    death = json.dumps({"bdSeq": self.bd_seq, "edge": self.config.edge_id})
+                    self._gw_t.publish(
+                        topic(self.config.group_id, "NDEATH", self.config.edge_id), death.encode()
+                    )
+                    if self.aggregator is not None:
+                        self._wait(lambda: not self._edge_online(), "", timeout=2.0)
+            finally:
+                self._gw_t.close(graceful=graceful)
+                self._gw_t = None
+        if self._agg_t is not None and graceful:
+            self._agg_t.close()
+            self._agg_t = None
+
+    def shutdown(self) -> None:
+        """Close everything, including the aggregator and an embedded broker."""
+        self.close()
+        if self._agg_t is not None:
+            self._agg_t.close()
+            self._agg_t = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> TelemetrySession:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.shutdown()
+
+    # -- running ---------------------------------------------------------------------------
+    def run_interval(self, messages_per_device: int = 1) -> IntervalReport:
+        """Sample every device ``messages_per_device`` times, seal, publish, await delivery.
+
+        Raises
+        ------
+        ConfigError
+            If ``messages_per_device`` < 1 or the session is not started.
+        """
+        gw, agg, tr = self.gateway, self.aggregator, self._gw_t
+        if gw is None or agg is None or tr is None:
+            raise ConfigError("start() the session first", field="session")
+        if messages_per_device < 1:
+            raise ConfigError("messages_per_device must be >= 1", field="messages_per_device")
+        t0 = time.perf_counter()
+        self._interval += 1
+        with agg.lock:
+            rej0, deliv0 = Counter(agg.rejected), agg.delivered
+        drop0, fail0 = Counter(gw.dropped), Counter(gw.key_failures)
+        bits0, epochs0 = gw.qkd_bits_used, gw.epochs_started
+        res0 = int(getattr(self.gateway_keys, "reserved_bits", 0))
+        readings = self.fleet.step(self.config.interval_s, messages_per_device)
+        out = gw.process(readings)
+        nbytes = 0
+        for frame in out.frames:
+            tr.publish(self.data_topic, frame, qos=1)
+            nbytes += len(frame)
+        self._published += out.records
+        target = self._published
+        self._wait(lambda: agg.records_seen >= target, "", self.config.delivery_timeout_s)
+        with agg.lock:
+            rejected = _diff(agg.rejected, rej0)
+            delivered = agg.delivered - deliv0
+            lat = np.asarray(agg.latencies_ms, dtype=np.float64)
+            agg.latencies_ms.clear()
+            latest = dict(agg.latest)
+        p50, p99 = (
+            (float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
+            if lat.size
+            else (float("nan"), float("nan"))
+        )
+        report = IntervalReport(
+            interval=self._interval,
+            sent=out.readings_sent,
+            delivered=delivered,
+            decrypt_failures=rejected.get("auth_failed", 0),
+            rejected=rejected,
+            dropped=_diff(gw.dropped, drop0),
+            queued=len(gw.queue),
+            qkd_key_bits_consumed=gw.qkd_bits_used - bits0,
+            qkd_key_bits_reserved=int(getattr(self.gateway_keys, "reserved_bits", 0)) - res0,
+            epochs_started=gw.epochs_started - epochs0,
+            key_failures=_diff(gw.key_failures, fail0),
+            envelopes=out.envelopes,
+            frames=len(out.frames),
+            bytes_published=nbytes,
+            latency_ms_p50=p50,
+            latency_ms_p99=p99,
+            latest=latest,
+        )
+        self.busy_s += time.perf_counter() - t0
+        if lat.size:
+            self.latencies.append(lat)
+        for k in ("sent", "delivered", "decrypt_failures", "envelopes", "frames"):
+            self.totals[k] += getattr(report, k)
+        self.totals["bytes_published"] += report.bytes_published
+        self.totals["qkd_key_bits_consumed"] += report.qkd_key_bits_consumed
+        self.totals["qkd_key_bits_reserved"] += report.qkd_key_bits_reserved
+        self.totals["epochs"] += report.epochs_started
+        for k, v in rejected.items():
+            self.totals[f"rejected.{k}"] += v
+        for k, v in report.dropped.items():
+            self.totals[f"dropped.{k}"] += v
+        return report
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the aggregator has processed every record the gateway published."""
+        agg = self.aggregator
+        if agg is None:
+            return True
+        target = self._published
+        return self._wait(lambda: agg.records_seen >= target, "", timeout_s)

@@ -1,0 +1,394 @@
+"""MQTT transport of the telemetry: paho-mqtt clients, an embedded amqtt broker, an in-memory bus.
+
+Topics (Sparkplug-like ``namespace/group/message type/edge node``)::
+
+    qkdtwin/v1/{group}/NBIRTH/{edge}   gateway birth: JSON metadata (no key, no reading)
+    qkdtwin/v1/{group}/NDEATH/{edge}   gateway death: JSON, also the MQTT last will
+    qkdtwin/v1/{group}/NDATA/{edge}    fixed scheme: frames of KEX and aggregate envelopes
+    qkdtwin/v1/{group}/DDATA/{edge}    mobile scheme: frames of KEX and per-device envelopes
+
+QoS: data frames and birth/death are published with QoS 1 (at least once). A frame carries
+many readings, so losing one silently would cost many; duplicates that QoS 1 may cause are
+caught by the replay window and counted (``rejected["replay"]``). QoS 2 would add two more
+packets per frame for nothing the replay window does not already give. Every data topic is
+published by one client, so the broker keeps the frames of an edge in order (a KEX record
+always precedes the envelopes of its epoch, in the same frame or an earlier one).
+
+:class:`MemoryBus` is the in-process transport boundary for unit tests and fast what-if runs:
+the same interface, synchronous delivery, no sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from qkdtwin.errors import ConfigError, TransportError
+
+__all__ = [
+    "TOPIC_ROOT",
+    "EmbeddedBroker",
+    "MemoryBus",
+    "MqttTransport",
+    "Transport",
+    "connect_transport",
+    "parse_broker",
+    "topic",
+    "topic_matches",
+]
+
+TOPIC_ROOT = "qkdtwin/v1"
+MessageHandler = Callable[[str, bytes], None]
+
+
+def topic(group: str, message_type: str, edge: str) -> str:
+    """Return the topic ``qkdtwin/v1/{group}/{message_type}/{edge}``."""
+    return f"{TOPIC_ROOT}/{group}/{message_type}/{edge}"
+
+
+def topic_matches(pattern: str, name: str) -> bool:
+    """Return whether topic ``name`` matches the MQTT filter ``pattern`` (``+`` and ``#``)."""
+    p, n = pattern.split("/"), name.split("/")
+    for i, part in enumerate(p):
+        if part == "#":
+            return True
+        if i >= len(n) or (part != "+" and part != n[i]):
+            return False
+    return len(p) == len(n)
+
+
+def parse_broker(spec: str) -> tuple[str, int] | None:
+    """Parse ``--broker``: ``"embedded"`` (``None``), ``"memory"`` or ``mqtt://HOST:PORT``.
+
+    Returns
+    -------
+    (host, port) or None
+        ``None`` for ``embedded``; ``("memory", 0)`` for the in-process bus.
+
+    Raises
+    ------
+    ConfigError
+        For anything else.
+    """
+    if spec == "embedded":
+        return None
+    if spec == "memory":
+        return ("memory", 0)
+    parts = urlsplit(spec)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("mqtt", "tcp")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or port == -1
+    ):
+        raise ConfigError(
+            f"broker must be 'embedded', 'memory' or mqtt://HOST:PORT, got {spec!r}",
+            field="broker",
+            value=spec,
+            allowed="embedded|memory|mqtt://HOST:PORT",
+        )
+    return parts.hostname, port or 1883
+
+
+class Transport(Protocol):
+    """What the gateway and the aggregator need from a message bus."""
+
+    def subscribe(self, pattern: str, handler: MessageHandler) -> None:
+        """Deliver every message whose topic matches ``pattern`` to ``handler``."""
+        ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Publish ``payload`` on ``topic``."""
+        ...
+
+    def close(self, *, graceful: bool = True) -> None:
+        """Disconnect (``graceful=False``: drop the connection so the broker sends the will)."""
+        ...
+
+
+class MemoryBus:
+    """An in-process broker: :meth:`client` returns transports that deliver synchronously."""
+
+    def __init__(self) -> None:
+        self._subs: list[tuple[str, MessageHandler, _MemoryClient]] = []
+        self._lock = threading.RLock()
+
+    def client(self, *, will: tuple[str, bytes] | None = None) -> _MemoryClient:
+        """Return a new client; ``will`` = ``(topic, payload)`` sent if it closes ungracefully."""
+        return _MemoryClient(self, will)
+
+    def _publish(self, topic_name: str, payload: bytes) -> None:
+        with self._lock:
+            targets = [h for p, h, c in self._subs if c.open and topic_matches(p, topic_name)]
+        for h in targets:
+            h(topic_name, payload)
+
+
+class _MemoryClient:
+    def __init__(self, bus: MemoryBus, will: tuple[str, bytes] | None) -> None:
+        self.bus = bus
+        self.will = will
+        self.open = True
+
+    def subscribe(self, pattern: str, handler: MessageHandler) -> None:
+        with self.bus._lock:
+            self.bus._subs.append((pattern, handler, self))
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        if not self.open:
+            raise TransportError("publish on a closed client")
+        self.bus._publish(topic, payload)
+
+    def close(self, *, graceful: bool = True) -> None:
+        if not self.open:
+            return
+        self.open = False
+        if not graceful and self.will is not None:
+            self.bus._publish(*self.will)
+
+
+class MqttTransport:
+    """A paho-mqtt client on its own network thread.
+
+    Parameters
+    ----------
+    host, port
+        The broker.
+    client_id
+        MQTT client identifier (a random one if ``None``).
+    will
+        ``(topic, payload)`` of the last will (QoS 1), published by the broker if this client
+        disappears without DISCONNECT.
+    protocol
+        ``"3.1.1"`` or ``"5"``.
+    timeout_s
+        How long to wait for CONNACK and SUBACK.
+
+    Raises
+    ------
+    TransportError
+        If the broker cannot be reached or refuses the connection.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str | None = None,
+        will: tuple[str, bytes] | None = None,
+        protocol: str = "3.1.1",
+        timeout_s: float = 10.0,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        if protocol not in ("3.1.1", "5"):
+            raise ConfigError("protocol must be 3.1.1 or 5", field="mqtt_protocol", value=protocol)
+        self.timeout_s = timeout_s
+        self._v5 = protocol == "5"
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"qkdtwin-{uuid.uuid4().hex[:12]}",
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+        )
+        # Unbounded client-side queue; QoS 1 in-flight window of 64 frames.
+        self._client.max_inflight_messages_set(64)
+        self._client.max_queued_messages_set(0)
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=1, retain=False)
+        self._handlers: list[tuple[str, MessageHandler]] = []
+        self._connected = threading.Event()
+        self._acked: set[int] = set()
+        self._ack_cv = threading.Condition()
+        self._rc: Any = None
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        try:
+            self._client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise TransportError(f"cannot reach MQTT broker {host}:{port}: {exc}") from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s) or self._rc_failed():
+            self._client.loop_stop()
+            raise TransportError(f"MQTT broker {host}:{port} refused or did not answer: {self._rc}")
+
+    def _rc_failed(self) -> bool:
+        return bool(getattr(self._rc, "is_failure", False))
+
+    def _on_connect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None) -> None:
+        self._rc = rc
+        self._connected.set()
+
+    def _on_subscribe(self, _c: Any, _u: Any, mid: int, _rcs: Any, _props: Any = None) -> None:
+        with self._ack_cv:
+            self._acked.add(mid)
+            self._ack_cv.notify_all()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        for pattern, handler in self._handlers:
+            if topic_matches(pattern, msg.topic):
+                handler(msg.topic, msg.payload)
+
+    def subscribe(self, pattern: str, handler: MessageHandler) -> None:
+        """Subscribe with QoS 1 and wait for the broker's SUBACK.
+
+        Raises
+        ------
+        TransportError
+            If the broker does not acknowledge in time.
+        """
+        self._handlers.append((pattern, handler))
+        rc, mid = self._client.subscribe(pattern, qos=1)
+        if mid is None:
+            raise TransportError(f"subscribe to {pattern} failed: {rc}")
+        with self._ack_cv:
+            if not self._ack_cv.wait_for(lambda: mid in self._acked, self.timeout_s):
+                raise TransportError(f"no SUBACK for {pattern}")
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Queue ``payload`` for publication (non-blocking; paho's thread sends it)."""
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc != 0:
+            raise TransportError(f"publish on {topic} failed (paho rc {info.rc})")
+
+    def close(self, *, graceful: bool = True) -> None:
+        """Disconnect; ``graceful=False`` drops the TCP connection (the broker sends the will)."""
+        if graceful:
+            self._client.disconnect()
+            self._client.loop_stop()
+            return
+        self._client.loop_stop()
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@dataclass
+class EmbeddedBroker:
+    """An amqtt MQTT broker on loopback, on its own event-loop thread.
+
+    ``start()`` binds ``127.0.0.1`` on a free port (or ``port``); :attr:`port` tells which.
+    The broker's own logs are limited to errors.
+    """
+
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Any = None
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        """Start the broker and wait until it listens.
+
+        Raises
+        ------
+        TransportError
+            If it does not start in time.
+        """
+        from amqtt.broker import Broker
+
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        if self.port == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = int(s.getsockname()[1])
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            # The broker is built on its own thread, with its loop current: amqtt creates
+            # futures on the current event loop in Broker(), and the caller's thread may have
+            # none (asyncio would then make a default loop nobody closes).
+            asyncio.set_event_loop(loop)
+            try:
+                self._broker = Broker(config, loop=loop)
+                loop.run_until_complete(self._broker.start())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="amqtt-broker")
+        self._thread.start()
+        if not ready.wait(timeout_s) or failure:
+            raise TransportError(f"embedded MQTT broker did not start: {failure or 'timeout'}")
+        return self
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:PORT``."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Shut the broker down and join its thread."""
+        loop, broker = self._loop, self._broker
+        if loop is None or broker is None or self._thread is None:
+            return
+
+        async def _shutdown() -> None:
+            # amqtt 0.12 waits 5 s for its broadcast task unless it is already cancelled.
+            task = getattr(broker, "_broadcast_task", None)
+            if task is not None:
+                task.cancel()
+            await broker.shutdown()
+            # Then end every task the broker left (sessions, its inner broadcast step), so
+            # none is destroyed pending when the loop closes.
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        # Best effort: whatever the shutdown raises, the loop is stopped next anyway.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_shutdown(), loop).result(timeout_s)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            loop.close()
+        self._loop = self._broker = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def connect_transport(
+    broker: tuple[str, int] | MemoryBus,
+    *,
+    client_id: str | None = None,
+    will: tuple[str, bytes] | None = None,
+    protocol: str = "3.1.1",
+) -> Transport:
+    """Connect a client to a ``(host, port)`` MQTT broker or an in-process :class:`MemoryBus`."""
+    if isinstance(broker, MemoryBus):
+        return broker.client(will=will)
+    return MqttTransport(broker[0], broker[1], client_id=client_id, will=will, protocol=protocol)
