@@ -49,7 +49,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from qkdtwin.errors import ConfigError, KeyExhaustedError, KmsRequestError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from qkdtwin.kms.client import KmeClient
     from qkdtwin.kms.store import KeyStore
@@ -641,19 +640,37 @@ class LocalKeyPair(_KeyPairBase):
         self.close()
 
 
-class DevKmePair(_KeyPairBase):
+class DevKmePair:
     """Two real KMEs on loopback (ETSI GS QKD 014 over mutual TLS), fed by a simulated link.
 
-    The machinery of ``qkdtwin kms dev-pair``: a fresh development PKI in ``directory``, a
-    store per KME, the feeder pushing the same keys into both, each ``enc_keys`` reservation
-    mirrored at the peer KME. :attr:`gateway_source` is ``sae-a`` (master) talking to
-    ``kme-a``; :attr:`aggregator_source` is ``sae-b`` (slave) talking to ``kme-b``.
+    What ``qkdtwin kms dev-pair`` runs (:class:`qkdtwin.kms.devnet.DevNetwork`): a fresh
+    development PKI in ``directory``, a store per KME, the feeder pushing the same keys into
+    both (the pool split per direction), each ``enc_keys`` reservation mirrored at the peer
+    KME over HTTPS. :attr:`gateway_source` is ``sae-a`` (master) talking to ``kme-a``;
+    :attr:`aggregator_source` is ``sae-b`` (slave) talking to ``kme-b``.
+
+    Parameters
+    ----------
+    directory
+        Where the PKI and the stores go (a temporary directory if ``None``).
+    distance_km
+        Length of the simulated decoy-BB84 link whose key rate paces the feeder.
+    initial_keys
+        Keys the gateway can use at once: the link gets twice as many, since its pool is
+        split per direction and ``kme-a`` hands out only the half it owns.
+    batch
+        Keys per ``enc_keys`` request of the gateway's source.
+    feed
+        Run the feeder (keys then keep arriving at the link's rate).
 
     Raises
     ------
     KmsError
         If a KME does not start.
     """
+
+    MASTER_SAE = "sae-a"
+    SLAVE_SAE = "sae-b"
 
     def __init__(
         self,
@@ -664,56 +681,53 @@ class DevKmePair(_KeyPairBase):
         batch: int = 8,
         feed: bool = True,
     ) -> None:
-        super().__init__(directory, distance_km=distance_km, initial_keys=initial_keys, batch=batch)
-        from qkdtwin.kms import KmeConfig, create_app
         from qkdtwin.kms.client import KmeClient
-        from qkdtwin.kms.tls import RunningServer, init_pki, make_server
+        from qkdtwin.kms.devnet import DevNetwork
+        from qkdtwin.kms.feeder import link_rate_bps
 
-        self._servers: list[RunningServer] = []
+        if initial_keys < 0:
+            raise ConfigError("initial_keys must be >= 0", field="initial_keys")
+        self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="iot-")
+        self.directory = Path(self._tmp.name) if self._tmp is not None else Path(directory or ".")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.batch = batch
+        self.rate_bps = link_rate_bps("decoy-bb84", distance_km)
+        self.network = DevNetwork(
+            self.directory,
+            ["kme-a", "kme-b"],
+            [("kme-a", "kme-b")],
+            {self.MASTER_SAE: "kme-a", self.SLAVE_SAE: "kme-b"},
+            rate_bps=self.rate_bps,
+            initial_keys=2 * initial_keys,
+            run_feeders=feed,
+        )
+        self.store_a = self.network.stores["kme-a"]["kme-b"]
+        self.store_b = self.network.stores["kme-b"]["kme-a"]
         self._clients: list[KmeClient] = []
+        self._closed = False
         try:
-            pki = init_pki(
-                self.directory / "pki",
-                kme_ids=["kme-a", "kme-b"],
-                sae_ids=[self.MASTER_SAE, self.SLAVE_SAE],
-            )
-            saes = {self.MASTER_SAE: "kme-a", self.SLAVE_SAE: "kme-b"}
-            stores = {"kme-a": (self.store_a, self.store_b), "kme-b": (self.store_b, self.store_a)}
-            for kme_id in ("kme-a", "kme-b"):
-                own, peer = stores[kme_id]
-                app = create_app(KmeConfig(kme_id=kme_id, saes=saes), own, sync=self._mirror(peer))
-                cert, key = pki.kmes[kme_id]
-                srv = make_server(
-                    app, host="127.0.0.1", port=0, certfile=cert, keyfile=key, ca_certs=pki.ca_cert
-                )
-                self._servers.append(RunningServer(srv).start())
-            self.urls = [f"https://127.0.0.1:{s.port}" for s in self._servers]
-            ca = pki.ca_cert
-            gw = KmeClient(self.urls[0], *pki.saes[self.MASTER_SAE], ca)
-            agg = KmeClient(self.urls[1], *pki.saes[self.SLAVE_SAE], ca)
+            self.network.start()
+            self.urls = [self.network.url("kme-a"), self.network.url("kme-b")]
+            pki = self.network.pki
+            gw = KmeClient(self.urls[0], *pki.saes[self.MASTER_SAE], pki.ca_cert)
+            agg = KmeClient(self.urls[1], *pki.saes[self.SLAVE_SAE], pki.ca_cert)
             self._clients = [gw, agg]
         except BaseException:
             self.close()
             raise
         self.gateway_source = KmeKeySource(gw, self.SLAVE_SAE, batch=batch)
         self.aggregator_source = KmeKeySource(agg, self.MASTER_SAE)
-        if feed:
-            self.feeder.start()
-
-    @staticmethod
-    def _mirror(peer: KeyStore) -> Callable[[str, list[str], list[str], int], None]:
-        def sync(master: str, slaves: list[str], key_ids: list[str], size_bits: int) -> None:
-            peer.reserve(master, slaves, len(key_ids), size_bits, key_ids=key_ids)
-
-        return sync
 
     def close(self) -> None:
         """Close the clients, stop both KMEs and the feeder, close the stores."""
-        for c in getattr(self, "_clients", []):
+        if self._closed:
+            return
+        self._closed = True
+        for c in self._clients:
             c.close()
-        for s in getattr(self, "_servers", []):
-            s.stop()
-        super().close()
+        self.network.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def __enter__(self) -> DevKmePair:
         return self
