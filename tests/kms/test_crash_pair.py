@@ -164,6 +164,7 @@ def test_sigkill_of_the_slave_kme_under_two_way_load(tmp_path: Path) -> None:
             dec = [r["key_id"] for r in audit[kme] if r["action"] == "dec"]
             assert len(enc) == len(set(enc)), f"{kme}: a key reserved twice"
             assert len(dec) == len(set(dec)), f"{kme}: a key delivered twice to a slave"
+        orphans: dict[str, set[str]] = {}
         for master in SAES:
             here, there = SAES[master], PEER[SAES[master]]
             enc = {r["key_id"] for r in audit[here] if r["action"] == "enc"}
@@ -174,8 +175,14 @@ def test_sigkill_of_the_slave_kme_under_two_way_load(tmp_path: Path) -> None:
             assert got <= enc
             assert got <= sync
             assert not got & revoked  # keys of a failed mirror were never handed out
-            # a reservation made here is either mirrored there or revoked here
-            assert enc <= sync | revoked
+            # At the surviving KME a reservation is either mirrored there or revoked here. At
+            # the killed one, a reservation committed just before the kill may have neither
+            # (its mirror or revocation never ran): its master never got an answer, so
+            # those keys are recorded as handed out and are never handed out again.
+            if here == "kme-a":
+                assert enc <= sync | revoked
+            orphans[here] = enc - sync - revoked
+            assert not orphans[here] & got
         for kme in KMES:
             for key_id in supplied:
                 info = stores[kme].key_info(key_id)
@@ -206,4 +213,4 @@ def test_sigkill_of_the_slave_kme_under_two_way_load(tmp_path: Path) -> None:
             after = [k.key_id for _ in range(5) for k in a.get_keys("sae-b", number=10)]
     before = set(mastered["sae-a"]) | set(mastered["sae-b"])
     assert len(after) == len(set(after)) == 50
-    assert not set(after) & before
+    assert not set(after) & (before | orphans["kme-a"] | orphans["kme-b"])
