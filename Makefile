@@ -59,6 +59,7 @@ demo: venv
 
 services:
 	@bash scripts/ensure-services.sh
+	@bash scripts/ensure-chromium.sh
 
 test: venv services
 	$(BIN)/ruff check src tests benchmarks

@@ -21,6 +21,7 @@ from qkdtwin.cli_iot import iot_app
 from qkdtwin.cli_kms import kms_app
 from qkdtwin.cli_network import network_app, reproduce_app
 from qkdtwin.cli_teleport import teleport_app
+from qkdtwin.cli_twin import twin_app
 from qkdtwin.config import parse_count, parse_float_list, parse_range
 from qkdtwin.errors import ConfigError, QkdTwinError, SimulationError
 
@@ -41,6 +42,7 @@ app.add_typer(network_app, name="network")
 app.add_typer(reproduce_app, name="reproduce")
 app.add_typer(kms_app, name="kms")
 app.add_typer(iot_app, name="iot")
+app.add_typer(twin_app, name="twin")
 
 EXIT_USAGE = 2
 

@@ -1,0 +1,187 @@
+"""The key management layer of the live twin: one KME per node, one link-key store per link end.
+
+Every QKD link delivers its secret key to the KMEs at both of its ends as identical keys (same
+key_ID, same material) in a :class:`~qkdtwin.kms.KeyStore` per link end, the stores that
+:func:`qkdtwin.kms.relay.relay_key` consumes hop by hop. The material is drawn from the operating
+system's CSPRNG at the secret key rate the link engine measured, standing in for the link's
+post-processed final key (as :class:`~qkdtwin.kms.feeder.LinkFeeder` does; running Cascade and
+privacy amplification for every key of every link would cost more than the twin's CPU budget).
+
+Keys are delivered to the stores in batches every ``feed_every`` ticks (one SQLite transaction
+per store and batch, ~0.6 ms, is what bounds the cost with 100 links). Until delivered they are
+*pending*; when a link raises an alarm, its pending keys and the keys delivered from the blocks
+in the alarm window are discarded (:meth:`KeyStore.discard`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qkdtwin.kms import KeyStore
+from qkdtwin.kms.relay import Hop
+
+__all__ = ["KmeLayer", "LinkKeys"]
+
+KEY_BITS = 256
+
+
+@dataclass
+class LinkKeys:
+    """Key accounting of one link: its two stores, pending keys and recent deliveries."""
+
+    link: str
+    a: str
+    b: str
+    store_a: KeyStore
+    store_b: KeyStore
+    bits: float = 0.0
+    pending: list[tuple[str, bytes]] = field(default_factory=list)
+    delivered: deque[list[str]] = field(default_factory=lambda: deque(maxlen=64))
+    available: int = 0
+    produced: int = 0
+    discarded: int = 0
+
+    def store_at(self, node: str) -> KeyStore:
+        """Return the store at end ``node``."""
+        return self.store_a if node == self.a else self.store_b
+
+
+def _idle(*stores: KeyStore) -> None:
+    """Close the stores' pooled connections (reopened on next use).
+
+    Hundreds of idle SQLite connections hold thousands of file descriptors; paho's MQTT
+    client waits with ``select()``, which fails on descriptors above 1023.
+    """
+    for s in stores:
+        s.engine.dispose()
+
+
+class KmeLayer:
+    """KMEs of every node and the link-key stores of every link.
+
+    Parameters
+    ----------
+    links
+        ``(link_id, a, b)`` of every link.
+    data_dir
+        Directory of the SQLite stores (``kme/<link>-<end>.db``).
+    max_keys
+        Capacity of each store, keys (extra keys are dropped by the store).
+    """
+
+    def __init__(self, links: list[tuple[str, str, str]], data_dir: Path, max_keys: int) -> None:
+        root = Path(data_dir) / "kme"
+        root.mkdir(parents=True, exist_ok=True)
+        self.links: dict[str, LinkKeys] = {}
+        for lid, a, b in links:
+            sa = KeyStore(f"sqlite:///{root / f'{lid}@{a}.db'}", max_key_count=max_keys)
+            sb = KeyStore(f"sqlite:///{root / f'{lid}@{b}.db'}", max_key_count=max_keys)
+            lk = LinkKeys(lid, a, b, sa, sb)
+            lk.available = sa.available_count(KEY_BITS)
+            _idle(sa, sb)
+            self.links[lid] = lk
+
+    def produce(self, link: str, key_bits: float) -> int:
+        """Add ``key_bits`` of secret key from ``link`` as pending 256-bit keys; return how many."""
+        lk = self.links[link]
+        lk.bits += key_bits
+        n = int(lk.bits // KEY_BITS)
+        if n:
+            lk.bits -= n * KEY_BITS
+            lk.pending.extend((str(uuid.uuid4()), os.urandom(KEY_BITS // 8)) for _ in range(n))
+            lk.produced += n
+        return n
+
+    def mark_block(self, link: str) -> None:
+        """Start a new block's list of delivered key IDs (for discarding on an alarm)."""
+        self.links[link].delivered.append([])
+
+    def flush(self, link: str) -> int:
+        """Deliver the pending keys of ``link`` to both its stores; return how many were stored."""
+        lk = self.links[link]
+        if not lk.pending:
+            return 0
+        keys, lk.pending = lk.pending, []
+        n = lk.store_a.add_keys(keys)
+        lk.store_b.add_keys(keys)
+        if lk.delivered:
+            lk.delivered[-1].extend(k for k, _ in keys[:n])
+        lk.available += n
+        _idle(lk.store_a, lk.store_b)
+        return n
+
+    def discard(self, link: str, blocks: int) -> int:
+        """Drop the pending keys and those delivered in the last ``blocks`` blocks of ``link``."""
+        lk = self.links[link]
+        n = len(lk.pending)
+        lk.pending = []
+        lk.bits = 0.0
+        ids: list[str] = []
+        for lst in list(lk.delivered)[-blocks:]:
+            ids.extend(lst)
+            lst.clear()
+        if ids:
+            gone = lk.store_a.discard(ids, by="twin:alarm")
+            lk.store_b.discard(ids, by="twin:alarm")
+            lk.available -= gone
+            n += gone
+        lk.discarded += n
+        return n
+
+    def hops(self, path: list[str]) -> list[Hop]:
+        """Return the relay hops (link-key stores) of a node path, for :func:`relay_key`."""
+        out = []
+        for u, v in itertools.pairwise(path):
+            lk = self.links["-".join(sorted((u, v)))]
+            out.append(Hop(f"kme-{u}", f"kme-{v}", lk.store_at(u), lk.store_at(v)))
+        return out
+
+    def consumed(self, path: list[str]) -> None:
+        """Account for one link key consumed on every hop of ``path`` (by a relay)."""
+        for u, v in itertools.pairwise(path):
+            lk = self.links["-".join(sorted((u, v)))]
+            lk.available -= 1
+            _idle(lk.store_a, lk.store_b)
+
+    def path_has_keys(self, path: list[str]) -> bool:
+        """Return whether every link of ``path`` holds at least one delivered link key."""
+        return all(
+            self.links["-".join(sorted((u, v)))].available > 0 for u, v in itertools.pairwise(path)
+        )
+
+    def resync(self, path: list[str]) -> None:
+        """Re-read the available counts of the links of ``path`` from their stores."""
+        for u, v in itertools.pairwise(path):
+            lk = self.links["-".join(sorted((u, v)))]
+            lk.available = lk.store_a.available_count(KEY_BITS)
+            _idle(lk.store_a, lk.store_b)
+
+    def node_levels(self) -> dict[str, int]:
+        """Available link keys held by each node's KME (sum over its link-end stores)."""
+        out: dict[str, int] = {}
+        for lk in self.links.values():
+            out[lk.a] = out.get(lk.a, 0) + lk.available
+            out[lk.b] = out.get(lk.b, 0) + lk.available
+        return out
+
+    def link_view(self, link: str) -> dict[str, Any]:
+        """Key accounts of one link for the API (keys of 256 bits)."""
+        lk = self.links[link]
+        return {
+            "available": lk.available,
+            "pending": len(lk.pending),
+            "produced": lk.produced,
+            "discarded": lk.discarded,
+        }
+
+    def close(self) -> None:
+        """Close every store."""
+        for lk in self.links.values():
+            lk.store_a.close()
+            lk.store_b.close()

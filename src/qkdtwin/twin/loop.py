@@ -1,0 +1,630 @@
+"""The live twin: links, KMEs, key pools, telemetry, alarms and history advanced tick by tick.
+
+:class:`Twin` joins the layers. One tick of ``tick_s`` simulated seconds:
+
+1. every QKD link runs one block (:mod:`qkdtwin.twin.links`; one link per tick is recalibrated
+   with the pulse-by-pulse engine, round robin); a link that is *up* hands its secret key to the
+   KMEs at its ends (:mod:`qkdtwin.twin.kmes`), a link in alarm hands over nothing;
+2. every link that is up and whose windowed QBER passed its threshold raises an alarm: its
+   pending and recent keys are discarded (KME stores and key pools), it is taken out of routing
+   and the pools are rerouted around it where the topology allows; a link whose attack was
+   cleared comes back (status ``recovering`` -> ``up``) as soon as its QBER is under the
+   threshold again;
+3. the key network advances and the policy re-plans its rates (:mod:`qkdtwin.twin.keynet`);
+4. the IIoT telemetry runs one interval, when a telemetry component is attached
+   (:mod:`qkdtwin.twin.devices`);
+5. the history records the tick and every subscriber (the dashboard's event stream) receives
+   the new state.
+
+An injected attack does not wait for the next tick: the attacked link is recalibrated and runs
+its next block at once, so the alarm (if any) reaches the dashboard within one engine run.
+
+Everything random comes from one ``numpy.random.Generator`` seeded by the scenario's ``seed``:
+the same scenario and the same sequence of calls give the same twin (tests call :meth:`step`
+directly; :meth:`start` runs it on a thread, paced at ``tick_s / speed`` wall seconds per tick).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from qkdtwin.errors import ConfigError, UnknownNameError
+from qkdtwin.network import Demand
+from qkdtwin.qkd import NoAttack
+from qkdtwin.twin.alarms import Alarm, AlarmLog
+from qkdtwin.twin.config import TwinScenario, load_twin_scenario
+from qkdtwin.twin.keynet import KeyNetwork
+from qkdtwin.twin.kmes import KmeLayer
+from qkdtwin.twin.layout import layered_layout
+from qkdtwin.twin.links import LinkEngine, link_id, make_attack
+from qkdtwin.twin.state import History, TwinDatabase
+from qkdtwin.twin.whatif import parse_sets, what_if
+
+__all__ = ["TelemetryComponent", "Twin"]
+
+_ACCESS_ROLES = ("edge_gateway", "iot_device")
+
+
+class TelemetryComponent(Protocol):
+    """What the twin needs from the IIoT layer (see :mod:`qkdtwin.twin.devices`)."""
+
+    def prepare(self, twin: Twin) -> None:
+        """Under the twin's lock, before an interval: route and supply keys."""
+        ...
+
+    def run_interval(self, twin: Twin) -> dict[str, Any]:
+        """Run one telemetry interval and return its summary (``devices``, counters)."""
+        ...
+
+    def close(self) -> None:
+        """Stop the devices, gateways, aggregator and broker."""
+        ...
+
+
+def _default_length(role_a: str, role_b: str) -> float:
+    if role_a in _ACCESS_ROLES or role_b in _ACCESS_ROLES:
+        return 5.0
+    if "olt" in (role_a, role_b):
+        return 15.0
+    return 30.0
+
+
+class Twin:
+    """The live digital twin of one scenario.
+
+    Parameters
+    ----------
+    scenario
+        A :class:`TwinScenario`, a path, a mapping, or ``None`` for the packaged seed default.
+    data_dir
+        Directory of the KME stores and (by default) the twin's SQLite database.
+    db_url
+        Database of the history and alarm log (default ``sqlite:///DATA_DIR/twin.db``; a
+        ``postgresql://`` URL works too).
+    telemetry
+        ``True``: build the IIoT telemetry from the scenario when :mod:`qkdtwin.iot` is
+        installed; ``False``: no telemetry; or a ready :class:`TelemetryComponent`.
+    speed
+        Override of the scenario's ``twin.speed``.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed scenario (the field is named).
+    """
+
+    def __init__(
+        self,
+        scenario: TwinScenario | str | Path | dict[str, Any] | None = None,
+        *,
+        data_dir: str | Path,
+        db_url: str | None = None,
+        telemetry: bool | TelemetryComponent = True,
+        speed: float | None = None,
+    ) -> None:
+        sc = scenario if isinstance(scenario, TwinScenario) else load_twin_scenario(scenario)
+        self.scenario = sc
+        net, cfg = sc.network, sc.twin
+        self.cfg = cfg
+        if speed is not None:
+            if not (0.0 < speed <= 10_000.0):
+                raise ConfigError(
+                    f"speed must be in (0, 10000], got {speed!r}", field="speed", value=speed
+                )
+            cfg = cfg.model_copy(update={"speed": float(speed)})
+            self.cfg = cfg
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.topology = net.build_topology()
+        self.demands: list[Demand] = net.build_demands(self.topology)
+        self.rng = np.random.default_rng(net.seed)
+        self._lock = threading.RLock()
+        self._subs: list[Callable[[dict[str, Any]], None]] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.tick = 0
+        self.step_ms: list[float] = []
+        # links
+        known = {link_id(a, b) for a, b in self.topology.graph.edges()}
+        overrides = {}
+        for name, phys in cfg.links.items():
+            lid = _resolve(name, known)
+            if lid is None:
+                raise UnknownNameError(
+                    f"twin.links: unknown link {name!r}", field=f"twin.links.{name}", value=name
+                )
+            overrides[lid] = phys
+        self.links: dict[str, LinkEngine] = {}
+        d = cfg.link_defaults
+        for a, b in self.topology.graph.edges():
+            lid = link_id(a, b)
+            o = overrides.get(lid)
+            ra, rb = self.topology.role(a), self.topology.role(b)
+
+            def pick(name: str, default: Any, o: Any = o) -> Any:
+                v = getattr(o, name) if o is not None else None
+                if v is None:
+                    v = getattr(d, name)
+                return default if v is None else v
+
+            self.links[lid] = LinkEngine(
+                a=str(a),
+                b=str(b),
+                protocol=pick("protocol", "decoy-bb84"),
+                preset=pick("preset", "gys"),
+                length_km=float(pick("length_km", _default_length(ra, rb))),
+                qber_threshold=float(pick("qber_threshold", cfg.qber_threshold)),
+                calibration_pulses=cfg.calibration_pulses,
+                min_bits=cfg.qber_min_bits,
+            )
+        self.status: dict[str, str] = dict.fromkeys(self.links, "up")
+        self.attack_label: dict[str, str | None] = dict.fromkeys(self.links, None)
+        for lk in self.links.values():
+            lk.calibrate(self.rng)
+        self._rr = 0
+        # layers
+        self.keynet = KeyNetwork(
+            self.topology,
+            self.demands,
+            pool_capacity=net.pool_capacity,
+            keys_per_service=net.keys_per_service,
+            policy=net.policy,
+            horizon_s=net.duration or 1000.0,
+            initial_fill=net.initial_fill,
+        )
+        # telemetry first: its MQTT clients (paho waits with select(), limited to descriptors
+        # below 1024) get their sockets before the many key store files are opened
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.telemetry_summary: dict[str, Any] = {"enabled": False}
+        self.telemetry: TelemetryComponent | None = None
+        self._last_services = (0, 0)
+        if telemetry is True and cfg.devices_per_gateway > 0:
+            from qkdtwin.twin.devices import build_telemetry
+
+            self.telemetry = build_telemetry(self)
+        elif telemetry is not True and telemetry is not False:
+            self.telemetry = telemetry
+        if self.telemetry is not None:
+            self.telemetry_summary = {"enabled": True}
+        try:
+            self._open_stores(db_url)
+        except BaseException:
+            if self.telemetry is not None:
+                self.telemetry.close()
+            raise
+        self.layout = layered_layout(self.topology)
+
+    def _open_stores(self, db_url: str | None) -> None:
+        cfg = self.cfg
+        self.kmes = KmeLayer(
+            [(lid, lk.a, lk.b) for lid, lk in self.links.items()], self.data_dir, cfg.kme_max_keys
+        )
+        self.db = TwinDatabase(db_url or f"sqlite:///{self.data_dir / 'twin.db'}")
+        self.history = History(cfg.history, self.db)
+        self.alarms = AlarmLog(self.db)
+        t0 = self.db.get_meta("t")
+        self.t = float(t0) if t0 is not None else 0.0
+
+    # -- subscribers -------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(event)`` for every event (``tick``, ``attack``, ``alarm``, ...)."""
+        with self._lock:
+            self._subs.append(callback)
+
+    def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Stop calling ``callback``."""
+        with self._lock:
+            if callback in self._subs:
+                self._subs.remove(callback)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        event.setdefault("wall_time", time.time())
+        for cb in list(self._subs):
+            cb(event)
+
+    # -- the tick ------------------------------------------------------------------------------
+
+    def _link_block(self, lid: str, dt: float) -> None:
+        lk = self.links[lid]
+        blk = lk.run_block(self.t, dt, self.rng)
+        self.kmes.mark_block(lid)
+        if self.status[lid] == "up":
+            self.kmes.produce(lid, blk.key_bits)
+
+    def _check_link(self, lid: str) -> list[dict[str, Any]]:
+        """Alarm / restore decisions for one link after its block; return the events."""
+        lk = self.links[lid]
+        q = lk.alarm_qber()
+        events: list[dict[str, Any]] = []
+        st = self.status[lid]
+        if st == "up" and q == q and q > lk.qber_threshold:
+            alarm = self.alarms.raise_alarm(lid, self.t, q, lk.qber_threshold)
+            t0 = time.perf_counter()
+            self.status[lid] = "alarm"
+            nblocks = lk.window_blocks()
+            kme_gone = self.kmes.discard(lid, nblocks)
+            pool_gone = self.keynet.discard_recent(lid, nblocks)
+            alarm.log(
+                "key_discarded", self.t, kme_keys=kme_gone, pool_keys=pool_gone, blocks=nblocks
+            )
+            changed = self.keynet.reroute(self._down())
+            alarm.reroute_ms = (time.perf_counter() - t0) * 1e3
+            alarm.log(
+                "rerouted",
+                self.t,
+                pools_rerouted=[
+                    f"{self.keynet.pairs[i][0]}|{self.keynet.pairs[i][1]}"
+                    for i in changed
+                    if self.keynet.paths[i] is not None
+                ],
+                pools_cut=[
+                    f"{self.keynet.pairs[i][0]}|{self.keynet.pairs[i][1]}"
+                    for i in changed
+                    if self.keynet.paths[i] is None
+                ],
+                reroute_ms=alarm.reroute_ms,
+            )
+            self.alarms.save(alarm)
+            events.append({"type": "alarm", "alarm": alarm.to_dict()})
+        elif st == "recovering" and q == q and q <= lk.qber_threshold:
+            self.status[lid] = "up"
+            self.keynet.reroute(self._down())
+            active = self.alarms.active_for(lid)
+            if active is not None:
+                active.active = False
+                active.log("restored", self.t, qber=q)
+                self.alarms.save(active)
+                events.append({"type": "restored", "alarm": active.to_dict()})
+            else:
+                events.append({"type": "restored", "link": lid})
+        return events
+
+    def _down(self) -> set[str]:
+        return {lid for lid, s in self.status.items() if s != "up"}
+
+    def step(self, dt: float | None = None) -> dict[str, Any]:
+        """Advance one tick of ``dt`` simulated seconds (default ``tick_s``); return the state.
+
+        The telemetry interval runs outside the twin's lock, so operator actions (an attack,
+        a what-if) are never queued behind the MQTT round trips.
+        """
+        t_start = time.perf_counter()
+        with self._lock:
+            dt = float(self.cfg.tick_s if dt is None else dt)
+            self.t += dt
+            self.tick += 1
+            ids = list(self.links)
+            cal = ids[self._rr % len(ids)]
+            self._rr += 1
+            self.links[cal].calibrate(self.rng)
+            events: list[dict[str, Any]] = []
+            for lid in ids:
+                self._link_block(lid, dt)
+            for lid in ids:
+                events += self._check_link(lid)
+            # deliveries to the KMEs are staggered: link i every kme_feed_every ticks, at
+            # phase i, so no tick carries all the store transactions at once
+            every = self.cfg.kme_feed_every
+            for i, lid in enumerate(ids):
+                if (self.tick - 1 + i) % every == 0 and self.status[lid] == "up":
+                    self.kmes.flush(lid)
+            req, served = self.keynet.step(dt, self.rng)
+            self._last_services = (req, served)
+            tel = self.telemetry
+            if tel is not None:
+                tel.prepare(self)
+        for ev in events:
+            self._publish(ev)
+        summary = self._run_telemetry(tel) if tel is not None else None
+        with self._lock:
+            if summary is not None:
+                self.devices = summary.pop("devices", self.devices)
+                self.telemetry_summary = {"enabled": True, **summary}
+            self._record()
+            state = self.state(compact=True)
+            self.step_ms.append((time.perf_counter() - t_start) * 1e3)
+            del self.step_ms[:-1000]
+        self._publish({"type": "tick", "state": state})
+        return state
+
+    def _run_telemetry(self, tel: TelemetryComponent) -> dict[str, Any]:
+        try:
+            return tel.run_interval(self)
+        except Exception as exc:  # the live loop keeps running whatever the IIoT layer does
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _record(self) -> None:
+        h, t = self.history, self.t
+        for lid, lk in self.links.items():
+            blk = lk.blocks[-1] if lk.blocks else None
+            h.add(f"link:{lid}:qber", t, blk.qber if blk else None)
+            h.add(
+                f"link:{lid}:key_rate_bps",
+                t,
+                lk.key_rate_bps if self.status[lid] == "up" else 0.0,
+            )
+        for p in self.keynet.pools():
+            h.add(f"pool:{p.src}|{p.dst}:level", t, p.level)
+            h.add(f"pool:{p.src}|{p.dst}:rate", t, p.rate)
+        req, served = self._last_services
+        h.add("net:success", t, served / req if req else None)
+        h.add("net:success_cum", t, self.keynet.success_rate())
+        h.add("net:links_down", t, float(len(self._down())))
+        tel = self.telemetry_summary
+        if tel.get("enabled") and "delivered" in tel:
+            h.add("iot:sent", t, float(tel["sent"]))
+            h.add("iot:delivered", t, float(tel["delivered"]))
+            h.add("iot:latency_ms_p50", t, tel.get("latency_ms_p50"))
+        h.flush()
+        if self.tick % 10 == 0:
+            self.db.set_meta("t", repr(self.t))
+
+    # -- operator actions ---------------------------------------------------------------------
+
+    def resolve_link(self, name: str) -> str:
+        """Canonical id of a link given as ``A-B`` in either order.
+
+        Raises
+        ------
+        UnknownNameError
+            ``field="link"`` if there is no such link.
+        """
+        lid = _resolve(str(name), set(self.links))
+        if lid is not None:
+            return lid
+        raise UnknownNameError(
+            f"unknown link {name!r}; links: {', '.join(sorted(self.links))}",
+            field="link",
+            value=name,
+        )
+
+    def attack(self, link: str, kind: str = "intercept-resend", fraction: float = 1.0) -> dict:
+        """Inject an attack on ``link`` and run its next block at once; return the link's state.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown link (``field="link"``), type (``"type"``) or a fraction outside
+            [0, 1] (``"fraction"``).
+        """
+        with self._lock:
+            lid = self.resolve_link(link)
+            att = make_attack(kind, fraction)
+            lk = self.links[lid]
+            lk.set_attack(att)
+            self.attack_label[lid] = att.describe()
+            lk.calibrate(self.rng)
+            self._link_block(lid, self.cfg.tick_s)
+            events = self._check_link(lid)
+            view = self._link_view(lid)
+        self._publish({"type": "attack", "link": lid, "attack": att.describe(), "state": view})
+        for ev in events:
+            self._publish(ev)
+        return view
+
+    def clear(self, link: str) -> dict[str, Any]:
+        """Stop the attack on ``link``; it comes back once its QBER is under the threshold.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown link (``field="link"``).
+        """
+        with self._lock:
+            lid = self.resolve_link(link)
+            lk = self.links[lid]
+            lk.set_attack(NoAttack())
+            self.attack_label[lid] = None
+            lk.blocks.clear()
+            lk.calibrate(self.rng)
+            alarm = self.alarms.active_for(lid)
+            if alarm is not None:
+                alarm.log("attack_cleared", self.t)
+                self.alarms.save(alarm)
+            if self.status[lid] == "alarm":
+                self.status[lid] = "recovering"
+            self._link_block(lid, self.cfg.tick_s)
+            events = self._check_link(lid)
+            view = self._link_view(lid)
+        self._publish({"type": "clear", "link": lid, "state": view})
+        for ev in events:
+            self._publish(ev)
+        return view
+
+    def what_if(
+        self,
+        sets: list[str] | dict[str, Any] | None = None,
+        *,
+        policy: str | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Predict success rates with changed parameters on a copy of the current network.
+
+        Returns the prediction of :func:`qkdtwin.twin.whatif.what_if` plus ``live``: the live
+        success rates (overall and per pool) to show side by side.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown or out-of-range parameter or policy (the field is named).
+        """
+        ov = parse_sets(sets or [])
+        net = self.scenario.network
+        with self._lock:
+            down = self._down()
+            live_pools = {p.to_dict()["id"]: p.to_dict() for p in self.keynet.pools()}
+            live_rate = self.keynet.success_rate()
+        pred = what_if(
+            self.topology,
+            self.demands,
+            down,
+            pool_capacity=net.pool_capacity,
+            keys_per_service=net.keys_per_service,
+            policy=policy or self.keynet.policy,
+            duration=net.duration or 1000.0,
+            seed=net.seed if seed is None else int(seed),
+            overrides=ov,
+            initial_fill=net.initial_fill,
+            generation=net.generation,
+        )
+        for p in pred["pools"]:
+            lp = live_pools.get(p["id"])
+            p["live_success_rate"] = None if lp is None else lp["success_rate"]
+        pred["live"] = {
+            "success_rate": live_rate,
+            "policy": self.keynet.policy,
+            "C": self.keynet.capacity,
+            "X": self.keynet.keys,
+        }
+        self._publish({"type": "what-if", "result": {"params": pred["params"]}})
+        return pred
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def _link_view(self, lid: str) -> dict[str, Any]:
+        lk = self.links[lid]
+        blk = lk.blocks[-1] if lk.blocks else None
+        return {
+            **lk.describe(),
+            "qber": blk.qber if blk and blk.sifted else None,
+            "alarm_qber": _num(lk.alarm_qber()),
+            "key_rate_bps": lk.key_rate_bps if self.status[lid] == "up" else 0.0,
+            "engine_key_rate_bps": lk.key_rate_bps,
+            "status": self.status[lid],
+            "attack": self.attack_label[lid],
+            "keys": self.kmes.link_view(lid),
+        }
+
+    def state(self, *, compact: bool = False) -> dict[str, Any]:
+        """Return the whole live state as plain data (the ``GET /api/state`` body).
+
+        With ``compact`` (the event stream) the device list is left out (see ``/api/devices``)
+        and the alarm list is cut to the 20 newest.
+        """
+        with self._lock:
+            pools = [p.to_dict() for p in self.keynet.pools()]
+            levels = self.kmes.node_levels()
+            out: dict[str, Any] = {
+                "t": self.t,
+                "tick": self.tick,
+                "tick_s": self.cfg.tick_s,
+                "speed": self.cfg.speed,
+                "scenario": self.scenario.source,
+                "policy": self.keynet.policy,
+                "nodes": [
+                    {
+                        "id": str(n),
+                        "role": d["role"],
+                        "x": self.layout[str(n)][0],
+                        "y": self.layout[str(n)][1],
+                    }
+                    for n, d in self.topology.graph.nodes(data=True)
+                ],
+                "links": [self._link_view(lid) for lid in self.links],
+                "pools": pools,
+                "kmes": [{"node": n, "available_keys": k} for n, k in sorted(levels.items())],
+                "network": {
+                    "success_rate": self.keynet.success_rate(),
+                    "requests": int(self.keynet.requests.sum()),
+                    "successes": int(self.keynet.successes.sum()),
+                    "pool_capacity": self.keynet.capacity,
+                    "keys_per_service": self.keynet.keys,
+                    "reroutes": self.keynet.reroutes,
+                    "links_down": sorted(self._down()),
+                },
+                "telemetry": dict(self.telemetry_summary),
+                "alarms": self.alarms.to_list(20 if compact else None),
+                "active_alarms": sum(1 for a in self.alarms.alarms if a.active),
+                "loop": {
+                    "ticks": self.tick,
+                    "step_ms_p50": _pct(self.step_ms, 50),
+                    "step_ms_p99": _pct(self.step_ms, 99),
+                    "step_ms_max": max(self.step_ms) if self.step_ms else None,
+                    "step_ms_last": [round(x, 2) for x in self.step_ms[-60:]],
+                },
+            }
+            if compact:
+                out["devices_count"] = len(self.devices)
+            else:
+                out["devices"] = list(self.devices.values())
+            return out
+
+    def alarm(self, alarm_id: int) -> Alarm:
+        """One alarm by id (``UnknownNameError`` with ``field="alarm_id"`` if absent)."""
+        for a in self.alarms.alarms:
+            if a.id == alarm_id:
+                return a
+        raise UnknownNameError(f"no alarm {alarm_id}", field="alarm_id", value=alarm_id)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run ticks on a daemon thread, one every ``tick_s / speed`` wall seconds."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            period = self.cfg.tick_s / self.cfg.speed
+            nxt = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    self.step()
+                except Exception as exc:  # keep the live loop alive; report the failure
+                    self._publish({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+                nxt += period
+                delay = nxt - time.monotonic()
+                if delay < 0:
+                    nxt = time.monotonic()
+                    delay = 0.0
+                self._stop.wait(delay)
+
+        self._thread = threading.Thread(target=run, daemon=True, name="qkdtwin-twin")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the tick thread (if running)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30.0)
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop, persist the simulated time and release the stores and the database."""
+        self.stop()
+        with self._lock:
+            if self.telemetry is not None:
+                self.telemetry.close()
+                self.telemetry = None
+            self.history.flush()
+            self.db.set_meta("t", repr(self.t))
+            self.kmes.close()
+            self.db.close()
+
+
+def _resolve(name: str, known: set[str]) -> str | None:
+    """Canonical id of ``A-B`` (either order; node names may themselves contain ``-``)."""
+    if name in known:
+        return name
+    parts = name.split("-")
+    for k in range(1, len(parts)):
+        lid = link_id("-".join(parts[:k]), "-".join(parts[k:]))
+        if lid in known:
+            return lid
+    return None
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    return float(np.percentile(xs, q)) if xs else None
+
+
+def _num(x: float) -> float | None:
+    return None if x != x else float(x)

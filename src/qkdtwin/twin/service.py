@@ -1,0 +1,203 @@
+"""The twin service: REST API, server-sent events and the dashboard, in one FastAPI app.
+
+Routes (all documented in the OpenAPI schema at ``/openapi.json``, browsable at ``/docs``):
+
+* ``GET /`` the dashboard (HTML, JavaScript and CSS served from the package: no internet);
+* ``GET /api/state`` the whole live state: ``links`` (``id``, ``qber``, ``key_rate_bps``,
+  ``status``, ...), ``pools``, ``kmes``, ``devices``, ``alarms``, ``network``, ``nodes``;
+* ``GET /api/links``, ``GET /api/links/{link}``, ``POST /api/links/{link}/attack``
+  (``{"type": "intercept-resend", "fraction": 0.5}``), ``POST /api/links/{link}/clear``;
+* ``GET /api/alarms``, ``GET /api/alarms/{id}``;
+* ``POST /api/what-if`` (``{"set": {"V": 4, "C": 400}, "policy": "adaptive-key-residue"}``);
+* ``GET /api/history`` (``?series=NAME&series=...`` or ``?prefix=link:``), ``GET /api/devices``;
+* ``GET /api/events`` the live event stream (``text/event-stream``): one ``tick`` event per
+  tick with the compact state, and ``attack``, ``alarm``, ``clear``, ``restored``, ``what-if``.
+
+Bad input never stops the live loop: an unknown link, attack type or what-if parameter, or an
+out-of-range value is answered with HTTP 400 ``{"error", "field", "message"}`` (domain checks)
+or 422 (schema checks, FastAPI's body naming the field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from qkdtwin.errors import QkdTwinError
+from qkdtwin.twin.loop import Twin
+
+__all__ = ["AttackRequest", "WhatIfRequest", "create_app", "web_dir"]
+
+
+def web_dir() -> Path:
+    """Directory of the dashboard's static files inside the package."""
+    return Path(str(resources.files("qkdtwin.twin").joinpath("web")))
+
+
+class AttackRequest(BaseModel):
+    """Body of ``POST /api/links/{link}/attack``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(default="intercept-resend", description="intercept-resend or pns")
+    fraction: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="fraction of pulses Eve attacks"
+    )
+
+
+class WhatIfRequest(BaseModel):
+    """Body of ``POST /api/what-if``."""
+
+    model_config = ConfigDict(extra="forbid")
+    set: dict[str, float] = Field(
+        default_factory=dict, description="changed parameters: V, C, X, load, duration"
+    )
+    policy: str | None = Field(default=None, description="allocation policy to predict with")
+    seed: int | None = Field(default=None, ge=0, description="seed of the prediction")
+
+
+def _error(exc: QkdTwinError) -> JSONResponse:
+    field = getattr(exc, "field", None)
+    return JSONResponse(
+        status_code=400,
+        content={"error": type(exc).__name__, "field": field, "message": str(exc)},
+    )
+
+
+def create_app(twin: Twin, *, run: bool = True) -> FastAPI:
+    """Build the service around ``twin``.
+
+    Parameters
+    ----------
+    twin
+        The live twin.
+    run
+        Start the twin's tick thread when the app starts and stop it when the app stops (tests
+        pass ``False`` and call :meth:`Twin.step` themselves).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run:
+            twin.start()
+        try:
+            yield
+        finally:
+            if run:
+                twin.stop()
+
+    app = FastAPI(
+        title="qkdtwin live twin",
+        version="1",
+        description="Digital twin of a quantum-secured IIoT network: state, attacks, what-if.",
+        lifespan=lifespan,
+    )
+    app.state.twin = twin
+
+    @app.exception_handler(QkdTwinError)
+    async def _on_error(_req: Request, exc: QkdTwinError) -> JSONResponse:
+        return _error(exc)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(web_dir() / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=web_dir()), name="static")
+
+    @app.get("/api/state", summary="The whole live state")
+    def get_state() -> dict[str, Any]:
+        return twin.state()
+
+    @app.get("/api/links", summary="Every QKD link: QBER, key rate, status, attack, keys")
+    def get_links() -> list[dict[str, Any]]:
+        return list(twin.state(compact=True)["links"])
+
+    @app.get("/api/links/{link}", summary="One link")
+    def get_link(link: str) -> dict[str, Any]:
+        lid = twin.resolve_link(link)
+        return next(x for x in twin.state(compact=True)["links"] if x["id"] == lid)
+
+    @app.post("/api/links/{link}/attack", summary="Inject an attack on a link")
+    def post_attack(link: str, body: AttackRequest) -> dict[str, Any]:
+        return twin.attack(link, body.type, body.fraction)
+
+    @app.post("/api/links/{link}/clear", summary="Clear the attack on a link")
+    def post_clear(link: str) -> dict[str, Any]:
+        return twin.clear(link)
+
+    @app.get("/api/alarms", summary="The alarm log, newest first")
+    def get_alarms(active: bool | None = None) -> list[dict[str, Any]]:
+        out = twin.alarms.to_list()
+        return [a for a in out if active is None or a["active"] == active]
+
+    @app.get("/api/alarms/{alarm_id}", summary="One alarm and the twin's response")
+    def get_alarm(alarm_id: int) -> dict[str, Any]:
+        return twin.alarm(alarm_id).to_dict()
+
+    @app.post("/api/what-if", summary="Predict success rates with changed parameters")
+    def post_what_if(body: WhatIfRequest) -> dict[str, Any]:
+        return twin.what_if(body.set, policy=body.policy, seed=body.seed)
+
+    @app.get("/api/history", summary="Time series kept by the twin")
+    def get_history(
+        series: list[str] | None = Query(default=None),  # noqa: B008
+        prefix: str | None = None,
+    ) -> dict[str, Any]:
+        return twin.history.get(series, prefix)
+
+    @app.get("/api/devices", summary="IIoT devices: latest telemetry and health")
+    def get_devices() -> dict[str, Any]:
+        st = twin.state()
+        return {"telemetry": st["telemetry"], "devices": st["devices"]}
+
+    @app.get("/api/events", summary="Live events (server-sent events)")
+    async def events(request: Request) -> StreamingResponse:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+
+        def push(ev: dict[str, Any]) -> None:
+            def put() -> None:
+                if queue.full():  # a slow client loses old ticks, never the loop
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                queue.put_nowait(ev)
+
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(put)
+
+        twin.subscribe(push)
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                first = {"type": "tick", "state": twin.state(compact=True)}
+                yield f"event: tick\ndata: {json.dumps(first)}\n\n".encode()
+                while True:
+                    try:
+                        ev = await asyncio.wait_for(queue.get(), timeout=10.0)
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            break
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
+            finally:
+                twin.unsubscribe(push)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    _ = (get_state, get_links, get_link, post_attack, post_clear, get_alarms, get_alarm)
+    _ = (post_what_if, get_history, get_devices, events, index, _on_error)
+    return app

@@ -1,0 +1,268 @@
+"""The twin's IIoT layer: one :class:`qkdtwin.iot.TelemetrySession` per edge gateway.
+
+Key supply (how the QKD network reaches the telemetry). Every edge gateway ``G`` has an ETSI
+SAE pair with the aggregator, which sits at the node ``twin.aggregator`` (default: the first
+metro node). Their end-to-end keys live in two key stores (``e2e/G@gw.db`` at G's KME,
+``e2e/G@agg.db`` at the aggregator's KME) and are filled by **trusted-node key relay**
+(:func:`qkdtwin.kms.relay.relay_key`): a fresh key crosses the current fewest-hop path of
+links that are *up*, one-time-padded with one link key per hop, consuming link keys of the
+KMEs along the way. So an alarm on a link reroutes the telemetry's keys too; a gateway whose
+only access link is in alarm gets no new key (its key source is cut, the gateway fails closed
+and queues readings) until the link is restored.
+
+The sessions share one MQTT broker: the embedded amqtt broker started here (default), a real
+one (``telemetry: {broker: mqtt://HOST:PORT}``), or the in-process bus (``memory``). Each tick
+runs one telemetry interval per gateway (every device sends one reading); the twin keeps the
+interval's counts and every device's latest reading and health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+import numpy as np
+
+from qkdtwin.errors import ConfigError, KmsError, QkdTwinError
+from qkdtwin.iot import (
+    EmbeddedBroker,
+    GatedKeySource,
+    MemoryBus,
+    StoreKeySource,
+    TelemetryConfig,
+    TelemetrySession,
+)
+from qkdtwin.kms import KeyStore
+from qkdtwin.kms.relay import RelayError, relay_key
+from qkdtwin.twin.keynet import topology_without
+
+if TYPE_CHECKING:
+    from qkdtwin.twin.loop import Twin
+
+__all__ = ["IotTelemetry"]
+
+KEY_BITS = 256
+#: End-to-end keys kept ready per gateway (a gateway uses one per key epoch).
+TARGET_KEYS = 2
+#: Relays per tick over all gateways (bounds the KMS work of one tick).
+MAX_RELAYS_PER_TICK = 16
+
+
+def _edge_id(node: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", node)[:40]
+
+
+class _Gateway:
+    def __init__(self, node: str, gw_store: KeyStore, agg_store: KeyStore) -> None:
+        self.node = node
+        self.gw_store = gw_store
+        self.agg_store = agg_store
+        self.inner = StoreKeySource(
+            gw_store, f"sae-{node}", "sae-aggregator", mirror=agg_store, batch=1
+        )
+        self.gate = GatedKeySource(self.inner)
+        self.agg_source = StoreKeySource(agg_store, "sae-aggregator", f"sae-{node}", batch=1)
+        self.relayed = gw_store.available_count(KEY_BITS)
+        gw_store.engine.dispose()  # no idle descriptors (see qkdtwin.twin.kmes._idle)
+        agg_store.engine.dispose()
+        self.path: list[str] | None = None
+        self.session: TelemetrySession | None = None
+
+    @property
+    def ready(self) -> int:
+        return self.relayed - self.inner.reserved_bits // KEY_BITS
+
+
+class IotTelemetry:
+    """Telemetry of every edge gateway of the twin (the twin's :class:`TelemetryComponent`).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown aggregator node (``twin.aggregator``) or a bad telemetry option
+        (``twin.telemetry.NAME``).
+    """
+
+    def __init__(self, twin: Twin) -> None:
+        cfg, net = twin.cfg, twin.scenario.network
+        topo = twin.topology
+        self.gateways_nodes = topo.nodes_with_role("edge_gateway")
+        agg = cfg.aggregator
+        if agg is None:
+            for role in ("server", "kme", "metro", "olt", "relay"):
+                cand = topo.nodes_with_role(role)
+                if cand:
+                    agg = cand[0]
+                    break
+        if agg is None or agg not in topo.graph:
+            raise ConfigError(
+                f"twin.aggregator: unknown node {agg!r}", field="twin.aggregator", value=agg
+            )
+        self.aggregator = str(agg)
+        opts = dict(cfg.telemetry)
+        broker = str(opts.pop("broker", "embedded"))
+        for bad in ("devices", "edge_id", "seed"):
+            if bad in opts:
+                raise ConfigError(
+                    f"twin.telemetry.{bad} is set by the twin", field=f"twin.telemetry.{bad}"
+                )
+        self.broker: EmbeddedBroker | None = None
+        self._scratch: asyncio.AbstractEventLoop | None = None
+        self.bus: MemoryBus | None = None
+        root = Path(twin.data_dir) / "e2e"
+        root.mkdir(parents=True, exist_ok=True)
+        self.gws: list[_Gateway] = []
+        self._paths_for: int = -1
+        try:
+            if broker == "embedded":
+                self.broker = self._start_broker()
+                broker = f"mqtt://127.0.0.1:{self.broker.port}"
+            elif broker == "memory":
+                self.bus = MemoryBus()
+            for i, gw in enumerate(self.gateways_nodes):
+                try:
+                    conf = TelemetryConfig.build(
+                        devices=cfg.devices_per_gateway,
+                        edge_id=_edge_id(gw),
+                        seed=int(net.seed) * 100_003 + i,
+                        broker=broker,
+                        interval_s=cfg.tick_s,
+                        **opts,
+                    )
+                except ConfigError as exc:
+                    name = f"twin.telemetry.{exc.field}" if exc.field else "twin.telemetry"
+                    raise ConfigError(f"{name}: {exc}", field=name) from None
+                g = _Gateway(
+                    gw,
+                    KeyStore(f"sqlite:///{root / f'{_edge_id(gw)}@gw.db'}"),
+                    KeyStore(f"sqlite:///{root / f'{_edge_id(gw)}@agg.db'}"),
+                )
+                self.gws.append(g)
+                g.session = TelemetrySession(conf, g.gate, g.agg_source, bus=self.bus).start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_broker(self) -> EmbeddedBroker:
+        """Start the embedded broker with a scratch event loop current on this thread.
+
+        amqtt's ``Broker()`` creates a future on the calling thread's current event loop;
+        without one, asyncio makes a default loop that nobody closes (a leaked socket pair),
+        or fails outright off the main thread. The scratch loop is closed in :meth:`close`.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._scratch = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._scratch)
+            try:
+                return EmbeddedBroker().start()
+            finally:
+                asyncio.set_event_loop(None)
+        return EmbeddedBroker().start()
+
+    def prepare(self, twin: Twin) -> None:
+        """Under the twin's lock: route each gateway's keys and relay end-to-end keys.
+
+        At most one relay per gateway and :data:`MAX_RELAYS_PER_TICK` in all per tick (the
+        gateways with the fewest ready keys first), so the KMS work per tick stays bounded.
+        """
+        if self._paths_for != twin.keynet.reroutes:
+            topo = topology_without(twin.topology, twin._down())
+            for g in self.gws:
+                try:
+                    g.path = [str(n) for n in nx.shortest_path(topo.graph, g.node, self.aggregator)]
+                except (nx.NetworkXNoPath, nx.NodeNotFound):
+                    g.path = None
+                if g.path is None:
+                    g.gate.cut()
+                else:
+                    g.gate.restore()
+            self._paths_for = twin.keynet.reroutes
+        budget = MAX_RELAYS_PER_TICK
+        for g in sorted(self.gws, key=lambda g: g.ready):
+            if budget == 0:
+                break
+            if g.path is None or len(g.path) < 2 or g.ready >= TARGET_KEYS:
+                continue
+            # relay only when every hop holds a link key: a relay that fails midway wastes
+            # the pads it already used (they are never reused)
+            if not twin.kmes.path_has_keys(g.path):
+                continue
+            budget -= 1
+            try:
+                relay_key(twin.kmes.hops(g.path), g.gw_store, g.agg_store, size_bits=KEY_BITS)
+            except RelayError:
+                twin.kmes.resync(g.path)
+                continue
+            g.relayed += 1
+            twin.kmes.consumed(g.path)
+
+    def run_interval(self, twin: Twin) -> dict[str, Any]:
+        """Outside the twin's lock: one interval per gateway; return the summed report."""
+        tot: dict[str, Any] = {
+            "sessions": len(self.gws),
+            "sent": 0,
+            "delivered": 0,
+            "decrypt_failures": 0,
+            "queued": 0,
+            "qkd_key_bits_consumed": 0,
+            "rejected": {},
+            "dropped": {},
+            "key_failures": {},
+            "gateways_cut": sum(1 for g in self.gws if g.path is None),
+            "aggregator": self.aggregator,
+            "errors": 0,
+        }
+        p50: list[float] = []
+        p99: list[float] = []
+        devices: dict[str, dict[str, Any]] = {}
+        for g in self.gws:
+            assert g.session is not None
+            try:
+                rep = g.session.run_interval(1)
+            except QkdTwinError:
+                tot["errors"] += 1
+                continue
+            for k in ("sent", "delivered", "decrypt_failures", "queued", "qkd_key_bits_consumed"):
+                tot[k] += int(getattr(rep, k))
+            for name in ("rejected", "dropped", "key_failures"):
+                for k, v in getattr(rep, name).items():
+                    tot[name][k] = tot[name].get(k, 0) + int(v)
+            if rep.latency_ms_p50 == rep.latency_ms_p50:
+                p50.append(rep.latency_ms_p50)
+                p99.append(rep.latency_ms_p99)
+            for dev_id, r in rep.latest.items():
+                devices[dev_id] = {
+                    "device_id": r.device_id,
+                    "gateway": g.node,
+                    "kind": r.kind,
+                    "t": float(r.t),
+                    "values": {k: float(v) for k, v in r.values.items()},
+                    "health": r.health,
+                }
+        tot["latency_ms_p50"] = float(np.median(p50)) if p50 else None
+        tot["latency_ms_p99"] = float(max(p99)) if p99 else None
+        tot["devices"] = devices
+        return tot
+
+    def close(self) -> None:
+        """Stop every session, the embedded broker, and close the end-to-end stores."""
+        for g in self.gws:
+            if g.session is not None:
+                with contextlib.suppress(QkdTwinError, KmsError, OSError):
+                    g.session.shutdown()
+                g.session = None
+            g.gw_store.close()
+            g.agg_store.close()
+        self.gws = []
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None

@@ -1,0 +1,227 @@
+"""The twin served over real HTTP: event stream, CLI against it, and the dashboard in chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from qkdtwin.cli import main
+from qkdtwin.twin import Twin
+from qkdtwin.twin.runner import EventListener, ServiceThread
+
+from .conftest import seed_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENS = ROOT / "out" / "twin-screens"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[ServiceThread]:
+    # the default embedded MQTT broker carries the telemetry of 6 gateways x 2 devices
+    twin = Twin(seed_dict(speed=4.0), data_dir=tmp_path_factory.mktemp("live"), telemetry=True)
+    svc = ServiceThread(twin, port=0).start()
+    yield svc
+    svc.stop()
+    twin.close()
+
+
+def test_event_stream_delivers_ticks_and_alarms(service) -> None:
+    ev = EventListener(service.url).start()
+    try:
+        _, first = ev.wait_for(lambda e: e["type"] == "tick", 10)
+        t0 = first["state"]["t"]
+        _, later = ev.wait_for(lambda e: e["type"] == "tick" and e["state"]["t"] > t0, 10)
+        assert later["state"]["tick"] > first["state"]["tick"]
+        mark = len(ev.events)
+        r = httpx.post(f"{service.url}/api/links/M2-M3/attack", json={"fraction": 1.0})
+        assert r.status_code == 200
+        _, alarm = ev.wait_for(lambda e: e["type"] == "alarm", 10, mark)
+        assert alarm["alarm"]["link"] == "M2-M3"
+        _, tick = ev.wait_for(lambda e: e["type"] == "tick", 10, mark)
+        link = next(x for x in tick["state"]["links"] if x["id"] == "M2-M3")
+        assert link["status"] == "alarm"
+        mark = len(ev.events)
+        httpx.post(f"{service.url}/api/links/M2-M3/clear")
+        _, rest = ev.wait_for(lambda e: e["type"] == "restored", 10, mark)
+        assert rest["alarm"]["link"] == "M2-M3"
+        assert rest["alarm"]["active"] is False
+    finally:
+        ev.stop()
+
+
+def test_cli_drives_the_running_twin(service, capsys) -> None:
+    url = service.url
+    assert main(["twin", "attack", "M3-M1", "--url", url, "--fraction", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["id"] == "M1-M3"
+    assert d["status"] == "alarm"
+    assert main(["twin", "state", "--url", url]) == 0
+    assert "M1-M3" in capsys.readouterr().out
+    assert main(["twin", "what-if", "--url", url, "--set", "V=4", "--set", "C=400", "--json"]) == 0
+    wi = json.loads(capsys.readouterr().out)
+    assert wi["params"]["links_down"] == ["M1-M3"]
+    assert wi["params"]["V"] == 4.0
+    assert main(["twin", "clear", "M1-M3", "--url", url]) == 0
+    assert "status up" in capsys.readouterr().out
+    for argv in (
+        ["twin", "attack", "M1-M9", "--url", url],
+        ["twin", "attack", "M1-M2", "--url", url, "--type", "blinding"],
+        ["twin", "attack", "M1-M2", "--url", url, "--fraction", "2"],
+        ["twin", "what-if", "--url", url, "--set", "Q=1"],
+        ["twin", "what-if", "--url", url, "--policy", "best"],
+        ["twin", "clear", "M1-M2", "--url", "http://127.0.0.1:9"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("qkdtwin: error:")
+        assert err.count("\n") == 1
+    assert httpx.get(f"{url}/api/state").json()["network"]["links_down"] == []
+
+
+def test_dashboard_in_chromium(service) -> None:
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    nodes = {n["id"] for n in httpx.get(f"{service.url}/api/state").json()["nodes"]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1250})
+            page.goto(service.url + "/")
+            expect(page.locator("#topology g.node")).to_have_count(len(nodes))
+            drawn = set(
+                page.locator("#topology g.node").evaluate_all("els => els.map(e => e.dataset.node)")
+            )
+            assert drawn == nodes
+            expect(page.locator("#kpi-conn")).to_have_text("live")
+            line = page.locator('#topology .link[data-link="M1-M2"]')
+            expect(line).to_have_attribute("data-status", "up")
+            # encrypted telemetry arrives: every device is listed with its latest reading
+            expect(page.locator("#devices-table tbody tr")).to_have_count(12, timeout=20_000)
+            expect(page.locator("#iot-summary")).to_contain_text("12 devices")
+            page.screenshot(path=str(SCREENS / "1-loaded.png"), full_page=True)
+            # inject an attack from the dashboard: the link turns red, the alarm is listed
+            page.select_option("#attack-link", "M1-M2")
+            page.fill("#attack-fraction", "1")
+            page.click("#attack-btn")
+            expect(line).to_have_attribute("data-status", "alarm")
+            stroke = page.evaluate(
+                """() => getComputedStyle(
+                    document.querySelector('#topology .link[data-link="M1-M2"]')).stroke"""
+            )
+            assert stroke == "rgb(229, 72, 77)"  # --alarm red
+            expect(page.locator('#alarms li[data-link="M1-M2"]')).to_have_count(1)
+            expect(page.locator('#alarms li[data-link="M1-M2"]')).to_contain_text("QBER")
+            page.screenshot(path=str(SCREENS / "2-alarm.png"), full_page=True)
+            # a what-if shows its result next to the live values
+            page.fill("#wi-V", "4")
+            page.fill("#wi-C", "400")
+            page.click("#whatif-btn")
+            expect(page.locator("#whatif-summary")).to_contain_text("predicted")
+            expect(page.locator("#whatif-table tbody tr")).to_have_count(15)
+            expect(page.locator("#whatif-summary")).to_contain_text("links down: M1-M2")
+            page.screenshot(path=str(SCREENS / "3-what-if.png"), full_page=True)
+            # a bad value is reported, the page keeps working
+            page.fill("#attack-fraction", "3")
+            page.click("#attack-btn")
+            expect(page.locator("#attack-msg")).to_contain_text("fraction")
+            page.fill("#attack-fraction", "1")
+            page.click("#clear-btn")
+            expect(line).to_have_attribute("data-status", "up")
+            page.screenshot(path=str(SCREENS / "4-cleared.png"), full_page=True)
+        finally:
+            browser.close()
+    if os.environ.get("QKDTWIN_UPDATE_DOCS_SCREENSHOT"):
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copy(SCREENS / "3-what-if.png", ROOT / "docs" / "img" / "twin-dashboard.png")
+
+
+def test_cli_what_if_on_a_scenario_file_equals_engine(tmp_path, capsys) -> None:
+    import numpy as np
+    import yaml
+
+    from qkdtwin.network import seed_topology, simulate, uniform_demands
+
+    path = tmp_path / "twin.yaml"
+    path.write_text(yaml.safe_dump(seed_dict()))
+    assert (
+        main(
+            [
+                "twin",
+                "what-if",
+                "--scenario",
+                str(path),
+                "--set",
+                "C=300",
+                "--policy",
+                "proportional",
+                "--seed",
+                "5",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    d = json.loads(capsys.readouterr().out)
+    ref = simulate(
+        seed_topology(),
+        uniform_demands(seed_topology(), 1.0),
+        pool_capacity=300,
+        keys_per_service=10,
+        policy="proportional",
+        rng=np.random.default_rng(5),
+        duration=1000.0,
+    )
+    assert d["success_rate"] == ref.success_rate
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(seed_dict(speed=-1)))
+    assert main(["twin", "serve", "--scenario", str(bad), "--port", "0"]) == 2
+    assert "twin.speed" in capsys.readouterr().err
+    assert main(["twin", "serve", "--scenario", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read scenario" in capsys.readouterr().err
+    assert main(["twin", "what-if", "--set", "V=0"]) == 2
+    assert "set.V" not in capsys.readouterr().out
+
+
+def test_cli_demo_runs_the_tour_and_stops(tmp_path, capsys) -> None:
+    argv = ["twin", "demo", "--port", "0", "--speed", "20", "--data-dir", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["link"] == "M1-M2"
+    assert d["alarm"]["link"] == "M1-M2"
+    assert [e["what"] for e in d["alarm"]["events"]] == [
+        "raised",
+        "key_discarded",
+        "rerouted",
+        "attack_cleared",
+        "restored",
+    ][: len(d["alarm"]["events"])]
+    assert d["event_to_dashboard_ms"] > 0
+    assert d["alarm_to_reroute_ms"] >= 0
+    assert d["what_if"]["params"]["links_down"] == ["M1-M2"]
+    st = {x["id"]: x["status"] for x in d["state"]["links"]}
+    assert st["M1-M2"] == "up"
+
+
+def test_cli_serve_prints_url_and_stops_after_duration(tmp_path, capsys) -> None:
+    argv = [
+        "twin",
+        "serve",
+        "--port",
+        "0",
+        "--duration",
+        "1",
+        "--no-telemetry",
+        "--data-dir",
+        str(tmp_path / "serve"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dashboard at http://127.0.0.1:" in out
+    assert (tmp_path / "serve" / "twin.db").exists()

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+
+from qkdtwin.network import seed_topology, simulate, uniform_demands
+from qkdtwin.twin.service import create_app
+
+
+class Client:
+    """In-process client of the service (ASGI transport, no socket)."""
+
+    def __init__(self, twin) -> None:
+        self.twin = twin
+        self.app = create_app(twin, run=False)
+
+    def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://twin") as c:
+                return await c.request(method, url, **kw)
+
+        return anyio.run(go)
+
+    def get(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("POST", url, **kw)
+
+
+@pytest.fixture
+def client(make_twin) -> Client:
+    twin = make_twin()
+    twin.step()
+    return Client(twin)
+
+
+def test_state_has_the_documented_shape(client) -> None:
+    r = client.get("/api/state")
+    assert r.status_code == 200
+    st = r.json()
+    assert {"links", "pools", "devices", "alarms", "nodes", "kmes", "network"} <= set(st)
+    assert len(st["links"]) == 12
+    assert len(st["nodes"]) == 12
+    assert len(st["pools"]) == 15
+    for ln in st["links"]:
+        assert {"id", "qber", "key_rate_bps", "status"} <= set(ln)
+        assert ln["status"] == "up"
+        assert 0.0 < ln["qber"] < 0.08
+        assert ln["key_rate_bps"] > 0
+    twin = client.twin
+    assert st["links"][0]["qber"] == twin.links[st["links"][0]["id"]].blocks[-1].qber
+
+
+def test_attack_raises_alarm_and_clear_restores(client) -> None:
+    r = client.post("/api/links/M2-M1/attack", json={"type": "intercept-resend", "fraction": 1})
+    assert r.status_code == 200
+    assert r.json()["id"] == "M1-M2"
+    assert r.json()["status"] == "alarm"
+    alarms = client.get("/api/alarms").json()
+    assert [a["link"] for a in alarms] == ["M1-M2"]
+    assert alarms[0]["active"]
+    one = client.get(f"/api/alarms/{alarms[0]['id']}").json()
+    assert [e["what"] for e in one["events"]] == ["raised", "key_discarded", "rerouted"]
+    link = client.get("/api/links/M1-M2").json()
+    assert link["status"] == "alarm"
+    assert link["attack"] == "intercept-resend:1"
+    st = client.get("/api/state").json()
+    assert st["network"]["links_down"] == ["M1-M2"]
+    assert st["active_alarms"] == 1
+    r = client.post("/api/links/M1-M2/clear")
+    assert r.status_code == 200
+    assert r.json()["status"] == "up"
+    assert client.get("/api/alarms?active=true").json() == []
+
+
+def test_what_if_endpoint_matches_engine(client) -> None:
+    r = client.post("/api/what-if", json={"set": {"V": 4, "C": 400}, "policy": "static"})
+    assert r.status_code == 200
+    d = r.json()
+    ref = simulate(
+        seed_topology(olt_rate=4.0),
+        uniform_demands(seed_topology(), 1.0),
+        pool_capacity=400,
+        keys_per_service=10,
+        policy="static",
+        rng=np.random.default_rng(1),
+        duration=1000.0,
+    )
+    assert d["success_rate"] == ref.success_rate
+    assert d["live"]["success_rate"] == client.twin.keynet.success_rate()
+    assert len(d["pools"]) == 15
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status", "field"),
+    [
+        ("post", "/api/links/M1-X/attack", {"fraction": 0.5}, 400, "link"),
+        ("post", "/api/links/M1-M2/attack", {"type": "blinding"}, 400, "type"),
+        ("post", "/api/links/M1-M2/attack", {"fraction": 1.5}, 422, "fraction"),
+        ("post", "/api/links/M1-M2/attack", {"fraction": "lots"}, 422, "fraction"),
+        ("post", "/api/links/M1-M2/attack", {"speed": 1}, 422, "speed"),
+        ("post", "/api/links/nowhere/clear", None, 400, "link"),
+        ("post", "/api/what-if", {"set": {"Q": 1}}, 400, "set.Q"),
+        ("post", "/api/what-if", {"set": {"C": 0}}, 400, "set.C"),
+        ("post", "/api/what-if", {"set": {"X": 500}}, 400, "set.X"),
+        ("post", "/api/what-if", {"policy": "best"}, 400, "policy"),
+        ("post", "/api/what-if", {"set": {"V": "high"}}, 422, "V"),
+        ("get", "/api/alarms/99", None, 400, "alarm_id"),
+    ],
+)
+def test_bad_input_gets_named_field(client, method, url, body, status, field) -> None:
+    r = client.request(method.upper(), url, json=body)
+    assert r.status_code == status, r.text
+    d = r.json()
+    if status == 400:
+        assert d["field"] == field
+        assert d["message"]
+    else:
+        assert field in d["detail"][0]["loc"]
+    # the live loop keeps running
+    client.twin.step()
+    assert client.get("/api/state").status_code == 200
+
+
+def test_history_and_devices_and_openapi(client) -> None:
+    client.twin.step()
+    h = client.get("/api/history", params={"series": ["link:M1-M2:qber", "net:success_cum"]})
+    d = h.json()
+    assert set(d) == {"link:M1-M2:qber", "net:success_cum"}
+    assert [p[0] for p in d["link:M1-M2:qber"]] == [1.0, 2.0]
+    pre = client.get("/api/history", params={"prefix": "pool:"}).json()
+    assert len(pre) == 30
+    dev = client.get("/api/devices").json()
+    assert dev["telemetry"]["enabled"] is False
+    assert dev["devices"] == []
+    spec = client.get("/openapi.json").json()
+    for path in (
+        "/api/state",
+        "/api/links/{link}/attack",
+        "/api/what-if",
+        "/api/alarms",
+        "/api/events",
+        "/api/history",
+    ):
+        assert path in spec["paths"]
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "/static/app.js" in page.text
+    js = client.get("/static/app.js")
+    assert js.status_code == 200
+    assert "EventSource" in js.text
+    assert "http" not in client.get("/static/style.css").text  # nothing fetched from outside
