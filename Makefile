@@ -1,5 +1,6 @@
 # qkdtwin — the single entry point for humans and CI.
-#   make demo   set up .venv and run the tour on embedded defaults (no server needed)
+#   make demo   set up .venv, run the tour on embedded defaults (no server needed), then start
+#               the live twin and its dashboard (TWIN_SERVE=--no-serve: stop after its tour)
 #   make test   set up .venv and the test services, then run the whole test suite
 #   make bench  run the benchmarks and rewrite BENCHMARKS.md
 #   make lint   ruff (lint + format check) and mypy
@@ -9,6 +10,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out/demo
+TWIN_PORT  ?= 8000
+TWIN_SERVE ?= --serve
 
 .PHONY: all venv demo test test-slow bench lint format services clean
 
@@ -56,6 +59,9 @@ demo: venv
 	@echo "== E91 with an SPDC source: CHSH value from the simulated correlations"
 	$(BIN)/qkdtwin link simulate --protocol e91 --distance-km 20 --pulses 5e7 --seed 4
 	@echo "Plots written to $(OUT)/"
+	@echo "== The live twin on the seed topology: attack -> alarm -> reroute, a what-if, then the"
+	@echo "   dashboard keeps serving until Ctrl-C (make demo TWIN_SERVE=--no-serve to stop after the tour)"
+	$(BIN)/qkdtwin twin demo --port $(TWIN_PORT) $(TWIN_SERVE)
 
 services:
 	@bash scripts/ensure-services.sh
@@ -75,6 +81,7 @@ bench: venv
 	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/iot_pipeline.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/twin_load.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
