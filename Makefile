@@ -74,7 +74,7 @@ test: venv services
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
 
-bench: venv
+bench: venv services
 	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/python benchmarks/link_throughput.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md

@@ -313,3 +313,31 @@ def test_history_is_bounded_and_survives_restart(make_twin) -> None:
     assert again.alarms.alarms[0].events[-1]["what"] == "closed_on_restart"
     again.step()
     assert again.history.series["net:success_cum"][-1][0] == t_end + 1.0
+
+
+def test_round_robin_runs_post_processing_on_every_link(make_twin) -> None:
+    twin = make_twin()
+    for _ in range(len(twin.links)):
+        st = twin.step()
+    for ln in st["links"]:
+        pp = ln["postprocess"]
+        assert pp is not None, ln["id"]
+        assert pp["verified"]
+        assert pp["keys_identical"]
+        assert not pp["aborted"]
+        assert 0 < pp["leaked_bits"] < pp["key_bits_in"] <= pp["sifted_bits"]
+        assert pp["qber_estimate"] < ln["qber_threshold"]
+
+
+def test_history_and_alarms_persist_in_postgresql(pg_url, make_twin) -> None:
+    # pg_url first: its schema is dropped only after make_twin has closed the twins
+    twin = make_twin(sub="pg-a", db_url=pg_url)
+    for _ in range(3):
+        twin.step()
+    twin.attack("M2-M3", "intercept-resend", 1.0)
+    pts = twin.history.get(["net:success_cum"])["net:success_cum"]
+    twin.close()
+    again = make_twin(sub="pg-b", db_url=pg_url)  # other data dir: only the database is shared
+    assert again.t == 3.0
+    assert again.history.get(["net:success_cum"])["net:success_cum"] == pts
+    assert [a.link for a in again.alarms.alarms] == ["M2-M3"]

@@ -11,6 +11,7 @@ one more optional mapping, ``twin``, that says how the live twin runs it::
       qber_min_bits: 1000          # sifted bits (newest blocks) the alarm QBER is computed on
       calibration_pulses: 2000000  # pulses of one link-engine run (round robin, 1 link/tick)
       kme_feed_every: 10           # ticks between key deliveries into the KME stores
+      postprocess: true            # run Cascade + verification + PA on each round-robin run
       link_defaults: {protocol: decoy-bb84, preset: gys}
       links:                       # per-link physics, by id "A-B" (either order)
         GW1.1-OLT1: {length_km: 8.0, qber_threshold: 0.06}
@@ -68,6 +69,7 @@ class TwinSettings(_Strict):
     qber_min_bits: int = Field(default=1000, ge=1, le=10**9)
     calibration_pulses: int = Field(default=2_000_000, ge=10_000, le=10**9)
     kme_feed_every: int = Field(default=10, ge=1, le=10_000)
+    postprocess: bool = True
     kme_max_keys: int = Field(default=2000, ge=10, le=10**7)
     link_defaults: LinkPhysics = Field(default_factory=LinkPhysics)
     links: dict[str, LinkPhysics] = Field(default_factory=dict)

@@ -165,6 +165,7 @@ class LinkEngine:
     qber: float = 0.0
     key_rate_bps: float = 0.0
     calibrations: int = 0
+    postprocessed: dict[str, Any] | None = None
     blocks: deque[Block] = field(default_factory=lambda: deque(maxlen=64))
 
     def __post_init__(self) -> None:
@@ -203,11 +204,15 @@ class LinkEngine:
             )
         self.attack = attack
 
-    def calibrate(self, rng: np.random.Generator) -> None:
+    def calibrate(self, rng: np.random.Generator, *, postprocess: bool = False) -> None:
         """Run the link engine once with the current attack and record its statistics.
 
         A run with too few detections for the decoy estimates is retried with four times the
-        pulses (up to twice).
+        pulses (up to twice). With ``postprocess`` the run's sifted bits also go through the
+        classical chain (:func:`qkdtwin.qkd.postprocess.postprocess`: parameter estimation,
+        Cascade, verification, finite-key privacy amplification) and its outcome is kept in
+        :attr:`postprocessed` (at this block size the finite-key length is usually 0: the
+        twin's key rate comes from the asymptotic formula on the run's statistics).
 
         Raises
         ------
@@ -217,7 +222,14 @@ class LinkEngine:
         pulses = self.calibration_pulses
         for _ in range(3):
             try:
-                res = simulate_link(self.protocol, self.model, pulses, rng, attack=self.attack)
+                res = simulate_link(
+                    self.protocol,
+                    self.model,
+                    pulses,
+                    rng,
+                    attack=self.attack,
+                    keep_bits=postprocess,
+                )
             except ConfigError:
                 pulses *= 4
                 continue
@@ -226,6 +238,8 @@ class LinkEngine:
                 self.qber = float(res.qber)
                 self.key_rate_bps = max(0.0, float(res.secret_key_rate_bps))
                 self.calibrations += 1
+                if postprocess:
+                    self._postprocess(res, rng)
                 return
             pulses *= 4
         raise ConfigError(
@@ -233,6 +247,27 @@ class LinkEngine:
             field=f"twin.links.{self.id}.length_km",
             value=self.length_km,
         )
+
+    def _postprocess(self, res: Any, rng: np.random.Generator) -> None:
+        from qkdtwin.qkd.postprocess import postprocess
+
+        try:
+            pp = postprocess(res, self.model, rng)
+        except QkdTwinError as exc:
+            self.postprocessed = {"error": str(exc)}
+            return
+        self.postprocessed = {
+            "sifted_bits": pp.sifted_bits,
+            "key_bits_in": pp.key_bits_in,
+            "qber_estimate": pp.qber_estimate,
+            "leaked_bits": pp.leaked_bits,
+            "verified": pp.verified,
+            "keys_identical": pp.keys_identical,
+            "final_key_bits": pp.final_key_bits,
+            "aborted": pp.aborted,
+            "abort_reason": pp.abort_reason,
+            "elapsed_ms": pp.elapsed_s * 1e3,
+        }
 
     def run_block(self, t: float, dt: float, rng: np.random.Generator) -> Block:
         """Sample one block of ``dt`` simulated seconds ending at ``t`` and keep it."""

@@ -304,7 +304,7 @@ class Twin:
             ids = list(self.links)
             cal = ids[self._rr % len(ids)]
             self._rr += 1
-            self.links[cal].calibrate(self.rng)
+            self.links[cal].calibrate(self.rng, postprocess=self.cfg.postprocess)
             events: list[dict[str, Any]] = []
             for lid in ids:
                 self._link_block(lid, dt)
@@ -501,6 +501,7 @@ class Twin:
             "status": self.status[lid],
             "attack": self.attack_label[lid],
             "keys": self.kmes.link_view(lid),
+            "postprocess": lk.postprocessed,
         }
 
     def state(self, *, compact: bool = False) -> dict[str, Any]:

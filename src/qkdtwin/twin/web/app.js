@@ -70,7 +70,8 @@ function renderTables() {
   const lb = $("links-table").tBodies[0];
   lb.innerHTML = state.links.map(l => `<tr data-link="${esc(l.id)}"><td>${esc(l.id)}</td>` +
     `<td class="st-${l.status}">${l.status}${l.attack ? " ⚠" : ""}</td><td>${pct(l.qber)}</td>` +
-    `<td>${pct(l.qber_threshold)}</td><td>${num(l.key_rate_bps, 0)}</td><td>${l.keys.available}</td></tr>`).join("");
+    `<td>${pct(l.qber_threshold)}</td><td>${num(l.key_rate_bps, 0)}</td><td>${l.keys.available}</td>` +
+    `<td>${ppCell(l.postprocess)}</td></tr>`).join("");
   const pb = $("pools-table").tBodies[0];
   pb.innerHTML = state.pools.slice(0, 200).map(p => `<tr><td>${esc(p.id)}</td><td>${num(p.level, 0)}/${num(p.capacity, 0)}</td>` +
     `<td>${num(p.rate, 3)}</td><td>${p.path ? p.path.length - 1 : "cut"}</td><td>${pct(p.success_rate)}</td></tr>`).join("");
@@ -78,6 +79,13 @@ function renderTables() {
   if (sel.options.length !== state.links.length) {
     sel.innerHTML = state.links.map(l => `<option value="${esc(l.id)}">${esc(l.id)}</option>`).join("");
   }
+}
+
+function ppCell(pp) {
+  if (!pp) return "–";
+  if (pp.error) return "error";
+  if (pp.aborted) return "abort";
+  return `${pp.verified && pp.keys_identical ? "✓" : "✗"} ${pp.key_bits_in} b, leak ${pp.leaked_bits}`;
 }
 
 function renderAlarms() {
