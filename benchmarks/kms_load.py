@@ -145,6 +145,7 @@ def run_store(
     pki: Path,
     loads: list[tuple[int, int, float]],
     duration: float,
+    open_duration: float,
 ) -> list[dict[str, Any]]:
     """Run each ``(batch, SAEs, offered keys/s or 0 for closed loop)`` load against one KME."""
     saes = [n for _, n, _ in loads]
@@ -164,7 +165,7 @@ def run_store(
             }
         )
     )
-    fill = 100_000
+    fill = max(100_000, int(max(duration, open_duration) * 15_000))  # never run dry
     _topup(db, fill)
     url = f"https://127.0.0.1:{port}"
     rows = []
@@ -183,7 +184,7 @@ def run_store(
                     "pki": str(pki),
                     "saes": all_saes[:n],
                     "batch": batch,
-                    "duration": duration,
+                    "duration": open_duration if rate else duration,
                     "rate": rate,
                 }
                 out = subprocess.run(
@@ -221,6 +222,12 @@ def main() -> None:
         help="offered keys/s of the open-loop runs (batches of 100; 0: none)",
     )
     ap.add_argument("--open-saes", default="1,16,64")
+    ap.add_argument(
+        "--open-duration",
+        type=float,
+        default=15.0,
+        help="seconds of each open-loop run (a p99 needs several hundred requests)",
+    )
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client is not None:
@@ -245,7 +252,13 @@ def main() -> None:
         for store in args.stores.split(","):
             if store == "sqlite":
                 rows += run_store(
-                    store, f"sqlite:///{tmp / 'kme.db'}", tmp, pki, loads, args.duration
+                    store,
+                    f"sqlite:///{tmp / 'kme.db'}",
+                    tmp,
+                    pki,
+                    loads,
+                    args.duration,
+                    args.open_duration,
                 )
             else:
                 schema = f"kms_bench_{uuid.uuid4().hex[:12]}"
@@ -254,7 +267,7 @@ def main() -> None:
                     conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
                 try:
                     db = f"{PG_URL}?options=-csearch_path%3D{schema}"
-                    rows += run_store(store, db, tmp, pki, loads, args.duration)
+                    rows += run_store(store, db, tmp, pki, loads, args.duration, args.open_duration)
                 finally:
                     with admin.begin() as conn:
                         conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
@@ -287,8 +300,9 @@ def main() -> None:
     if opened:
         lines += [
             "",
-            f"**Open loop** at {args.open_rate:,.0f} keys/s offered in batches of 100, spread "
-            "evenly over the SAEs; latency measured from each request's scheduled send time "
+            f"**Open loop** at {args.open_rate:,.0f} keys/s offered in batches of 100 for "
+            f"{args.open_duration:g} s, spread evenly over the SAEs; latency measured from "
+            "each request's scheduled send time "
             "(no coordinated omission):",
             "",
             "| Store | Concurrent SAEs | offered keys/s | delivered keys/s | p50 (ms) | p99 (ms) "

@@ -246,3 +246,20 @@ def test_incremental_erasure_matches_a_reference_model(
         assert expected  # the walk did erase keys
     finally:
         s.close()
+
+
+def test_sqlite_checkpoints_off_the_commit_path(tmp_path: Path) -> None:
+    """Auto-checkpoint is off; checkpoint() copies every WAL frame into the database."""
+    s = KeyStore(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        s.add_keys(_keys(500))
+        assert s._dirty
+        busy, log, done = s.checkpoint()
+        assert not s._dirty
+        assert busy == 0
+        assert log == done > 0  # every frame of the WAL is in the database file
+    finally:
+        s.close()
+    s.close()  # idempotent
