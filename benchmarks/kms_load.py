@@ -279,8 +279,9 @@ def main() -> None:
         f"ETSI 014 `POST enc_keys` for 256-bit keys over mutual TLS (HTTP/1.1, one connection "
         f"per SAE, each SAE its own client certificate) against one `qkdtwin kms serve` process "
         f"(one uvicorn worker); the load comes from a separate process (asyncio + httpx, one "
-        f"client per SAE, {args.duration:g} s after a warm-up). Store pre-filled with 100,000 "
-        f"keys before each run. {os.cpu_count()} CPU cores shared by server, load generator "
+        f"client per SAE, {args.duration:g} s after a warm-up). Store topped up to "
+        f"max(100,000, 15,000 x run seconds) keys before each run. {os.cpu_count()} CPU "
+        "cores shared by server, load generator "
         f"and database; {platform.python_implementation()} {platform.python_version()}. "
         "Command: `python benchmarks/kms_load.py --write BENCHMARKS.md` (in `make bench`).",
         "",
