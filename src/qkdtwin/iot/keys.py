@@ -49,7 +49,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from qkdtwin.errors import ConfigError, KeyExhaustedError, KmsRequestError
 
 if TYPE_CHECKING:
-
     from qkdtwin.kms.client import KmeClient
     from qkdtwin.kms.store import KeyStore
 
