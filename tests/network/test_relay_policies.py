@@ -17,7 +17,7 @@ from qkdtwin.network import (
     simulate,
     uniform_demands,
 )
-from qkdtwin.network.engine import _resource_csr
+from qkdtwin.network.engine import resource_csr
 from qkdtwin.network.policies import (
     akr_rates,
     price_weights,
@@ -110,7 +110,7 @@ def test_every_policy_within_budgets():
     pairs = [(d.src, d.dst) for d in uniform_demands(topo, 1.0)]
     costs = relay_costs(topo, pairs)
     A = costs.dense()
-    res_ptr, res_pool, res_cnt, single = _resource_csr(costs)
+    res_ptr, res_pool, res_cnt, single = resource_csr(costs)
     rng = np.random.default_rng(0)
     n = len(pairs)
     for _ in range(200):

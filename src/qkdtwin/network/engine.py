@@ -235,9 +235,15 @@ def _run(
         _advance(q, t_end, level, last, rates, cap, generated, dropped, poisson)
 
 
-def _resource_csr(
+def resource_csr(
     costs: RelayCosts,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Invert the pool -> hop map of ``costs`` into resource -> (pool, key count) CSR arrays.
+
+    Returns ``(res_ptr, res_pool, res_cnt, single)``: the pools drawing on resource ``r`` are
+    ``res_pool[res_ptr[r]:res_ptr[r + 1]]`` with ``res_cnt`` keys each; ``single`` marks the
+    pools of one hop. Shared with the live twin's key network.
+    """
     n_pools = costs.pool_ptr.size - 1
     pool_of_hop = np.repeat(np.arange(n_pools), np.diff(costs.pool_ptr))
     order = np.argsort(costs.hop_res, kind="stable")
@@ -380,7 +386,7 @@ def simulate(
     cap = np.full(n_pools, cap_c)
     level = cap.copy() if initial_fill == "full" else np.zeros(n_pools)
     initial = level.copy()
-    res_ptr, res_pool, res_cnt, single = _resource_csr(costs)
+    res_ptr, res_pool, res_cnt, single = resource_csr(costs)
     requests = np.zeros(n_pools, dtype=np.int64)
     successes = np.zeros(n_pools, dtype=np.int64)
     consumed = np.zeros(n_pools)

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qkdtwin.network import Demand, RelayCosts, Topology, canonical_policy, relay_costs
+from qkdtwin.network.engine import resource_csr
 from qkdtwin.network.policies import (
     akr_rates,
     price_weights,
@@ -78,20 +79,6 @@ class PoolView:
             "successes": self.successes,
             "success_rate": self.successes / self.requests if self.requests else None,
         }
-
-
-def _resource_csr(
-    costs: RelayCosts,
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.bool_]]:
-    n_pools = costs.pool_ptr.size - 1
-    pool_of_hop = np.repeat(np.arange(n_pools), np.diff(costs.pool_ptr))
-    order = np.argsort(costs.hop_res, kind="stable")
-    res_pool = pool_of_hop[order].astype(np.int64)
-    res_cnt = costs.hop_cnt[order]
-    counts = np.bincount(costs.hop_res, minlength=costs.capacity.size)
-    res_ptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    single = np.diff(costs.pool_ptr) == 1
-    return res_ptr, res_pool, res_cnt, single
 
 
 class KeyNetwork:
@@ -168,7 +155,7 @@ class KeyNetwork:
             self.costs: RelayCosts | None = relay_costs(topo, [self.pairs[i] for i in live])
             for j, i in enumerate(live):
                 self.paths[i] = list(self.costs.paths[j])
-            self._csr = _resource_csr(self.costs)
+            self._csr = resource_csr(self.costs)
             dk = self.lam[self._live] * self.keys
             self._demand_keys = dk
             stock = 0.5 * self.capacity / self.horizon_s
