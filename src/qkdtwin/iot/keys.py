@@ -558,6 +558,18 @@ def open_epoch(
 
 
 # --------------------------------------------------------------------------- key supplies
+def _workdir(
+    directory: Path | None, initial_keys: int
+) -> tuple[tempfile.TemporaryDirectory[str] | None, Path]:
+    """Check ``initial_keys``; return ``(temporary directory or None, the directory to use)``."""
+    if initial_keys < 0:
+        raise ConfigError("initial_keys must be >= 0", field="initial_keys")
+    tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="iot-")
+    path = Path(tmp.name) if tmp is not None else Path(directory or ".")
+    path.mkdir(parents=True, exist_ok=True)
+    return tmp, path
+
+
 class _KeyPairBase:
     """Common part of the two fed key supplies: two stores, a feeder, SAE IDs."""
 
@@ -570,11 +582,7 @@ class _KeyPairBase:
         from qkdtwin.kms import KeyStore
         from qkdtwin.kms.feeder import LinkFeeder, link_rate_bps
 
-        if initial_keys < 0:
-            raise ConfigError("initial_keys must be >= 0", field="initial_keys")
-        self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="iot-")
-        self.directory = Path(self._tmp.name) if self._tmp is not None else Path(directory or ".")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._tmp, self.directory = _workdir(directory, initial_keys)
         self.batch = batch
         self.store_a = KeyStore(f"sqlite:///{self.directory / 'kme-a.db'}")
         self.store_b = KeyStore(f"sqlite:///{self.directory / 'kme-b.db'}")
@@ -684,11 +692,7 @@ class DevKmePair:
         from qkdtwin.kms.devnet import DevNetwork
         from qkdtwin.kms.feeder import link_rate_bps
 
-        if initial_keys < 0:
-            raise ConfigError("initial_keys must be >= 0", field="initial_keys")
-        self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="iot-")
-        self.directory = Path(self._tmp.name) if self._tmp is not None else Path(directory or ".")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._tmp, self.directory = _workdir(directory, initial_keys)
         self.batch = batch
         self.rate_bps = link_rate_bps("decoy-bb84", distance_km)
         self.network = DevNetwork(
