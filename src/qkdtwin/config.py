@@ -7,6 +7,8 @@ Ranges are written ``START:STOP[:STEP]`` and include ``STOP`` when the step land
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -162,3 +164,32 @@ def parse_float_list(text: str, *, field: str) -> tuple[float, ...]:
             )
         out.append(x)
     return tuple(out)
+
+
+def read_yaml_mapping(
+    source: str | Path | dict[str, Any], *, what: str = "scenario"
+) -> dict[str, Any]:
+    """Return the mapping in a YAML file (a copy of ``source`` if it is already a dict).
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, is not YAML, or does not hold a mapping; ``field`` is
+        ``what`` and the message names the file.
+    """
+    import yaml
+
+    if isinstance(source, dict):
+        return dict(source)
+    label = str(Path(source))
+    try:
+        data = yaml.safe_load(Path(source).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {label!r}: {exc.strerror}", field=what) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{what} {label!r} is not valid YAML: {str(exc).splitlines()[0]}", field=what
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"a {what} must be a YAML mapping", field=what)
+    return data

@@ -625,19 +625,7 @@ class KeyStore:
 
     def discard(self, key_ids: Sequence[str], by: str) -> int:
         """Erase available keys by ID (compensation of a failed relay); return how many."""
-        now = self._now()
-        with self._write() as conn:
-            res = conn.execute(
-                update(_keys)
-                .where(_keys.c.key_id.in_(list(key_ids)))
-                .where(_keys.c.state == "available")
-                .values(state="erased", material=None)
-            )
-            conn.execute(
-                insert(_audit),
-                [{"at": now, "sae_id": by, "key_id": k, "action": "discard"} for k in key_ids],
-            )
-            return int(res.rowcount)
+        return self._erase(key_ids, by, from_state="available", action="discard")
 
     def revoke(self, key_ids: Sequence[str], by: str) -> int:
         """Erase reserved keys that must never be used (compensation of a failed mirroring).
@@ -650,17 +638,21 @@ class KeyStore:
         int
             How many keys were revoked.
         """
+        return self._erase(key_ids, by, from_state="reserved", action="revoke")
+
+    def _erase(self, key_ids: Sequence[str], by: str, *, from_state: str, action: str) -> int:
+        """Erase the keys of ``key_ids`` in ``from_state`` and audit ``action`` for each."""
         now = self._now()
         with self._write() as conn:
             res = conn.execute(
                 update(_keys)
                 .where(_keys.c.key_id.in_(list(key_ids)))
-                .where(_keys.c.state == "reserved")
+                .where(_keys.c.state == from_state)
                 .values(state="erased", material=None)
             )
             conn.execute(
                 insert(_audit),
-                [{"at": now, "sae_id": by, "key_id": k, "action": "revoke"} for k in key_ids],
+                [{"at": now, "sae_id": by, "key_id": k, "action": action} for k in key_ids],
             )
             return int(res.rowcount)
 

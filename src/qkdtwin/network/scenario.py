@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError
 from qkdtwin.network.engine import Demand, SimulationResult, simulate, uniform_demands
 from qkdtwin.network.policies import canonical_policy
@@ -167,23 +167,7 @@ def load_scenario(source: str | Path | dict[str, Any]) -> Scenario:
     ConfigError
         If the file cannot be read, is not YAML, or a field is invalid (the message names it).
     """
-    if isinstance(source, dict):
-        data: Any = source
-    else:
-        path = Path(source)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read scenario {str(path)!r}: {exc.strerror}", field="scenario"
-            ) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"scenario {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}",
-                field="scenario",
-            ) from None
-    if not isinstance(data, dict):
-        raise ConfigError("a scenario must be a YAML mapping", field="scenario")
+    data = read_yaml_mapping(source)
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:

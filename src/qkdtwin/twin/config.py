@@ -31,9 +31,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError
 from qkdtwin.network.scenario import Scenario, load_scenario
 
@@ -115,28 +115,10 @@ def load_twin_scenario(source: str | Path | dict[str, Any] | None = None) -> Twi
         If the file is unreadable or not YAML, or a field of the network scenario or of the
         ``twin`` section is invalid; the message and ``field`` name it.
     """
-    label = "<dict>"
     if source is None:
         source = default_scenario_path()
-    if isinstance(source, dict):
-        data: Any = dict(source)
-    else:
-        path = Path(source)
-        label = str(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read scenario {label!r}: {exc.strerror}", field="scenario"
-            ) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"scenario {label!r} is not valid YAML: {str(exc).splitlines()[0]}",
-                field="scenario",
-            ) from None
-    if not isinstance(data, dict):
-        raise ConfigError("a scenario must be a YAML mapping", field="scenario")
-    data = dict(data)
+    label = "<dict>" if isinstance(source, dict) else str(Path(source))
+    data = read_yaml_mapping(source)
     twin_raw = data.pop("twin", None) or {}
     if not isinstance(twin_raw, dict):
         raise ConfigError("scenario field twin: must be a mapping", field="twin")
