@@ -98,7 +98,8 @@ def test_other_schema_version_is_its_own_error():
     with pytest.raises(ConfigError) as err:
         parse_link_telemetry(message(schema_version=2))
     assert err.value.field == "schema_version"
-    assert "2" in str(err.value) and str(SCHEMA_VERSION) in str(err.value)
+    assert "2" in str(err.value)
+    assert str(SCHEMA_VERSION) in str(err.value)
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"\xff\xfe", b"null"])
