@@ -20,6 +20,7 @@ from qkdtwin._cli_common import JsonOpt, emit_json
 from qkdtwin.cli_iot import iot_app
 from qkdtwin.cli_kms import kms_app
 from qkdtwin.cli_network import network_app, reproduce_app
+from qkdtwin.cli_plant import plant_app
 from qkdtwin.cli_teleport import teleport_app
 from qkdtwin.cli_twin import twin_app
 from qkdtwin.config import parse_count, parse_float_list, parse_range
@@ -43,6 +44,7 @@ app.add_typer(reproduce_app, name="reproduce")
 app.add_typer(kms_app, name="kms")
 app.add_typer(iot_app, name="iot")
 app.add_typer(twin_app, name="twin")
+app.add_typer(plant_app, name="plant")
 
 EXIT_USAGE = 2
 

@@ -1,0 +1,536 @@
+"""The plant process: QKD modules, KMEs, IIoT devices and the control endpoint, running live.
+
+:class:`Plant` plays the network an operator owns. Per topology link a
+:class:`~qkdtwin.plant.module.QkdModule` runs the link physics continuously (exact per-interval
+count draws) with hidden true parameters that drift as the scenario says, publishes one
+:class:`~qkdtwin.interfaces.LinkTelemetry` message per reporting interval over MQTT and feeds
+its distilled keys into the ETSI GS QKD 014 KMEs at both ends (one KME per node, the project's
+:class:`~qkdtwin.kms.devnet.DevNetwork`: mutual TLS, mirrored reservations, hop-by-hop relay).
+Edge gateways and their devices publish encrypted IIoT telemetry over the same broker with
+keys relayed from their KMEs to the aggregator's (:class:`~qkdtwin.iot.TelemetrySession` over
+:class:`~qkdtwin.iot.KmeKeySource`). Events (attacks, cuts, loss steps) come from the scenario's
+script or from the control endpoint (:mod:`qkdtwin.plant.control`), which also serves the
+ground truth for tests and benchmarks.
+
+Time: plant time ``t`` runs from 0 in steps of ``reporting_interval_s``; with ``speed`` S one
+step takes ``reporting_interval_s / S`` wall seconds. Modules stamp their messages with their
+clock, ``clock_epoch + t`` (``clock_epoch``: the Unix time at start), so at S = 1 the stamps are
+Unix time; the attach file states S so a twin can map receive times to the modules' clock.
+
+Everything random comes from one ``numpy.random.Generator`` seeded by the scenario's ``seed``:
+the same scenario and the same calls of :meth:`Plant.step` give the same messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from qkdtwin.errors import ConfigError, QkdTwinError, UnknownNameError
+from qkdtwin.interfaces import LinkTelemetry, perf_topic, state_topic
+from qkdtwin.plant.control import LinkTruth, PlantTruth
+from qkdtwin.plant.module import IntervalTruth, QkdModule
+from qkdtwin.plant.physics import MonitorParams, TrueLinkParams
+from qkdtwin.plant.scenario import PlantScenario, load_plant_scenario, resolve_link
+
+__all__ = ["Plant", "module_id_for"]
+
+Publish = Callable[[str, bytes], None]
+
+
+def module_id_for(link_id: str) -> str:
+    """Return the module id of a link's QKD module (``qkd-<link>``, dots kept)."""
+    return f"qkd-{link_id}"
+
+
+class Plant:
+    """A live stand-in for a QKD-secured IIoT network, with hidden truth.
+
+    Parameters
+    ----------
+    scenario
+        A :class:`PlantScenario`, a YAML path or a mapping.
+    data_dir
+        Where the PKI, the KME stores and the attach file go.
+    speed
+        Plant seconds per wall second.
+    broker
+        ``"embedded"`` (amqtt on loopback), ``"mqtt://HOST:PORT"`` (e.g. Mosquitto), or
+        ``None``: no MQTT, messages go to ``publish`` only (tests, benchmarks).
+    kmes
+        Run the KMEs (the modules feed them); ``False``: keys are counted, not stored.
+    iot
+        Run the IIoT gateways and devices (needs ``kmes`` and a broker).
+    publish
+        Extra sink for every published message ``(topic, payload)``.
+    seed
+        Override of the scenario's seed.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed scenario or a speed out of range.
+    """
+
+    def __init__(
+        self,
+        scenario: PlantScenario | str | Path | dict[str, Any],
+        data_dir: str | Path,
+        *,
+        speed: float = 1.0,
+        broker: str | None = "embedded",
+        kmes: bool = True,
+        iot: bool = True,
+        publish: Publish | None = None,
+        seed: int | None = None,
+        host: str = "127.0.0.1",
+        control_port: int = 0,
+    ) -> None:
+        sc = scenario if isinstance(scenario, PlantScenario) else load_plant_scenario(scenario)
+        if not (0.0 < speed <= 100_000.0):
+            raise ConfigError(f"speed must be in (0, 100000], got {speed!r}", field="speed")
+        self.scenario = sc
+        self.cfg = sc.plant
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.speed = float(speed)
+        self.broker_spec = broker
+        self.want_kmes = kmes
+        self.want_iot = iot and kmes and broker is not None and sc.plant.devices_per_gateway > 0
+        self.host = host
+        self.control_port = control_port
+        self._sink = publish
+        self.rng = np.random.default_rng(sc.network.seed if seed is None else seed)
+        self.t = 0.0
+        self.clock_epoch = time.time()
+        self.modules: dict[str, QkdModule] = {}
+        monitor = MonitorParams()
+        for a, b in sc.topology.graph.edges():
+            lid = "-".join(sorted((str(a), str(b))))
+            spec = sc.link_truth(lid)
+            overrides = {
+                k: spec[k]
+                for k in (
+                    "attenuation_db_per_km",
+                    "extra_loss_db",
+                    "detector_efficiency",
+                    "dark_count_prob",
+                    "misalignment",
+                )
+                if spec[k] is not None
+            }
+            try:
+                params = TrueLinkParams.from_preset(spec["preset"], spec["length_km"], **overrides)
+            except QkdTwinError as exc:
+                raise ConfigError(f"plant.links.{lid}: {exc}", field=f"plant.links.{lid}") from None
+            self.modules[lid] = QkdModule(
+                module_id_for(lid),
+                lid,
+                str(a),
+                str(b),
+                params,
+                sc.drifts_for(lid),
+                monitor=sc.plant.detector_monitor,
+                monitor_params=monitor,
+            )
+        self._events = sorted(sc.plant.events, key=lambda e: e.at_s)
+        self._next_event = 0
+        self.history: dict[str, deque[IntervalTruth]] = {
+            lid: deque(maxlen=100_000) for lid in self.modules
+        }
+        self.keys_fed: dict[str, int] = dict.fromkeys(self.modules, 0)
+        self.published = 0
+        self.event_log: list[dict[str, Any]] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._iot_thread: threading.Thread | None = None
+        self.running = False
+        self.broker: Any = None
+        self.broker_url: str | None = None
+        self._transport: Any = None
+        self.net: Any = None
+        self._feeders: dict[str, Any] = {}
+        self.sessions: list[Any] = []
+        self._kme_clients: list[Any] = []
+        self.iot_reports: deque[dict[str, Any]] = deque(maxlen=100)
+        self.control: Any = None
+        self.control_url: str | None = None
+        self.attach_file: Path | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, *, loop: bool = True) -> Plant:
+        """Start the broker, the KMEs, the IIoT devices, the control endpoint and the loop.
+
+        Raises
+        ------
+        TransportError
+            If the MQTT broker cannot be reached.
+        """
+        try:
+            self._start_broker()
+            if self.want_kmes:
+                self._start_kmes()
+            if self.want_iot:
+                self._start_iot()
+            self._start_control()
+            self.attach_file = self.write_attach_file(self.data_dir / "attach.yaml")
+            if loop:
+                self._start_loop()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_broker(self) -> None:
+        from qkdtwin.iot.transport import EmbeddedBroker, connect_transport, parse_broker
+
+        if self.broker_spec is None:
+            return
+        spec = parse_broker(self.broker_spec)
+        if spec is None:
+            self.broker = EmbeddedBroker().start()
+            addr = ("127.0.0.1", int(self.broker.port))
+        elif spec[0] == "memory":
+            raise ConfigError("the plant needs a real MQTT broker", field="broker")
+        else:
+            addr = (str(spec[0]), int(spec[1]))
+        self.broker_url = f"mqtt://{addr[0]}:{addr[1]}"
+        self._transport = connect_transport(addr, client_id=f"qkdtwin-plant-{id(self):x}")
+        for m in self.modules.values():
+            self._transport.publish(
+                state_topic(m.module_id),
+                json.dumps({"module_id": m.module_id, "state": "online"}).encode(),
+            )
+
+    def _start_kmes(self) -> None:
+        from qkdtwin.kms.devnet import DevNetwork
+
+        topo = self.scenario.topology
+        nodes = [str(n) for n in topo.graph.nodes]
+        links = [(m.local_node, m.remote_node) for m in self.modules.values()]
+        saes = self._sae_map()
+        self.net = DevNetwork(
+            self.data_dir / "kme",
+            nodes,
+            links,
+            saes,
+            initial_keys=0,
+            run_feeders=False,
+        ).start()
+        for f in self.net.feeders:
+            a, b = f.owners
+            self._feeders["-".join(sorted((a, b)))] = f
+
+    def _gateways(self) -> list[str]:
+        return [str(n) for n in self.scenario.topology.nodes_with_role("edge_gateway")]
+
+    def _sae_map(self) -> dict[str, str]:
+        saes = {f"sae-{gw}": gw for gw in self._gateways()}
+        saes["sae-scada"] = self.scenario.aggregator()
+        return saes
+
+    def _start_iot(self) -> None:
+        from qkdtwin.iot import KmeKeySource, TelemetryConfig, TelemetrySession
+        from qkdtwin.kms.client import KmeClient
+
+        assert self.net is not None
+        assert self.broker_url is not None
+        pki = self.net.pki
+        agg = self.scenario.aggregator()
+        for i, gw in enumerate(self._gateways()):
+            sae = f"sae-{gw}"
+            gcert, gkey = pki.saes[sae]
+            acert, akey = pki.saes["sae-scada"]
+            gw_client = KmeClient(self.net.url(gw), gcert, gkey, pki.ca_cert)
+            agg_client = KmeClient(self.net.url(agg), acert, akey, pki.ca_cert)
+            self._kme_clients += [gw_client, agg_client]
+            gw_src = KmeKeySource(gw_client, "sae-scada", batch=4)
+            agg_src = KmeKeySource(agg_client, sae, batch=4)
+            cfg = TelemetryConfig.build(
+                devices=self.cfg.devices_per_gateway,
+                broker=self.broker_url,
+                edge_id=gw.replace("/", "_"),
+                group_id="plant",
+                seed=int(self.scenario.network.seed) + i,
+                interval_s=self.cfg.reporting_interval_s,
+                rekey_seconds=60.0,
+            )
+            self.sessions.append(TelemetrySession(cfg, gw_src, agg_src).start())
+
+    def _start_control(self) -> None:
+        import uvicorn
+
+        from qkdtwin.kms.tls import RunningServer
+        from qkdtwin.plant.control import create_control_app
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_control_app(self),
+                host=self.host,
+                port=self.control_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        self.control = RunningServer(server).start()
+        self.control_url = f"http://{self.host}:{self.control.port}"
+
+    def _start_loop(self) -> None:
+        self.running = True
+        self._stop.clear()
+
+        def run() -> None:
+            period = self.cfg.reporting_interval_s / self.speed
+            nxt = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    self.step()
+                except Exception as exc:  # the plant keeps running; the failure is logged
+                    self.event_log.append({"t": self.t, "error": f"{type(exc).__name__}: {exc}"})
+                nxt += period
+                delay = nxt - time.monotonic()
+                if delay < 0:
+                    nxt = time.monotonic()
+                    delay = 0.0
+                self._stop.wait(delay)
+
+        self._thread = threading.Thread(target=run, daemon=True, name="qkdtwin-plant")
+        self._thread.start()
+        if self.sessions:
+
+            def run_iot() -> None:
+                period = self.cfg.reporting_interval_s / self.speed
+                while not self._stop.wait(max(period, 0.2)):
+                    for s in self.sessions:
+                        try:
+                            self.iot_reports.append(s.run_interval().to_dict())
+                        except Exception as exc:  # a gateway failing closed is not a crash
+                            self.iot_reports.append({"error": f"{type(exc).__name__}: {exc}"})
+
+            self._iot_thread = threading.Thread(target=run_iot, daemon=True, name="plant-iot")
+            self._iot_thread.start()
+
+    def stop(self) -> None:
+        """Stop everything (idempotent)."""
+        self._stop.set()
+        self.running = False
+        for th in (self._thread, self._iot_thread):
+            if th is not None:
+                th.join(30.0)
+        self._thread = self._iot_thread = None
+        for s in self.sessions:
+            with contextlib.suppress(Exception):
+                s.close()
+        self.sessions.clear()
+        for client in self._kme_clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._kme_clients.clear()
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.close()
+            self._transport = None
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
+        if self.net is not None:
+            self.net.stop()
+            self.net = None
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> Plant:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- the step ---------------------------------------------------------------------------
+    def step(self) -> list[LinkTelemetry]:
+        """Advance one reporting interval: events, every module's interval, keys, messages."""
+        with self._lock:
+            dt = self.cfg.reporting_interval_s
+            t0, t1 = self.t, self.t + dt
+            self._apply_due_events(t1)
+            out: list[LinkTelemetry] = []
+            for lid, m in self.modules.items():
+                msg, truth, keys = m.run_interval(
+                    t0,
+                    t1,
+                    self.rng,
+                    clock_offset=self.clock_epoch,
+                    key_size_bits=self.cfg.key_size_bits,
+                )
+                self.history[lid].append(truth)
+                if keys:
+                    feeder = self._feeders.get(lid)
+                    if feeder is not None:
+                        feeder.push(keys)
+                    self.keys_fed[lid] += keys
+                out.append(msg)
+            self.t = t1
+        for msg in out:
+            payload = msg.model_dump_json().encode()
+            topic = perf_topic(msg.module_id)
+            if self._transport is not None:
+                self._transport.publish(topic, payload)
+            if self._sink is not None:
+                self._sink(topic, payload)
+            self.published += 1
+        return out
+
+    def _apply_due_events(self, t_end: float) -> None:
+        while self._next_event < len(self._events) and self._events[self._next_event].at_s < t_end:
+            ev = self._events[self._next_event]
+            self._next_event += 1
+            if ev.action == "attack":
+                assert ev.type is not None
+                self.attack(ev.link, ev.type, ev.fraction)
+            elif ev.action == "clear":
+                self.clear(ev.link)
+            elif ev.action == "cut":
+                self.cut(ev.link)
+            else:
+                assert ev.loss_db is not None
+                self.drift(ev.link, ev.loss_db)
+
+    # -- events -----------------------------------------------------------------------------
+    def module(self, link: str) -> QkdModule:
+        """Return the module of ``link`` (``A-B`` in either order).
+
+        Raises
+        ------
+        UnknownNameError
+            ``field="link"`` for an unknown link.
+        """
+        lid = resolve_link(str(link), set(self.modules))
+        if lid is None:
+            raise UnknownNameError(
+                f"unknown link {link!r}; links: {', '.join(sorted(self.modules))}",
+                field="link",
+                value=link,
+            )
+        return self.modules[lid]
+
+    def _log(self, what: str, m: QkdModule, **extra: Any) -> LinkTruth:
+        self.event_log.append({"t": self.t, "what": what, "link": m.link_id, **extra})
+        return LinkTruth(**m.truth(self.t))
+
+    def attack(self, link: str, kind: str, fraction: float = 1.0) -> LinkTruth:
+        """Start an attack on a link (see :mod:`qkdtwin.plant.physics` for the semantics)."""
+        with self._lock:
+            m = self.module(link)
+            m.set_attack(kind, fraction)
+            m.law_at(self.t)  # infeasible parameters fail here, not in the loop
+            return self._log("attack", m, type=kind, fraction=fraction)
+
+    def clear(self, link: str) -> LinkTruth:
+        """End the attack on a link and repair a cut."""
+        with self._lock:
+            m = self.module(link)
+            m.clear()
+            return self._log("clear", m)
+
+    def cut(self, link: str) -> LinkTruth:
+        """Cut a link's fibre."""
+        with self._lock:
+            m = self.module(link)
+            m.set_cut()
+            return self._log("cut", m)
+
+    def drift(self, link: str, loss_db: float) -> LinkTruth:
+        """Add a loss step of ``loss_db`` dB to a link (negative: repair).
+
+        Raises
+        ------
+        ConfigError
+            If the step makes the link's extra loss negative.
+        """
+        with self._lock:
+            m = self.module(link)
+            if m.params.extra_loss_db + m.drift_db(self.t) + loss_db < -1e-9:
+                raise ConfigError(
+                    f"a loss step of {loss_db:g} dB would make link {m.link_id}'s extra loss "
+                    "negative",
+                    field="loss_db",
+                    value=loss_db,
+                )
+            m.add_loss(loss_db)
+            return self._log("drift", m, loss_db=loss_db)
+
+    def truth(self) -> PlantTruth:
+        """Ground truth now (tests and benchmarks only)."""
+        with self._lock:
+            return PlantTruth(
+                t=self.t,
+                clock_epoch=self.clock_epoch,
+                links=[LinkTruth(**m.truth(self.t)) for m in self.modules.values()],
+            )
+
+    # -- the attach file --------------------------------------------------------------------
+    def attach_document(self) -> dict[str, Any]:
+        """Return the attach file's content: what an operator hands the twin (no truth in it)."""
+        net = self.scenario.network.model_dump(mode="json", exclude_none=True)
+        err = self.cfg.declared_efficiency_error
+        doc: dict[str, Any] = {
+            "name": Path(self.scenario.source).stem
+            if self.scenario.source != "<dict>"
+            else "plant",
+            "broker": self.broker_url,
+            "reporting_interval_s": self.cfg.reporting_interval_s,
+            "clock": {"epoch": self.clock_epoch, "rate": self.speed},
+            "network": net,
+            "links": {
+                lid: {
+                    "module_id": m.module_id,
+                    "declared_detector_efficiency": m.params.detector_efficiency * (1.0 + err),
+                }
+                for lid, m in self.modules.items()
+            },
+        }
+        if self.net is not None:
+            pki = self.net.pki
+            cert, key = pki.operators["twin"]
+            doc["kmes"] = {
+                node: {
+                    "url": self.net.url(node),
+                    "cert": str(cert),
+                    "key": str(key),
+                    "ca": str(pki.ca_cert),
+                }
+                for node in self.net.kme_ids
+            }
+        return doc
+
+    def write_attach_file(self, path: Path) -> Path:
+        """Write the attach file (YAML) and return its path."""
+        path.write_text(
+            "# Attach file written by `qkdtwin plant serve`: give it to "
+            "`qkdtwin twin serve --attach`.\n"
+            + yaml.safe_dump(self.attach_document(), sort_keys=False)
+        )
+        return path
+
+    def describe(self) -> dict[str, Any]:
+        """Return the first line ``plant serve --json`` prints."""
+        return {
+            "control_url": self.control_url,
+            "mqtt_url": self.broker_url,
+            "kmes": {n: self.net.url(n) for n in self.net.kme_ids} if self.net else {},
+            "attach_file": str(self.attach_file) if self.attach_file else None,
+            "modules": len(self.modules),
+            "speed": self.speed,
+            "reporting_interval_s": self.cfg.reporting_interval_s,
+        }

@@ -1,0 +1,268 @@
+"""Plant scenario files: a network scenario plus a ``plant:`` section with the hidden truth.
+
+A plant scenario is any :mod:`qkdtwin.network.scenario` file (topology, demands, policy) with
+one more mapping, ``plant``, that says what the physical network *really* is and how it
+changes. Nothing in it reaches the twin except what the plant's interfaces expose (link
+telemetry, KME counters, IIoT traffic) and the declarations of the attach file::
+
+    plant:
+      reporting_interval_s: 1.0      # one link-telemetry message per module per interval, s
+      link_defaults: {preset: gys}   # hidden truth of every link, overridable per link
+      links:
+        M1-M2: {length_km: 40.0, detector_efficiency: 0.05, dark_count_prob: 1.0e-6}
+      drift:                         # slow changes of a link's loss, dB
+        - {link: M2-M3, kind: ramp, db_per_hour: 0.05}
+        - {link: M1-M3, kind: sine, amplitude_db: 0.2, period_s: 86400}
+        - {link: OLT1-M1, kind: step, at_s: 3600, db: 0.3}
+      events:                        # scripted events (the same as the control API's)
+        - {at_s: 120, action: attack, link: M1-M2, type: pns, fraction: 0.1}
+        - {at_s: 300, action: clear, link: M1-M2}
+      detector_monitor: true         # modules report Bob's detector photocurrent
+      devices_per_gateway: 2         # IIoT devices behind each edge gateway (0: none)
+      aggregator: M1                 # node of the IIoT aggregator (the operator's SCADA)
+      declared_efficiency_error: 0.0 # attach file declares efficiency x (1 + this)
+
+Lengths not given default by the roles of the ends, as in the live twin: 5 km for an access
+link, 15 km for an OLT uplink, 30 km for a backbone link. Every other parameter defaults to the
+link's preset (GYS: 0.21 dB/km, detector efficiency 0.045, Y0 = 1.7e-6, e_d = 3.3 %).
+
+Any error becomes a :class:`~qkdtwin.errors.ConfigError` naming the field (``plant.drift.0.kind``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qkdtwin.config import read_yaml_mapping
+from qkdtwin.errors import ConfigError, UnknownNameError
+from qkdtwin.network.scenario import Scenario, load_scenario
+from qkdtwin.network.topology import Topology
+
+__all__ = [
+    "DriftSpec",
+    "EventSpec",
+    "LinkTruthSpec",
+    "PlantScenario",
+    "PlantSettings",
+    "default_length_km",
+    "load_plant_scenario",
+    "plant_link_id",
+    "resolve_link",
+]
+
+_ACCESS_ROLES = ("edge_gateway", "iot_device")
+
+
+def plant_link_id(a: str, b: str) -> str:
+    """Canonical link id: the two node names sorted, joined by ``-`` (as in the twin)."""
+    return "-".join(sorted((str(a), str(b))))
+
+
+def resolve_link(name: str, known: set[str] | list[str]) -> str | None:
+    """Canonical id of ``A-B`` written in either order (node names may contain ``-``)."""
+    known = set(known)
+    if name in known:
+        return name
+    parts = name.split("-")
+    for k in range(1, len(parts)):
+        lid = plant_link_id("-".join(parts[:k]), "-".join(parts[k:]))
+        if lid in known:
+            return lid
+    return None
+
+
+def default_length_km(role_a: str, role_b: str) -> float:
+    """Default fibre length by the roles of a link's ends, km."""
+    if role_a in _ACCESS_ROLES or role_b in _ACCESS_ROLES:
+        return 5.0
+    if "olt" in (role_a, role_b):
+        return 15.0
+    return 30.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LinkTruthSpec(_Strict):
+    """Hidden true parameters of one link (all optional: preset and role defaults)."""
+
+    preset: str | None = None
+    length_km: float | None = Field(default=None, ge=0.0, le=400.0)
+    attenuation_db_per_km: float | None = Field(default=None, ge=0.0, le=2.0)
+    extra_loss_db: float | None = Field(default=None, ge=0.0, le=60.0)
+    detector_efficiency: float | None = Field(default=None, gt=0.0, le=1.0)
+    dark_count_prob: float | None = Field(default=None, ge=0.0, lt=0.01)
+    misalignment: float | None = Field(default=None, ge=0.0, le=0.5)
+
+
+class DriftSpec(_Strict):
+    """A slow change of one link's loss (dB added to its extra loss).
+
+    ``ramp``: ``db_per_hour`` x hours since ``at_s`` (default 0); ``sine``: ``amplitude_db`` x
+    sin(2 pi (t - at_s) / ``period_s``); ``step``: ``db`` from ``at_s`` on.
+    """
+
+    link: str
+    kind: Literal["ramp", "sine", "step"]
+    at_s: float = Field(default=0.0, ge=0.0)
+    db_per_hour: float = Field(default=0.0, ge=-10.0, le=10.0)
+    amplitude_db: float = Field(default=0.0, ge=0.0, le=10.0)
+    period_s: float = Field(default=86_400.0, gt=0.0)
+    db: float = Field(default=0.0, ge=-20.0, le=60.0)
+
+    def offset_db(self, t: float) -> float:
+        """Loss added at plant time ``t`` (s), dB."""
+        if t < self.at_s:
+            return 0.0
+        dt = t - self.at_s
+        if self.kind == "ramp":
+            return self.db_per_hour * dt / 3600.0
+        if self.kind == "sine":
+            return self.amplitude_db * math.sin(2.0 * math.pi * dt / self.period_s)
+        return self.db
+
+
+class EventSpec(_Strict):
+    """A scripted event at plant time ``at_s`` (the control API's actions)."""
+
+    at_s: float = Field(ge=0.0)
+    action: Literal["attack", "clear", "cut", "drift"]
+    link: str
+    type: str | None = None
+    fraction: float = Field(default=1.0, ge=0.0, le=1.0)
+    loss_db: float | None = Field(default=None, ge=-20.0, le=60.0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> EventSpec:
+        if self.action == "attack" and self.type is None:
+            raise ValueError("an attack event needs a type")
+        if self.action == "drift" and self.loss_db is None:
+            raise ValueError("a drift event needs loss_db")
+        return self
+
+
+class PlantSettings(_Strict):
+    """The ``plant:`` section (see the module docstring for every field and its unit)."""
+
+    reporting_interval_s: float = Field(default=1.0, ge=0.01, le=3600.0)
+    link_defaults: LinkTruthSpec = Field(default_factory=LinkTruthSpec)
+    links: dict[str, LinkTruthSpec] = Field(default_factory=dict)
+    drift: list[DriftSpec] = Field(default_factory=list)
+    events: list[EventSpec] = Field(default_factory=list)
+    detector_monitor: bool = True
+    devices_per_gateway: int = Field(default=2, ge=0, le=1000)
+    aggregator: str | None = None
+    declared_efficiency_error: float = Field(default=0.0, gt=-0.9, le=10.0)
+    key_size_bits: int = Field(default=256, ge=64, le=8192, multiple_of=8)
+    kme_max_keys: int = Field(default=20_000, ge=10, le=10**7)
+
+
+class PlantScenario:
+    """A validated network scenario plus the plant's hidden truth.
+
+    Attributes
+    ----------
+    network
+        The network scenario (topology, demands, policy, seed).
+    plant
+        The plant settings.
+    topology
+        The built topology.
+    source
+        Where it came from (a path, or ``"<dict>"``).
+    """
+
+    def __init__(self, network: Scenario, plant: PlantSettings, source: str) -> None:
+        self.network = network
+        self.plant = plant
+        self.source = source
+        self.topology: Topology = network.build_topology()
+        known = {plant_link_id(a, b) for a, b in self.topology.graph.edges()}
+        self.link_ids = sorted(known)
+        for where, name in (
+            [("links", n) for n in plant.links]
+            + [(f"drift.{i}.link", d.link) for i, d in enumerate(plant.drift)]
+            + [(f"events.{i}.link", e.link) for i, e in enumerate(plant.events)]
+        ):
+            if resolve_link(name, known) is None:
+                raise UnknownNameError(
+                    f"plant.{where}: unknown link {name!r}; links: {', '.join(self.link_ids)}",
+                    field=f"plant.{where}",
+                    value=name,
+                )
+        if plant.aggregator is not None and plant.aggregator not in self.topology.graph:
+            raise UnknownNameError(
+                f"plant.aggregator: unknown node {plant.aggregator!r}",
+                field="plant.aggregator",
+                value=plant.aggregator,
+            )
+
+    def link_truth(self, link_id: str) -> dict[str, Any]:
+        """Return one link's truth spec: per-link values over defaults over preset/role."""
+        a, b = _ends(self, link_id)
+        over = next(
+            (v for k, v in self.plant.links.items() if resolve_link(k, [link_id]) == link_id),
+            None,
+        )
+        d = self.plant.link_defaults
+        out: dict[str, Any] = {}
+        for name in LinkTruthSpec.model_fields:
+            v = getattr(over, name) if over is not None else None
+            out[name] = getattr(d, name) if v is None else v
+        if out["preset"] is None:
+            out["preset"] = "gys"
+        if out["length_km"] is None:
+            topo = self.topology
+            out["length_km"] = default_length_km(topo.role(a), topo.role(b))
+        return out
+
+    def drifts_for(self, link_id: str) -> list[DriftSpec]:
+        """Drift specs of one link."""
+        return [d for d in self.plant.drift if resolve_link(d.link, [link_id]) == link_id]
+
+    def aggregator(self) -> str:
+        """Node of the IIoT aggregator (default: the first metro node, else the first node)."""
+        if self.plant.aggregator is not None:
+            return self.plant.aggregator
+        metros = self.topology.nodes_with_role("metro")
+        return metros[0] if metros else str(next(iter(self.topology.graph.nodes)))
+
+
+def _ends(sc: PlantScenario, link_id: str) -> tuple[str, str]:
+    for a, b in sc.topology.graph.edges():
+        if plant_link_id(a, b) == link_id:
+            return str(a), str(b)
+    raise UnknownNameError(f"unknown link {link_id!r}", field="link", value=link_id)
+
+
+def load_plant_scenario(source: str | Path | dict[str, Any]) -> PlantScenario:
+    """Read and validate a plant scenario (a YAML path or a parsed mapping).
+
+    Raises
+    ------
+    ConfigError
+        If the file is unreadable or not YAML, or a field is invalid; the message and
+        ``field`` name it.
+    """
+    label = "<dict>" if isinstance(source, dict) else str(Path(source))
+    data = read_yaml_mapping(source)
+    raw = data.pop("plant", None) or {}
+    data.pop("twin", None)  # a twin scenario is a valid plant scenario (with plant defaults)
+    if not isinstance(raw, dict):
+        raise ConfigError("scenario field plant: must be a mapping", field="plant")
+    network = load_scenario(data)
+    try:
+        plant = PlantSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "plant." + (".".join(str(p) for p in err["loc"]) or "")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(
+            f"scenario field {name}: {msg}", field=name, value=err.get("input")
+        ) from None
+    return PlantScenario(network, plant, label)
