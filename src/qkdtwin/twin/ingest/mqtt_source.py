@@ -1,0 +1,342 @@
+"""The ingest's MQTT subscription: :class:`MqttIngest`.
+
+One paho-mqtt client (MQTT 3.1.1, clean session, QoS 1 subscriptions) on its own network
+thread, subscribed to the link-telemetry tree (``qkdtwin/link/v1/+/perf`` and ``.../state``)
+and the IIoT tree (``qkdtwin/v1/#``) by default. Every message is handed to
+``on_payload(topic, payload, t_recv)`` with its receive time (``clock()``, Unix s) taken as
+soon as paho delivers it; an exception raised by the callback is counted and logged, never
+allowed to end the network thread.
+
+Connection. :meth:`MqttIngest.start` connects and waits for the broker's CONNACK and every
+SUBACK; an unreachable or refusing broker is a :class:`~qkdtwin.errors.TransportError`
+naming the URL. Afterwards paho reconnects by itself (backoff ``reconnect_min_s`` ..
+``reconnect_max_s``) and the subscriptions are renewed on every (re)connection, because a
+clean session forgets them. Each change of state (``"connected"``, ``"reconnecting"``,
+``"closed"``) is reported to ``on_state(state, t)``; the ingest router uses it to mark every
+source stale when the broker is lost, so a broker outage degrades the twin instead of
+stopping it.
+
+(:class:`qkdtwin.iot.transport.MqttTransport` is the publishing side's client: it neither
+renews subscriptions after a reconnection nor reports its state, so the ingest has its own
+client and reuses the transport's URL parsing and topic matching.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from qkdtwin.errors import ConfigError, TransportError
+from qkdtwin.interfaces.link_telemetry import TOPIC_ROOT as LINK_TOPIC_ROOT
+from qkdtwin.iot.transport import TOPIC_ROOT as IOT_TOPIC_ROOT
+from qkdtwin.iot.transport import parse_broker
+
+__all__ = [
+    "DEFAULT_TOPICS",
+    "ConnectionState",
+    "MqttIngest",
+    "MqttIngestStats",
+]
+
+log = logging.getLogger(__name__)
+
+#: Link telemetry (perf and birth/death) and the whole IIoT tree.
+DEFAULT_TOPICS: tuple[str, ...] = (
+    f"{LINK_TOPIC_ROOT}/+/perf",
+    f"{LINK_TOPIC_ROOT}/+/state",
+    f"{IOT_TOPIC_ROOT}/#",
+)
+
+ConnectionState = Literal["idle", "connecting", "connected", "reconnecting", "closed"]
+PayloadHandler = Callable[[str, bytes, float], None]
+StateHandler = Callable[[ConnectionState, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttIngestStats:
+    """Counters of an :class:`MqttIngest`.
+
+    Attributes
+    ----------
+    url
+        The broker.
+    state
+        The connection state.
+    messages, bytes
+        Messages delivered and their payload bytes.
+    connects, disconnects
+        Successful connections (the first included) and connection losses.
+    callback_errors
+        Exceptions raised by ``on_payload`` (caught and logged).
+    last_message_t
+        Receive time of the last message, Unix s.
+    last_error
+        The last connection or callback error, one line.
+    """
+
+    url: str
+    state: ConnectionState
+    messages: int
+    bytes: int
+    connects: int
+    disconnects: int
+    callback_errors: int
+    last_message_t: float | None
+    last_error: str | None
+
+
+class MqttIngest:
+    """Subscribe to the link-telemetry and IIoT topic trees and hand messages on.
+
+    Parameters
+    ----------
+    broker_url
+        ``mqtt://HOST:PORT`` (or ``tcp://``).
+    topics
+        Topic filters subscribed with QoS 1 (default :data:`DEFAULT_TOPICS`).
+    on_payload
+        ``on_payload(topic, payload, t_recv)``, called on the network thread.
+    on_state
+        ``on_state(state, t)`` on every change of connection state.
+    client_id
+        MQTT client identifier (a random one if ``None``).
+    connect_timeout_s
+        How long :meth:`start` waits for CONNACK and SUBACKs, s.
+    keepalive_s
+        MQTT keep-alive, s: a silent broker is noticed after about 1.5 times this.
+    reconnect_min_s, reconnect_max_s
+        Reconnection backoff bounds, s.
+    clock
+        Source of receive times (default :func:`time.time`).
+
+    Raises
+    ------
+    ConfigError
+        For a broker URL that is not ``mqtt://HOST:PORT`` or an empty topic list.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        topics: Sequence[str] = DEFAULT_TOPICS,
+        on_payload: PayloadHandler | None = None,
+        *,
+        on_state: StateHandler | None = None,
+        client_id: str | None = None,
+        connect_timeout_s: float = 5.0,
+        keepalive_s: int = 10,
+        reconnect_min_s: float = 0.2,
+        reconnect_max_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        spec = parse_broker(broker_url)
+        if spec is None or spec[0] == "memory":
+            raise ConfigError(
+                f"the ingest needs mqtt://HOST:PORT, got {broker_url!r}",
+                field="broker",
+                value=broker_url,
+                allowed="mqtt://HOST:PORT",
+            )
+        if isinstance(topics, str) or not topics:
+            raise ConfigError("topics must be a non-empty list of filters", field="topics")
+        if on_payload is None:
+            raise ConfigError("on_payload is required", field="on_payload")
+        self.host, self.port = spec
+        self.url = f"mqtt://{self.host}:{self.port}"
+        self.topics = tuple(topics)
+        self._on_payload = on_payload
+        self._on_state = on_state
+        self.client_id = client_id or f"qkdtwin-ingest-{uuid.uuid4().hex[:12]}"
+        self.connect_timeout_s = connect_timeout_s
+        self.keepalive_s = keepalive_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: ConnectionState = "idle"
+        self._ready = threading.Event()
+        self._pending: set[int] = set()
+        self._connect_error: str | None = None
+        self._closing = False
+        self._messages = self._bytes = 0
+        self._connects = self._disconnects = self._callback_errors = 0
+        self._last_message_t: float | None = None
+        self._last_error: str | None = None
+        self._client: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> MqttIngest:
+        """Connect, subscribe and start the network thread.
+
+        Raises
+        ------
+        TransportError
+            If the broker cannot be reached, refuses the connection or a subscription, or
+            does not answer within ``connect_timeout_s`` (the message names the URL).
+        """
+        import paho.mqtt.client as mqtt
+
+        if self._client is not None:
+            raise ConfigError("start() was called already", field="ingest")
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        # paho annotates the delays as int but sleeps on floats (sub-second backoff is fine).
+        client.reconnect_delay_set(
+            min_delay=cast(int, self.reconnect_min_s), max_delay=cast(int, self.reconnect_max_s)
+        )
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        self._set_state("connecting")
+        try:
+            client.connect(self.host, self.port, keepalive=self.keepalive_s)
+        except OSError as exc:
+            self._client = None
+            self._set_state("closed")
+            raise TransportError(f"cannot reach MQTT broker {self.url}: {exc}") from exc
+        client.loop_start()
+        ok = self._ready.wait(self.connect_timeout_s)
+        if not ok or self._connect_error is not None:
+            why = self._connect_error or f"no CONNACK/SUBACK within {self.connect_timeout_s:g} s"
+            self._closing = True
+            client.disconnect()
+            client.loop_stop()
+            self._client = None
+            self._set_state("closed")
+            raise TransportError(f"MQTT broker {self.url} refused or did not answer: {why}")
+        return self
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread (idempotent)."""
+        self._closing = True
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        if self._state != "closed":
+            self._set_state("closed")
+
+    def __enter__(self) -> MqttIngest:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def state(self) -> ConnectionState:
+        """``"idle"``, ``"connecting"``, ``"connected"``, ``"reconnecting"`` or ``"closed"``."""
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected and subscribed."""
+        return self._state == "connected"
+
+    def stats(self) -> MqttIngestStats:
+        """Return the counters."""
+        with self._lock:
+            return MqttIngestStats(
+                url=self.url,
+                state=self._state,
+                messages=self._messages,
+                bytes=self._bytes,
+                connects=self._connects,
+                disconnects=self._disconnects,
+                callback_errors=self._callback_errors,
+                last_message_t=self._last_message_t,
+                last_error=self._last_error,
+            )
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until connected and subscribed; return whether it happened in time."""
+        deadline = time.monotonic() + timeout_s
+        while not self.connected:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _set_state(self, state: ConnectionState) -> None:
+        with self._lock:
+            if state == self._state:
+                return
+            self._state = state
+        if self._on_state is not None:
+            try:
+                self._on_state(state, self._clock())
+            except Exception as exc:
+                self._note_error(f"on_state raised {type(exc).__name__}: {exc}")
+
+    def _note_error(self, text: str) -> None:
+        with self._lock:
+            self._last_error = " ".join(text.split())[:300]
+        log.warning("MQTT ingest %s: %s", self.url, self._last_error)
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_connect(self, client: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None) -> None:
+        if getattr(rc, "is_failure", False):
+            self._connect_error = f"CONNACK {rc}"
+            self._note_error(f"connection refused: {rc}")
+            self._ready.set()
+            return
+        mids: set[int] = set()
+        for pattern in self.topics:
+            result, mid = client.subscribe(pattern, qos=1)
+            if mid is None or result != 0:
+                self._connect_error = f"subscribe to {pattern} failed (paho rc {result})"
+                self._ready.set()
+                return
+            mids.add(mid)
+        with self._lock:
+            self._pending = mids
+
+    def _on_subscribe(
+        self, _c: Any, _u: Any, mid: int, reason_codes: Any, _props: Any = None
+    ) -> None:
+        if any(getattr(rc, "is_failure", False) for rc in reason_codes or ()):
+            self._connect_error = f"the broker refused a subscription: {reason_codes}"
+            self._note_error(self._connect_error)
+            self._ready.set()
+            return
+        with self._lock:
+            self._pending.discard(mid)
+            done = not self._pending
+            if done:
+                self._connects += 1
+        if done:
+            self._set_state("connected")
+            self._ready.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None) -> None:
+        if self._closing:
+            return
+        with self._lock:
+            self._disconnects += 1
+        self._note_error(f"connection lost ({rc}); reconnecting")
+        self._set_state("reconnecting")
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        t = self._clock()
+        payload = bytes(msg.payload)
+        with self._lock:
+            self._messages += 1
+            self._bytes += len(payload)
+            self._last_message_t = t
+        try:
+            self._on_payload(msg.topic, payload, t)
+        except Exception as exc:
+            with self._lock:
+                self._callback_errors += 1
+            self._note_error(f"on_payload raised {type(exc).__name__}: {exc}")
