@@ -30,12 +30,12 @@ has a count vector that is exactly multinomial. The nested draws
 
 are the chain-rule factorisation of that multinomial (given the parent count, the children are
 binomial with the conditional probabilities), so they give *exactly* the law of the counts that
-the pulse-by-pulse engine (:func:`qkdtwin.qkd.simulate_link`, :class:`~qkdtwin.qkd.protocols.
-prepare_measure.PrepareMeasureEngine`) produces for the same link, at a cost independent of
-``N``. ``eve_known ~ Binomial(sifted_k, eve_known_given_sift_k)`` has the exact marginal law,
-but is drawn independently of ``errors`` given ``sifted`` (their small correlation is not
-kept). With dead time or afterpulsing a click changes the following gates, the pulses are no
-longer independent, and this factorisation no longer holds: such a link needs the pulse engine.
+the pulse-by-pulse engine (:func:`qkdtwin.qkd.simulate_link`) produces for the same link, at a
+cost independent of ``N``. ``eve_known ~ Binomial(sifted_k, eve_known_given_sift_k)`` has the
+exact marginal law, but is drawn independently of ``errors`` given ``sifted`` (their small
+correlation is not kept). With dead time or afterpulsing a click changes the following gates,
+the pulses are no longer independent, and this factorisation no longer holds: such a link needs
+the pulse engine.
 
 Attacks
 -------
@@ -107,6 +107,7 @@ from qkdtwin.qkd.source import WeakCoherentSource
 
 __all__ = [
     "ATTACK_KINDS",
+    "FAKED_STATE_TOLERANCE",
     "FakedStateStrategy",
     "IntervalCounts",
     "IntervalLaw",
@@ -770,7 +771,14 @@ def _count(name: str, value: int, low: int) -> int:
 
 def _draw(
     law: IntervalLaw, pulses: int, size: int | None, rng: np.random.Generator, samples: int
-) -> tuple[NDArray[np.int64], ...]:
+) -> tuple[
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.float64],
+]:
     sent = rng.multinomial(pulses, law.selection, size=size).astype(np.int64)
     detected = rng.binomial(sent, law.p_click).astype(np.int64)
     sifted = rng.binomial(detected, law.p_sift_given_click).astype(np.int64)
