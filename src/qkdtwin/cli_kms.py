@@ -2,8 +2,9 @@
 
 Commands:
 
-* ``kms pki init DIR [--kme ID]... [--sae ID]... [--json]`` — development CA, KME (server)
-  and SAE (client) certificates in DIR.
+* ``kms pki init DIR [--kme ID]... [--sae ID]... [--operator ID]... [--json]`` — development
+  CA, KME (server), SAE (client) and operator (client of ``GET /kme/v1/links``) certificates
+  in DIR.
 * ``kms serve --config KME.yaml`` — one KME over HTTPS with mutual TLS (format in
   :class:`ServeConfig`).
 * ``kms status|get-keys|get-keys-with-ids`` — an ETSI 014 client, authenticated by
@@ -101,21 +102,46 @@ def pki_init(
     directory: Annotated[Path, typer.Argument(help="Directory for the PEM files.")],
     kme: Annotated[list[str] | None, typer.Option("--kme", help="KME ID (repeatable).")] = None,
     sae: Annotated[list[str] | None, typer.Option("--sae", help="SAE ID (repeatable).")] = None,
+    operator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--operator",
+            help="Operator ID (repeatable; default: twin). Its certificate may read the"
+            " operator interface GET /kme/v1/links of every KME.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a development CA and certificates for KMEs and SAEs (SAE ID in CN and SAN URI)."""
+    """Create a development CA and certificates for KMEs, SAEs and operators.
+
+    SAE certificates carry the SAE ID in CN and SAN URI (``urn:qkdtwin:sae:ID``); operator
+    certificates (``operator-ID.pem``/``.key``) the SAN URI ``urn:qkdtwin:operator:ID``.
+    """
     from qkdtwin.kms.tls import init_pki
 
-    pki = init_pki(directory, kme_ids=kme or ["kme-a", "kme-b"], sae_ids=sae or ["sae-a", "sae-b"])
+    pki = init_pki(
+        directory,
+        kme_ids=kme or ["kme-a", "kme-b"],
+        sae_ids=sae or ["sae-a", "sae-b"],
+        operator_ids=operator or ["twin"],
+    )
+
+    def files(ids: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, str]]:
+        return {k: {"cert": str(c), "key": str(p)} for k, (c, p) in ids.items()}
+
     out = {
         "ca_cert": str(pki.ca_cert),
-        "kmes": {k: {"cert": str(c), "key": str(p)} for k, (c, p) in pki.kmes.items()},
-        "saes": {k: {"cert": str(c), "key": str(p)} for k, (c, p) in pki.saes.items()},
+        "kmes": files(pki.kmes),
+        "saes": files(pki.saes),
+        "operators": files(pki.operators),
     }
     if as_json:
         emit_json(out)
     else:
-        typer.echo(f"CA: {pki.ca_cert}; KMEs: {', '.join(pki.kmes)}; SAEs: {', '.join(pki.saes)}")
+        typer.echo(
+            f"CA: {pki.ca_cert}; KMEs: {', '.join(pki.kmes)}; SAEs: {', '.join(pki.saes)}; "
+            f"operators: {', '.join(pki.operators)}"
+        )
 
 
 @kms_app.command("serve")

@@ -6,6 +6,10 @@ Endpoints (``{..._SAE_ID}`` is the *other* SAE; the caller is identified by its 
     GET/POST  /api/v1/keys/{slave_SAE_ID}/enc_keys   Key request -> Key container (master)
     GET/POST  /api/v1/keys/{master_SAE_ID}/dec_keys  Key IDs -> Key container (slave)
 
+Outside ETSI GS QKD 014, every KME also answers ``GET /kme/v1/links`` to operator
+certificates only (key counts per QKD link, :mod:`qkdtwin.kms.operator`); the KME-to-KME
+endpoints of :mod:`qkdtwin.kms.peering` are added when the KME belongs to a network.
+
 Every refusal is an ETSI Error object ``{"message": ..., "details": [...]}`` with status 400
 (bad request, unknown SAE or key_ID, already delivered), 401 (unknown caller, or a key_ID not
 issued to the caller) or 503 (not enough keys). The mapping from :class:`~qkdtwin.errors.KmsError`
@@ -38,6 +42,7 @@ from qkdtwin.errors import (
     KmsError,
     KmsRequestError,
 )
+from qkdtwin.kms.operator import install_operator_routes
 from qkdtwin.kms.peering import KmeNode, install_peer_routes
 from qkdtwin.kms.store import DeliveredKey, KeyStore
 
@@ -279,6 +284,9 @@ def create_app(
     _install_error_handlers(app)
     if node is not None:
         install_peer_routes(app, node)
+    install_operator_routes(
+        app, config.kme_id, node=node, store=store, responses={401: {"model": ErrorBody}}
+    )
 
     def pool_count(slave: str, size_bits: int) -> int:
         if node is not None:

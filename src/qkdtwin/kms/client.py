@@ -1,10 +1,17 @@
-"""ETSI GS QKD 014 client for SAEs: :class:`KmeClient` (httpx over mutual TLS).
+"""Clients of a KME over mutual TLS (httpx): :class:`KmeClient` and :class:`OperatorClient`.
+
+:class:`KmeClient` is the ETSI GS QKD 014 client of an SAE; :class:`OperatorClient` reads the
+operator interface (``GET /kme/v1/links``, :mod:`qkdtwin.kms.operator`) with an operator
+certificate.
 
 Example (needs a running KME)::
 
     with KmeClient("https://127.0.0.1:8443", cert, key, ca) as kme:
         keys = kme.get_keys("sae-b", number=2)              # master side
         same = other.get_keys_with_ids("sae-a", [k.key_id for k in keys])   # slave side
+
+    with OperatorClient("https://127.0.0.1:8443", op_cert, op_key, ca) as op:
+        consumed = op.links().links[0].delivered_total
 """
 
 from __future__ import annotations
@@ -16,11 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
-from qkdtwin.errors import KeyAccessError, KeyExhaustedError, KmsError, KmsRequestError
+from qkdtwin.errors import (
+    ConfigError,
+    KeyAccessError,
+    KeyExhaustedError,
+    KmsError,
+    KmsRequestError,
+)
+from qkdtwin.kms.operator import LINKS_PATH, KmeLinksResponse
 from qkdtwin.kms.store import DeliveredKey
 
-__all__ = ["KmeClient"]
+__all__ = ["KmeClient", "KmeUnreachableError", "OperatorClient"]
 
 _BY_STATUS: dict[int, type[KmsError]] = {
     400: KmsRequestError,
@@ -110,6 +125,97 @@ class KmeClient:
         self._http.close()
 
     def __enter__(self) -> KmeClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class KmeUnreachableError(KmsError):
+    """A KME could not be reached: connection refused, timeout, or a failed TLS handshake.
+
+    ``url`` is the URL that was called.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message, details=[{"url": url}])
+        self.url = url
+
+
+class OperatorClient:
+    """Client of a KME's operator interface, authenticated by an operator certificate.
+
+    Parameters
+    ----------
+    base_url
+        ``https://host:port`` of the KME.
+    cert, key
+        The operator's certificate (SAN URI ``urn:qkdtwin:operator:<ID>``) and key (PEM).
+    ca
+        The CA bundle that signed the KME's certificate.
+    timeout_s
+        Per-request timeout (connect, read, write).
+
+    Raises
+    ------
+    ConfigError
+        If the certificate, key or CA cannot be loaded.
+    """
+
+    def __init__(
+        self, base_url: str, cert: Path, key: Path, ca: Path, *, timeout_s: float = 5.0
+    ) -> None:
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca))
+            ctx.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load operator TLS files: {exc}", field="cert") from exc
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, verify=ctx, timeout=timeout_s)
+
+    def links(self) -> KmeLinksResponse:
+        """Return the KME's key counts per QKD link (``GET /kme/v1/links``).
+
+        Raises
+        ------
+        KmeUnreachableError
+            Connection refused or reset, timeout, or TLS failure (the KME's certificate is
+            not from ``ca``, or the KME refused this certificate).
+        KeyAccessError
+            The KME answered 401: the certificate is not an operator certificate.
+        KmsError
+            Any other status, or a body that is not a links response.
+
+        Every message names the URL called.
+        """
+        url = self.base_url + LINKS_PATH
+        try:
+            r = self._http.get(LINKS_PATH)
+        except httpx.HTTPError as exc:
+            kind = type(exc).__name__
+            raise KmeUnreachableError(f"cannot reach KME at {url}: {kind}: {exc}", url=url) from exc
+        if r.status_code == 401:
+            raise KeyAccessError(
+                f"KME at {url} refused this certificate (401): not an operator certificate",
+                details=[{"url": url}],
+            )
+        if r.status_code != 200:
+            raise KmsError(
+                f"KME at {url} answered {r.status_code} {r.reason_phrase}", details=[{"url": url}]
+            )
+        try:
+            return KmeLinksResponse.model_validate_json(r.content)
+        except ValidationError as exc:
+            raise KmsError(
+                f"KME at {url} sent a malformed links response: {exc.errors()[0]['msg']}",
+                details=[{"url": url}],
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> OperatorClient:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -11,6 +11,7 @@ Example::
     with DevNetwork(tmp, ["kme-a", "kme-b", "kme-c"], [("kme-a", "kme-b"), ("kme-b", "kme-c")],
                     {"sae-a": "kme-a", "sae-c": "kme-c"}) as net:
         net.url("kme-a"), net.pki.saes["sae-a"]
+        net.pki.operators["twin"]       # operator certificate for GET /kme/v1/links
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class DevNetwork:
     run_feeders
         Start the feeders' background threads (``False``: the links hold only
         ``initial_keys``, e.g. for tests that count keys exactly).
+    operator_ids
+        Operators that get a certificate (``pki.operators``) for the operator interface
+        ``GET /kme/v1/links`` of every KME.
 
     Raises
     ------
@@ -79,6 +83,7 @@ class DevNetwork:
         initial_keys: int = 100,
         source: Callable[[tuple[str, str]], KeyMaterialSource] | None = None,
         run_feeders: bool = True,
+        operator_ids: Sequence[str] = ("twin",),
     ) -> None:
         known = set(kme_ids)
         for a, b in links:
@@ -89,7 +94,9 @@ class DevNetwork:
                 raise ConfigError(f"SAE {sae} sits behind unknown KME {kme}", field="saes")
         self.directory = directory
         self.kme_ids = list(kme_ids)
-        self.pki: Pki = init_pki(directory, kme_ids=self.kme_ids, sae_ids=list(saes))
+        self.pki: Pki = init_pki(
+            directory, kme_ids=self.kme_ids, sae_ids=list(saes), operator_ids=operator_ids
+        )
         self.network = KmeNetwork(kmes=dict.fromkeys(self.kme_ids, ""), links=list(links))
         self.saes = dict(saes)
         self._ports = dict(ports or {})

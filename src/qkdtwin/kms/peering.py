@@ -229,6 +229,10 @@ class KmeNode:
         pair = frozenset((self.kme_id, peer))
         (self.down.add if down else self.down.discard)(pair)
 
+    def link_enabled(self, peer: str) -> bool:
+        """Return whether the link to ``peer`` is in service (not :meth:`set_link_down`)."""
+        return frozenset((self.kme_id, peer)) not in self.down
+
     def store_for(self, other_kme: str) -> KeyStore:
         """Return the store holding keys shared with SAEs behind ``other_kme``.
 

@@ -20,6 +20,11 @@ Lifecycle of a key (column ``state``)::
   there.
 * **Wrapping at rest.** With a key-encryption key (16, 24 or 32 bytes), material is stored as
   ``nonce || AES-GCM(kek, nonce, key, aad=key_id)``.
+* **Counters.** ``kms_counters`` holds the key counts that :meth:`KeyStore.counters` reports
+  (the operator interface, :mod:`qkdtwin.kms.operator`): cumulative totals and the pool
+  gauges, updated in the same transaction as each state change, so reading them costs a
+  handful of rows however large the store (see :class:`KeyCounts` for their meaning and
+  their relation to the audit log).
 
 Time is read from an injectable clock (``now``, seconds since the epoch, float), so TTL and
 the retry window are testable without sleeping.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import threading
 import time
 import uuid
@@ -40,6 +46,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
+    BigInteger,
     Column,
     Double,
     Engine,
@@ -47,6 +54,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -55,7 +63,9 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal_column,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -63,7 +73,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from qkdtwin.errors import ConfigError, KeyAccessError, KeyExhaustedError, KmsRequestError
 
-__all__ = ["RETRY_WINDOW_S", "DeliveredKey", "KeyStore", "StoredKey"]
+__all__ = ["RETRY_WINDOW_S", "DeliveredKey", "KeyCounts", "KeyStore", "StoredKey"]
 
 #: Seconds during which a slave may fetch the same key again (idempotent retry; our policy).
 RETRY_WINDOW_S = 5.0
@@ -111,6 +121,36 @@ _audit = Table(
     Column("action", String(16), nullable=False),
 )
 
+# Counters of :meth:`KeyStore.counters`. On PostgreSQL each counter is spread over
+# ``_COUNTER_SHARDS`` rows (a writer adds to a random one, a reader sums them), so concurrent
+# reservations do not queue on one hot row; SQLite has one writer at a time and uses shard 0.
+_counters = Table(
+    "kms_counters",
+    _metadata,
+    Column("name", String(300), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("value", BigInteger, nullable=False),
+    PrimaryKeyConstraint("name", "shard", name="pk_kms_counters"),
+)
+_COUNTER_SHARDS = 16
+_ADDED, _DELIVERED, _ERASED, _DISCARDED, _RESERVED = (
+    "added",
+    "delivered",
+    "erased",
+    "discarded",
+    "reserved",
+)
+#: Audit actions that count as a delivery (a key leaving the pool for use) or a discard.
+DELIVERY_ACTIONS = ("enc", "sync", "relay")
+DISCARD_ACTIONS = ("discard", "expire")
+#: ``sae_id`` of the audit rows of :meth:`KeyStore.expire`.
+EXPIRY_AUDIT_BY = "store:ttl"
+
+
+def _available_name(owner: str | None) -> str:
+    """Counter of the keys in state ``available`` owned by ``owner`` (``None``: unowned)."""
+    return "available" if owner is None else f"available:{owner}"
+
 
 @dataclass(frozen=True)
 class DeliveredKey:
@@ -118,6 +158,43 @@ class DeliveredKey:
 
     key_id: str
     material: bytes
+
+
+@dataclass(frozen=True)
+class KeyCounts:
+    """Key counts of one store, as :meth:`KeyStore.counters` reports them.
+
+    Gauges (now): ``available`` (unexpired keys in state available, as
+    :meth:`KeyStore.available_count`), ``owned`` (those the asking KME may hand out itself:
+    its own and unowned ones) and ``reserved`` (reserved for SAEs, not yet erased).
+
+    Cumulative totals since the store was created (they survive restarts):
+
+    * ``added_total``: keys stored (:meth:`~KeyStore.add_keys`,
+      :meth:`~KeyStore.install_reserved`); equals the rows of ``kms_keys``.
+    * ``delivered_total``: keys that left the pool for use, each counted once: reserved for a
+      master SAE here (audit ``enc``), reserved as the mirror of the peer's reservation or
+      installed for a relay's slaves (``sync``), or consumed as a relay pad (``relay``). A
+      slave's ``dec_keys`` fetch of a key already counted is not counted again. Equals the
+      audit rows with those three actions.
+    * ``discarded_total``: available keys erased unused: :meth:`~KeyStore.discard`
+      (``discard``) and TTL expiry (``expire``); equals those audit rows.
+    * ``erased_total``: keys whose material was dropped, by any path (after delivery, relay,
+      discard, revocation, expiry); equals the rows in state erased or expired.
+
+    So ``added_total == available_state + delivered_total + discarded_total``, where
+    ``available_state`` counts available keys whether or not their TTL has passed. A
+    revoked reservation (failed mirroring) stays in ``delivered_total``: its keys left the
+    pool and the audit log shows ``enc``/``sync`` followed by ``revoke``.
+    """
+
+    available: int
+    owned: int
+    reserved: int
+    added_total: int
+    delivered_total: int
+    erased_total: int
+    discarded_total: int
 
 
 @dataclass(frozen=True)
@@ -232,6 +309,94 @@ class KeyStore:
             conn.exec_driver_sql(
                 "CREATE INDEX IF NOT EXISTS ix_kms_grants_delivered_at ON kms_grants (delivered_at)"
             )
+            # Keys with a TTL only (empty without one): expire() and counters() find the
+            # available keys whose TTL has passed without scanning the pool.
+            conn.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS ix_kms_keys_expiring ON kms_keys (state, expires_at)"
+                " WHERE expires_at IS NOT NULL"
+            )
+            self._backfill_counters(conn)
+
+    def _backfill_counters(self, conn: Connection) -> None:
+        """Fill ``kms_counters`` from the key table and audit log of a store that lacks them.
+
+        Runs once per store (a store made by this version starts with its counter rows).
+        For a store written by an older version, ``discarded`` is derived from the balance
+        ``added = available + delivered + discarded``, since older versions neither audited
+        expiry nor checked which discarded keys existed.
+        """
+        if conn.execute(select(func.count()).select_from(_counters)).scalar_one():
+            return
+        if not self.is_sqlite:  # two processes opening one new store: one fills it
+            conn.exec_driver_sql("LOCK TABLE kms_counters IN SHARE ROW EXCLUSIVE MODE")
+            if conn.execute(select(func.count()).select_from(_counters)).scalar_one():
+                return
+        by_state: dict[str, int] = dict(
+            conn.execute(select(_keys.c.state, func.count()).group_by(_keys.c.state)).all()
+        )
+        by_owner = conn.execute(
+            select(_keys.c.owner, func.count())
+            .where(_keys.c.state == "available")
+            .group_by(_keys.c.owner)
+        ).all()
+        delivered = conn.execute(
+            select(func.count()).select_from(_audit).where(_audit.c.action.in_(DELIVERY_ACTIONS))
+        ).scalar_one()
+        added = sum(by_state.values())
+        available = by_state.get("available", 0)
+        values = {
+            _ADDED: added,
+            _DELIVERED: delivered,
+            _DISCARDED: max(0, added - available - delivered),
+            _ERASED: by_state.get("erased", 0) + by_state.get("expired", 0),
+            _RESERVED: by_state.get("reserved", 0),
+            **{_available_name(o): n for o, n in by_owner},
+        }
+        conn.execute(
+            insert(_counters),
+            [{"name": k, "shard": 0, "value": int(v)} for k, v in sorted(values.items())],
+        )
+
+    def _bump(self, conn: Connection, deltas: dict[str, int]) -> None:
+        """Add ``deltas`` to the counters, inside the caller's write transaction.
+
+        Called last in each transaction, names in sorted order: on PostgreSQL a transaction
+        then holds counter rows only while it commits, and two transactions on one shard take
+        them in the same order (no deadlock).
+        """
+        shard = 0 if self.is_sqlite else random.randrange(_COUNTER_SHARDS)
+        rows = [(name, shard, d) for name, d in sorted(deltas.items()) if d]
+        if rows:
+            q = "?" if self.is_sqlite else "%s"
+            conn.exec_driver_sql(
+                f"INSERT INTO kms_counters (name, shard, value) VALUES ({q}, {q}, {q}) "
+                "ON CONFLICT (name, shard) "
+                "DO UPDATE SET value = kms_counters.value + excluded.value",
+                rows,
+            )
+
+    @staticmethod
+    def _owner_deltas(owners: Iterable[str | None], sign: int = -1) -> dict[str, int]:
+        """Per-owner ``available`` counter deltas for keys leaving (or entering) the pool."""
+        out: dict[str, int] = {}
+        for owner in owners:
+            name = _available_name(owner)
+            out[name] = out.get(name, 0) + sign
+        return out
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """Open a connection for reading; on SQLite, queued behind this process's writers.
+
+        On SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see :meth:`_make_engine`),
+        so a reader that did not queue would send a writer into the busy handler's backoff.
+        """
+        if self.is_sqlite:
+            with self._write_lock, self.engine.connect() as conn:
+                yield conn
+        else:
+            with self.engine.connect() as conn:
+                yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -317,9 +482,15 @@ class KeyStore:
         now = self._now()
         expires = None if self.ttl_s is None else now + self.ttl_s
         with self._write() as conn:
-            available = conn.execute(
-                select(func.count()).select_from(_keys).where(_keys.c.state == "available")
-            ).scalar_one()
+            # The available gauges (state available, TTL passed or not): no scan of the pool.
+            available = int(
+                conn.execute(
+                    select(func.coalesce(func.sum(_counters.c.value), 0)).where(
+                        (_counters.c.name == _available_name(None))
+                        | _counters.c.name.like(_available_name("") + "%")
+                    )
+                ).scalar_one()
+            )
             seq = conn.execute(select(func.coalesce(func.max(_keys.c.seq), 0))).scalar_one()
             rows: list[dict[str, Any]] = []
             for key_id, material in keys:
@@ -350,6 +521,7 @@ class KeyStore:
                 )
             if rows:
                 conn.execute(insert(_keys), rows)
+                self._bump(conn, {_ADDED: len(rows), _available_name(owner): len(rows)})
         return len(rows)
 
     def expire(self) -> int:
@@ -362,14 +534,25 @@ class KeyStore:
         """
         now = self._now()
         with self._write() as conn:
-            res = conn.execute(
+            gone = conn.execute(
                 update(_keys)
                 .where(_keys.c.state == "available")
                 .where(_keys.c.expires_at.is_not(None))
                 .where(_keys.c.expires_at <= now)
                 .values(state="expired", material=None)
-            )
-            return int(res.rowcount)
+                .returning(_keys.c.key_id, _keys.c.owner)
+            ).all()
+            if gone:
+                conn.execute(
+                    insert(_audit),
+                    [
+                        {"at": now, "sae_id": EXPIRY_AUDIT_BY, "key_id": k, "action": "expire"}
+                        for k, _ in gone
+                    ],
+                )
+                deltas = self._owner_deltas(o for _, o in gone)
+                self._bump(conn, {**deltas, _ERASED: len(gone), _DISCARDED: len(gone)})
+            return len(gone)
 
     def available_count(self, min_size_bits: int = 0, *, owner: str | None = None) -> int:
         """Return the number of unexpired available keys of at least ``min_size_bits`` bits.
@@ -443,7 +626,7 @@ class KeyStore:
         out: list[DeliveredKey] = []
         with self._write() as conn:
             stmt = (
-                select(_keys.c.key_id, _keys.c.material)
+                select(_keys.c.key_id, _keys.c.material, _keys.c.owner)
                 .where(self._usable(now))
                 .where(_keys.c.size_bits >= size_bits)
                 .order_by(_keys.c.seq)
@@ -465,7 +648,7 @@ class KeyStore:
             audit: list[tuple[Any, ...]] = []
             marks: list[tuple[Any, ...]] = []
             action = "enc" if key_ids is None else "sync"
-            for key_id, blob in rows:
+            for key_id, blob, _owner in rows:
                 material = self._unwrap(key_id, blob)[: size_bits // 8]
                 marks.append((master_sae_id, now, size_bits, self._wrap(key_id, material), key_id))
                 grants.append((key_id, master_sae_id, "master", now))
@@ -489,6 +672,8 @@ class KeyStore:
                 f"INSERT INTO kms_audit (at, sae_id, key_id, action) VALUES ({q}, {q}, {q}, {q})",
                 audit,
             )
+            deltas = self._owner_deltas(r.owner for r in rows)
+            self._bump(conn, {**deltas, _DELIVERED: len(rows), _RESERVED: len(rows)})
         return out
 
     def fetch(
@@ -597,8 +782,8 @@ class KeyStore:
         """
         now = self._now()
         with self._write() as conn:
-            stmt = select(_keys.c.key_id, _keys.c.material).where(self._usable(now))
-            stmt = stmt.where(_keys.c.size_bits >= size_bits)
+            stmt = select(_keys.c.key_id, _keys.c.material, _keys.c.owner)
+            stmt = stmt.where(self._usable(now)).where(_keys.c.size_bits >= size_bits)
             if key_ids is not None:
                 stmt = stmt.where(_keys.c.key_id.in_(list(key_ids)))
             stmt = stmt.order_by(_keys.c.seq).limit(1)
@@ -611,7 +796,7 @@ class KeyStore:
                 raise KeyExhaustedError(
                     f"no key of >= {size_bits} bits available", details=[{"available": 0}]
                 )
-            key_id, blob = row
+            key_id, blob, owner = row
             material = self._unwrap(key_id, blob)[: size_bits // 8]
             conn.execute(
                 update(_keys)
@@ -621,10 +806,15 @@ class KeyStore:
             conn.execute(
                 insert(_audit), [{"at": now, "sae_id": by, "key_id": key_id, "action": "relay"}]
             )
+            self._bump(conn, {_available_name(owner): -1, _DELIVERED: 1, _ERASED: 1})
         return DeliveredKey(key_id, material)
 
     def discard(self, key_ids: Sequence[str], by: str) -> int:
-        """Erase available keys by ID (compensation of a failed relay); return how many."""
+        """Erase available keys by ID (compensation of a failed relay); return how many.
+
+        Keys that are unknown or no longer available are skipped; only the keys erased are
+        audited (``discard`` under ``by``).
+        """
         return self._erase(key_ids, by, from_state="available", action="discard")
 
     def revoke(self, key_ids: Sequence[str], by: str) -> int:
@@ -641,20 +831,34 @@ class KeyStore:
         return self._erase(key_ids, by, from_state="reserved", action="revoke")
 
     def _erase(self, key_ids: Sequence[str], by: str, *, from_state: str, action: str) -> int:
-        """Erase the keys of ``key_ids`` in ``from_state`` and audit ``action`` for each."""
+        """Erase the keys of ``key_ids`` that are in ``from_state``; audit ``action`` for each.
+
+        Keys in another state (or unknown) are left alone and not audited.
+        """
         now = self._now()
+        if not key_ids:
+            return 0
         with self._write() as conn:
-            res = conn.execute(
+            gone = conn.execute(
                 update(_keys)
                 .where(_keys.c.key_id.in_(list(key_ids)))
                 .where(_keys.c.state == from_state)
                 .values(state="erased", material=None)
-            )
+                .returning(_keys.c.key_id, _keys.c.owner)
+            ).all()
+            if not gone:
+                return 0
             conn.execute(
                 insert(_audit),
-                [{"at": now, "sae_id": by, "key_id": k, "action": action} for k in key_ids],
+                [{"at": now, "sae_id": by, "key_id": k, "action": action} for k, _ in gone],
             )
-            return int(res.rowcount)
+            if from_state == "available":
+                deltas = self._owner_deltas(o for _, o in gone)
+                deltas[_DISCARDED] = len(gone)
+            else:
+                deltas = {_RESERVED: -len(gone)}
+            self._bump(conn, {**deltas, _ERASED: len(gone)})
+            return len(gone)
 
     def install_reserved(
         self,
@@ -721,6 +925,8 @@ class KeyStore:
                 conn.execute(insert(_keys), rows)
                 conn.execute(insert(_grants), grants)
                 conn.execute(insert(_audit), audit)
+                n = len(rows)
+                self._bump(conn, {_ADDED: n, _DELIVERED: n, _RESERVED: n})
 
     def now(self) -> float:
         """Return the store's clock reading (seconds since the epoch)."""
@@ -763,10 +969,64 @@ class KeyStore:
                 .where(~pending.exists())
                 .values(state="erased", material=None)
             )
+            erased = int(res.rowcount)
+            self._bump(conn, {_RESERVED: -erased, _ERASED: erased})
         self._erase_mark = cutoff
         return int(res.rowcount)
 
     # -- inspection --------------------------------------------------------------------------
+
+    def counters(self, owner: str | None = None) -> KeyCounts:
+        """Return the key counts of this store (see :class:`KeyCounts`).
+
+        One statement over ``kms_counters`` (a few rows) and the available keys whose TTL
+        has passed but that :meth:`expire` has not marked yet (an index range, usually
+        empty), so the cost does not grow with the store; on PostgreSQL the single statement
+        also makes it one consistent snapshot.
+
+        Parameters
+        ----------
+        owner
+            The KME asking: ``owned`` counts the available keys it may hand out (its own and
+            unowned ones); ``None``: every available key.
+        """
+        now = self._now()
+        gauges = select(
+            literal_column("'c'"), _counters.c.name, func.sum(_counters.c.value)
+        ).group_by(_counters.c.name)
+        stale = (
+            select(literal_column("'x'"), _keys.c.owner, func.count())
+            .where(_keys.c.state == "available")
+            .where(_keys.c.expires_at.is_not(None))
+            .where(_keys.c.expires_at <= now)
+            .group_by(_keys.c.owner)
+        )
+        with self._read() as conn:
+            rows = conn.execute(union_all(gauges, stale)).all()
+        counts: dict[str, int] = {}
+        usable: dict[str | None, int] = {}  # available keys per owner, TTL not passed
+        prefix = _available_name("")
+        for kind, name, value in rows:
+            if kind == "x":  # name: the owner of available keys whose TTL has passed
+                usable[name] = usable.get(name, 0) - int(value)
+            elif name == _available_name(None) or name.startswith(prefix):
+                who = None if name == _available_name(None) else name[len(prefix) :]
+                usable[who] = usable.get(who, 0) + int(value)
+            else:
+                counts[name] = int(value)
+        available = sum(usable.values())
+        owned = available
+        if owner is not None:
+            owned = usable.get(None, 0) + usable.get(owner, 0)
+        return KeyCounts(
+            available=available,
+            owned=owned,
+            reserved=counts.get(_RESERVED, 0),
+            added_total=counts.get(_ADDED, 0),
+            delivered_total=counts.get(_DELIVERED, 0),
+            erased_total=counts.get(_ERASED, 0),
+            discarded_total=counts.get(_DISCARDED, 0),
+        )
 
     def key_info(self, key_id: str) -> StoredKey | None:
         """Return the metadata of one key, or ``None`` if unknown."""

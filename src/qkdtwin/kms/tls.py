@@ -17,6 +17,12 @@ SAN URI ``urn:qkdtwin:kme:<KME_ID>`` in its verified certificate (no CN fallback
 scope under ``"qkdtwin.kme_id"``; KME certificates from :func:`init_pki` carry it together
 with the client-auth usage.
 
+**Operator rule.** An operator (the digital twin polling ``GET /kme/v1/links``, see
+:mod:`qkdtwin.kms.operator`) is recognised only by a SAN URI ``urn:qkdtwin:operator:<ID>`` in
+a verified certificate that names no SAE and no KME (:func:`operator_id_from_certificate`);
+it goes in the scope under ``"qkdtwin.operator_id"``. Such a certificate is never an SAE: the
+CN fallback of the SAE ID rule does not apply to it.
+
 The PKI is for development and tests only: keys are written unencrypted (mode 0600).
 """
 
@@ -28,7 +34,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,7 @@ from qkdtwin.errors import ConfigError, KmsError
 
 __all__ = [
     "KME_URI_PREFIX",
+    "OPERATOR_URI_PREFIX",
     "SAE_URI_PREFIX",
     "MtlsH11Protocol",
     "Pki",
@@ -51,13 +58,16 @@ __all__ = [
     "issue_certificate",
     "kme_id_from_certificate",
     "make_server",
+    "operator_id_from_certificate",
     "sae_id_from_certificate",
 ]
 
 SAE_URI_PREFIX = "urn:qkdtwin:sae:"
 KME_URI_PREFIX = "urn:qkdtwin:kme:"
+OPERATOR_URI_PREFIX = "urn:qkdtwin:operator:"
 _SCOPE_SAE_KEY = "qkdtwin.sae_id"  # same key as qkdtwin.kms.api.SCOPE_SAE_KEY
 _SCOPE_KME_KEY = "qkdtwin.kme_id"  # same key as qkdtwin.kms.peering.SCOPE_KME_KEY
+_SCOPE_OPERATOR_KEY = "qkdtwin.operator_id"  # same as qkdtwin.kms.operator.SCOPE_OPERATOR_KEY
 
 
 def _san_uri(cert: x509.Certificate, prefix: str) -> str | None:
@@ -76,11 +86,28 @@ def kme_id_from_certificate(cert: x509.Certificate) -> str | None:
     return _san_uri(cert, KME_URI_PREFIX)
 
 
+def operator_id_from_certificate(cert: x509.Certificate) -> str | None:
+    """Return the operator ID a certificate names, or ``None``.
+
+    Only a SAN URI ``urn:qkdtwin:operator:ID`` counts (no CN fallback), and only in a
+    certificate that names no SAE and no KME: one certificate never holds two roles.
+    """
+    operator = _san_uri(cert, OPERATOR_URI_PREFIX)
+    if operator is None or _san_uri(cert, SAE_URI_PREFIX) or _san_uri(cert, KME_URI_PREFIX):
+        return None
+    return operator
+
+
 def sae_id_from_certificate(cert: x509.Certificate) -> str | None:
-    """Return the SAE ID a certificate names (SAN URI ``urn:qkdtwin:sae:ID``, else CN)."""
+    """Return the SAE ID a certificate names (SAN URI ``urn:qkdtwin:sae:ID``, else CN).
+
+    An operator certificate (SAN URI ``urn:qkdtwin:operator:...``) gets no CN fallback.
+    """
     sae = _san_uri(cert, SAE_URI_PREFIX)
     if sae is not None:
         return sae
+    if _san_uri(cert, OPERATOR_URI_PREFIX) is not None:
+        return None
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(cns[0].value) if cns else None
 
@@ -105,6 +132,7 @@ def issue_certificate(
     server: bool = False,
     sae_id: str | None = None,
     kme_id: str | None = None,
+    operator_id: str | None = None,
     days: float = 365.0,
     now: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -125,6 +153,10 @@ def issue_certificate(
     kme_id
         Add the SAN URI ``urn:qkdtwin:kme:<kme_id>`` and the client-auth usage (a KME calling
         its peers).
+    operator_id
+        Add the SAN URI ``urn:qkdtwin:operator:<operator_id>`` and the client-auth usage (an
+        operator of the KME network, e.g. the digital twin). Not together with ``sae_id`` or
+        ``kme_id``.
     days
         Validity from ``now``; negative for an already expired certificate (tests).
     now
@@ -136,6 +168,10 @@ def issue_certificate(
     """
     if (issuer_cert is None) != (issuer_key is None):
         raise ConfigError("give both issuer_cert and issuer_key, or neither")
+    if operator_id is not None and (sae_id is not None or kme_id is not None):
+        raise ConfigError(
+            "an operator certificate names no SAE or KME", field="operator_id", value=operator_id
+        )
     now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -164,6 +200,9 @@ def issue_certificate(
         sans.append(x509.UniformResourceIdentifier(KME_URI_PREFIX + kme_id))
         if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    if operator_id is not None:
+        sans.append(x509.UniformResourceIdentifier(OPERATOR_URI_PREFIX + operator_id))
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if usages:
@@ -191,13 +230,14 @@ def issue_certificate(
 class Pki:
     """Paths of a development PKI made by :func:`init_pki`.
 
-    ``kmes`` and ``saes`` map each ID to its ``(cert.pem, key.pem)`` paths.
+    ``kmes``, ``saes`` and ``operators`` map each ID to its ``(cert.pem, key.pem)`` paths.
     """
 
     ca_cert: Path
     ca_key: Path
     kmes: dict[str, tuple[Path, Path]]
     saes: dict[str, tuple[Path, Path]]
+    operators: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
 
 def _save(directory: Path, stem: str, cert: x509.Certificate, key: Any) -> tuple[Path, Path]:
@@ -212,21 +252,32 @@ def init_pki(
     *,
     kme_ids: Sequence[str] = ("kme-a", "kme-b"),
     sae_ids: Sequence[str] = ("sae-a", "sae-b"),
+    operator_ids: Sequence[str] = ("twin",),
     days: float = 365.0,
 ) -> Pki:
-    """Create a development CA and a certificate for each KME (server) and SAE (client).
+    """Create a development CA and certificates for KMEs, SAEs and operators.
 
-    Files: ``ca.pem``/``ca.key`` and ``<id>.pem``/``<id>.key`` for every ID, in ``directory``
-    (created if missing). Existing files are overwritten.
+    Files, in ``directory`` (created if missing; existing files are overwritten):
+    ``ca.pem``/``ca.key``; ``<id>.pem``/``<id>.key`` for every KME (server and client
+    certificate, SAN URI ``urn:qkdtwin:kme:<id>``) and every SAE (client, SAN URI
+    ``urn:qkdtwin:sae:<id>``); ``operator-<id>.pem``/``.key`` for every operator (client,
+    SAN URI ``urn:qkdtwin:operator:<id>``, CN ``operator:<id>``). Keys are mode 0600.
 
     Raises
     ------
     ConfigError
-        If an ID is repeated or contains a path separator.
+        If an ID is repeated, empty, contains a path separator, or two files would clash.
     """
-    ids = [*kme_ids, *sae_ids]
-    if len(set(ids)) != len(ids) or any(("/" in i or "\\" in i or not i) for i in ids):
-        raise ConfigError("KME and SAE IDs must be unique, non-empty and contain no '/'")
+    ids = [*kme_ids, *sae_ids, *operator_ids]
+    stems = ["ca", *kme_ids, *sae_ids, *(f"operator-{o}" for o in operator_ids)]
+    if (
+        len(set(ids)) != len(ids)
+        or len(set(stems)) != len(stems)
+        or any(("/" in i or "\\" in i or not i) for i in ids)
+    ):
+        raise ConfigError(
+            "KME, SAE and operator IDs must be unique, non-empty, contain no '/' and not be 'ca'"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = issue_certificate("qkdtwin development CA", is_ca=True, days=days)
     ca_paths = _save(directory, "ca", ca_cert, ca_key)
@@ -248,7 +299,17 @@ def init_pki(
         )
         for s in sae_ids
     }
-    return Pki(ca_cert=ca_paths[0], ca_key=ca_paths[1], kmes=kmes, saes=saes)
+    operators = {
+        o: _save(
+            directory,
+            f"operator-{o}",
+            *issue_certificate(
+                f"operator:{o}", issuer_cert=ca_cert, issuer_key=ca_key, operator_id=o, days=days
+            ),
+        )
+        for o in operator_ids
+    }
+    return Pki(ca_cert=ca_paths[0], ca_key=ca_paths[1], kmes=kmes, saes=saes, operators=operators)
 
 
 #: Seconds a closing TLS connection may wait for the peer's close_notify before it is aborted.
@@ -256,7 +317,9 @@ TLS_CLOSE_GRACE_S = 1.0
 
 
 class MtlsH11Protocol(H11Protocol):
-    """uvicorn's H11 protocol that adds the client certificate's SAE ID to each request scope.
+    """uvicorn's H11 protocol that adds the client certificate's IDs to each request scope.
+
+    The SAE, KME and operator IDs of the verified certificate (``None`` where it names none).
 
     It also bounds how long a closing connection lingers: asyncio's TLS transport waits up to
     30 s for the peer's ``close_notify``, which clients that just drop the socket (``requests``)
@@ -289,16 +352,19 @@ class MtlsH11Protocol(H11Protocol):
         super().connection_made(transport)
         sae: str | None = None
         kme: str | None = None
+        operator: str | None = None
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der:
             cert = x509.load_der_x509_certificate(der)
             sae, kme = sae_id_from_certificate(cert), kme_id_from_certificate(cert)
+            operator = operator_id_from_certificate(cert)
         inner = self.app
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             scope[_SCOPE_SAE_KEY] = sae
             scope[_SCOPE_KME_KEY] = kme
+            scope[_SCOPE_OPERATOR_KEY] = operator
             await inner(scope, receive, send)
 
         self.app = app

@@ -1,0 +1,209 @@
+"""Operator interface of a KME: ``GET /kme/v1/links``, the key counts of every QKD link.
+
+The digital twin's attach mode polls each KME of a real network about once per second.
+ETSI GS QKD 014 cannot serve it: ``status`` answers only an SAE registered at the KME, about
+one SAE pair, and reports a pool size but no consumption. This route answers an *operator*
+instead, identified by the SAN URI ``urn:qkdtwin:operator:<ID>`` of its verified client
+certificate (see :mod:`qkdtwin.kms.tls`); any other caller, an SAE or a peer KME included,
+gets 401 with the API's ETSI Error body and nothing else.
+
+For each QKD link the KME terminates it reports the gauges and cumulative counters of that
+link's key store (:meth:`qkdtwin.kms.store.KeyStore.counters`; their definitions are in
+:class:`qkdtwin.kms.store.KeyCounts`) and whether the KME considers the link usable
+(:meth:`qkdtwin.kms.peering.KmeNode.set_link_down`). The twin reads consumption as the change
+of ``delivered_total`` between two polls. A KME without a network (one store for every
+pair) reports one pseudo-link with ``peer`` null.
+
+The counters cost a few rows per store to read, whatever the store's size.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from qkdtwin.errors import ConfigError, KeyAccessError
+from qkdtwin.kms.peering import KmeNode
+from qkdtwin.kms.store import KeyCounts, KeyStore
+
+__all__ = [
+    "LINKS_PATH",
+    "SCOPE_OPERATOR_KEY",
+    "KeyCountsModel",
+    "KmeLinksResponse",
+    "LinkCounts",
+    "caller_operator_id",
+    "install_operator_routes",
+    "links_response",
+]
+
+SCOPE_OPERATOR_KEY = "qkdtwin.operator_id"
+LINKS_PATH = "/kme/v1/links"
+
+
+# The counters of one store, shared by both models (a link lists its peer first).
+_Available = Annotated[int, Field(ge=0, description="Unexpired keys in the pool.")]
+_Owned = Annotated[
+    int,
+    Field(ge=0, description="Available keys this KME may hand out itself (own and unowned)."),
+]
+_Reserved = Annotated[int, Field(ge=0, description="Keys reserved for SAEs, not yet erased.")]
+_AddedTotal = Annotated[int, Field(ge=0, description="Keys ever stored.")]
+_DeliveredTotal = Annotated[
+    int,
+    Field(ge=0, description="Keys that left the pool for use, each once (audit enc/sync/relay)."),
+]
+_ErasedTotal = Annotated[int, Field(ge=0, description="Keys whose material was dropped.")]
+_DiscardedTotal = Annotated[
+    int, Field(ge=0, description="Available keys erased unused (audit discard/expire).")
+]
+
+
+class KeyCountsModel(BaseModel):
+    """Key counts of one store: gauges now, totals since the store was created.
+
+    Definitions in :class:`qkdtwin.kms.store.KeyCounts`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    available: _Available
+    owned: _Owned
+    reserved: _Reserved
+    added_total: _AddedTotal
+    delivered_total: _DeliveredTotal
+    erased_total: _ErasedTotal
+    discarded_total: _DiscardedTotal
+
+    @classmethod
+    def of(cls, counts: KeyCounts) -> KeyCountsModel:
+        """Build the model from a store's :class:`~qkdtwin.kms.store.KeyCounts`."""
+        return cls(**_fields(counts))
+
+
+class LinkCounts(BaseModel):
+    """One QKD link as its KME sees it: the peer, whether usable, the link store's counts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    peer: str | None = Field(
+        description="The KME at the other end; null for the pseudo-link of a KME without a "
+        "network (one store for every SAE pair)."
+    )
+    enabled: bool = Field(description="Whether this KME considers the link usable for routing.")
+    available: _Available
+    owned: _Owned
+    reserved: _Reserved
+    added_total: _AddedTotal
+    delivered_total: _DeliveredTotal
+    erased_total: _ErasedTotal
+    discarded_total: _DiscardedTotal
+
+
+def _fields(counts: KeyCounts) -> dict[str, int]:
+    return {
+        "available": counts.available,
+        "owned": counts.owned,
+        "reserved": counts.reserved,
+        "added_total": counts.added_total,
+        "delivered_total": counts.delivered_total,
+        "erased_total": counts.erased_total,
+        "discarded_total": counts.discarded_total,
+    }
+
+
+class KmeLinksResponse(BaseModel):
+    """Answer of ``GET /kme/v1/links``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kme_id: str
+    time: float = Field(description="When the counts were read (Unix seconds).")
+    links: list[LinkCounts]
+    relayed: KeyCountsModel | None = Field(
+        description="Counts of the store of end-to-end keys relayed to or from non-neighbours; "
+        "null when this KME relays none."
+    )
+
+
+def caller_operator_id(request: Request) -> str:
+    """Return the operator ID of the caller, from its verified TLS client certificate.
+
+    Raises
+    ------
+    KeyAccessError
+        For any caller without an operator certificate (an SAE, a peer KME, no certificate).
+        The message says nothing about who may call.
+    """
+    operator = request.scope.get(SCOPE_OPERATOR_KEY)
+    if not operator:
+        raise KeyAccessError("not authorised")
+    return str(operator)
+
+
+Operator = Annotated[str, Depends(caller_operator_id)]
+
+
+def links_response(
+    kme_id: str, *, node: KmeNode | None = None, store: KeyStore | None = None
+) -> KmeLinksResponse:
+    """Read the counts of every link store of a KME (``node``) or of its single ``store``."""
+    if node is not None:
+        links = [
+            LinkCounts(
+                peer=peer,
+                enabled=node.link_enabled(peer),
+                **_fields(st.counters(owner=kme_id)),
+            )
+            for peer, st in sorted(node.links.items())
+        ]
+        relayed = None if node.relayed is None else KeyCountsModel.of(node.relayed.counters())
+        stores = [*node.links.values(), node.relayed]
+        first = next((s for s in stores if s is not None), None)
+        now = first.now() if first is not None else time.time()
+        return KmeLinksResponse(kme_id=kme_id, time=now, links=links, relayed=relayed)
+    if store is None:
+        raise ConfigError("links_response needs a node or a store", field="store")
+    counts = _fields(store.counters(owner=kme_id))
+    return KmeLinksResponse(
+        kme_id=kme_id,
+        time=store.now(),
+        links=[LinkCounts(peer=None, enabled=True, **counts)],
+        relayed=None,
+    )
+
+
+def install_operator_routes(
+    app: FastAPI,
+    kme_id: str,
+    *,
+    node: KmeNode | None = None,
+    store: KeyStore | None = None,
+    responses: dict[int | str, dict[str, Any]] | None = None,
+) -> None:
+    """Add ``GET /kme/v1/links`` (in the OpenAPI document) to a KME's ``app``.
+
+    Parameters
+    ----------
+    app
+        The KME's application; its error handlers turn :class:`KeyAccessError` into 401.
+    kme_id
+        This KME's ID.
+    node, store
+        The KME's network node, or its single store when it has none.
+    responses
+        Documented error responses (the API's ETSI Error body).
+    """
+
+    @app.get(
+        LINKS_PATH,
+        response_model=KmeLinksResponse,
+        responses=responses or {},
+        tags=["operator"],
+    )
+    def get_links(_operator: Operator) -> KmeLinksResponse:
+        """Key counts of every QKD link of this KME (operator certificates only)."""
+        return links_response(kme_id, node=node, store=store)
