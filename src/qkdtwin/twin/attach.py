@@ -1,0 +1,157 @@
+"""Attach files: how the twin binds to a network it does not own.
+
+An attach file names the interfaces of the operator's network and nothing else: the MQTT
+broker and topics where QKD modules publish link telemetry and gateways publish IIoT traffic,
+the topology (nodes, links, the demands and the policy that define key pools), per link the
+module that reports it and the detector efficiency the operator *declares* for it, and per KME
+its URL and the operator certificate the twin polls it with. ``qkdtwin plant serve`` writes
+one for its plant; for a real network the operator writes it::
+
+    name: plant-seed
+    broker: mqtt://127.0.0.1:1883
+    reporting_interval_s: 1.0          # modules' reporting interval, s
+    clock: {epoch: 1764864000.0, rate: 1.0}   # modules' clock = epoch + rate x (wall - epoch)
+    network: {topology: {builder: seed}, uniform_demand: {...}, policy: ttd-balance, ...}
+    links:
+      M1-M2: {module_id: qkd-M1-M2, declared_detector_efficiency: 0.045}
+    kmes:
+      M1: {url: "https://127.0.0.1:8443", cert: operator-twin.pem, key: operator-twin.key,
+           ca: ca.pem}
+
+Relative certificate paths are read relative to the attach file. A malformed file, an
+unknown link or node, or a missing certificate file is one :class:`ConfigError` naming the
+field (``kmes.M1.cert``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from qkdtwin.config import read_yaml_mapping
+from qkdtwin.errors import ConfigError, UnknownNameError
+from qkdtwin.network.scenario import Scenario, load_scenario
+
+__all__ = ["AttachClock", "AttachFile", "AttachKme", "AttachLink", "load_attach_file"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttachClock(_Strict):
+    """The modules' clock relative to wall time (a real network: rate 1)."""
+
+    epoch: float = 0.0
+    rate: float = Field(default=1.0, gt=0.0, le=100_000.0)
+
+    def network_time(self, wall: float) -> float:
+        """Map a wall-clock receive time to the modules' clock, s."""
+        return self.epoch + self.rate * (wall - self.epoch)
+
+
+class AttachLink(_Strict):
+    """One QKD link as the operator declares it."""
+
+    module_id: str = Field(min_length=1, max_length=128)
+    declared_detector_efficiency: float = Field(gt=0.0, le=1.0)
+
+
+class AttachKme(_Strict):
+    """One KME's operator interface."""
+
+    url: str = Field(pattern=r"^https?://")
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class AttachFile(_Strict):
+    """A validated attach file (see the module docstring)."""
+
+    name: str = "network"
+    broker: str = Field(pattern=r"^mqtt://[^:/]+:\d+$")
+    reporting_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    clock: AttachClock = Field(default_factory=AttachClock)
+    network: dict[str, Any]
+    links: dict[str, AttachLink]
+    kmes: dict[str, AttachKme] = Field(default_factory=dict)
+
+    @field_validator("links")
+    @classmethod
+    def _some_links(cls, v: dict[str, AttachLink]) -> dict[str, AttachLink]:
+        if not v:
+            raise ValueError("at least one link")
+        return v
+
+    def scenario(self) -> Scenario:
+        """The network part as a validated network scenario."""
+        return load_scenario(dict(self.network))
+
+    def module_map(self) -> dict[str, str]:
+        """Module id -> link id."""
+        return {lk.module_id: lid for lid, lk in self.links.items()}
+
+    def broker_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the broker."""
+        host, port = self.broker.removeprefix("mqtt://").rsplit(":", 1)
+        return host, int(port)
+
+
+def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
+    """Read and validate an attach file; resolve relative certificate paths.
+
+    Raises
+    ------
+    ConfigError
+        For an unreadable or malformed file, an invalid field, a link that is not in the
+        topology, a KME of an unknown node, or a certificate file that does not exist; the
+        message names the field and the attach file.
+    """
+    label = "<dict>" if isinstance(source, dict) else str(Path(source))
+    base = Path(".") if isinstance(source, dict) else Path(source).parent
+    data = read_yaml_mapping(source, what="attach file")
+    try:
+        att = AttachFile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "attach"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"attach file {label}: {name}: {msg}", field=name) from None
+    try:
+        sc = att.scenario()
+    except ConfigError as exc:
+        raise ConfigError(f"attach file {label}: network: {exc}", field="network") from None
+    topo = sc.build_topology()
+    edges = {"-".join(sorted((str(a), str(b)))) for a, b in topo.graph.edges()}
+    for lid in att.links:
+        if lid not in edges:
+            raise UnknownNameError(
+                f"attach file {label}: links.{lid}: not a link of the topology "
+                f"(links: {', '.join(sorted(edges))})",
+                field=f"links.{lid}",
+                value=lid,
+            )
+    for node, kme in att.kmes.items():
+        if node not in topo.graph:
+            raise UnknownNameError(
+                f"attach file {label}: kmes.{node}: not a node of the topology",
+                field=f"kmes.{node}",
+                value=node,
+            )
+        for what in ("cert", "key", "ca"):
+            p = getattr(kme, what)
+            if not p.is_absolute():
+                p = (base / p).resolve()
+                setattr(kme, what, p)
+            if not p.is_file():
+                raise ConfigError(
+                    f"attach file {label}: kmes.{node}.{what}: no such file {str(p)!r}",
+                    field=f"kmes.{node}.{what}",
+                    value=str(p),
+                )
+    if len(set(att.module_map())) != len(att.links):
+        raise ConfigError(f"attach file {label}: links: module ids must be unique", field="links")
+    return att

@@ -1,0 +1,168 @@
+"""The plant as a process: Mosquitto, KMEs over mutual TLS, IIoT devices, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from qkdtwin.interfaces import parse_link_telemetry
+from qkdtwin.plant import Plant
+from qkdtwin.twin.attach import load_attach_file
+from qkdtwin.twin.ingest import KmePoller
+
+MOSQUITTO = "mqtt://127.0.0.1:1883"
+
+
+@pytest.fixture(scope="module")
+def live_plant(tmp_path_factory):
+    plant = Plant(
+        "examples/plant-seed.yaml",
+        tmp_path_factory.mktemp("plant"),
+        broker=MOSQUITTO,
+        speed=4.0,
+    )
+    got: list[tuple[str, bytes]] = []
+    ready = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.on_connect = lambda cl, *_a: (cl.subscribe("qkdtwin/#", qos=1), ready.set())
+    c.on_message = lambda _c, _u, m: got.append((m.topic, m.payload))
+    c.connect("127.0.0.1", 1883)
+    c.loop_start()
+    assert ready.wait(10)
+    plant.start()
+    time.sleep(5.0)
+    yield plant, got
+    c.loop_stop()
+    c.disconnect()
+    plant.stop()
+
+
+def test_modules_publish_valid_telemetry_on_mosquitto(live_plant):
+    plant, got = live_plant
+    # the broker is shared with other tests: keep this plant's modules only
+    ours = {f"qkdtwin/link/v1/{m.module_id}/perf" for m in plant.modules.values()}
+    perf = [parse_link_telemetry(p) for t, p in got if t in ours]
+    assert {m.link_id for m in perf} == set(plant.modules)
+    assert len(perf) >= 12 * 5
+
+
+def test_iiot_devices_publish_encrypted_telemetry(live_plant):
+    plant, got = live_plant
+    iot = [t for t, _p in got if t.startswith("qkdtwin/v1/plant/")]
+    assert any("/NBIRTH/" in t for t in iot)
+    assert any("/NDATA/" in t for t in iot)
+    assert any(r.get("delivered", 0) > 0 for r in plant.iot_reports)
+
+
+def test_attach_file_lets_an_operator_poll_every_kme(live_plant):
+    plant, _got = live_plant
+    att = load_attach_file(plant.attach_file)
+    assert set(att.links) == set(plant.modules)
+    assert "truth" not in plant.attach_file.read_text()
+    assert "control" not in plant.attach_file.read_text()
+    with KmePoller({n: (k.url, k.cert, k.key, k.ca) for n, k in att.kmes.items()}) as poller:
+        res = poller.poll(time.time())
+    assert all(r.ok for r in res.values()), [r.error for r in res.values() if not r.ok]
+    # keys the modules distilled arrived in the KMEs at both ends of a backbone link
+    m1 = {lk.peer: lk for lk in res["M1"].response.links}
+    assert m1["M2"].added_total > 0
+    assert (
+        m1["M2"].added_total == {lk.peer: lk for lk in res["M2"].response.links}["M1"].added_total
+    )
+
+
+def test_cli_serve_json_first_line_then_bad_input(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qkdtwin",
+            "plant",
+            "serve",
+            "examples/plant-seed.yaml",
+            "--json",
+            "--no-iot",
+            "--duration",
+            "6",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert {"control_url", "mqtt_url", "kmes", "attach_file"} <= set(first)
+        url = first["control_url"]
+        ok = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "qkdtwin",
+                "plant",
+                "attack",
+                "M1-M2",
+                "--url",
+                url,
+                "--type",
+                "pns",
+                "--fraction",
+                "0.2",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["attack"] == {"type": "pns", "fraction": 0.2}
+        bad = subprocess.run(
+            [sys.executable, "-m", "qkdtwin", "plant", "attack", "M1-M9", "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bad.returncode == 2
+        assert "M1-M9" in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+        truth = subprocess.run(
+            [sys.executable, "-m", "qkdtwin", "plant", "truth", "--url", url, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert {lk["id"] for lk in json.loads(truth.stdout)["links"]} >= {"M1-M2"}
+    finally:
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["plant", "serve", "nope.yaml"], "nope.yaml"),
+        (["plant", "serve", "examples/plant-seed.yaml", "--speed", "0"], "speed"),
+        (
+            ["plant", "serve", "examples/plant-seed.yaml", "--broker", "mqtt://127.0.0.1:1"],
+            "127.0.0.1:1",
+        ),
+        (
+            ["plant", "drift", "M1-M2", "--loss-db", "1", "--url", "http://127.0.0.1:1"],
+            "127.0.0.1:1",
+        ),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(args, needle):
+    r = subprocess.run(
+        [sys.executable, "-m", "qkdtwin", *args], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
