@@ -87,11 +87,11 @@ class AttachFile(_Strict):
         return v
 
     def scenario(self) -> Scenario:
-        """The network part as a validated network scenario."""
+        """Return the network part as a validated network scenario."""
         return load_scenario(dict(self.network))
 
     def module_map(self) -> dict[str, str]:
-        """Module id -> link id."""
+        """Return the map module id -> link id."""
         return {lk.module_id: lid for lid, lk in self.links.items()}
 
     def broker_address(self) -> tuple[str, int]:
