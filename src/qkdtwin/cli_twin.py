@@ -20,6 +20,7 @@ service, with the server's message); :func:`qkdtwin.cli.main` prints one line, e
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,14 +106,54 @@ def twin_serve(
     telemetry: Annotated[
         bool, typer.Option("--telemetry/--no-telemetry", help="Run the IIoT telemetry.")
     ] = True,
+    attach: Annotated[
+        Path | None,
+        typer.Option(
+            "--attach",
+            help="Attach to a network: its attach file (plant serve writes one). The twin's "
+            "state then comes only from the network's telemetry and KMEs.",
+        ),
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option("--record", help="With --attach: record every input (JSON Lines)."),
+    ] = None,
+    replay_file: Annotated[
+        Path | None,
+        typer.Option("--replay", help="Replay a recording (made with --record) into the twin."),
+    ] = None,
+    arl_days: Annotated[
+        float,
+        typer.Option("--arl-days", help="False-alarm average run length per link, days."),
+    ] = 30.0,
+    window_s: Annotated[
+        float, typer.Option("--window-s", help="Estimation window, s of network time.")
+    ] = 60.0,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run the live twin and its dashboard; print the dashboard URL."""
+    """Run the live twin and its dashboard; print the dashboard URL.
+
+    Without --attach or --replay the twin simulates its own links (teaching, what-if).
+    """
     from qkdtwin.twin.runner import ServiceThread
 
     if not (0 <= port <= 65535):
         raise ConfigError(f"port must be in [0, 65535], got {port}", field="port", value=port)
     if duration is not None and duration <= 0:
         raise ConfigError(f"duration must be > 0, got {duration}", field="duration")
+    if not (0.0 < arl_days <= 1e6):
+        raise ConfigError(f"arl-days must be in (0, 1e6], got {arl_days}", field="arl_days")
+    if not (1.0 <= window_s <= 86_400.0):
+        raise ConfigError(f"window-s must be in [1, 86400], got {window_s}", field="window_s")
+    if attach is not None or replay_file is not None:
+        if attach is None and record is not None:
+            raise ConfigError("--record needs --attach", field="record")
+        if replay_file is not None and record is not None:
+            raise ConfigError("--record and --replay exclude each other", field="record")
+        _serve_attached(
+            attach, replay_file, record, host, port, duration, speed, arl_days, window_s, as_json
+        )
+        return
     twin = _make_twin(scenario, data_dir, db, speed, telemetry)
     svc = ServiceThread(twin, host, port)
     try:
@@ -132,6 +173,83 @@ def twin_serve(
     finally:
         svc.stop()
         twin.close()
+
+
+def _serve_attached(
+    attach: Path | None,
+    replay_file: Path | None,
+    record: Path | None,
+    host: str,
+    port: int,
+    duration: float | None,
+    speed: float | None,
+    arl_days: float,
+    window_s: float,
+    as_json: bool,
+) -> None:
+    """``twin serve --attach`` / ``--replay``: an attached twin, live or from a recording."""
+    from qkdtwin.twin.attached_runner import AttachedRunner, _Http, replay
+    from qkdtwin.twin.attached_service import create_attached_app
+
+    opts: dict[str, Any] = {"arl_days": arl_days, "window_s": window_s}
+    deadline = None if duration is None else time.monotonic() + duration
+    if replay_file is not None:
+        twin = replay(replay_file, attach=attach, speed=speed, **opts)
+        st = twin.state()
+        if as_json:
+            emit_json(
+                {
+                    "replayed": str(replay_file),
+                    "t": st.t,
+                    "alarms": [
+                        {"link": a.link, "kind": a.kind, "raised_at": a.raised_at}
+                        for a in reversed(st.alarms)
+                    ],
+                    "links": [
+                        {"id": lk.id, "status": lk.status.value, "loss_db": lk.estimate.loss_db}
+                        for lk in st.links
+                    ],
+                }
+            )
+        else:
+            typer.echo(f"replayed {replay_file}: {len(st.alarms)} alarms")
+            for a in reversed(st.alarms):
+                typer.echo(f"  {a.link}: {a.kind} raised at {a.raised_at:.1f}")
+        if duration is None and as_json:
+            return
+        http = _Http(create_attached_app(twin), host, port)
+        http.start()
+        typer.echo(f"  dashboard of the replayed state at http://{host}:{http.port}/")
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            http.stop()
+        return
+    assert attach is not None
+    runner = AttachedRunner(attach, host=host, port=port, record=record, **opts)
+    try:
+        runner.start()
+        n = len(runner.attach.links)
+        if as_json:
+            emit_json({"url": runner.url, "links": n, "kmes": len(runner.attach.kmes)})
+            sys.stdout.flush()
+        else:
+            typer.echo(
+                f"qkdtwin twin (attached to {runner.attach.name}): dashboard at {runner.url}/"
+            )
+            typer.echo(
+                f"  {n} links from {runner.attach.broker}, {len(runner.attach.kmes)} KMEs polled"
+                + (f", recording to {record}" if record else "")
+            )
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
 
 
 @twin_app.command("attack")

@@ -123,7 +123,7 @@ class DetectorMonitor(_Strict):
 class LinkTelemetry(_Strict):
     """One message of a QKD module: its measurements over one reporting interval."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     module_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     link_id: str = Field(min_length=3, max_length=256)
     local_node: str = Field(min_length=1, max_length=128)

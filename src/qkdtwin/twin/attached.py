@@ -1,0 +1,499 @@
+"""The attached twin: state built only from what the operator's network exposes.
+
+:class:`AttachedTwin` is the twin of a network it does not own (``qkdtwin twin serve
+--attach``). Its inputs, and nothing else:
+
+* link telemetry from the QKD modules over MQTT (:mod:`qkdtwin.interfaces`), validated,
+  de-duplicated and ordered by :class:`~qkdtwin.twin.ingest.LinkStream`;
+* IIoT envelope metadata seen on MQTT (:class:`~qkdtwin.twin.ingest.IotMetadataStream`; the
+  twin cannot decrypt);
+* the KMEs' operator interface (``GET /kme/v1/links``, polled with an operator certificate).
+
+The twin is split along its seams: *ingest* (``twin/ingest``) -> *estimation* (per link a
+:class:`~qkdtwin.twin.estimate.LinkEstimator`: maximum likelihood of the transmittance, the
+background and the misalignment with intervals, over a sliding window) -> *detection* (per link
+a :class:`~qkdtwin.twin.detect.LinkDetector`: CUSUM tests against the calibrated model) ->
+*response* (:mod:`qkdtwin.twin.respond`: reroute the relay paths around an alarmed link, log
+every step) -> *state* (:mod:`qkdtwin.twin.models`, the API's typed contract).
+
+Everything is driven by explicit times: MQTT payloads carry their receive time, which the
+attach file's clock maps to the modules' clock (network time); KME polls carry theirs. A
+recording of those inputs (``--record``) therefore replays (``--replay``) to identical alarms
+and state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qkdtwin.interfaces import TOPIC_ROOT, LinkTelemetry
+from qkdtwin.twin.attach import AttachFile
+from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
+from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator
+from qkdtwin.twin.ingest import IotMetadataStream, KmePoller, LinkStream, RawPoll
+from qkdtwin.twin.layout import layered_layout
+from qkdtwin.twin.models import (
+    AlarmEvent,
+    AlarmView,
+    AttachedState,
+    DeviceView,
+    IngestCounters,
+    KmeLinkView,
+    KmeView,
+    LinkEstimateView,
+    LinkStatus,
+    LinkView,
+    NodeView,
+    RouteView,
+)
+from qkdtwin.twin.respond import Responder
+
+__all__ = ["SUSPECTS", "AttachedTwin"]
+
+#: Which attacks each statistic is sensitive to (an alarm names its statistic, not a cause).
+SUSPECTS: dict[str, list[str]] = {
+    "qber": ["intercept-resend", "misalignment fault"],
+    "decoy-yield": ["pns"],
+    "loss-step": ["fiber-tap", "bad splice or connector", "cut"],
+    "count-model": ["detector-blinding"],
+    "background": ["detector-blinding", "stray light", "detector fault"],
+    "detector-monitor": ["detector-blinding (faked-state)"],
+}
+
+
+@dataclass
+class _Link:
+    id: str
+    a: str
+    b: str
+    module_id: str
+    declared_eff: float
+    estimator: LinkEstimator
+    detector: LinkDetector
+    status: LinkStatus = LinkStatus.UP
+    alarm: AlarmView | None = None
+    quiet_since: float | None = None
+    last: LinkTelemetry | None = None
+    estimate: LinkEstimate | None = None
+    since_fit: int = 0
+    history: deque[tuple[float, float | None, float | None, float | None, float | None]] = field(
+        default_factory=lambda: deque(maxlen=3600)
+    )
+
+
+class AttachedTwin:
+    """The twin of an attached network (see the module docstring).
+
+    Parameters
+    ----------
+    attach
+        The validated attach file.
+    arl_days
+        False-alarm average run length per link over all its statistics, simulated days.
+    window_s
+        Estimation window, s of network time.
+    recovery_s
+        An alarmed link whose statistics stay quiet this long (network time) goes to
+        ``recovering``, and after as long again to ``up``.
+    estimate_every
+        Refit the displayed estimate every this many intervals of a link (1: every one).
+    on_record
+        Called with every input ``(kind, key, payload, t_wall)`` (the recorder).
+
+    Notes
+    -----
+    Thread-safe: inputs may come from the MQTT thread, the poller thread and the tick
+    thread; they are serialised by one lock.
+    """
+
+    def __init__(
+        self,
+        attach: AttachFile,
+        *,
+        arl_days: float = 30.0,
+        window_s: float = 60.0,
+        recovery_s: float = 120.0,
+        estimate_every: int = 1,
+        on_record: Callable[[str, str, Any, float], None] | None = None,
+        replay: bool = False,
+    ) -> None:
+        self.attach = attach
+        self.name = attach.name
+        self.arl_days = float(arl_days)
+        self.window_s = float(window_s)
+        self.recovery_s = float(recovery_s)
+        self.on_record = on_record
+        self.replay = replay
+        self._lock = threading.RLock()
+        self._subs: list[Callable[[dict[str, Any]], None]] = []
+        scenario = attach.scenario()
+        self.topology = scenario.build_topology()
+        self.layout = layered_layout(self.topology)
+        self.stream = LinkStream(attach.module_map())
+        self.iot = IotMetadataStream()
+        interval = attach.reporting_interval_s
+        self.detector_config = DetectorConfig(arl_days=self.arl_days)
+        self.estimate_every = max(1, int(estimate_every))
+        self.links: dict[str, _Link] = {}
+        ends = {
+            "-".join(sorted((str(a), str(b)))): (str(a), str(b))
+            for a, b in self.topology.graph.edges()
+        }
+        for lid, spec in attach.links.items():
+            a, b = ends[lid]
+            self.links[lid] = _Link(
+                id=lid,
+                a=a,
+                b=b,
+                module_id=spec.module_id,
+                declared_eff=spec.declared_detector_efficiency,
+                estimator=LinkEstimator(spec.declared_detector_efficiency, window_s=self.window_s),
+                detector=LinkDetector(
+                    spec.declared_detector_efficiency,
+                    self.detector_config,
+                    interval_s=interval,
+                ),
+            )
+        self.kmes: dict[str, KmeView] = {
+            node: KmeView(node=node, url=k.url, status="never-seen")
+            for node, k in attach.kmes.items()
+        }
+        # status bookkeeping of the KMEs' answers (the live poller fetches; this applies, so
+        # that a replay of the recorded answers gives the same state)
+        self._kme_state = (
+            KmePoller({n: (k.url, None, None, None) for n, k in attach.kmes.items()})
+            if attach.kmes
+            else None
+        )
+        self.alarms: list[AlarmView] = []
+        self.responder = Responder(self.topology, scenario.build_demands(self.topology))
+        self.t: float | None = None
+        self.births = 0
+
+    # -- subscribers ------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(event)`` for every event (``alarm``, ``restored``, ``tick``)."""
+        with self._lock:
+            self._subs.append(callback)
+
+    def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Stop calling ``callback``."""
+        with self._lock:
+            if callback in self._subs:
+                self._subs.remove(callback)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        for cb in list(self._subs):
+            cb(event)
+
+    # -- inputs -------------------------------------------------------------------------------
+    def net_time(self, t_wall: float) -> float:
+        """Network time (the modules' clock) of a wall-clock receive time."""
+        return self.attach.clock.network_time(t_wall)
+
+    def on_mqtt(self, topic: str, payload: bytes, t_wall: float) -> None:
+        """One MQTT message as received (never raises for a bad message)."""
+        if self.on_record is not None:
+            self.on_record("mqtt", topic, payload, t_wall)
+        now = self.net_time(t_wall)
+        events: list[dict[str, Any]] = []
+        with self._lock:
+            if topic.startswith(TOPIC_ROOT + "/") and topic.endswith("/perf"):
+                for msg in self.stream.offer(topic, payload, now):
+                    events += self._process(msg)
+            elif topic.startswith(TOPIC_ROOT + "/"):
+                self.births += 1  # module birth/death notices: liveness comes from the data
+            else:
+                self.iot.offer(topic, payload, now)
+        for ev in events:
+            self._publish(ev)
+
+    def on_poll(self, node: str, raw: RawPoll, t_wall: float) -> None:
+        """One KME poll as it came off the wire (a response or the error line)."""
+        if self.on_record is not None:
+            self.on_record("poll", node, raw, t_wall)
+        now = self.net_time(t_wall)
+        with self._lock:
+            view = self.kmes.get(node)
+            if view is None:
+                return
+            if self._kme_state is None:
+                return
+            res = self._kme_state.apply(node, raw, now)
+            view.status = res.status
+            if not res.ok or res.response is None:
+                view.error = res.error
+                return
+            view.error = None
+            view.last_poll = now
+            view.links = [
+                KmeLinkView(
+                    **lk.model_dump(
+                        include=set(KmeLinkView.model_fields) - {"consumption_keys_per_s"}
+                    ),
+                    consumption_keys_per_s=res.consumption.get(lk.peer),
+                )
+                for lk in res.response.links
+            ]
+
+    def on_state(self, state: str, t_wall: float) -> None:
+        """MQTT connection state changes: losing the broker makes every source stale."""
+        if state != "connected":
+            with self._lock:
+                self.stream.mark_upstream_lost(self.net_time(t_wall))
+
+    def tick(self, t_wall: float) -> None:
+        """Periodic housekeeping: release timed-out gaps, mark stale links."""
+        now = self.net_time(t_wall)
+        events: list[dict[str, Any]] = []
+        with self._lock:
+            for msg in self.stream.tick(now):
+                events += self._process(msg)
+            for lk in self.links.values():
+                src = self.stream.source_status(lk.module_id, now).status
+                if src == "stale" and lk.status == LinkStatus.UP:
+                    lk.status = LinkStatus.STALE
+                elif src == "ok" and lk.status == LinkStatus.STALE:
+                    lk.status = LinkStatus.UP
+        for ev in events:
+            self._publish(ev)
+        self._publish({"type": "tick", "t": self.t})
+
+    # -- estimation, detection, response ------------------------------------------------------
+    def _process(self, msg: LinkTelemetry) -> list[dict[str, Any]]:
+        lk = self.links[msg.link_id]
+        obs = IntervalObservation.from_telemetry(msg)
+        lk.last = msg
+        self.t = msg.interval_end if self.t is None else max(self.t, msg.interval_end)
+        lk.estimator.add(obs)
+        detections = lk.detector.add(obs)
+        lk.since_fit += 1
+        if lk.estimate is None or lk.since_fit >= self.estimate_every:
+            lk.estimate = lk.estimator.estimate()
+            lk.since_fit = 0
+            est = lk.estimate
+            lo, hi = est.loss_db_ci if est.converged else (None, None)
+            lk.history.append(
+                (msg.interval_end, est.loss_db if est.converged else None, lo, hi, msg.qber)
+            )
+        events: list[dict[str, Any]] = []
+        if lk.status == LinkStatus.STALE:
+            lk.status = LinkStatus.UP
+        if detections:
+            lk.quiet_since = None
+            if lk.alarm is None:
+                events.append(self._raise(lk, detections[0], msg.interval_end))
+                for extra in detections[1:]:
+                    self._evidence(lk, extra, msg.interval_end)
+            else:
+                if lk.status == LinkStatus.RECOVERING:
+                    lk.status = LinkStatus.ALARM
+                for det in detections:
+                    self._evidence(lk, det, msg.interval_end)
+            # re-arm at once: under a persistent change the statistic crosses again within
+            # about one detection delay; the reference stays frozen meanwhile
+            lk.detector.rearm()
+        elif lk.status in (LinkStatus.ALARM, LinkStatus.RECOVERING):
+            if lk.quiet_since is None:
+                lk.quiet_since = msg.interval_end
+            quiet = msg.interval_end - lk.quiet_since
+            if lk.status == LinkStatus.ALARM and quiet >= self.recovery_s:
+                lk.status = LinkStatus.RECOVERING
+                assert lk.alarm is not None
+                lk.alarm.events.append(AlarmEvent(what="recovering", t=msg.interval_end))
+            elif lk.status == LinkStatus.RECOVERING and quiet >= 2 * self.recovery_s:
+                events.append(self._restore(lk, msg.interval_end))
+        return events
+
+    def _evidence(self, lk: _Link, det: DetectionAlarm, t: float) -> None:
+        assert lk.alarm is not None
+        lk.alarm.events.append(
+            AlarmEvent(
+                what="evidence",
+                t=t,
+                detail={"statistic": det.statistic, "cusum": det.cusum, "threshold": det.threshold},
+            )
+        )
+
+    def _raise(self, lk: _Link, det: DetectionAlarm, t: float) -> dict[str, Any]:
+        alarm = AlarmView(
+            id=len(self.alarms) + 1,
+            link=lk.id,
+            kind=det.statistic,
+            raised_at=t,
+            onset=det.change_point_t,
+            delay_s=t - det.change_point_t,
+            suspected=SUSPECTS.get(det.statistic, []),
+            evidence={
+                "cusum": det.cusum,
+                "threshold": det.threshold,
+                "intervals": det.intervals,
+                "design": det.design,
+                "reference": det.reference,
+                "post_change": det.post_change,
+            },
+            message=det.message,
+        )
+        alarm.events.append(AlarmEvent(what="raised", t=t, detail={"statistic": det.statistic}))
+        lk.status = LinkStatus.ALARM
+        lk.alarm = alarm
+        lk.quiet_since = None
+        self.alarms.append(alarm)
+        t0 = time.perf_counter()
+        changed = self.responder.reroute(self._down())
+        alarm.events.append(
+            AlarmEvent(
+                what="rerouted",
+                t=t,
+                detail={**changed, "reroute_ms": (time.perf_counter() - t0) * 1e3},
+            )
+        )
+        return {"type": "alarm", "alarm": alarm.model_dump(mode="json")}
+
+    def _restore(self, lk: _Link, t: float) -> dict[str, Any]:
+        lk.status = LinkStatus.UP
+        alarm = lk.alarm
+        lk.alarm = None
+        lk.quiet_since = None
+        lk.detector.release()
+        self.responder.reroute(self._down())
+        if alarm is not None:
+            alarm.active = False
+            alarm.events.append(AlarmEvent(what="restored", t=t))
+            return {"type": "restored", "alarm": alarm.model_dump(mode="json")}
+        return {"type": "restored", "link": lk.id}
+
+    def rebaseline(self, link: str) -> LinkView:
+        """Operator action: accept the link's present behaviour as its new normal.
+
+        After a real, harmless change (a repaired splice, a replaced detector) the loss-step
+        statistic keeps alarming against the old reference; rebaselining relearns it, closes
+        the alarm and brings the link back up.
+        """
+        with self._lock:
+            lk = self.links[link]
+            lk.detector.clear()
+            if lk.alarm is not None:
+                lk.alarm.events.append(AlarmEvent(what="rebaselined", t=self.t or 0.0))
+            self._restore(lk, self.t or 0.0)
+            return self._link_view(lk, self.t or 0.0)
+
+    def _down(self) -> set[str]:
+        return {
+            lid
+            for lid, lk in self.links.items()
+            if lk.status in (LinkStatus.ALARM, LinkStatus.RECOVERING)
+        }
+
+    # -- views --------------------------------------------------------------------------------
+    def _link_view(self, lk: _Link, now: float) -> LinkView:
+        est = lk.estimate
+        msg = lk.last
+        return LinkView(
+            id=lk.id,
+            a=lk.a,
+            b=lk.b,
+            module_id=lk.module_id,
+            status=lk.status,
+            source=self.stream.source_status(lk.module_id, now).status,
+            estimate=_estimate_view(est),
+            last_seq=None if msg is None else msg.seq,
+            last_interval_end=None if msg is None else msg.interval_end,
+            observed_qber=None if msg is None else msg.qber,
+            observed_skr_bps=None if msg is None else msg.qkdl_performance.skr,
+            declared_detector_efficiency=lk.declared_eff,
+            alarm_id=None if lk.alarm is None else lk.alarm.id,
+        )
+
+    def state(self) -> AttachedState:
+        """Return the whole state (``GET /api/state``)."""
+        with self._lock:
+            now = self.t if self.t is not None else 0.0
+            snap = self.stream.snapshot()
+            counts = _counter_dict(snap.total)
+            return AttachedState(
+                name=self.name,
+                t=self.t,
+                nodes=[
+                    NodeView(
+                        id=str(n),
+                        role=str(d["role"]),
+                        x=self.layout[str(n)][0],
+                        y=self.layout[str(n)][1],
+                    )
+                    for n, d in self.topology.graph.nodes(data=True)
+                ],
+                links=[self._link_view(lk, now) for lk in self.links.values()],
+                alarms=list(reversed(self.alarms)),
+                active_alarms=sum(1 for a in self.alarms if a.active),
+                kmes=list(self.kmes.values()),
+                routes=[RouteView(**r) for r in self.responder.routes()],
+                devices=_devices(self.iot, now),
+                ingest=IngestCounters(
+                    counts={**counts, "offered": snap.offered},
+                    version_mismatch=[{"version": k, "count": v} for k, v in snap.versions.items()],
+                ),
+                arl_days=self.arl_days,
+                replay=self.replay,
+            )
+
+    def history(
+        self, link: str
+    ) -> list[tuple[float, float | None, float | None, float | None, float | None]]:
+        """``(t, loss_db, low, high, qber)`` per accepted interval of one link."""
+        with self._lock:
+            return list(self.links[link].history)
+
+
+def _counter_dict(c: Any) -> dict[str, int]:
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(c):
+        return {f.name: int(getattr(c, f.name)) for f in fields(c)}
+    return {}
+
+
+def _estimate_view(est: LinkEstimate | None) -> LinkEstimateView:
+    if est is None or not est.converged:
+        return LinkEstimateView(intervals=0 if est is None else est.intervals)
+
+    def ci(v: tuple[float, float]) -> list[float]:
+        return [float(v[0]), float(v[1])]
+
+    return LinkEstimateView(
+        t=est.t,
+        window_s=est.window_s,
+        intervals=est.intervals,
+        loss_db=est.loss_db,
+        loss_db_ci=ci(est.loss_db_ci),
+        eta=est.eta,
+        eta_ci=ci(est.eta_ci),
+        dark_count_prob=est.dark_count_prob,
+        dark_count_prob_ci=ci(est.dark_count_prob_ci),
+        misalignment=est.misalignment,
+        misalignment_ci=ci(est.misalignment_ci),
+        qber=est.qber,
+        qber_ci=ci(est.qber_ci),
+        key_rate_bps=est.key_rate_bps,
+        converged=True,
+    )
+
+
+def _devices(iot: IotMetadataStream, now: float) -> list[DeviceView]:
+    snap = iot.snapshot(now)
+    return [
+        DeviceView(
+            id=s.sender_id,
+            status=str(s.health),
+            messages=s.records,
+            bytes=s.bytes,
+            last_seen=s.last_seen,
+            gaps=s.gaps,
+        )
+        for s in snap.senders.values()
+    ]

@@ -1,0 +1,246 @@
+"""Running an attached twin live (MQTT, KME polling, service) or from a recording.
+
+* :class:`AttachedRunner` — ``qkdtwin twin serve --attach FILE``: subscribes to the attach
+  file's broker (:class:`~qkdtwin.twin.ingest.MqttIngest`), polls every KME's operator
+  interface (:class:`~qkdtwin.twin.ingest.KmePoller`) once per reporting interval, ticks the
+  twin (stale sources, timed-out gaps) and serves its API and dashboard; with ``record`` every
+  input goes to a JSON Lines recording, with the attach file copied beside it
+  (``FILE.attach.yaml``).
+* :func:`replay` — ``qkdtwin twin serve --replay FILE``: feeds a recording to a fresh twin in
+  file order with the recorded receive times (as fast as possible, or at ``speed`` times the
+  recorded pace); the same recording always gives the same alarms and state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from qkdtwin.errors import ConfigError
+from qkdtwin.twin.attach import AttachFile, load_attach_file
+from qkdtwin.twin.attached import AttachedTwin
+from qkdtwin.twin.attached_service import create_attached_app
+from qkdtwin.twin.ingest import DEFAULT_TOPICS, KmePoller, MqttIngest, Recorder, Replayer
+
+__all__ = ["AttachedRunner", "attach_copy_path", "replay"]
+
+
+def attach_copy_path(record: Path) -> Path:
+    """Where the attach file of a recording is kept: ``<record>.attach.yaml``."""
+    return record.with_name(record.name + ".attach.yaml")
+
+
+class _Http:
+    """uvicorn on a daemon thread (port 0: a free port, read back after start)."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
+        self.host = host
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="twin-http")
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"the twin service did not start on {self.host}", field="port")
+            time.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        for srv in self.server.servers:
+            for sock in srv.sockets:
+                return int(sock.getsockname()[1])
+        raise ConfigError("the twin service is not listening", field="port")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15.0)
+
+
+class AttachedRunner:
+    """An attached twin with its live inputs and its service.
+
+    Parameters
+    ----------
+    attach
+        Attach file path (or a loaded :class:`AttachFile`).
+    host, port
+        Where the service listens (port 0: any free port).
+    record
+        Recording file (JSON Lines) or ``None``.
+    twin_options
+        Passed to :class:`AttachedTwin` (``arl_days``, ``window_s``, ``recovery_s``).
+    serve
+        Start the HTTP service (benchmarks measuring the twin's CPU alone may skip it).
+
+    Raises
+    ------
+    ConfigError
+        From :meth:`start`, for a malformed attach file or a recording that cannot be written.
+    TransportError
+        From :meth:`start`, if the broker cannot be reached (the message names its URL).
+    """
+
+    def __init__(
+        self,
+        attach: str | Path | AttachFile,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: str | Path | None = None,
+        serve: bool = True,
+        **twin_options: Any,
+    ) -> None:
+        self.attach_path = None if isinstance(attach, AttachFile) else Path(attach)
+        self.attach = attach if isinstance(attach, AttachFile) else load_attach_file(attach)
+        self.host, self.port = host, port
+        self.record_path = None if record is None else Path(record)
+        self.serve = serve
+        self.recorder: Recorder | None = None
+        if self.record_path is not None:
+            self.recorder = Recorder(self.record_path)
+            copy = attach_copy_path(self.record_path)
+            if self.attach_path is not None:
+                shutil.copyfile(self.attach_path, copy)
+            else:
+                import yaml
+
+                copy.write_text(yaml.safe_dump(self.attach.model_dump(mode="json")))
+        self.twin = AttachedTwin(self.attach, on_record=self._record, **twin_options)
+        self.ingest: MqttIngest | None = None
+        self.poller: KmePoller | None = None
+        self.http: _Http | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.record_errors = 0
+
+    def _record(self, kind: str, key: str, payload: Any, t: float) -> None:
+        rec = self.recorder
+        if rec is None:
+            return
+        try:
+            if kind == "mqtt":
+                rec.record_mqtt(key, payload, t)
+            else:
+                rec.record_poll(key, payload, t)
+        except OSError:  # a full disk stops the recording, never the twin
+            self.record_errors += 1
+
+    @property
+    def url(self) -> str:
+        """Base URL of the service."""
+        assert self.http is not None
+        return f"http://{self.host}:{self.http.port}"
+
+    def start(self) -> AttachedRunner:
+        """Connect to the broker, start polling and ticking, start the service."""
+        try:
+            self.ingest = MqttIngest(
+                self.attach.broker, DEFAULT_TOPICS, self.twin.on_mqtt, on_state=self.twin.on_state
+            ).start()
+            if self.attach.kmes:
+                self.poller = KmePoller(
+                    {n: (k.url, k.cert, k.key, k.ca) for n, k in self.attach.kmes.items()},
+                    timeout_s=min(2.0, max(0.5, self.attach.reporting_interval_s)),
+                )
+                self._spawn(self._poll_loop, "twin-kme-poll")
+            self._spawn(self._tick_loop, "twin-tick")
+            if self.serve:
+                self.http = _Http(create_attached_app(self.twin), self.host, self.port)
+                self.http.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, target: Any, name: str) -> None:
+        th = threading.Thread(target=target, daemon=True, name=name)
+        th.start()
+        self._threads.append(th)
+
+    def _poll_loop(self) -> None:
+        assert self.poller is not None
+        period = max(0.5, self.attach.reporting_interval_s / self.attach.clock.rate)
+        while not self._stop.is_set():
+            t = time.time()
+            for node, res in self.poller.poll(t).items():
+                if res.raw is not None:
+                    self.twin.on_poll(node, res.raw, t)
+            self._stop.wait(max(0.0, period - (time.time() - t)))
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self.twin.tick(time.time())
+
+    def stop(self) -> None:
+        """Stop everything (idempotent)."""
+        self._stop.set()
+        for th in self._threads:
+            th.join(10.0)
+        self._threads.clear()
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+        if self.ingest is not None:
+            with contextlib.suppress(Exception):
+                self.ingest.close()
+            self.ingest = None
+        if self.poller is not None:
+            self.poller.close()
+            self.poller = None
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+
+
+def replay(
+    record: str | Path,
+    *,
+    attach: str | Path | None = None,
+    speed: float | None = None,
+    tick_every_s: float = 0.5,
+    twin: AttachedTwin | None = None,
+    **twin_options: Any,
+) -> AttachedTwin:
+    """Feed a recording to a twin (a new one from the recording's attach file by default).
+
+    Ticks are replayed too: one every ``tick_every_s`` of recorded time, as the live runner
+    does, so staleness and gap timeouts happen at the same stream times.
+
+    Raises
+    ------
+    ConfigError
+        If the recording or its attach file cannot be read.
+    """
+    record = Path(record)
+    if twin is None:
+        path = Path(attach) if attach is not None else attach_copy_path(record)
+        if not path.is_file():
+            raise ConfigError(
+                f"no attach file for recording {record} (looked for {path}); pass --attach",
+                field="attach",
+            )
+        twin = AttachedTwin(load_attach_file(path), replay=True, **twin_options)
+    if not record.is_file():
+        raise ConfigError(f"no such recording {str(record)!r}", field="replay")
+    next_tick: float | None = None
+    for rec in Replayer(record, speed):
+        if next_tick is None:
+            next_tick = rec.t + tick_every_s
+        while rec.t >= next_tick:
+            twin.tick(next_tick)
+            next_tick += tick_every_s
+        if rec.kind == "mqtt" and rec.topic is not None and rec.payload is not None:
+            twin.on_mqtt(rec.topic, rec.payload, rec.t)
+        elif rec.kind == "poll" and rec.node is not None and rec.poll is not None:
+            twin.on_poll(rec.node, rec.poll, rec.t)
+    return twin

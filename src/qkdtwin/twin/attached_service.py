@@ -1,0 +1,154 @@
+"""The attached twin's service: typed REST API, server-sent events and its dashboard.
+
+Routes (every body is a pydantic model of :mod:`qkdtwin.twin.models`, in ``/openapi.json``):
+
+| route | what |
+|---|---|
+| ``GET /`` | the dashboard: topology, every link's estimated loss with its interval, alarms |
+| ``GET /api/state`` | :class:`~qkdtwin.twin.models.AttachedState` |
+| ``GET /api/links``, ``GET /api/links/{link}`` | links: status, estimate, source health |
+| ``POST /api/links/{link}/rebaseline`` | accept the link's present behaviour as normal |
+| ``GET /api/alarms[?active=true]``, ``GET /api/alarms/{id}`` | alarms, newest first |
+| ``GET /api/history?link=L`` | ``[[t, loss_db, low, high, qber], ...]`` per link |
+| ``GET /api/events`` | server-sent events: ``alarm``, ``restored``, ``tick`` |
+
+An unknown link or alarm is answered ``400 {"error", "field", "message"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from qkdtwin.errors import QkdTwinError, UnknownNameError
+from qkdtwin.twin.attached import AttachedTwin
+from qkdtwin.twin.models import AlarmView, AttachedState, LinkView
+from qkdtwin.twin.service import web_dir
+
+__all__ = ["create_attached_app"]
+
+
+def create_attached_app(twin: AttachedTwin) -> FastAPI:
+    """Build the service around an attached twin (its inputs are driven from outside)."""
+    app = FastAPI(
+        title="qkdtwin attached twin",
+        version="1",
+        description="Digital twin of an attached QKD-secured IIoT network: estimates with "
+        "intervals, alarms from statistics alone. Nothing here is the network's truth.",
+    )
+    app.state.twin = twin
+
+    @app.exception_handler(QkdTwinError)
+    async def _on_error(_req: Request, exc: QkdTwinError) -> JSONResponse:
+        return JSONResponse(
+            status_code=400,
+            content={
+                "error": type(exc).__name__,
+                "field": getattr(exc, "field", None),
+                "message": str(exc),
+            },
+        )
+
+    def resolve(link: str) -> str:
+        from qkdtwin.plant.scenario import resolve_link
+
+        lid = resolve_link(link, set(twin.links))
+        if lid is None:
+            raise UnknownNameError(
+                f"unknown link {link!r}; links: {', '.join(sorted(twin.links))}",
+                field="link",
+                value=link,
+            )
+        return lid
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(web_dir() / "attached.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=web_dir()), name="static")
+
+    @app.get("/api/state", summary="The whole state", response_model=AttachedState)
+    def get_state() -> AttachedState:
+        return twin.state()
+
+    @app.get("/api/links", summary="Every link", response_model=list[LinkView])
+    def get_links() -> list[LinkView]:
+        return twin.state().links
+
+    @app.get("/api/links/{link}", summary="One link", response_model=LinkView)
+    def get_link(link: str) -> LinkView:
+        lid = resolve(link)
+        return next(x for x in twin.state().links if x.id == lid)
+
+    @app.post(
+        "/api/links/{link}/rebaseline",
+        summary="Accept the link's present behaviour as its new normal",
+        response_model=LinkView,
+    )
+    def post_rebaseline(link: str) -> LinkView:
+        return twin.rebaseline(resolve(link))
+
+    @app.get("/api/alarms", summary="Alarms, newest first", response_model=list[AlarmView])
+    def get_alarms(active: bool | None = None) -> list[AlarmView]:
+        return [a for a in twin.state().alarms if active is None or a.active == active]
+
+    @app.get("/api/alarms/{alarm_id}", summary="One alarm", response_model=AlarmView)
+    def get_alarm(alarm_id: int) -> AlarmView:
+        for a in twin.state().alarms:
+            if a.id == alarm_id:
+                return a
+        raise UnknownNameError(f"no alarm {alarm_id}", field="alarm_id", value=alarm_id)
+
+    @app.get("/api/history", summary="Estimated loss (with interval) and QBER per interval")
+    def get_history(link: str | None = None) -> dict[str, list[list[float | None]]]:
+        ids = [resolve(link)] if link else list(twin.links)
+        return {lid: [list(row) for row in twin.history(lid)] for lid in ids}
+
+    @app.get("/api/events", summary="Live events (server-sent events)")
+    async def events(request: Request) -> StreamingResponse:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+
+        def push(ev: dict[str, Any]) -> None:
+            def put() -> None:
+                if queue.full():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                queue.put_nowait(ev)
+
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(put)
+
+        twin.subscribe(push)
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b"event: hello\ndata: {}\n\n"
+                while True:
+                    try:
+                        ev = await asyncio.wait_for(queue.get(), timeout=10.0)
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            break
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
+            finally:
+                twin.unsubscribe(push)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    _ = (get_state, get_links, get_link, post_rebaseline, get_alarms, get_alarm, get_history)
+    _ = (events, index, _on_error)
+    return app
