@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qkdtwin.errors import QkdTwinError
 from qkdtwin.interfaces import TOPIC_ROOT, LinkTelemetry
 from qkdtwin.twin.attach import AttachFile
 from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
@@ -174,6 +175,8 @@ class AttachedTwin:
         self.responder = Responder(self.topology, scenario.build_demands(self.topology))
         self.t: float | None = None
         self.births = 0
+        #: Released messages the models refused (time overlapping the previous interval).
+        self.model_rejected = 0
 
     # -- subscribers ------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
@@ -267,7 +270,16 @@ class AttachedTwin:
     # -- estimation, detection, response ------------------------------------------------------
     def _process(self, msg: LinkTelemetry) -> list[dict[str, Any]]:
         lk = self.links[msg.link_id]
-        obs = IntervalObservation.from_telemetry(msg)
+        if lk.last is not None and msg.interval_start < lk.last.interval_end - 1e-6:
+            # in sequence but overlapping the previous interval in time (a module whose
+            # clock stepped back): its counts would be double-counted by the models
+            self.model_rejected += 1
+            return []
+        try:
+            obs = IntervalObservation.from_telemetry(msg)
+        except QkdTwinError:
+            self.model_rejected += 1
+            return []
         lk.last = msg
         self.t = msg.interval_end if self.t is None else max(self.t, msg.interval_end)
         lk.estimator.add(obs)
@@ -435,7 +447,11 @@ class AttachedTwin:
                 routes=[RouteView(**r) for r in self.responder.routes()],
                 devices=_devices(self.iot, now),
                 ingest=IngestCounters(
-                    counts={**counts, "offered": snap.offered},
+                    counts={
+                        **counts,
+                        "offered": snap.offered,
+                        "model_rejected": self.model_rejected,
+                    },
                     version_mismatch=[{"version": k, "count": v} for k, v in snap.versions.items()],
                 ),
                 arl_days=self.arl_days,

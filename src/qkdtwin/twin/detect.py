@@ -148,6 +148,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 from scipy.special import ndtr, xlogy
+from threadpoolctl import threadpool_limits
 
 from qkdtwin import _validate as v
 from qkdtwin.errors import ConfigError
@@ -902,11 +903,18 @@ class StatisticDesign:
 def _markov_threshold_cached(
     arl_key: int, kind: str, n_key: int, p0_key: int, p1_key: int
 ) -> float:
+    # The chain's solves are small (~200 states): BLAS threads only fight over the cores
+    # (10x slower than one thread on a busy 2-core machine), so they run single-threaded.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _markov_threshold(arl_key, kind, n_key, p0_key, p1_key)
+
+
+def _markov_threshold(arl_key: int, kind: str, n_key: int, p0_key: int, p1_key: int) -> float:
     arl = math.exp(arl_key / 1000.0)
     if kind == "binomial":
-        n = math.exp(n_key / 100.0)
-        p0 = 1.0 / (1.0 + math.exp(-p0_key / 1000.0))
-        p1 = 1.0 / (1.0 + math.exp(-p1_key / 1000.0))
+        n = math.exp(n_key / _N_KEY_SCALE)
+        p0 = 1.0 / (1.0 + math.exp(-p0_key / _P_KEY_SCALE))
+        p1 = 1.0 / (1.0 + math.exp(-p1_key / _P_KEY_SCALE))
         law = LlrLaw.binomial(n, p0, p1)
     else:
         delta = p1_key / 1000.0  # shift in standard errors
@@ -914,8 +922,17 @@ def _markov_threshold_cached(
     return cusum_threshold_markov(arl, law)
 
 
+#: Quantisation of the Markov-chain threshold cache: ``n`` in steps of 2 % and ``p0``, ``p1``
+#: in steps of 0.5 % of their odds. A refitted reference moves ``p0`` by about its standard
+#: error (well under 1 % once the window is full), so successive refits share thresholds
+#: instead of solving the chain again (~20 ms each); the threshold is computed for the
+#: quantised law itself, which changes the ARL by a few per cent at most.
+_N_KEY_SCALE = 50.0
+_P_KEY_SCALE = 200.0
+
+
 def _logit_key(p: float) -> int:
-    return round(1000.0 * math.log(p / (1.0 - p)))
+    return round(_P_KEY_SCALE * math.log(p / (1.0 - p)))
 
 
 def _threshold(law: LlrLaw, kl: float, arl: float, method: str, max_kl: float) -> tuple[float, str]:
@@ -932,7 +949,7 @@ def _threshold(law: LlrLaw, kl: float, arl: float, method: str, max_kl: float) -
         key = (
             round(1000.0 * math.log(arl)),
             "binomial",
-            round(100.0 * math.log(law.n)),
+            round(_N_KEY_SCALE * math.log(law.n)),
             _logit_key(p0),
             _logit_key(p1),
         )

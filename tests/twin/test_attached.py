@@ -1,0 +1,358 @@
+"""The attached twin, fed from an in-process plant: estimates, alarms, faults, replay, API.
+
+The plant runs without MQTT here (its messages go straight to ``AttachedTwin.on_mqtt`` with a
+receive time on the modules' clock), so each test controls every interval; the same twin over
+real MQTT and KMEs is tested in ``test_attached_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from qkdtwin.errors import ConfigError
+from qkdtwin.plant import Plant
+from qkdtwin.twin.attach import load_attach_file
+from qkdtwin.twin.attached import AttachedTwin
+from qkdtwin.twin.attached_runner import replay
+from qkdtwin.twin.attached_service import create_attached_app
+from qkdtwin.twin.ingest import RawPoll, Recorder
+from qkdtwin.twin.models import AttachedState, LinkStatus
+from tests.asgi_client import AsgiClient
+
+TRIANGLE = {
+    "nodes": [
+        {"name": "A", "role": "metro"},
+        {"name": "B", "role": "metro"},
+        {"name": "C", "role": "metro"},
+    ],
+    "links": [
+        {"a": "A", "b": "B", "key_rate": 1.0},
+        {"a": "B", "b": "C", "key_rate": 1.0},
+        {"a": "A", "b": "C", "key_rate": 1.0},
+    ],
+    "demands": [{"src": "A", "dst": "B", "rate": 0.05}, {"src": "B", "dst": "C", "rate": 0.05}],
+    "pool_capacity": 100,
+    "keys_per_service": 10,
+    "policy": "static",
+    "duration": 1000.0,
+    "seed": 7,
+    "plant": {
+        "links": {
+            "A-B": {"length_km": 30.0},
+            "B-C": {"length_km": 40.0},
+            "A-C": {"length_km": 25.0},
+        },
+        "devices_per_gateway": 0,
+    },
+}
+
+
+def make(tmp_path: Path, *, seed: int = 7, **twin_options) -> tuple[Plant, AttachedTwin, list]:
+    """An offline plant and a twin attached to its messages (no MQTT, no KMEs)."""
+    sink: list[tuple[str, bytes]] = []
+    plant = Plant(
+        TRIANGLE, tmp_path / "plant", broker=None, kmes=False, iot=False, seed=seed,
+        publish=lambda t, b: sink.append((t, b)),
+    )  # fmt: skip
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"  # never connected: the test feeds the twin itself
+    twin = AttachedTwin(load_attach_file(doc), **twin_options)
+    return plant, twin, sink
+
+
+def feed(plant: Plant, twin: AttachedTwin, sink: list, n: int, latency_s: float = 0.05) -> None:
+    """Run ``n`` plant intervals; deliver each message to the twin as MQTT would."""
+    for _ in range(n):
+        plant.step()
+        t_recv = plant.clock_epoch + plant.t + latency_s
+        for topic, payload in sink:
+            twin.on_mqtt(topic, payload, t_recv)
+        sink.clear()
+        twin.tick(t_recv)
+
+
+def link(twin: AttachedTwin, lid: str):
+    return next(x for x in twin.state().links if x.id == lid)
+
+
+def test_a_clean_network_raises_nothing_and_its_estimates_hold_the_truth(tmp_path):
+    plant, twin, sink = make(tmp_path)
+    feed(plant, twin, sink, 400)
+    st = twin.state()
+    assert st.alarms == []
+    assert all(lk.status == LinkStatus.UP for lk in st.links)
+    for lk in st.links:
+        truth = [h.mean_loss_db for h in list(plant.history[lk.id])[-60:]]
+        mean = sum(truth) / len(truth)
+        lo, hi = lk.estimate.loss_db_ci
+        se = (hi - lo) / (2 * 1.96)
+        assert abs(lk.estimate.loss_db - mean) < 4 * se, (lk.id, lk.estimate, mean)
+        assert lk.source == "ok"
+        assert lk.estimate.qber == pytest.approx(0.033, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fraction", "statistic"),
+    [
+        ("intercept-resend", 0.5, "qber"),
+        ("pns", 0.5, "decoy-yield"),
+        ("fiber-tap", 0.3, "loss-step"),
+        ("detector-blinding", 0.5, "count-model"),
+        ("faked-state", 0.5, "detector-monitor"),
+    ],
+)
+def test_each_attack_raises_the_statistic_that_sees_it(tmp_path, kind, fraction, statistic):
+    plant, twin, sink = make(tmp_path)
+    feed(plant, twin, sink, 300)
+    onset = plant.clock_epoch + plant.t
+    plant.attack("A-B", kind, fraction)
+    for _ in range(120):
+        feed(plant, twin, sink, 1)
+        if twin.alarms:
+            break
+    assert twin.alarms, f"no alarm within 120 intervals of {kind}"
+    alarm = twin.alarms[0]
+    assert alarm.link == "A-B"
+    assert alarm.kind == statistic
+    assert alarm.raised_at > onset
+    assert alarm.delay_s is not None
+    assert alarm.delay_s >= 0
+    assert link(twin, "A-B").status == LinkStatus.ALARM
+    # the response: A|B now relays over C; nothing else alarmed
+    routes = {r.id: r for r in twin.state().routes}
+    assert routes["A|B"].path == ["A", "C", "B"]
+    assert [e.what for e in alarm.events][:2] == ["raised", "rerouted"]
+    assert {a.link for a in twin.alarms} == {"A-B"}
+
+
+def test_faked_state_is_invisible_without_the_detector_monitor(tmp_path):
+    scenario = json.loads(json.dumps(TRIANGLE))
+    scenario["plant"]["detector_monitor"] = False
+    sink: list[tuple[str, bytes]] = []
+    plant = Plant(scenario, tmp_path, broker=None, kmes=False, iot=False, seed=3,
+                  publish=lambda t, b: sink.append((t, b)))  # fmt: skip
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    twin = AttachedTwin(load_attach_file(doc))
+    feed(plant, twin, sink, 300)
+    plant.attack("A-B", "faked-state", 1.0)
+    feed(plant, twin, sink, 200)
+    # counts keep the honest law exactly: nothing the twin can see changes
+    assert twin.alarms == []
+
+
+def test_an_attack_that_stops_recovers_and_one_that_persists_does_not(tmp_path):
+    plant, twin, sink = make(tmp_path, recovery_s=20.0)
+    feed(plant, twin, sink, 300)
+    plant.attack("A-B", "intercept-resend", 1.0)
+    plant.attack("B-C", "intercept-resend", 1.0)
+    feed(plant, twin, sink, 5)
+    assert {a.link for a in twin.alarms} == {"A-B", "B-C"}
+    plant.clear("A-B")
+    feed(plant, twin, sink, 25)
+    assert link(twin, "A-B").status == LinkStatus.RECOVERING
+    feed(plant, twin, sink, 20)
+    assert link(twin, "A-B").status == LinkStatus.UP
+    assert link(twin, "B-C").status == LinkStatus.ALARM  # still attacked: re-detected each time
+    ab = next(a for a in twin.alarms if a.link == "A-B")
+    assert not ab.active
+    assert [e.what for e in ab.events][-2:] == ["recovering", "restored"]
+    bc = next(a for a in twin.alarms if a.link == "B-C")
+    assert any(e.what == "evidence" for e in bc.events)
+
+
+def test_bad_telemetry_is_counted_and_never_stops_the_twin(tmp_path):
+    plant, twin, sink = make(tmp_path)
+    feed(plant, twin, sink, 50)
+    plant.step()
+    t = plant.clock_epoch + plant.t
+    msgs = list(sink)
+    sink.clear()
+    topic, payload = msgs[0]
+    body = json.loads(payload)
+    twin.on_mqtt(topic, b"{not json", t)
+    twin.on_mqtt(topic, json.dumps({**body, "schema_version": 2}).encode(), t)
+    twin.on_mqtt(
+        "qkdtwin/link/v1/qkd-X-Y/perf", json.dumps({**body, "module_id": "qkd-X-Y"}).encode(), t
+    )
+    ahead = {**body, "seq": body["seq"] + 1, "interval_start": t + 0.5, "interval_end": t + 1.5}
+    twin.on_mqtt(topic, json.dumps(ahead).encode(), t)  # ahead of a gap: held
+    for topic2, payload2 in msgs:
+        twin.on_mqtt(topic2, payload2, t)  # releases the held one after it
+    twin.on_mqtt(topic, payload, t)  # duplicate
+    skewed = {**body, "seq": body["seq"] + 2, "interval_start": t - 600, "interval_end": t - 599}
+    twin.on_mqtt(topic, json.dumps(skewed).encode(), t)
+    twin.on_mqtt("qkdtwin/v1/plant/NDATA/edge-1", b"\x00garbage", t)
+    c = twin.state().ingest.counts
+    assert c["malformed"] == 1
+    assert c["version_mismatch"] == 1
+    assert c["unknown_link"] == 1
+    assert c["duplicate"] == 1
+    assert c["reordered"] == 1
+    assert c["skewed"] == 1
+    assert c["model_rejected"] == 1  # it also overlaps the previous interval in time
+    assert twin.state().ingest.version_mismatch == [{"version": "2", "count": 1}]
+    feed(plant, twin, sink, 5)
+    assert twin.alarms == []
+
+
+def test_a_silent_module_goes_stale_and_comes_back(tmp_path):
+    plant, twin, sink = make(tmp_path)
+    feed(plant, twin, sink, 30)
+    for _ in range(6):  # A-B's module falls silent
+        plant.step()
+        t = plant.clock_epoch + plant.t
+        for topic, payload in sink:
+            if "A-B" not in topic:
+                twin.on_mqtt(topic, payload, t)
+        sink.clear()
+        twin.tick(t)
+    assert link(twin, "A-B").status == LinkStatus.STALE
+    assert link(twin, "A-B").source == "stale"
+    feed(plant, twin, sink, 3)
+    assert link(twin, "A-B").status == LinkStatus.UP
+
+
+def test_a_kme_that_stops_answering_goes_stale_with_the_error(tmp_path):
+    plant, _twin, _sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    cert = tmp_path / "op.pem"
+    cert.write_text("x")
+    doc["kmes"] = {
+        "A": {"url": "https://127.0.0.1:9", "cert": str(cert), "key": str(cert), "ca": str(cert)}
+    }
+    twin = AttachedTwin(load_attach_file(doc))
+    url = "https://127.0.0.1:9/kme/v1/links"
+    body = json.dumps(
+        {"kme_id": "A", "time": 1.0, "links": [{"peer": "B", "enabled": True, "available": 5,
+         "owned": 3, "reserved": 0, "added_total": 10, "delivered_total": 5, "erased_total": 5,
+         "discarded_total": 0}], "relayed": None}
+    )  # fmt: skip
+    twin.on_poll("A", RawPoll(url, 200, body), 100.0)
+    assert twin.state().kmes[0].status == "ok"
+    assert twin.state().kmes[0].links[0].available == 5
+    for k in range(3):
+        twin.on_poll(
+            "A",
+            RawPoll(url, error=f"GET {url}: unreachable: refused", error_kind="unreachable"),
+            101.0 + k,
+        )
+    kme = twin.state().kmes[0]
+    assert kme.status == "stale"
+    assert url in (kme.error or "")
+    body2 = body.replace('"delivered_total": 5', '"delivered_total": 9')
+    twin.on_poll("A", RawPoll(url, 200, body2), 105.0)
+    kme = twin.state().kmes[0]
+    assert kme.status == "ok"
+    assert kme.links[0].consumption_keys_per_s == pytest.approx(4 / 5.0)
+
+
+def test_a_recording_replays_to_the_same_alarms_and_state(tmp_path):
+    rec_path = tmp_path / "rec.jsonl"
+    recorder = Recorder(rec_path)
+
+    def on_record(kind, key, payload, t):
+        recorder.record_mqtt(key, payload, t) if kind == "mqtt" else recorder.record_poll(
+            key, payload, t
+        )
+
+    plant, twin, sink = make(tmp_path, on_record=on_record)
+    twin.tick = lambda t_wall: None  # ticks are not recorded: keep both runs tick-free
+    feed(plant, twin, sink, 250)
+    plant.attack("A-B", "pns", 0.5)
+    plant.attack("B-C", "fiber-tap", 0.3)
+    feed(plant, twin, sink, 60)
+    recorder.close()
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    again = AttachedTwin(load_attach_file(doc), replay=True)
+    again.tick = lambda t_wall: None
+    replay(rec_path, twin=again)
+    key = lambda tw: [(a.link, a.kind, a.raised_at) for a in tw.alarms]  # noqa: E731
+    assert key(twin) == key(again)
+    assert {a.link for a in twin.alarms} >= {"A-B", "B-C"}
+    a, b = twin.state(), again.state()
+    assert [x.estimate for x in a.links] == [x.estimate for x in b.links]
+    assert a.ingest == b.ingest
+
+
+def test_the_api_serves_the_typed_state(tmp_path):
+    plant, twin, sink = make(tmp_path)
+    feed(plant, twin, sink, 80)
+    plant.attack("A-B", "intercept-resend", 1.0)
+    feed(plant, twin, sink, 3)
+    c = AsgiClient(create_attached_app(twin))
+    st = AttachedState.model_validate(c.get("/api/state").json())
+    assert {lk.id for lk in st.links} == {"A-B", "B-C", "A-C"}
+    one = c.get("/api/links/B-A").json()
+    assert one["id"] == "A-B"
+    assert one["status"] == "alarm"
+    assert (
+        one["estimate"]["loss_db_ci"][0]
+        < one["estimate"]["loss_db"]
+        < one["estimate"]["loss_db_ci"][1]
+    )
+    alarms = c.get("/api/alarms?active=true").json()
+    assert [(a["link"], a["kind"]) for a in alarms] == [("A-B", "qber")]
+    assert c.get(f"/api/alarms/{alarms[0]['id']}").json()["raised_at"] == alarms[0]["raised_at"]
+    bad = c.get("/api/links/A-Z")
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "link"
+    assert c.get("/api/alarms/99").status_code == 400
+    hist = c.get("/api/history?link=A-C").json()["A-C"]
+    assert len(hist) == 83
+    assert math.isclose(hist[-1][1], link(twin, "A-C").estimate.loss_db)
+    schema = c.get("/openapi.json").json()
+    assert "AttachedState" in schema["components"]["schemas"]
+    assert schema["components"]["schemas"]["LinkStatus"]["enum"] == [
+        "up",
+        "alarm",
+        "recovering",
+        "stale",
+    ]
+    rb = c.post("/api/links/A-B/rebaseline").json()
+    assert rb["status"] == "up"
+    assert "<svg" in c.get("/").text
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.update(broker="localhost"), "broker"),
+        (
+            lambda d: d["links"].update(
+                {"A-Z": {"module_id": "m", "declared_detector_efficiency": 0.1}}
+            ),
+            "links.A-Z",
+        ),
+        (lambda d: d["links"]["A-B"].update(declared_detector_efficiency=1.5), "links.A-B"),
+        (
+            lambda d: d.update(
+                kmes={
+                    "A": {"url": "https://x:1", "cert": "/no/such.pem", "key": "/no", "ca": "/no"}
+                }
+            ),
+            "kmes.A.cert",
+        ),
+        (
+            lambda d: d.update(
+                kmes={"Q": {"url": "https://x:1", "cert": "/no", "key": "/no", "ca": "/no"}}
+            ),
+            "kmes.Q",
+        ),
+        (lambda d: d.update(surprise=1), "surprise"),
+    ],
+)
+def test_bad_attach_files_name_the_field(tmp_path, mutate, field):
+    plant, _twin, _sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    mutate(doc)
+    with pytest.raises(ConfigError) as err:
+        load_attach_file(doc)
+    assert (err.value.field or "").startswith(field), err.value
