@@ -59,9 +59,13 @@ demo: venv
 	@echo "== E91 with an SPDC source: CHSH value from the simulated correlations"
 	$(BIN)/qkdtwin link simulate --protocol e91 --distance-km 20 --pulses 5e7 --seed 4
 	@echo "Plots written to $(OUT)/"
-	@echo "== The live twin on the seed topology: attack -> alarm -> reroute, a what-if, then the"
-	@echo "   dashboard keeps serving until Ctrl-C (make demo TWIN_SERVE=--no-serve to stop after the tour)"
-	$(BIN)/qkdtwin twin demo --port $(TWIN_PORT) $(TWIN_SERVE)
+	@echo "== The self-simulated twin (teaching mode): attack -> alarm -> reroute, a what-if"
+	$(BIN)/qkdtwin twin demo --port $(TWIN_PORT) --no-serve
+	@echo "== The twin of a network it does not own: a plant process with hidden truth, a twin"
+	@echo "   attached to its MQTT telemetry and KMEs; a PNS attack and a fibre tap injected on the"
+	@echo "   plant, each detected from the statistics alone; then the dashboard keeps serving until"
+	@echo "   Ctrl-C (make demo TWIN_SERVE=--no-serve to stop after the tour)"
+	$(BIN)/qkdtwin twin attach-demo --port $(TWIN_PORT) --data-dir $(OUT)/attach $(TWIN_SERVE)
 
 services:
 	@bash scripts/ensure-services.sh

@@ -10,6 +10,11 @@ Commands:
 * ``twin what-if [--set V=4 --set C=400 ...] [--policy NAME] [--url URL | --scenario FILE]
   [--json]`` — predict success rates on the running twin's current network (or on a scenario).
 * ``twin state --url URL [--json]`` — links, pools and alarms of a running twin.
+* ``twin serve --attach ATTACH.yaml [--record FILE]`` / ``twin serve --replay FILE`` — the twin
+  of a network it does not own (state only from the network's telemetry and KMEs), live or
+  from a recording;
+* ``twin attach-demo [--speed S] [--serve]`` — a plant process, an attached twin, a PNS attack
+  and a fibre tap injected on the plant, each detected from the statistics alone.
 * ``twin demo [--scenario FILE] [--port P] [--speed X] [--link L] [--fraction F] [--serve]
   [--json]`` — the bounded tour: start, inject an attack, show the alarm and the rerouting, run
   a what-if, clear, print the measured times, stop (``--serve``: keep serving afterwards).
@@ -145,9 +150,9 @@ def twin_serve(
         raise ConfigError(f"arl-days must be in (0, 1e6], got {arl_days}", field="arl_days")
     if not (1.0 <= window_s <= 86_400.0):
         raise ConfigError(f"window-s must be in [1, 86400], got {window_s}", field="window_s")
+    if record is not None and attach is None:
+        raise ConfigError("--record needs --attach", field="record")
     if attach is not None or replay_file is not None:
-        if attach is None and record is not None:
-            raise ConfigError("--record needs --attach", field="record")
         if replay_file is not None and record is not None:
             raise ConfigError("--record and --replay exclude each other", field="record")
         _serve_attached(
@@ -445,3 +450,57 @@ def twin_demo(
     finally:
         svc.stop()
         twin.close()
+
+
+@twin_app.command("attach-demo")
+def twin_attach_demo(
+    scenario: Annotated[
+        Path | None,
+        typer.Option("--scenario", help="Plant scenario (default: the seed topology)."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Twin dashboard port (0: any).")] = 8000,
+    speed: Annotated[
+        float, typer.Option("--speed", help="Plant seconds per wall-clock second.")
+    ] = 10.0,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Plant PKI, KME stores, attach file.")
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep the dashboard up after the tour.")
+    ] = False,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", help="Longest wait for calibration or an alarm, s.")
+    ] = 180.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a plant process and an attached twin; a PNS attack and a fibre tap are detected."""
+    from dataclasses import asdict
+
+    from qkdtwin.twin.attach_demo import run_attach_tour
+
+    if not (0 <= port <= 65535):
+        raise ConfigError(f"port must be in [0, 65535], got {port}", field="port", value=port)
+    if not (0.0 < speed <= 100.0):
+        raise ConfigError(f"speed must be in (0, 100], got {speed}", field="speed")
+    ddir = data_dir or Path(tempfile.mkdtemp(prefix="qkdtwin-attach-"))
+
+    def keep(runner: Any, result: Any) -> None:
+        if serve:
+            typer.echo(f"serving the attached twin at {runner.url}/ ; Ctrl-C stops")
+            try:
+                while True:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+
+    res = run_attach_tour(
+        scenario=scenario,
+        data_dir=ddir,
+        speed=speed,
+        port=port,
+        timeout_s=timeout_s,
+        keep=keep,
+        log=(lambda _s: None) if as_json else typer.echo,
+    )
+    if as_json:
+        emit_json(asdict(res))

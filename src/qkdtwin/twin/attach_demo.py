@@ -154,6 +154,9 @@ def run_attach_tour(
                 f"twin: alarm on {link}: statistic {alarm.kind}, raised {out.delay_s:.0f} s "
                 f"({out.intervals:.0f} intervals) after the attack began"
             )
+        window = runner.twin.window_s
+        log(f"(waiting one estimation window, {window:g} s of plant time, for the estimates)")
+        time.sleep(window / speed)
         truth = httpx.get(f"{control}/truth", timeout=30.0).json()
         true_loss = {lk["id"]: lk["loss_db"] for lk in truth["links"]}
         attacked = {a.link for a in result.attacks}
@@ -161,6 +164,11 @@ def run_attach_tour(
         result.false_alarms = [
             {"link": a.link, "kind": a.kind} for a in st.alarms if a.link not in attacked
         ]
+        log(
+            "the truth column comes from the plant's control endpoint for this printout only; "
+            "the twin never reads it. Under PNS the honest link model does not hold, so that "
+            "link's loss estimate is biased; a tap is a real loss step, which the estimate follows."
+        )
         log(f"{'link':<12} {'status':<10} {'estimated loss, dB [95 %]':<30} {'truth (plant)':>14}")
         for lk in st.links:
             e = lk.estimate

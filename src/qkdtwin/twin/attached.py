@@ -135,7 +135,13 @@ class AttachedTwin:
         scenario = attach.scenario()
         self.topology = scenario.build_topology()
         self.layout = layered_layout(self.topology)
-        self.stream = LinkStream(attach.module_map())
+        # stale after 3 silent intervals, but never sooner than 2 s of wall time: a plant run
+        # faster than real time (clock rate > 1) must not look stale from scheduling jitter
+        interval = attach.reporting_interval_s
+        self.stream = LinkStream(
+            attach.module_map(),
+            stale_intervals=max(3.0, 2.0 * attach.clock.rate / interval),
+        )
         self.iot = IotMetadataStream()
         interval = attach.reporting_interval_s
         self.detector_config = DetectorConfig(arl_days=self.arl_days)
