@@ -57,3 +57,19 @@ def test_postprocess_exports():
         "lim_decoy_key_length",
         "ClassicalChannel",
     } <= set(pp.__all__)
+
+
+def test_plant_and_interfaces_exports():
+    import qkdtwin.interfaces
+    import qkdtwin.plant
+
+    for mod in (qkdtwin.plant, qkdtwin.interfaces):
+        assert mod.__all__ == sorted(mod.__all__, key=lambda s: (not s.isupper(), s))
+        for name in mod.__all__:
+            assert hasattr(mod, name), name
+    assert {"Plant", "load_plant_scenario", "interval_law", "draw_interval"} <= set(
+        qkdtwin.plant.__all__
+    )
+    assert {"LinkTelemetry", "parse_link_telemetry", "json_schema"} <= set(
+        qkdtwin.interfaces.__all__
+    )

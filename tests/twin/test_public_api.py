@@ -16,6 +16,12 @@ def test_twin_exports():
         "windowed_qber",
         "ServiceThread",
         "run_tour",
+        "AttachedTwin",
+        "AttachedRunner",
+        "LinkEstimator",
+        "LinkDetector",
+        "load_attach_file",
+        "replay",
     } <= set(api.__all__)
 
 
@@ -25,4 +31,12 @@ def test_cli_has_twin_commands():
     from qkdtwin.cli import app
 
     twin = get_command(app).commands["twin"]
-    assert set(twin.commands) == {"serve", "attack", "clear", "what-if", "state", "demo"}
+    assert set(twin.commands) == {
+        "serve",
+        "attack",
+        "clear",
+        "what-if",
+        "state",
+        "demo",
+        "attach-demo",
+    }

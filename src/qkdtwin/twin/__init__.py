@@ -1,13 +1,23 @@
 """The live digital twin: one service over links, KMEs, key pools, IIoT devices and alarms.
 
-Recipes: :class:`Twin` (the live model; ``step()``, ``attack()``, ``clear()``, ``what_if()``,
-``state()``), :func:`create_app` (its FastAPI service and dashboard), :func:`load_twin_scenario`
-(scenario files). See ``docs/twin.md``.
+Two modes. *Attached* (the digital twin proper): :class:`AttachedTwin` builds its state only
+from what a network exposes (link telemetry, IIoT metadata, KME operator polls), estimates each
+link with :class:`LinkEstimator` and watches it with :class:`LinkDetector`;
+:class:`AttachedRunner` runs it live from an attach file (:func:`load_attach_file`),
+:func:`replay` from a recording, :func:`create_attached_app` serves it. *Self-simulated*
+(teaching, what-if): :class:`Twin` (``step()``, ``attack()``, ``clear()``, ``what_if()``,
+``state()``), :func:`create_app`, :func:`load_twin_scenario`. See ``docs/twin.md`` and
+``docs/plant.md``.
 """
 
 from __future__ import annotations
 
 from qkdtwin.twin.alarms import Alarm, AlarmLog
+from qkdtwin.twin.attach import AttachFile, load_attach_file
+from qkdtwin.twin.attach_demo import run_attach_tour
+from qkdtwin.twin.attached import AttachedTwin
+from qkdtwin.twin.attached_runner import AttachedRunner, replay
+from qkdtwin.twin.attached_service import create_attached_app
 from qkdtwin.twin.config import (
     LinkPhysics,
     TwinScenario,
@@ -15,9 +25,12 @@ from qkdtwin.twin.config import (
     default_scenario_path,
     load_twin_scenario,
 )
+from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
+from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator, fit_link
 from qkdtwin.twin.keynet import KeyNetwork, topology_without
 from qkdtwin.twin.links import ATTACK_TYPES, Block, LinkEngine, link_id, make_attack, windowed_qber
 from qkdtwin.twin.loop import TelemetryComponent, Twin
+from qkdtwin.twin.models import AlarmView, AttachedState, LinkStatus, LinkView
 from qkdtwin.twin.runner import EventListener, ServiceThread, run_tour
 from qkdtwin.twin.service import create_app
 from qkdtwin.twin.state import History, TwinDatabase
@@ -28,12 +41,25 @@ __all__ = [
     "WHATIF_PARAMS",
     "Alarm",
     "AlarmLog",
+    "AlarmView",
+    "AttachFile",
+    "AttachedRunner",
+    "AttachedState",
+    "AttachedTwin",
     "Block",
+    "DetectionAlarm",
+    "DetectorConfig",
     "EventListener",
     "History",
+    "IntervalObservation",
     "KeyNetwork",
+    "LinkDetector",
     "LinkEngine",
+    "LinkEstimate",
+    "LinkEstimator",
     "LinkPhysics",
+    "LinkStatus",
+    "LinkView",
     "ServiceThread",
     "TelemetryComponent",
     "Twin",
@@ -41,11 +67,16 @@ __all__ = [
     "TwinScenario",
     "TwinSettings",
     "create_app",
+    "create_attached_app",
     "default_scenario_path",
+    "fit_link",
     "link_id",
+    "load_attach_file",
     "load_twin_scenario",
     "make_attack",
     "parse_sets",
+    "replay",
+    "run_attach_tour",
     "run_tour",
     "topology_without",
     "what_if",
