@@ -182,3 +182,18 @@ def test_tagged_single_photon_error_rate_is_misalignment_plus_darks():
     both_none = (1 - 1e-4) ** 2 * (1 - eta)
     e1 = ((c_none - both_none) + 0.5 * (1 - c_none - w_none + both_none)) / (1 - both_none)
     assert within(stats.tagged_qber()[0, 1], e1, stats.tagged_sifted[0, 1])
+
+
+def test_pns_on_a_fraction_of_pulses_is_the_mixture_of_honest_and_full_pns():
+    """Gains under PNS on a share F are (1 - F) x honest + F x full PNS, class by class."""
+    from qkdtwin.qkd import build_link_model
+
+    model = build_link_model("decoy-bb84", 40.0, "gys")
+    honest = PrepareMeasureEngine(model).p_click
+    full = PrepareMeasureEngine(model, attack=PhotonNumberSplitting()).p_click
+    for f in (0.1, 0.5):
+        part = PrepareMeasureEngine(model, attack=PhotonNumberSplitting(f)).p_click
+        np.testing.assert_allclose(part, (1 - f) * honest + f * full, rtol=1e-12)
+    # the signal gain is the honest one for every fraction; the decoy gain falls with F
+    assert full[0] == pytest.approx(honest[0], rel=1e-9)
+    assert PrepareMeasureEngine(model, attack=PhotonNumberSplitting(0.5)).p_click[1] < honest[1]

@@ -65,13 +65,26 @@ class InterceptResend:
 
 @dataclass(frozen=True)
 class PhotonNumberSplitting:
-    """Photon-number-splitting attack tuned to the signal intensity's honest gain."""
+    """Photon-number-splitting attack tuned to the signal intensity's honest gain.
 
+    Parameters
+    ----------
+    fraction
+        Probability that Eve attacks a given pulse, in [0, 1]; unattacked pulses cross the
+        honest channel. Attacked signal pulses keep the honest signal gain, so the signal gain
+        is unchanged for any fraction; the decoy gains move by ``fraction`` times the shift of
+        a full attack.
+    """
+
+    fraction: float = 1.0
     name: str = "pns"
+
+    def __post_init__(self) -> None:
+        v.in_range("attack fraction", self.fraction, 0.0, 1.0)
 
     def describe(self) -> str:
         """Short label for reports."""
-        return "pns"
+        return "pns" if self.fraction == 1.0 else f"pns:{self.fraction:g}"
 
     @staticmethod
     def strategy(
@@ -118,7 +131,7 @@ Attack = NoAttack | InterceptResend | PhotonNumberSplitting
 
 
 def parse_attack(spec: str | None) -> Attack:
-    """Parse an attack written on the CLI: ``none``, ``intercept-resend[:F]`` or ``pns``.
+    """Parse an attack written on the CLI: ``none``, ``intercept-resend[:F]`` or ``pns[:F]``.
 
     Raises
     ------
@@ -144,12 +157,21 @@ def parse_attack(spec: str | None) -> Attack:
             ) from None
         return InterceptResend(fraction)
     if name == "pns":
-        if arg:
-            raise ConfigError("pns takes no parameter", field="attack", value=spec)
-        return PhotonNumberSplitting()
+        if not arg:
+            return PhotonNumberSplitting()
+        try:
+            fraction = float(arg)
+        except ValueError:
+            raise ConfigError(
+                f"attack fraction must be a number in [0, 1], got {arg!r}",
+                field="attack",
+                value=spec,
+                allowed="pns:F with F in [0, 1]",
+            ) from None
+        return PhotonNumberSplitting(fraction)
     raise UnknownNameError(
-        f"unknown attack {spec!r} (known: none, intercept-resend[:F], pns)",
+        f"unknown attack {spec!r} (known: none, intercept-resend[:F], pns[:F])",
         field="attack",
         value=spec,
-        allowed="none, intercept-resend[:F], pns",
+        allowed="none, intercept-resend[:F], pns[:F]",
     )

@@ -66,17 +66,17 @@ def make_attack(kind: str, fraction: float = 1.0) -> Attack:
     ConfigError
         ``field="type"`` for an unknown type, ``field="fraction"`` outside [0, 1].
     """
+    if kind in ATTACK_TYPES and not (0.0 <= float(fraction) <= 1.0):
+        raise ConfigError(
+            f"fraction must be in [0, 1], got {fraction!r}",
+            field="fraction",
+            value=fraction,
+            allowed="[0, 1]",
+        )
     if kind == "intercept-resend":
-        if not (0.0 <= float(fraction) <= 1.0):
-            raise ConfigError(
-                f"fraction must be in [0, 1], got {fraction!r}",
-                field="fraction",
-                value=fraction,
-                allowed="[0, 1]",
-            )
         return InterceptResend(float(fraction))
     if kind == "pns":
-        return PhotonNumberSplitting()
+        return PhotonNumberSplitting(float(fraction))
     raise ConfigError(
         f"unknown attack type {kind!r}; known: {', '.join(ATTACK_TYPES)}",
         field="type",

@@ -139,12 +139,16 @@ class PrepareMeasureEngine:
             fwd_m[1] = 1
             s = np.full(n.shape, sm)
             s[0], s[1] = 1.0, s1
-            # forwarded branches, then blocked branches
-            w = np.concatenate([pmf * s, pmf * (1.0 - s)], axis=1)
-            n_emit = np.concatenate([n, n])
-            m = np.concatenate([fwd_m, np.zeros_like(n)])
-            t = np.full(m.shape, model.detector.efficiency)
-            knows = np.concatenate([n >= 2, np.zeros(n.shape, dtype=bool)])
+            f = float(self.attack.fraction)
+            # attacked pulses (share f): forwarded branches, then blocked branches; the rest
+            # (share 1 - f) cross the honest channel
+            w = np.concatenate([f * pmf * s, f * pmf * (1.0 - s), (1.0 - f) * pmf], axis=1)
+            n_emit = np.concatenate([n, n, n])
+            m = np.concatenate([fwd_m, np.zeros_like(n), n])
+            t = np.concatenate(
+                [np.full(2 * n.size, model.detector.efficiency), np.full(n.size, eta)]
+            )
+            knows = np.concatenate([n >= 2, np.zeros(2 * n.size, dtype=bool)])
         else:
             w, n_emit, m, t = pmf, n, n.copy(), np.full(n.shape, eta)
             knows = np.zeros(n.shape, dtype=bool)
