@@ -69,6 +69,8 @@ def test_attach_file_lets_an_operator_poll_every_kme(live_plant):
     with KmePoller({n: (k.url, k.cert, k.key, k.ca) for n, k in att.kmes.items()}) as poller:
         res = poller.poll(time.time())
     assert all(r.ok for r in res.values()), [r.error for r in res.values() if not r.ok]
+    # the telemetry key pairs (gateway SAE -> aggregator SAE) are named for ETSI status polls
+    assert {p.kme for p in att.sae_status} == {f"GW{i}.{j}" for i in (1, 2, 3) for j in (1, 2)}
     # keys the modules distilled arrived in the KMEs at both ends of a backbone link
     m1 = {lk.peer: lk for lk in res["M1"].response.links}
     assert m1["M2"].added_total > 0

@@ -356,3 +356,40 @@ def test_bad_attach_files_name_the_field(tmp_path, mutate, field):
     with pytest.raises(ConfigError) as err:
         load_attach_file(doc)
     assert (err.value.field or "").startswith(field), err.value
+
+
+def test_etsi_status_of_named_sae_pairs(tmp_path):
+    plant, _twin, _sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    pem = tmp_path / "x.pem"
+    pem.write_text("x")
+    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
+    doc["kmes"] = {"A": kme}
+    doc["sae_status"] = [
+        {"kme": "A", "slave_sae_id": "sae-b", "cert": "x.pem", "key": "x.pem", "ca": "x.pem"}
+    ]
+    path = tmp_path / "attach.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(doc))
+    att = load_attach_file(path)
+    assert att.sae_status[0].cert == pem.resolve()  # relative to the attach file
+    twin = AttachedTwin(att)
+    url = "https://127.0.0.1:9/api/v1/keys/sae-b/status"
+    ok = json.dumps({"source_KME_ID": "A", "target_KME_ID": "B", "master_SAE_ID": "sae-a",
+                     "slave_SAE_ID": "sae-b", "key_size": 256, "stored_key_count": 42,
+                     "max_key_count": 1000, "max_key_per_request": 128, "max_key_size": 1024,
+                     "min_key_size": 64, "max_SAE_ID_count": 0})  # fmt: skip
+    twin.on_poll("sae:A:sae-b", RawPoll(url, 200, ok), 10.0)
+    pair = twin.state().sae_pairs[0]
+    assert (pair.status, pair.stored_key_count, pair.master_sae_id) == ("ok", 42, "sae-a")
+    for k in range(3):
+        twin.on_poll("sae:A:sae-b", RawPoll(url, 401, '{"message": "not authorised"}'), 11.0 + k)
+    pair = twin.state().sae_pairs[0]
+    assert pair.status == "stale"
+    assert "401" in (pair.error or "")
+    doc["sae_status"][0]["kme"] = "Z"
+    with pytest.raises(ConfigError) as err:
+        load_attach_file(doc)
+    assert err.value.field == "sae_status.0.kme"

@@ -512,6 +512,18 @@ class Plant:
                 }
                 for node in self.net.kme_ids
             }
+            # the telemetry key pairs: each gateway's SAE and the aggregator's
+            doc["sae_status"] = [
+                {
+                    "kme": gw,
+                    "slave_sae_id": "sae-scada",
+                    "cert": str(pki.saes[f"sae-{gw}"][0]),
+                    "key": str(pki.saes[f"sae-{gw}"][1]),
+                    "ca": str(pki.ca_cert),
+                }
+                for gw in self._gateways()
+                if f"sae-{gw}" in pki.saes
+            ]
         return doc
 
     def write_attach_file(self, path: Path) -> Path:

@@ -18,9 +18,11 @@ one for its plant; for a real network the operator writes it::
       M1: {url: "https://127.0.0.1:8443", cert: operator-twin.pem, key: operator-twin.key,
            ca: ca.pem}
 
-Relative certificate paths are read relative to the attach file. A malformed file, an
-unknown link or node, or a missing certificate file is one :class:`ConfigError` naming the
-field (``kmes.M1.cert``).
+Optionally, ``sae_status`` lists SAE pairs whose ETSI GS QKD 014 ``status`` the twin polls with
+the master SAE's certificate (``[{kme, slave_sae_id, cert, key, ca}]``): the stored key count of
+the keys those two SAEs share. Relative certificate paths are read relative to the attach
+file. A malformed file, an unknown link or node, or a missing certificate file is one
+:class:`ConfigError` naming the field (``kmes.M1.cert``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network.scenario import Scenario, load_scenario
 
-__all__ = ["AttachClock", "AttachFile", "AttachKme", "AttachLink", "load_attach_file"]
+__all__ = [
+    "AttachClock",
+    "AttachFile",
+    "AttachKme",
+    "AttachLink",
+    "AttachSaeStatus",
+    "load_attach_file",
+]
 
 
 class _Strict(BaseModel):
@@ -68,6 +77,25 @@ class AttachKme(_Strict):
     ca: Path
 
 
+class AttachSaeStatus(_Strict):
+    """One SAE pair whose ETSI GS QKD 014 ``status`` the twin polls.
+
+    It is polled with the master SAE's certificate: ``status`` answers only a registered SAE,
+    about one pair.
+    """
+
+    kme: str
+    slave_sae_id: str = Field(min_length=1, max_length=128)
+    cert: Path
+    key: Path
+    ca: Path
+
+    @property
+    def name(self) -> str:
+        """Recording key of this pair: ``sae:<kme>:<slave>``."""
+        return f"sae:{self.kme}:{self.slave_sae_id}"
+
+
 class AttachFile(_Strict):
     """A validated attach file (see the module docstring)."""
 
@@ -78,6 +106,7 @@ class AttachFile(_Strict):
     network: dict[str, Any]
     links: dict[str, AttachLink]
     kmes: dict[str, AttachKme] = Field(default_factory=dict)
+    sae_status: list[AttachSaeStatus] = Field(default_factory=list)
 
     @field_validator("links")
     @classmethod
@@ -150,6 +179,24 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
                 raise ConfigError(
                     f"attach file {label}: kmes.{node}.{what}: no such file {str(p)!r}",
                     field=f"kmes.{node}.{what}",
+                    value=str(p),
+                )
+    for i, pair in enumerate(att.sae_status):
+        if pair.kme not in att.kmes:
+            raise UnknownNameError(
+                f"attach file {label}: sae_status.{i}.kme: {pair.kme!r} is not under kmes",
+                field=f"sae_status.{i}.kme",
+                value=pair.kme,
+            )
+        for what in ("cert", "key", "ca"):
+            p = getattr(pair, what)
+            if not p.is_absolute():
+                p = (base / p).resolve()
+                setattr(pair, what, p)
+            if not p.is_file():
+                raise ConfigError(
+                    f"attach file {label}: sae_status.{i}.{what}: no such file {str(p)!r}",
+                    field=f"sae_status.{i}.{what}",
                     value=str(p),
                 )
     if len(set(att.module_map())) != len(att.links):

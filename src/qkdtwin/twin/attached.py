@@ -51,6 +51,7 @@ from qkdtwin.twin.models import (
     LinkView,
     NodeView,
     RouteView,
+    SaePairView,
 )
 from qkdtwin.twin.respond import Responder
 
@@ -177,6 +178,10 @@ class AttachedTwin:
             if attach.kmes
             else None
         )
+        self.sae_pairs: dict[str, SaePairView] = {
+            p.name: SaePairView(kme=p.kme, slave_sae_id=p.slave_sae_id, status="never-seen")
+            for p in attach.sae_status
+        }
         self.alarms: list[AlarmView] = []
         self.responder = Responder(self.topology, scenario.build_demands(self.topology))
         self.t: float | None = None
@@ -223,10 +228,18 @@ class AttachedTwin:
             self._publish(ev)
 
     def on_poll(self, node: str, raw: RawPoll, t_wall: float) -> None:
-        """One KME poll as it came off the wire (a response or the error line)."""
+        """One KME poll as it came off the wire (a response or the error line).
+
+        ``node`` is a KME's node name (its operator interface), or ``sae:<kme>:<slave>`` for
+        the ETSI ``status`` of an SAE pair the attach file names.
+        """
         if self.on_record is not None:
             self.on_record("poll", node, raw, t_wall)
         now = self.net_time(t_wall)
+        if node.startswith("sae:"):
+            with self._lock:
+                self._on_sae_status(node, raw, now)
+            return
         with self._lock:
             view = self.kmes.get(node)
             if view is None:
@@ -249,6 +262,35 @@ class AttachedTwin:
                 )
                 for lk in res.response.links
             ]
+
+    def _on_sae_status(self, name: str, raw: RawPoll, now: float) -> None:
+        view = self.sae_pairs.get(name)
+        if view is None:
+            return
+        error = raw.error
+        if error is None and raw.http_status != 200:
+            error = f"GET {raw.url}: HTTP {raw.http_status}"
+        if error is None:
+            try:
+                import json
+
+                body = json.loads(raw.body or "")
+                view.stored_key_count = int(body["stored_key_count"])
+                view.max_key_count = int(body["max_key_count"])
+                view.key_size = int(body["key_size"])
+                view.master_sae_id = str(body["master_SAE_ID"])
+            except (ValueError, TypeError, KeyError) as exc:
+                error = f"GET {raw.url}: malformed ETSI status: {exc}"
+        if error is not None:
+            view.failures += 1
+            view.error = error
+            if view.last_poll is not None and view.failures >= 3:
+                view.status = "stale"
+            return
+        view.failures = 0
+        view.error = None
+        view.status = "ok"
+        view.last_poll = now
 
     def on_state(self, state: str, t_wall: float) -> None:
         """MQTT connection state changes: losing the broker makes every source stale."""
@@ -450,6 +492,7 @@ class AttachedTwin:
                 alarms=list(reversed(self.alarms)),
                 active_alarms=sum(1 for a in self.alarms if a.active),
                 kmes=list(self.kmes.values()),
+                sae_pairs=list(self.sae_pairs.values()),
                 routes=[RouteView(**r) for r in self.responder.routes()],
                 devices=_devices(self.iot, now),
                 ingest=IngestCounters(

@@ -20,13 +20,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from qkdtwin.errors import ConfigError
 from qkdtwin.twin.attach import AttachFile, load_attach_file
 from qkdtwin.twin.attached import AttachedTwin
 from qkdtwin.twin.attached_service import create_attached_app
-from qkdtwin.twin.ingest import DEFAULT_TOPICS, KmePoller, MqttIngest, Recorder, Replayer
+from qkdtwin.twin.ingest import (
+    DEFAULT_TOPICS,
+    KmePoller,
+    MqttIngest,
+    RawPoll,
+    Recorder,
+    Replayer,
+)
 
 __all__ = ["AttachedRunner", "attach_copy_path", "replay"]
 
@@ -64,6 +72,29 @@ class _Http:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15.0)
+
+
+def _mtls_client(cert: Path, key: Path, ca: Path) -> httpx.Client:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    return httpx.Client(verify=ctx, timeout=2.0)
+
+
+def _get(client: httpx.Client, url: str) -> RawPoll:
+    """One GET as a :class:`RawPoll` (never raises)."""
+    t0 = time.perf_counter()
+    try:
+        r = client.get(url)
+    except httpx.HTTPError as exc:
+        return RawPoll(
+            url,
+            error=f"GET {url}: unreachable: {exc}",
+            error_kind="unreachable",
+            elapsed_s=time.perf_counter() - t0,
+        )
+    return RawPoll(url, r.status_code, r.text, elapsed_s=time.perf_counter() - t0)
 
 
 class AttachedRunner:
@@ -170,12 +201,25 @@ class AttachedRunner:
     def _poll_loop(self) -> None:
         assert self.poller is not None
         period = max(0.5, self.attach.reporting_interval_s / self.attach.clock.rate)
-        while not self._stop.is_set():
-            t = time.time()
-            for node, res in self.poller.poll(t).items():
-                if res.raw is not None:
-                    self.twin.on_poll(node, res.raw, t)
-            self._stop.wait(max(0.0, period - (time.time() - t)))
+        sae_clients = {
+            p.name: (
+                f"{self.attach.kmes[p.kme].url.rstrip('/')}/api/v1/keys/{p.slave_sae_id}/status",
+                _mtls_client(p.cert, p.key, p.ca),
+            )
+            for p in self.attach.sae_status
+        }
+        try:
+            while not self._stop.is_set():
+                t = time.time()
+                for node, res in self.poller.poll(t).items():
+                    if res.raw is not None:
+                        self.twin.on_poll(node, res.raw, t)
+                for name, (url, client) in sae_clients.items():
+                    self.twin.on_poll(name, _get(client, url), t)
+                self._stop.wait(max(0.0, period - (time.time() - t)))
+        finally:
+            for _url, client in sae_clients.values():
+                client.close()
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(0.5):

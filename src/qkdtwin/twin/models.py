@@ -24,6 +24,7 @@ __all__ = [
     "LinkView",
     "NodeView",
     "RouteView",
+    "SaePairView",
 ]
 
 
@@ -136,6 +137,21 @@ class KmeView(BaseModel):
     links: list[KmeLinkView] = Field(default_factory=list)
 
 
+class SaePairView(BaseModel):
+    """An SAE pair's ETSI GS QKD 014 ``status`` as its master SAE sees it."""
+
+    kme: str
+    master_sae_id: str | None = None
+    slave_sae_id: str
+    status: str = Field(description="ok | stale | never-seen")
+    error: str | None = None
+    stored_key_count: int | None = None
+    max_key_count: int | None = None
+    key_size: int | None = None
+    last_poll: float | None = None
+    failures: int = 0
+
+
 class RouteView(BaseModel):
     """The relay path of one demand pair over links that are up (``None``: cut)."""
 
@@ -182,6 +198,7 @@ class AttachedState(BaseModel):
     alarms: list[AlarmView]
     active_alarms: int
     kmes: list[KmeView]
+    sae_pairs: list[SaePairView] = Field(default_factory=list)
     routes: list[RouteView]
     devices: list[DeviceView]
     ingest: IngestCounters

@@ -432,6 +432,11 @@ async function refresh() {
       [k.links.reduce((s, l) => s + l.available, 0), "num"], [k.links.reduce((s, l) => s + l.delivered_total, 0), "num"],
       [fmt(k.links.reduce((s, l) => s + (l.consumption_keys_per_s || 0), 0), 2), "num"],
     ]);
+    rows($("#saes tbody"), st.sae_pairs || [], (p) => [
+      [`${p.master_sae_id || "?"} → ${p.slave_sae_id} @ ${p.kme}`],
+      [p.error ? "stale: " + p.error.slice(0, 40) : p.status, "st-" + (p.status === "ok" ? "up" : "stale")],
+      [p.stored_key_count ?? "–", "num"],
+    ]);
     rows($("#routes tbody"), st.routes, (r) => [
       [r.id], [r.hops ?? "cut", r.hops === null ? "st-alarm" : "num"], [r.path ? r.path.join("–") : "no path", "path"],
     ]);
