@@ -393,3 +393,14 @@ def test_etsi_status_of_named_sae_pairs(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_attach_file(doc)
     assert err.value.field == "sae_status.0.kme"
+
+
+def test_losing_the_broker_marks_every_source_stale_until_data_returns(tmp_path):
+    plant, twin, sink = make(tmp_path)
+    feed(plant, twin, sink, 20)
+    t = plant.clock_epoch + plant.t
+    twin.on_state("reconnecting", t + 0.1)
+    twin.tick(t + 0.2)
+    assert {lk.status for lk in twin.state().links} == {LinkStatus.STALE}
+    feed(plant, twin, sink, 1)
+    assert {lk.status for lk in twin.state().links} == {LinkStatus.UP}
