@@ -1,19 +1,24 @@
 """The live twin: links, KMEs, key pools, telemetry, alarms and history advanced tick by tick.
 
-:class:`Twin` joins the layers. One tick of ``tick_s`` simulated seconds:
+:class:`Twin` only orchestrates: the source, detection and response live in their own modules.
+One tick of ``tick_s`` simulated seconds:
 
-1. every QKD link runs one block (:mod:`qkdtwin.twin.links`; one link per tick is recalibrated
-   with the pulse-by-pulse engine, round robin); a link that is *up* hands its secret key to the
-   KMEs at its ends (:mod:`qkdtwin.twin.kmes`), a link in alarm hands over nothing;
-2. every link that is up and whose windowed QBER passed its threshold raises an alarm: its
-   pending and recent keys are discarded (KME stores and key pools), it is taken out of routing
-   and the pools are rerouted around it where the topology allows; a link whose attack was
-   cleared comes back (status ``recovering`` -> ``up``) as soon as its QBER is under the
-   threshold again;
-3. the key network advances and the policy re-plans its rates (:mod:`qkdtwin.twin.keynet`);
-4. the IIoT telemetry runs one interval, when a telemetry component is attached
+1. source (:class:`~qkdtwin.twin.sim_source.LinkSource`): every QKD link runs one block
+   (:mod:`qkdtwin.twin.links`; one link per tick is recalibrated with the pulse-by-pulse engine,
+   round robin); a link that is *up* hands its secret key to the KMEs at its ends
+   (:mod:`qkdtwin.twin.kmes`), a link in alarm hands over nothing;
+2. detection (:mod:`qkdtwin.twin.qber_rule`, pure): a link that is up and whose windowed QBER
+   passed its threshold is to raise an alarm; a link whose attack was cleared is to come back
+   (status ``recovering`` -> ``up``) as soon as its QBER is at or under the threshold again;
+3. response (:class:`~qkdtwin.twin.sim_respond.SimResponse`): an alarmed link's pending and
+   recent keys are discarded (KME stores and key pools), it is taken out of routing and the
+   pools are rerouted around it where the topology allows; a restored link's routes come back.
+   Then the source delivers the pending keys of the links that are up to their KME stores
+   (staggered: link i every ``kme_feed_every`` ticks, at phase i);
+4. the key network advances and the policy re-plans its rates (:mod:`qkdtwin.twin.keynet`);
+5. the IIoT telemetry runs one interval, when a telemetry component is attached
    (:mod:`qkdtwin.twin.devices`);
-5. the history records the tick and every subscriber (the dashboard's event stream) receives
+6. the history records the tick and every subscriber (the dashboard's event stream) receives
    the new state.
 
 An injected attack does not wait for the next tick: the attacked link is recalibrated and runs
@@ -36,19 +41,19 @@ import numpy as np
 
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network import Demand
-from qkdtwin.qkd import NoAttack
 from qkdtwin.twin.alarms import Alarm, AlarmLog
 from qkdtwin.twin.config import TwinScenario, load_twin_scenario
 from qkdtwin.twin.keynet import KeyNetwork
 from qkdtwin.twin.kmes import KmeLayer
 from qkdtwin.twin.layout import layered_layout
-from qkdtwin.twin.links import LinkEngine, link_id, make_attack
+from qkdtwin.twin.links import LinkEngine, make_attack
+from qkdtwin.twin.qber_rule import check_link, check_links
+from qkdtwin.twin.sim_respond import SimResponse, links_down
+from qkdtwin.twin.sim_source import LinkSource, build_links, resolve_link_id
 from qkdtwin.twin.state import History, TwinDatabase
 from qkdtwin.twin.whatif import parse_sets, what_if
 
 __all__ = ["TelemetryComponent", "Twin"]
-
-_ACCESS_ROLES = ("edge_gateway", "iot_device")
 
 
 class TelemetryComponent(Protocol):
@@ -65,14 +70,6 @@ class TelemetryComponent(Protocol):
     def close(self) -> None:
         """Stop the devices, gateways, aggregator and broker."""
         ...
-
-
-def _default_length(role_a: str, role_b: str) -> float:
-    if role_a in _ACCESS_ROLES or role_b in _ACCESS_ROLES:
-        return 5.0
-    if "olt" in (role_a, role_b):
-        return 15.0
-    return 30.0
 
 
 class Twin:
@@ -131,44 +128,10 @@ class Twin:
         self._wake = threading.Event()
         self.tick = 0
         self.step_ms: list[float] = []
-        # links
-        known = {link_id(a, b) for a, b in self.topology.graph.edges()}
-        overrides = {}
-        for name, phys in cfg.links.items():
-            lid = _resolve(name, known)
-            if lid is None:
-                raise UnknownNameError(
-                    f"twin.links: unknown link {name!r}", field=f"twin.links.{name}", value=name
-                )
-            overrides[lid] = phys
-        self.links: dict[str, LinkEngine] = {}
-        d = cfg.link_defaults
-        for a, b in self.topology.graph.edges():
-            lid = link_id(a, b)
-            o = overrides.get(lid)
-            ra, rb = self.topology.role(a), self.topology.role(b)
-
-            def pick(name: str, default: Any, o: Any = o) -> Any:
-                v = getattr(o, name) if o is not None else None
-                if v is None:
-                    v = getattr(d, name)
-                return default if v is None else v
-
-            self.links[lid] = LinkEngine(
-                a=str(a),
-                b=str(b),
-                protocol=pick("protocol", "decoy-bb84"),
-                preset=pick("preset", "gys"),
-                length_km=float(pick("length_km", _default_length(ra, rb))),
-                qber_threshold=float(pick("qber_threshold", cfg.qber_threshold)),
-                calibration_pulses=cfg.calibration_pulses,
-                min_bits=cfg.qber_min_bits,
-            )
+        # links (the source; calibrated once each)
+        self.links: dict[str, LinkEngine] = build_links(self.topology, cfg, self.rng)
         self.status: dict[str, str] = dict.fromkeys(self.links, "up")
         self.attack_label: dict[str, str | None] = dict.fromkeys(self.links, None)
-        for lk in self.links.values():
-            lk.calibrate(self.rng)
-        self._rr = 0
         # layers
         self.keynet = KeyNetwork(
             self.topology,
@@ -209,6 +172,15 @@ class Twin:
         self.db = TwinDatabase(db_url or f"sqlite:///{self.data_dir / 'twin.db'}")
         self.history = History(cfg.history, self.db)
         self.alarms = AlarmLog(self.db)
+        self.source = LinkSource(
+            self.links,
+            self.status,
+            self.kmes,
+            self.rng,
+            postprocess=cfg.postprocess,
+            feed_every=cfg.kme_feed_every,
+        )
+        self.response = SimResponse(self.links, self.status, self.kmes, self.keynet, self.alarms)
         t0 = self.db.get_meta("t")
         self.t = float(t0) if t0 is not None else 0.0
 
@@ -232,63 +204,13 @@ class Twin:
 
     # -- the tick ------------------------------------------------------------------------------
 
-    def _link_block(self, lid: str, dt: float) -> None:
-        lk = self.links[lid]
-        blk = lk.run_block(self.t, dt, self.rng)
-        self.kmes.mark_block(lid)
-        if self.status[lid] == "up":
-            self.kmes.produce(lid, blk.key_bits)
-
-    def _check_link(self, lid: str) -> list[dict[str, Any]]:
-        """Alarm / restore decisions for one link after its block; return the events."""
-        lk = self.links[lid]
-        q = lk.alarm_qber()
-        events: list[dict[str, Any]] = []
-        st = self.status[lid]
-        if st == "up" and q == q and q > lk.qber_threshold:
-            alarm = self.alarms.raise_alarm(lid, self.t, q, lk.qber_threshold)
-            t0 = time.perf_counter()
-            self.status[lid] = "alarm"
-            nblocks = lk.window_blocks()
-            kme_gone = self.kmes.discard(lid, nblocks)
-            pool_gone = self.keynet.discard_recent(lid, nblocks)
-            alarm.log(
-                "key_discarded", self.t, kme_keys=kme_gone, pool_keys=pool_gone, blocks=nblocks
-            )
-            changed = self.keynet.reroute(self._down())
-            alarm.reroute_ms = (time.perf_counter() - t0) * 1e3
-            alarm.log(
-                "rerouted",
-                self.t,
-                pools_rerouted=[
-                    f"{self.keynet.pairs[i][0]}|{self.keynet.pairs[i][1]}"
-                    for i in changed
-                    if self.keynet.paths[i] is not None
-                ],
-                pools_cut=[
-                    f"{self.keynet.pairs[i][0]}|{self.keynet.pairs[i][1]}"
-                    for i in changed
-                    if self.keynet.paths[i] is None
-                ],
-                reroute_ms=alarm.reroute_ms,
-            )
-            self.alarms.save(alarm)
-            events.append({"type": "alarm", "alarm": alarm.to_dict()})
-        elif st == "recovering" and q == q and q <= lk.qber_threshold:
-            self.status[lid] = "up"
-            self.keynet.reroute(self._down())
-            active = self.alarms.active_for(lid)
-            if active is not None:
-                active.active = False
-                active.log("restored", self.t, qber=q)
-                self.alarms.save(active)
-                events.append({"type": "restored", "alarm": active.to_dict()})
-            else:
-                events.append({"type": "restored", "link": lid})
-        return events
+    def _check(self, lid: str) -> list[dict[str, Any]]:
+        """Run detection then response for one link after its block; return the events."""
+        decision = check_link(lid, self.links[lid], self.status[lid])
+        return [] if decision is None else self.response.apply(decision, self.t)
 
     def _down(self) -> set[str]:
-        return {lid for lid, s in self.status.items() if s != "up"}
+        return links_down(self.status)
 
     def step(self, dt: float | None = None) -> dict[str, Any]:
         """Advance one tick of ``dt`` simulated seconds (default ``tick_s``); return the state.
@@ -301,21 +223,10 @@ class Twin:
             dt = float(self.cfg.tick_s if dt is None else dt)
             self.t += dt
             self.tick += 1
-            ids = list(self.links)
-            cal = ids[self._rr % len(ids)]
-            self._rr += 1
-            self.links[cal].calibrate(self.rng, postprocess=self.cfg.postprocess)
-            events: list[dict[str, Any]] = []
-            for lid in ids:
-                self._link_block(lid, dt)
-            for lid in ids:
-                events += self._check_link(lid)
-            # deliveries to the KMEs are staggered: link i every kme_feed_every ticks, at
-            # phase i, so no tick carries all the store transactions at once
-            every = self.cfg.kme_feed_every
-            for i, lid in enumerate(ids):
-                if (self.tick - 1 + i) % every == 0 and self.status[lid] == "up":
-                    self.kmes.flush(lid)
+            ids = self.source.run(self.t, dt)
+            decisions = check_links(self.links, self.status, ids)
+            events = self.response.apply_all(decisions, self.t)
+            self.source.deliver(self.tick)
             req, served = self.keynet.step(dt, self.rng)
             self._last_services = (req, served)
             tel = self.telemetry
@@ -377,7 +288,7 @@ class Twin:
         UnknownNameError
             ``field="link"`` if there is no such link.
         """
-        lid = _resolve(str(name), set(self.links))
+        lid = resolve_link_id(str(name), set(self.links))
         if lid is not None:
             return lid
         raise UnknownNameError(
@@ -398,12 +309,11 @@ class Twin:
         with self._lock:
             lid = self.resolve_link(link)
             att = make_attack(kind, fraction)
-            lk = self.links[lid]
-            lk.set_attack(att)
+            self.source.set_attack(lid, att)
             self.attack_label[lid] = att.describe()
-            lk.calibrate(self.rng)
-            self._link_block(lid, self.cfg.tick_s)
-            events = self._check_link(lid)
+            self.source.recalibrate(lid)
+            self.source.block(lid, self.t, self.cfg.tick_s)
+            events = self._check(lid)
             view = self._link_view(lid)
         self._publish({"type": "attack", "link": lid, "attack": att.describe(), "state": view})
         for ev in events:
@@ -420,19 +330,11 @@ class Twin:
         """
         with self._lock:
             lid = self.resolve_link(link)
-            lk = self.links[lid]
-            lk.set_attack(NoAttack())
             self.attack_label[lid] = None
-            lk.blocks.clear()
-            lk.calibrate(self.rng)
-            alarm = self.alarms.active_for(lid)
-            if alarm is not None:
-                alarm.log("attack_cleared", self.t)
-                self.alarms.save(alarm)
-            if self.status[lid] == "alarm":
-                self.status[lid] = "recovering"
-            self._link_block(lid, self.cfg.tick_s)
-            events = self._check_link(lid)
+            self.source.clear_attack(lid)
+            self.response.attack_cleared(lid, self.t)
+            self.source.block(lid, self.t, self.cfg.tick_s)
+            events = self._check(lid)
             view = self._link_view(lid)
         self._publish({"type": "clear", "link": lid, "state": view})
         for ev in events:
@@ -609,18 +511,6 @@ class Twin:
             self.db.set_meta("t", repr(self.t))
             self.kmes.close()
             self.db.close()
-
-
-def _resolve(name: str, known: set[str]) -> str | None:
-    """Canonical id of ``A-B`` (either order; node names may themselves contain ``-``)."""
-    if name in known:
-        return name
-    parts = name.split("-")
-    for k in range(1, len(parts)):
-        lid = link_id("-".join(parts[:k]), "-".join(parts[k:]))
-        if lid in known:
-            return lid
-    return None
 
 
 def _pct(xs: list[float], q: float) -> float | None:

@@ -1,0 +1,183 @@
+"""Source of the self-simulated twin: its QKD links, their blocks and their keys to the KMEs.
+
+:func:`build_links` makes one :class:`~qkdtwin.twin.links.LinkEngine` per topology link from the
+scenario (per-link overrides, defaults by the roles of the ends) and calibrates each once.
+:class:`LinkSource` runs them tick by tick: one link recalibrated per tick (round robin, with
+the classical post-processing chain when ``postprocess``), one block per link, the block's key
+handed to the KMEs at the link's ends while the link is ``up``, and the pending keys delivered
+to the KME stores staggered over the ticks (:meth:`LinkSource.deliver`). It reads the link
+statuses and never changes them: alarms are the detection's and response's business
+(:mod:`qkdtwin.twin.qber_rule`, :mod:`qkdtwin.twin.sim_respond`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from qkdtwin.errors import UnknownNameError
+from qkdtwin.network import Topology
+from qkdtwin.qkd import Attack, NoAttack
+from qkdtwin.twin.config import TwinSettings
+from qkdtwin.twin.kmes import KmeLayer
+from qkdtwin.twin.links import Block, LinkEngine, link_id
+
+__all__ = ["LinkSource", "build_links", "resolve_link_id"]
+
+_ACCESS_ROLES = ("edge_gateway", "iot_device")
+
+
+def _default_length(role_a: str, role_b: str) -> float:
+    if role_a in _ACCESS_ROLES or role_b in _ACCESS_ROLES:
+        return 5.0
+    if "olt" in (role_a, role_b):
+        return 15.0
+    return 30.0
+
+
+def resolve_link_id(name: str, known: set[str]) -> str | None:
+    """Canonical id of ``A-B`` (either order; node names may themselves contain ``-``)."""
+    if name in known:
+        return name
+    parts = name.split("-")
+    for k in range(1, len(parts)):
+        lid = link_id("-".join(parts[:k]), "-".join(parts[k:]))
+        if lid in known:
+            return lid
+    return None
+
+
+def build_links(
+    topology: Topology, cfg: TwinSettings, rng: np.random.Generator
+) -> dict[str, LinkEngine]:
+    """One calibrated link engine per topology link, from the scenario's ``twin`` settings.
+
+    Raises
+    ------
+    UnknownNameError
+        For an override of a link the topology does not have (``field="twin.links.NAME"``).
+    ConfigError
+        For a link the engine cannot build or that yields no sifted key.
+    """
+    known = {link_id(a, b) for a, b in topology.graph.edges()}
+    overrides = {}
+    for name, phys in cfg.links.items():
+        lid = resolve_link_id(name, known)
+        if lid is None:
+            raise UnknownNameError(
+                f"twin.links: unknown link {name!r}", field=f"twin.links.{name}", value=name
+            )
+        overrides[lid] = phys
+    links: dict[str, LinkEngine] = {}
+    d = cfg.link_defaults
+    for a, b in topology.graph.edges():
+        lid = link_id(a, b)
+        o = overrides.get(lid)
+        ra, rb = topology.role(a), topology.role(b)
+
+        def pick(name: str, default: Any, o: Any = o) -> Any:
+            v = getattr(o, name) if o is not None else None
+            if v is None:
+                v = getattr(d, name)
+            return default if v is None else v
+
+        links[lid] = LinkEngine(
+            a=str(a),
+            b=str(b),
+            protocol=pick("protocol", "decoy-bb84"),
+            preset=pick("preset", "gys"),
+            length_km=float(pick("length_km", _default_length(ra, rb))),
+            qber_threshold=float(pick("qber_threshold", cfg.qber_threshold)),
+            calibration_pulses=cfg.calibration_pulses,
+            min_bits=cfg.qber_min_bits,
+        )
+    for lk in links.values():
+        lk.calibrate(rng)
+    return links
+
+
+class LinkSource:
+    """The simulated links, run block by block, feeding the KMEs.
+
+    Parameters
+    ----------
+    links
+        The link engines (:func:`build_links`).
+    status
+        The twin's link statuses, read only: a link that is not ``up`` hands over no key.
+    kmes
+        The KME layer the links feed.
+    rng
+        The twin's random generator (shared: the same scenario gives the same twin).
+    postprocess
+        Run the classical chain on each round-robin calibration.
+    feed_every
+        Deliver a link's pending keys to its stores every ``feed_every`` ticks.
+    """
+
+    def __init__(
+        self,
+        links: dict[str, LinkEngine],
+        status: Mapping[str, str],
+        kmes: KmeLayer,
+        rng: np.random.Generator,
+        *,
+        postprocess: bool,
+        feed_every: int,
+    ) -> None:
+        self.links = links
+        self.status = status
+        self.kmes = kmes
+        self.rng = rng
+        self.postprocess = postprocess
+        self.feed_every = feed_every
+        self.rr = 0
+
+    def block(self, lid: str, t: float, dt: float) -> Block:
+        """Run one block of ``lid`` ending at ``t``; its key goes to the KMEs if the link is up."""
+        blk = self.links[lid].run_block(t, dt, self.rng)
+        self.kmes.mark_block(lid)
+        if self.status[lid] == "up":
+            self.kmes.produce(lid, blk.key_bits)
+        return blk
+
+    def run(self, t: float, dt: float) -> list[str]:
+        """One tick's blocks: recalibrate the next link (round robin), then a block per link.
+
+        Returns the link ids in order.
+        """
+        ids = list(self.links)
+        cal = ids[self.rr % len(ids)]
+        self.rr += 1
+        self.links[cal].calibrate(self.rng, postprocess=self.postprocess)
+        for lid in ids:
+            self.block(lid, t, dt)
+        return ids
+
+    def deliver(self, tick: int) -> None:
+        """Deliver pending keys to the KME stores, staggered over the links.
+
+        Link ``i`` delivers every ``feed_every`` ticks, at phase ``i``, so no tick carries all
+        the store transactions at once; a link that is not up delivers nothing.
+        """
+        every = self.feed_every
+        for i, lid in enumerate(self.links):
+            if (tick - 1 + i) % every == 0 and self.status[lid] == "up":
+                self.kmes.flush(lid)
+
+    def set_attack(self, lid: str, attack: Attack) -> None:
+        """Set Eve's strategy on ``lid`` (``ConfigError`` if the protocol does not allow it)."""
+        self.links[lid].set_attack(attack)
+
+    def recalibrate(self, lid: str) -> None:
+        """Recalibrate ``lid`` at once (after its attack changed)."""
+        self.links[lid].calibrate(self.rng)
+
+    def clear_attack(self, lid: str) -> None:
+        """Remove the attack on ``lid``, forget its blocks and recalibrate it."""
+        lk = self.links[lid]
+        lk.set_attack(NoAttack())
+        lk.blocks.clear()
+        lk.calibrate(self.rng)
