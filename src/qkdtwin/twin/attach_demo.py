@@ -156,7 +156,8 @@ def run_attach_tour(
             )
         window = runner.twin.window_s
         log(f"(waiting one estimation window, {window:g} s of plant time, for the estimates)")
-        time.sleep(window / speed)
+        after = max((a.raised_at or 0.0) for a in result.attacks) + window + 1.0
+        _wait(lambda: (twin.t or 0.0) >= after, timeout_s, "one estimation window")
         truth = httpx.get(f"{control}/truth", timeout=30.0).json()
         true_loss = {lk["id"]: lk["loss_db"] for lk in truth["links"]}
         attacked = {a.link for a in result.attacks}
