@@ -117,7 +117,12 @@ def test_each_attack_raises_the_statistic_that_sees_it(tmp_path, kind, fraction,
     assert twin.alarms, f"no alarm within 120 intervals of {kind}"
     alarm = twin.alarms[0]
     assert alarm.link == "A-B"
-    assert alarm.kind == statistic
+    # statistics crossing in the same interval: the strongest names the alarm, the rest are
+    # logged as evidence (naive blinding moves the counts *and* the detector monitor)
+    crossed = {alarm.kind} | {e.detail.get("statistic") for e in alarm.events}
+    assert statistic in crossed, crossed
+    if kind != "detector-blinding":
+        assert alarm.kind == statistic
     assert alarm.raised_at > onset
     assert alarm.delay_s is not None
     assert alarm.delay_s >= 0

@@ -209,7 +209,8 @@ def test_arl_calibration_per_statistic_and_for_the_link():
     )  # fmt: skip
     scan = cusum_scan(llr, [d.threshold for d in designs])
     for j, d in enumerate(designs):
-        assert d.arl_intervals == 6 * link_arl  # union-bound split over 6 statistics
+        # union-bound split over the statistics
+        assert d.arl_intervals == len(STATISTICS) * link_arl
         lo, hi = poisson_99(n / d.arl_intervals)
         assert lo <= scan.count(j) <= hi, (d.name, scan.count(j), n / d.arl_intervals)
     lo, hi = poisson_99(n / link_arl)
@@ -260,6 +261,19 @@ def test_pns_detected_by_decoy_yield_within_twice_lorden(km):
     assert delays.mean() <= 2.0 * bound, (delays.mean(), bound)
     assert delays.size > 50
     assert not any(others.values()), others
+
+
+def test_pns_on_a_short_link_raises_the_decoy_ratio_and_decoy_yield_rise_sees_it():
+    p, e, p_h, _e_h = pns(10.0, 1.0)
+    assert p[0] == pytest.approx(p_h[0], rel=1e-9)
+    assert p[1] / p_h[1] > 1.04  # at 10 km Eve forwards relatively more decoy light
+    des, delays, _others, _ref = _delay_run(10.0, p, e, "decoy-yield-rise", n=6000)
+    n_s, n_d = SENT[0], SENT[1]
+    share = n_d * p[1] / (n_s * p[0] + n_d * p[1])
+    kl = float(binomial_kl(n_s * p[0] + n_d * p[1], share, des.p_ref))
+    bound = lorden_delay_bound(des.arl_intervals, kl)
+    assert delays.size > 10
+    assert delays.mean() <= 2.0 * bound, (delays.mean(), bound)
 
 
 @pytest.mark.parametrize(("step_db", "stat"), [(0.5, "loss-step"), (-0.5, "count-model")])
@@ -438,5 +452,11 @@ def test_config_validation():
     # no vacuum class and no monitor: those statistics are dropped, the budget split over 4
     ref = Reference.from_model(eta_channel(30) * DET, PD, ED, MU[:2], SENT[:2])
     designs = design_statistics(ref, DetectorConfig(), 1000.0)
-    assert [d.name for d in designs] == ["qber", "decoy-yield", "loss-step", "count-model"]
-    assert all(d.arl_intervals == 4000.0 for d in designs)
+    assert [d.name for d in designs] == [
+        "qber",
+        "decoy-yield",
+        "decoy-yield-rise",
+        "loss-step",
+        "count-model",
+    ]
+    assert all(d.arl_intervals == len(designs) * 1000.0 for d in designs)

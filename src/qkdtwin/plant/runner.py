@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import yaml
@@ -42,6 +42,9 @@ from qkdtwin.plant.module import IntervalTruth, QkdModule
 from qkdtwin.plant.physics import MonitorParams, TrueLinkParams
 from qkdtwin.plant.scenario import PlantScenario, load_plant_scenario, resolve_link
 
+if TYPE_CHECKING:
+    from qkdtwin.kms.client import KmeClient
+
 __all__ = ["Plant", "module_id_for"]
 
 Publish = Callable[[str, bytes], None]
@@ -50,6 +53,41 @@ Publish = Callable[[str, bytes], None]
 def module_id_for(link_id: str) -> str:
     """Return the module id of a link's QKD module (``qkd-<link>``, dots kept)."""
     return f"qkd-{link_id}"
+
+
+class _LazyKmeClient:
+    """An SAE's ETSI 014 client that connects on first use (the KMEs start after the IIoT)."""
+
+    def __init__(self, plant: Plant, node: str, sae_id: str) -> None:
+        self._plant = plant
+        self._node = node
+        self._sae = sae_id
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from qkdtwin.kms.client import KmeClient
+
+                net = self._plant.net
+                if net is None:
+                    raise ConfigError("the plant's KMEs are not running", field="kmes")
+                cert, key = net.pki.saes[self._sae]
+                self._client = KmeClient(net.url(self._node), cert, key, net.pki.ca_cert)
+            return self._client
+
+    def get_keys(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get().get_keys(*args, **kwargs)
+
+    def get_keys_with_ids(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get().get_keys_with_ids(*args, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 class Plant:
@@ -178,10 +216,13 @@ class Plant:
         """
         try:
             self._start_broker()
-            if self.want_kmes:
-                self._start_kmes()
+            # IIoT first: paho waits with select(), which refuses descriptors >= 1024, so the
+            # MQTT clients get their sockets before the KMEs open hundreds of store files and
+            # connections (100 KMEs hold ~1,300); their KME clients connect on first use
             if self.want_iot:
                 self._start_iot()
+            if self.want_kmes:
+                self._start_kmes()
             self._start_control()
             self.attach_file = self.write_attach_file(self.data_dir / "attach.yaml")
             if loop:
@@ -241,21 +282,17 @@ class Plant:
 
     def _start_iot(self) -> None:
         from qkdtwin.iot import KmeKeySource, TelemetryConfig, TelemetrySession
-        from qkdtwin.kms.client import KmeClient
 
-        assert self.net is not None
         assert self.broker_url is not None
-        pki = self.net.pki
         agg = self.scenario.aggregator()
         for i, gw in enumerate(self._gateways()):
             sae = f"sae-{gw}"
-            gcert, gkey = pki.saes[sae]
-            acert, akey = pki.saes["sae-scada"]
-            gw_client = KmeClient(self.net.url(gw), gcert, gkey, pki.ca_cert)
-            agg_client = KmeClient(self.net.url(agg), acert, akey, pki.ca_cert)
+            gw_client = _LazyKmeClient(self, gw, sae)
+            agg_client = _LazyKmeClient(self, agg, "sae-scada")
             self._kme_clients += [gw_client, agg_client]
-            gw_src = KmeKeySource(gw_client, "sae-scada", batch=4)
-            agg_src = KmeKeySource(agg_client, sae, batch=4)
+            # duck-typed: KmeKeySource calls get_keys / get_keys_with_ids only
+            gw_src = KmeKeySource(cast("KmeClient", gw_client), "sae-scada", batch=4)
+            agg_src = KmeKeySource(cast("KmeClient", agg_client), sae, batch=4)
             cfg = TelemetryConfig.build(
                 devices=self.cfg.devices_per_gateway,
                 broker=self.broker_url,

@@ -61,6 +61,7 @@ __all__ = ["SUSPECTS", "AttachedTwin"]
 SUSPECTS: dict[str, list[str]] = {
     "qber": ["intercept-resend", "misalignment fault"],
     "decoy-yield": ["pns"],
+    "decoy-yield-rise": ["pns (short link)"],
     "loss-step": ["fiber-tap", "bad splice or connector", "cut"],
     "count-model": ["detector-blinding"],
     "background": ["detector-blinding", "stray light", "detector fault"],
@@ -331,7 +332,11 @@ class AttachedTwin:
         lk.last = msg
         self.t = msg.interval_end if self.t is None else max(self.t, msg.interval_end)
         lk.estimator.add(obs)
-        detections = lk.detector.add(obs)
+        # statistics crossing in the same interval: the one with the strongest evidence
+        # (CUSUM over threshold) names the alarm, the others go to its log
+        detections = sorted(
+            lk.detector.add(obs), key=lambda d: d.cusum / max(d.threshold, 1.0), reverse=True
+        )
         lk.since_fit += 1
         if lk.estimate is None or lk.since_fit >= self.estimate_every:
             lk.estimate = lk.estimator.estimate()

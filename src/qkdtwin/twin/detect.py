@@ -27,6 +27,11 @@ reference and a *design* post-change value; the per-interval LLR is
     gain relative to the signal's. A loss change common to both classes cancels; a PNS
     attack, tuned to keep the signal gain and QBER, lowers the decoy gain (by ~6 % at 30 km
     when 10 % of the pulses are attacked).
+``decoy-yield-rise``
+    The same share, rising by ``decoy_rise`` (default 3 %): PNS on a *short* link (about 10 km with GYS)
+    cannot block enough single photons to keep the signal gain honest without forwarding
+    relatively more decoy light, so the ratio rises instead (by ~2.4 % at 10 km when half
+    the pulses are attacked, ~4.8 % when all are).
 ``loss-step`` / ``count-model``
     Signal clicks among signal pulses: :math:`p_0` the reference click probability,
     :math:`p_1` the click probability after a transmittance step of ``loss_step_db``
@@ -184,7 +189,15 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 
 #: The statistics, in the order of :func:`design_statistics`.
-STATISTICS = ("qber", "decoy-yield", "loss-step", "count-model", "background", "detector-monitor")
+STATISTICS = (
+    "qber",
+    "decoy-yield",
+    "decoy-yield-rise",
+    "loss-step",
+    "count-model",
+    "background",
+    "detector-monitor",
+)
 
 #: Limiting expected ladder overshoot of a Gaussian random walk, in units of its step s.d.
 RHO_GAUSS = 0.5826
@@ -577,6 +590,10 @@ class DetectorConfig:
         Design rise of the signal QBER and its indifference zone (absolute, ``step > tol``).
     decoy_drop, decoy_tolerance
         Design relative drop of the decoy-to-signal gain ratio and its zone.
+    decoy_rise
+        Design relative rise of that ratio (``decoy-yield-rise``; same zone). Smaller than the
+        drop: PNS on a short link raises the ratio only a little (~4.8 % at 10 km with every
+        pulse attacked), and no honest change raises it.
     loss_step_db, loss_tolerance_db
         Design transmittance step (both directions), dB, and its zone.
     background_ratio, background_tolerance
@@ -606,6 +623,7 @@ class DetectorConfig:
     qber_step: float = 0.015
     qber_tolerance: float = 0.002
     decoy_drop: float = 0.06
+    decoy_rise: float = 0.03
     decoy_tolerance: float = 0.01
     loss_step_db: float = 0.5
     loss_tolerance_db: float = 0.1
@@ -646,6 +664,7 @@ class DetectorConfig:
         pairs = (
             ("qber_step", "qber_tolerance", 0.5),
             ("decoy_drop", "decoy_tolerance", 1.0),
+            ("decoy_rise", "decoy_tolerance", None),
             ("loss_step_db", "loss_tolerance_db", None),
             ("monitor_step", "monitor_tolerance", None),
         )
@@ -802,7 +821,7 @@ class Reference:
         kd, kv = ref.decoy, ref.vacuum
         if kd is not None:
             # relative s.e. of the decoy/signal gain ratio (independent Poisson counts)
-            se["decoy-yield"] = (
+            se["decoy-yield"] = se["decoy-yield-rise"] = (
                 math.sqrt(1.0 / d[kd] + 1.0 / d[0]) if d[kd] > 0 and d[0] > 0 else math.inf
             )
         se["loss-step"] = se["count-model"] = est.loss_db_se
@@ -893,7 +912,7 @@ class StatisticDesign:
             "arl_intervals": self.arl_intervals,
             "llr_per_event": self.law.a,
         }
-        if self.name == "decoy-yield":
+        if self.name in _DECOY:
             out |= {"gain_ratio_ref": self.g_ref, "gain_ratio_null_edge": self.g0}
             out["gain_ratio_design"] = self.g1
         return out
@@ -992,7 +1011,7 @@ def design_statistics(
     names = [
         s
         for s in config.statistics
-        if not (s == "decoy-yield" and kd is None)
+        if not (s in _DECOY and kd is None)
         and not (s == "background" and kv is None)
         and not (s == "detector-monitor" and not has_mon)
     ]
@@ -1014,12 +1033,16 @@ def design_statistics(
             p_ref = ref.error_prob[0]
             p0 = min(p_ref + tol_eff, 0.5)
             p1 = min(p_ref + step, 0.5)
-        elif name == "decoy-yield":
+        elif name in _DECOY:
             assert kd is not None
             n_d, p_d = ref.sent_per_interval[kd], ref.click_prob[kd]
             g = p_d / p_s
-            g0 = g * (1.0 - min(tol_eff, 0.99))
-            g1 = g * (1.0 - step)
+            if name == "decoy-yield":
+                g0 = g * (1.0 - min(tol_eff, 0.99))
+                g1 = g * (1.0 - step)
+            else:  # rise: PNS on a short link forwards more decoy light than honest
+                g0 = g * (1.0 + tol_eff)
+                g1 = g * (1.0 + step)
             trials = n_s * p_s + n_d * p_d
 
             def share(gg: float, nd: float = n_d) -> float:
@@ -1091,9 +1114,13 @@ def design_statistics(
     return tuple(out)
 
 
+#: The two decoy-yield statistics (the decoy/signal gain ratio falling, or rising).
+_DECOY = ("decoy-yield", "decoy-yield-rise")
+
 _TOLERANCE = {
     "qber": lambda c: c.qber_tolerance,
     "decoy-yield": lambda c: c.decoy_tolerance,
+    "decoy-yield-rise": lambda c: c.decoy_tolerance,
     "loss-step": lambda c: c.loss_tolerance_db,
     "count-model": lambda c: c.loss_tolerance_db,
     "background": lambda c: c.background_tolerance,
@@ -1102,6 +1129,7 @@ _TOLERANCE = {
 _STEP = {
     "qber": lambda c: c.qber_step,
     "decoy-yield": lambda c: c.decoy_drop,
+    "decoy-yield-rise": lambda c: c.decoy_rise,
     "loss-step": lambda c: c.loss_step_db,
     "count-model": lambda c: c.loss_step_db,
     "background": lambda c: c.background_ratio,
@@ -1159,7 +1187,7 @@ def count_llrs(
             continue
         if des.name == "qber":
             out[:, j] = _binom_llr(e[:, 0], s[:, 0], des.p0, des.p1)
-        elif des.name == "decoy-yield":
+        elif des.name in _DECOY:
             assert kd is not None
             ns, nd = n[:, 0], n[:, kd]
             r0 = nd * des.g0 / (ns + nd * des.g0)
@@ -1558,7 +1586,7 @@ class LinkDetector:
         if name == "qber":
             x, n = obs.errors[0], obs.sifted[0]
             return _scalar_llr(x, n, des.p0, des.p1), {"x": float(x), "n": float(n)}
-        if name == "decoy-yield":
+        if name in _DECOY:
             kd = ref.decoy
             assert kd is not None
             ns, nd = obs.sent[0], obs.sent[kd]
@@ -1603,7 +1631,7 @@ class LinkDetector:
         if des.name == "qber":
             reference["qber"] = des.p_ref
             post["qber"] = s["x"] / s["n"] if s.get("n") else math.nan
-        elif des.name == "decoy-yield":
+        elif des.name in _DECOY:
             reference["gain_ratio"] = des.g_ref
             g = (s["dd"] / s["nd"]) / (s["ds"] / s["ns"]) if s["ds"] > 0 and s["nd"] > 0 else 0.0
             post["gain_ratio"] = g
