@@ -28,10 +28,10 @@ reference and a *design* post-change value; the per-interval LLR is
     attack, tuned to keep the signal gain and QBER, lowers the decoy gain (by ~6 % at 30 km
     when 10 % of the pulses are attacked).
 ``decoy-yield-rise``
-    The same share, rising by ``decoy_rise`` (default 3 %): PNS on a *short* link (about 10 km with GYS)
-    cannot block enough single photons to keep the signal gain honest without forwarding
-    relatively more decoy light, so the ratio rises instead (by ~2.4 % at 10 km when half
-    the pulses are attacked, ~4.8 % when all are).
+    The same share, rising by ``decoy_rise`` (default 3 %): PNS on a *short* link (about
+    10 km with GYS) cannot block enough single photons to keep the signal gain honest without
+    forwarding relatively more decoy light, so the ratio rises instead (by ~2.4 % at 10 km
+    when half the pulses are attacked, ~4.8 % when all are).
 ``loss-step`` / ``count-model``
     Signal clicks among signal pulses: :math:`p_0` the reference click probability,
     :math:`p_1` the click probability after a transmittance step of ``loss_step_db``
