@@ -86,6 +86,7 @@ bench: venv services
 	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/iot_pipeline.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_load.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/twin_attach.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
