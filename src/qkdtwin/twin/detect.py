@@ -1183,7 +1183,9 @@ def count_llrs(
     out = np.zeros((n.shape[0], len(designs)))
     kd, kv = reference.decoy, reference.vacuum
     for j, des in enumerate(designs):
-        if not math.isfinite(des.threshold):
+        if not des.active or not math.isfinite(des.threshold):
+            # as the online detector: an inactive statistic (reference not precise enough)
+            # contributes nothing
             continue
         if des.name == "qber":
             out[:, j] = _binom_llr(e[:, 0], s[:, 0], des.p0, des.p1)

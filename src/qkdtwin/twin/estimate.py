@@ -926,8 +926,11 @@ def fit_link(
     Parameters
     ----------
     obs
-        One observation (typically a :meth:`IntervalObservation.combine` sum) or a sequence
-        of observations with the same intensities, which are summed.
+        One observation or a sequence of observations with the same intensities, which are
+        summed. Pass the sequence (not a :meth:`IntervalObservation.combine` sum) when the
+        estimate will serve as a detector reference: the per-interval pulse numbers of the
+        estimate (``sent_per_interval``) come from the number of intervals, and a combined sum
+        counts as one interval.
     declared_detector_efficiency
         Bob's detector efficiency from the operator's attach file, (0, 1]; converts
         :math:`\eta` into a channel loss (the counts identify only the product).
