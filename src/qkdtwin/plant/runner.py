@@ -186,6 +186,8 @@ class Plant:
             lid: deque(maxlen=100_000) for lid in self.modules
         }
         self.keys_fed: dict[str, int] = dict.fromkeys(self.modules, 0)
+        self._pending_keys: dict[str, int] = dict.fromkeys(self.modules, 0)
+        self._steps = 0
         self.published = 0
         self.event_log: list[dict[str, Any]] = []
         self._lock = threading.RLock()
@@ -402,7 +404,8 @@ class Plant:
             t0, t1 = self.t, self.t + dt
             self._apply_due_events(t1)
             out: list[LinkTelemetry] = []
-            for lid, m in self.modules.items():
+            every = self.cfg.kme_feed_every
+            for i, (lid, m) in enumerate(self.modules.items()):
                 msg, truth, keys = m.run_interval(
                     t0,
                     t1,
@@ -411,13 +414,17 @@ class Plant:
                     key_size_bits=self.cfg.key_size_bits,
                 )
                 self.history[lid].append(truth)
-                if keys:
+                self._pending_keys[lid] += keys
+                # deliveries staggered over the links: link i every `every` intervals
+                if self._pending_keys[lid] and (self._steps + i) % every == 0:
                     feeder = self._feeders.get(lid)
                     if feeder is not None:
-                        feeder.push(keys)
-                    self.keys_fed[lid] += keys
+                        feeder.push(self._pending_keys[lid])
+                    self.keys_fed[lid] += self._pending_keys[lid]
+                    self._pending_keys[lid] = 0
                 out.append(msg)
             self.t = t1
+            self._steps += 1
         for msg in out:
             payload = msg.model_dump_json().encode()
             topic = perf_topic(msg.module_id)

@@ -21,6 +21,9 @@ telemetry, KME counters, IIoT traffic) and the declarations of the attach file::
       devices_per_gateway: 2         # IIoT devices behind each edge gateway (0: none)
       aggregator: M1                 # node of the IIoT aggregator (the operator's SCADA)
       declared_efficiency_error: 0.0 # attach file declares efficiency x (1 + this)
+      kme_feed_every: 5              # intervals between key deliveries of a module to its
+                                     # KMEs (staggered over the links: one SQLite transaction
+                                     # per store and delivery is what a large plant pays for)
 
 Lengths not given default by the roles of the ends, as in the live twin: 5 km for an access
 link, 15 km for an OLT uplink, 30 km for a backbone link. Every other parameter defaults to the
@@ -160,6 +163,7 @@ class PlantSettings(_Strict):
     declared_efficiency_error: float = Field(default=0.0, gt=-0.9, le=10.0)
     key_size_bits: int = Field(default=256, ge=64, le=8192, multiple_of=8)
     kme_max_keys: int = Field(default=20_000, ge=10, le=10**7)
+    kme_feed_every: int = Field(default=5, ge=1, le=3600)
 
 
 class PlantScenario:
