@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["JsonOpt", "emit_json"]
+__all__ = ["JsonOpt", "emit_json", "request_json"]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
@@ -31,3 +31,38 @@ def emit_json(obj: dict[str, Any]) -> None:
     Non-finite numbers (the PLOB bound at zero distance is infinite) are written as ``null``.
     """
     sys.stdout.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
+
+
+def request_json(method: str, url: str, body: dict[str, Any] | None = None, *, what: str) -> Any:
+    """Call a qkdtwin HTTP service and return its JSON answer.
+
+    Parameters
+    ----------
+    what
+        The service, for messages (``"the twin"``, ``"the plant"``).
+
+    Raises
+    ------
+    ConfigError
+        If the service cannot be reached, or answers 4xx/5xx: the message is the service's
+        own (``field`` names the offending field when the service says which).
+    """
+    import httpx
+
+    from qkdtwin.errors import ConfigError
+
+    try:
+        r = httpx.request(method, url, json=body, timeout=120.0)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach {what} at {url}: {exc}", field="url") from None
+    if r.status_code >= 400:
+        try:
+            d = r.json()
+        except ValueError:
+            raise ConfigError(f"HTTP {r.status_code} from {url}", field="url") from None
+        if "detail" in d and isinstance(d["detail"], list):
+            e = d["detail"][0]
+            loc = ".".join(str(x) for x in e.get("loc", [])[1:])
+            raise ConfigError(f"{loc}: {e.get('msg')}", field=loc)
+        raise ConfigError(str(d.get("message", d)), field=d.get("field"))
+    return r.json()

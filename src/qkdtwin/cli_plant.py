@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin._cli_common import JsonOpt, emit_json, request_json
 from qkdtwin.errors import ConfigError
 
 __all__ = ["plant_app"]
@@ -40,23 +40,7 @@ LinkArg = Annotated[str, typer.Argument(help="Link id, 'A-B' in either order.")]
 
 
 def _request(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-    import httpx
-
-    try:
-        r = httpx.request(method, url, json=body, timeout=30.0)
-    except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the plant at {url}: {exc}", field="url") from None
-    if r.status_code >= 400:
-        try:
-            d = r.json()
-        except ValueError:
-            raise ConfigError(f"HTTP {r.status_code} from {url}", field="url") from None
-        if "detail" in d and isinstance(d["detail"], list):
-            e = d["detail"][0]
-            loc = ".".join(str(x) for x in e.get("loc", [])[1:])
-            raise ConfigError(f"{loc}: {e.get('msg')}", field=loc)
-        raise ConfigError(str(d.get("message", d)), field=d.get("field"))
-    return r.json()
+    return request_json(method, url, body, what="the plant")
 
 
 @plant_app.command("serve")

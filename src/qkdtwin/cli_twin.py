@@ -33,7 +33,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin._cli_common import JsonOpt, emit_json, request_json
 from qkdtwin.errors import ConfigError
 
 __all__ = ["twin_app"]
@@ -53,23 +53,7 @@ SpeedOpt = Annotated[
 
 
 def _request(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-    import httpx
-
-    try:
-        r = httpx.request(method, url, json=body, timeout=120.0)
-    except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the twin at {url}: {exc}", field="url") from None
-    if r.status_code >= 400:
-        try:
-            d = r.json()
-        except ValueError:
-            raise ConfigError(f"HTTP {r.status_code} from {url}", field="url") from None
-        if "detail" in d and isinstance(d["detail"], list):
-            e = d["detail"][0]
-            loc = ".".join(str(x) for x in e.get("loc", [])[1:])
-            raise ConfigError(f"{loc}: {e.get('msg')}", field=loc)
-        raise ConfigError(str(d.get("message", d)), field=d.get("field"))
-    return r.json()
+    return request_json(method, url, body, what="the twin")
 
 
 def _make_twin(
@@ -193,7 +177,8 @@ def _serve_attached(
     as_json: bool,
 ) -> None:
     """``twin serve --attach`` / ``--replay``: an attached twin, live or from a recording."""
-    from qkdtwin.twin.attached_runner import AttachedRunner, _Http, replay
+    from qkdtwin.kms.tls import serve_in_thread
+    from qkdtwin.twin.attached_runner import AttachedRunner, replay
     from qkdtwin.twin.attached_service import create_attached_app
 
     opts: dict[str, Any] = {"arl_days": arl_days, "window_s": window_s}
@@ -222,8 +207,7 @@ def _serve_attached(
                 typer.echo(f"  {a.link}: {a.kind} raised at {a.raised_at:.1f}")
         if duration is None and as_json:
             return
-        http = _Http(create_attached_app(twin), host, port)
-        http.start()
+        http = serve_in_thread(create_attached_app(twin), host, port)
         typer.echo(f"  dashboard of the replayed state at http://{host}:{http.port}/")
         try:
             while deadline is None or time.monotonic() < deadline:
@@ -476,7 +460,7 @@ def twin_attach_demo(
     """Run a plant process and an attached twin; a PNS attack and a fibre tap are detected."""
     from dataclasses import asdict
 
-    from qkdtwin.twin.attach_demo import run_attach_tour
+    from qkdtwin.attach_tour import run_attach_tour
 
     if not (0 <= port <= 65535):
         raise ConfigError(f"port must be in [0, 65535], got {port}", field="port", value=port)

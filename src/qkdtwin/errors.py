@@ -79,6 +79,35 @@ class ConfigError(QkdTwinError, ValueError):
         self.value = value
         self.allowed = allowed
 
+    @classmethod
+    def from_validation(
+        cls,
+        exc: Any,
+        *,
+        prefix: str = "",
+        template: str = "{field}: {msg}",
+        default_field: str = "input",
+    ) -> ConfigError:
+        """Turn a pydantic ``ValidationError`` into one error naming the first bad field.
+
+        Parameters
+        ----------
+        exc
+            The ``ValidationError`` (anything with pydantic's ``errors()``).
+        prefix
+            Prepended to the field path (``"plant."`` gives ``plant.drift.0.kind``).
+        template
+            The message, with ``{field}`` and ``{msg}`` (pydantic's message without its
+            ``"Value error, "`` prefix).
+        default_field
+            The field named when the error is about the whole object.
+        """
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        field = prefix + loc if loc else (prefix.rstrip(".") or default_field)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return cls(template.format(field=field, msg=msg), field=field, value=err.get("input"))
+
 
 class UnknownNameError(ConfigError):
     """Raised when a protocol, preset, attack or other named choice does not exist."""

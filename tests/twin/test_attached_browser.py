@@ -18,7 +18,7 @@ import httpx
 from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from qkdtwin.twin.attach_demo import TourResult, run_attach_tour
+from qkdtwin.attach_tour import TourResult, run_attach_tour
 from qkdtwin.twin.attached_runner import AttachedRunner
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -184,10 +184,7 @@ def parse_link_telemetry(payload: bytes | str | dict[str, Any]) -> LinkTelemetry
     try:
         return LinkTelemetry.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{loc}: {msg}", field=loc) from None
+        raise ConfigError.from_validation(exc, default_field="payload") from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -60,6 +60,7 @@ __all__ = [
     "make_server",
     "operator_id_from_certificate",
     "sae_id_from_certificate",
+    "serve_in_thread",
 ]
 
 SAE_URI_PREFIX = "urn:qkdtwin:sae:"
@@ -433,7 +434,8 @@ class RunningServer:
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise KmsError("KME server failed to start")
+                cfg = self.server.config
+                raise KmsError(f"server failed to start on {cfg.host}:{cfg.port}")
             sleep(0.02)
         return self
 
@@ -456,3 +458,19 @@ class RunningServer:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Serve an ASGI ``app`` over plain HTTP with uvicorn on a daemon thread; return it started.
+
+    Port 0 picks a free port (:attr:`RunningServer.port` reads it back).
+
+    Raises
+    ------
+    KmsError
+        If the server does not start (the message names host and port).
+    """
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    )
+    return RunningServer(server).start()

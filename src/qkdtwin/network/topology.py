@@ -15,6 +15,7 @@ survey's four families :func:`centralized_topology`, :func:`distributed_topology
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,15 +30,68 @@ __all__ = [
     "Topology",
     "build_topology",
     "centralized_topology",
+    "default_length_km",
     "distributed_topology",
     "hierarchical_topology",
     "hybrid_topology",
+    "link_id",
     "physical_key_rate",
+    "resolve_link",
     "seed_topology",
 ]
 
 #: Node roles known to the twin.
 ROLES = ("metro", "olt", "edge_gateway", "iot_device", "relay", "kme", "server")
+
+_ACCESS_ROLES = ("edge_gateway", "iot_device")
+
+
+def link_id(a: str, b: str) -> str:
+    """Canonical id of the link between ``a`` and ``b``: the two names sorted, joined by ``-``.
+
+    It is the resource name :func:`qkdtwin.network.relay_costs` gives a link with its own rate,
+    and the link id of the twin, the plant and the link telemetry.
+
+    Examples
+    --------
+    >>> link_id("OLT1", "GW1.1")
+    'GW1.1-OLT1'
+    """
+    return "-".join(sorted((str(a), str(b))))
+
+
+def resolve_link(name: str, known: Iterable[str]) -> str | None:
+    """Canonical id of a link written ``A-B`` in either order, or ``None`` if not in ``known``.
+
+    Node names may themselves contain ``-``: every split point is tried.
+
+    Examples
+    --------
+    >>> resolve_link("OLT1-GW1.1", {"GW1.1-OLT1"})
+    'GW1.1-OLT1'
+    """
+    known = set(known)
+    if name in known:
+        return name
+    parts = name.split("-")
+    for k in range(1, len(parts)):
+        lid = link_id("-".join(parts[:k]), "-".join(parts[k:]))
+        if lid in known:
+            return lid
+    return None
+
+
+def default_length_km(role_a: str, role_b: str) -> float:
+    """Default fibre length of a link by the roles of its ends, km.
+
+    5 km for an access link (an end is an edge gateway or IoT device), 15 km for an OLT
+    uplink, 30 km otherwise (backbone).
+    """
+    if role_a in _ACCESS_ROLES or role_b in _ACCESS_ROLES:
+        return 5.0
+    if "olt" in (role_a, role_b):
+        return 15.0
+    return 30.0
 
 
 def physical_key_rate(

@@ -37,10 +37,11 @@ import yaml
 
 from qkdtwin.errors import ConfigError, QkdTwinError, UnknownNameError
 from qkdtwin.interfaces import LinkTelemetry, perf_topic, state_topic
+from qkdtwin.network.topology import link_id, resolve_link
 from qkdtwin.plant.control import LinkTruth, PlantTruth
 from qkdtwin.plant.module import IntervalTruth, QkdModule
 from qkdtwin.plant.physics import MonitorParams, TrueLinkParams
-from qkdtwin.plant.scenario import PlantScenario, load_plant_scenario, resolve_link
+from qkdtwin.plant.scenario import PlantScenario, load_plant_scenario
 
 if TYPE_CHECKING:
     from qkdtwin.kms.client import KmeClient
@@ -153,7 +154,7 @@ class Plant:
         self.modules: dict[str, QkdModule] = {}
         monitor = MonitorParams()
         for a, b in sc.topology.graph.edges():
-            lid = "-".join(sorted((str(a), str(b))))
+            lid = link_id(a, b)
             spec = sc.link_truth(lid)
             overrides = {
                 k: spec[k]
@@ -272,7 +273,7 @@ class Plant:
         ).start()
         for f in self.net.feeders:
             a, b = f.owners
-            self._feeders["-".join(sorted((a, b)))] = f
+            self._feeders[link_id(a, b)] = f
 
     def _gateways(self) -> list[str]:
         return [str(n) for n in self.scenario.topology.nodes_with_role("edge_gateway")]
@@ -307,21 +308,10 @@ class Plant:
             self.sessions.append(TelemetrySession(cfg, gw_src, agg_src).start())
 
     def _start_control(self) -> None:
-        import uvicorn
-
-        from qkdtwin.kms.tls import RunningServer
+        from qkdtwin.kms.tls import serve_in_thread
         from qkdtwin.plant.control import create_control_app
 
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_control_app(self),
-                host=self.host,
-                port=self.control_port,
-                log_level="warning",
-                lifespan="off",
-            )
-        )
-        self.control = RunningServer(server).start()
+        self.control = serve_in_thread(create_control_app(self), self.host, self.control_port)
         self.control_url = f"http://{self.host}:{self.control.port}"
 
     def _start_loop(self) -> None:

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network.scenario import Scenario, load_scenario
-from qkdtwin.network.topology import Topology
+from qkdtwin.network.topology import Topology, default_length_km, link_id, resolve_link
 
 __all__ = [
     "DriftSpec",
@@ -51,40 +51,8 @@ __all__ = [
     "LinkTruthSpec",
     "PlantScenario",
     "PlantSettings",
-    "default_length_km",
     "load_plant_scenario",
-    "plant_link_id",
-    "resolve_link",
 ]
-
-_ACCESS_ROLES = ("edge_gateway", "iot_device")
-
-
-def plant_link_id(a: str, b: str) -> str:
-    """Canonical link id: the two node names sorted, joined by ``-`` (as in the twin)."""
-    return "-".join(sorted((str(a), str(b))))
-
-
-def resolve_link(name: str, known: set[str] | list[str]) -> str | None:
-    """Canonical id of ``A-B`` written in either order (node names may contain ``-``)."""
-    known = set(known)
-    if name in known:
-        return name
-    parts = name.split("-")
-    for k in range(1, len(parts)):
-        lid = plant_link_id("-".join(parts[:k]), "-".join(parts[k:]))
-        if lid in known:
-            return lid
-    return None
-
-
-def default_length_km(role_a: str, role_b: str) -> float:
-    """Default fibre length by the roles of a link's ends, km."""
-    if role_a in _ACCESS_ROLES or role_b in _ACCESS_ROLES:
-        return 5.0
-    if "olt" in (role_a, role_b):
-        return 15.0
-    return 30.0
 
 
 class _Strict(BaseModel):
@@ -186,7 +154,7 @@ class PlantScenario:
         self.plant = plant
         self.source = source
         self.topology: Topology = network.build_topology()
-        known = {plant_link_id(a, b) for a, b in self.topology.graph.edges()}
+        known = {link_id(a, b) for a, b in self.topology.graph.edges()}
         self.link_ids = sorted(known)
         for where, name in (
             [("links", n) for n in plant.links]
@@ -206,11 +174,11 @@ class PlantScenario:
                 value=plant.aggregator,
             )
 
-    def link_truth(self, link_id: str) -> dict[str, Any]:
+    def link_truth(self, lid: str) -> dict[str, Any]:
         """Return one link's truth spec: per-link values over defaults over preset/role."""
-        a, b = _ends(self, link_id)
+        a, b = _ends(self, lid)
         over = next(
-            (v for k, v in self.plant.links.items() if resolve_link(k, [link_id]) == link_id),
+            (v for k, v in self.plant.links.items() if resolve_link(k, [lid]) == lid),
             None,
         )
         d = self.plant.link_defaults
@@ -225,9 +193,9 @@ class PlantScenario:
             out["length_km"] = default_length_km(topo.role(a), topo.role(b))
         return out
 
-    def drifts_for(self, link_id: str) -> list[DriftSpec]:
+    def drifts_for(self, lid: str) -> list[DriftSpec]:
         """Drift specs of one link."""
-        return [d for d in self.plant.drift if resolve_link(d.link, [link_id]) == link_id]
+        return [d for d in self.plant.drift if resolve_link(d.link, [lid]) == lid]
 
     def aggregator(self) -> str:
         """Node of the IIoT aggregator (default: the first metro node, else the first node)."""
@@ -237,11 +205,11 @@ class PlantScenario:
         return metros[0] if metros else str(next(iter(self.topology.graph.nodes)))
 
 
-def _ends(sc: PlantScenario, link_id: str) -> tuple[str, str]:
+def _ends(sc: PlantScenario, lid: str) -> tuple[str, str]:
     for a, b in sc.topology.graph.edges():
-        if plant_link_id(a, b) == link_id:
+        if link_id(a, b) == lid:
             return str(a), str(b)
-    raise UnknownNameError(f"unknown link {link_id!r}", field="link", value=link_id)
+    raise UnknownNameError(f"unknown link {lid!r}", field="link", value=lid)
 
 
 def load_plant_scenario(source: str | Path | dict[str, Any]) -> PlantScenario:
@@ -263,10 +231,7 @@ def load_plant_scenario(source: str | Path | dict[str, Any]) -> PlantScenario:
     try:
         plant = PlantSettings.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = "plant." + (".".join(str(p) for p in err["loc"]) or "")
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(
-            f"scenario field {name}: {msg}", field=name, value=err.get("input")
+        raise ConfigError.from_validation(
+            exc, prefix="plant.", template="scenario field {field}: {msg}"
         ) from None
     return PlantScenario(network, plant, label)

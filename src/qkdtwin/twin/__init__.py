@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from qkdtwin.twin.alarms import Alarm, AlarmLog
 from qkdtwin.twin.attach import AttachFile, load_attach_file
-from qkdtwin.twin.attach_demo import run_attach_tour
 from qkdtwin.twin.attached import AttachedTwin
 from qkdtwin.twin.attached_runner import AttachedRunner, replay
 from qkdtwin.twin.attached_service import create_attached_app
@@ -76,7 +75,6 @@ __all__ = [
     "make_attack",
     "parse_sets",
     "replay",
-    "run_attach_tour",
     "run_tour",
     "topology_without",
     "what_if",

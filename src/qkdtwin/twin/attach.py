@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network.scenario import Scenario, load_scenario
+from qkdtwin.network.topology import link_id
 
 __all__ = [
     "AttachClock",
@@ -145,16 +146,19 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
     try:
         att = AttachFile.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = ".".join(str(p) for p in err["loc"]) or "attach"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"attach file {label}: {name}: {msg}", field=name) from None
+        raise ConfigError.from_validation(
+            exc,
+            template="attach file "
+            + label.replace("{", "{{").replace("}", "}}")
+            + ": {field}: {msg}",
+            default_field="attach",
+        ) from None
     try:
         sc = att.scenario()
     except ConfigError as exc:
         raise ConfigError(f"attach file {label}: network: {exc}", field="network") from None
     topo = sc.build_topology()
-    edges = {"-".join(sorted((str(a), str(b)))) for a, b in topo.graph.edges()}
+    edges = {link_id(a, b) for a, b in topo.graph.edges()}
     for lid in att.links:
         if lid not in edges:
             raise UnknownNameError(

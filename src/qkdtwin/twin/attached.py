@@ -33,6 +33,7 @@ from typing import Any
 
 from qkdtwin.errors import QkdTwinError
 from qkdtwin.interfaces import TOPIC_ROOT, LinkTelemetry
+from qkdtwin.network.topology import link_id
 from qkdtwin.twin.attach import AttachFile
 from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
 from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator
@@ -149,10 +150,7 @@ class AttachedTwin:
         self.detector_config = DetectorConfig(arl_days=self.arl_days)
         self.estimate_every = max(1, int(estimate_every))
         self.links: dict[str, _Link] = {}
-        ends = {
-            "-".join(sorted((str(a), str(b)))): (str(a), str(b))
-            for a, b in self.topology.graph.edges()
-        }
+        ends = {link_id(a, b): (str(a), str(b)) for a, b in self.topology.graph.edges()}
         for lid, spec in attach.links.items():
             a, b = ends[lid]
             self.links[lid] = _Link(

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from qkdtwin.errors import ConfigError
+from qkdtwin.kms.tls import RunningServer, serve_in_thread
 from qkdtwin.twin.attach import AttachFile, load_attach_file
 from qkdtwin.twin.attached import AttachedTwin
 from qkdtwin.twin.attached_service import create_attached_app
@@ -42,36 +42,6 @@ __all__ = ["AttachedRunner", "attach_copy_path", "replay"]
 def attach_copy_path(record: Path) -> Path:
     """Where the attach file of a recording is kept: ``<record>.attach.yaml``."""
     return record.with_name(record.name + ".attach.yaml")
-
-
-class _Http:
-    """uvicorn on a daemon thread (port 0: a free port, read back after start)."""
-
-    def __init__(self, app: Any, host: str, port: int) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        )
-        self.host = host
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="twin-http")
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"the twin service did not start on {self.host}", field="port")
-            time.sleep(0.02)
-
-    @property
-    def port(self) -> int:
-        for srv in self.server.servers:
-            for sock in srv.sockets:
-                return int(sock.getsockname()[1])
-        raise ConfigError("the twin service is not listening", field="port")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15.0)
 
 
 def _mtls_client(cert: Path, key: Path, ca: Path) -> httpx.Client:
@@ -149,7 +119,7 @@ class AttachedRunner:
         self.twin = AttachedTwin(self.attach, on_record=self._record, **twin_options)
         self.ingest: MqttIngest | None = None
         self.poller: KmePoller | None = None
-        self.http: _Http | None = None
+        self.http: RunningServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.record_errors = 0
@@ -186,8 +156,7 @@ class AttachedRunner:
                 self._spawn(self._poll_loop, "twin-kme-poll")
             self._spawn(self._tick_loop, "twin-tick")
             if self.serve:
-                self.http = _Http(create_attached_app(self.twin), self.host, self.port)
-                self.http.start()
+                self.http = serve_in_thread(create_attached_app(self.twin), self.host, self.port)
         except BaseException:
             self.stop()
             raise

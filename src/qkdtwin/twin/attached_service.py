@@ -17,20 +17,16 @@ An unknown link or alarm is answered ``400 {"error", "field", "message"}``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from qkdtwin.errors import QkdTwinError, UnknownNameError
+from qkdtwin.network.topology import resolve_link
 from qkdtwin.twin.attached import AttachedTwin
 from qkdtwin.twin.models import AlarmView, AttachedState, LinkView
 from qkdtwin.twin.service import web_dir
+from qkdtwin.twin.sse import event_stream
 
 __all__ = ["create_attached_app"]
 
@@ -57,8 +53,6 @@ def create_attached_app(twin: AttachedTwin) -> FastAPI:
         )
 
     def resolve(link: str) -> str:
-        from qkdtwin.plant.scenario import resolve_link
-
         lid = resolve_link(link, set(twin.links))
         if lid is None:
             raise UnknownNameError(
@@ -113,41 +107,7 @@ def create_attached_app(twin: AttachedTwin) -> FastAPI:
 
     @app.get("/api/events", summary="Live events (server-sent events)")
     async def events(request: Request) -> StreamingResponse:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
-
-        def push(ev: dict[str, Any]) -> None:
-            def put() -> None:
-                if queue.full():
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        queue.get_nowait()
-                queue.put_nowait(ev)
-
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(put)
-
-        twin.subscribe(push)
-
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                yield b"event: hello\ndata: {}\n\n"
-                while True:
-                    try:
-                        ev = await asyncio.wait_for(queue.get(), timeout=10.0)
-                    except TimeoutError:
-                        if await request.is_disconnected():
-                            break
-                        yield b": keep-alive\n\n"
-                        continue
-                    yield f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
-            finally:
-                twin.unsubscribe(push)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return event_stream(request, twin.subscribe, twin.unsubscribe)
 
     _ = (get_state, get_links, get_link, post_rebaseline, get_alarms, get_alarm, get_history)
     _ = (events, index, _on_error)

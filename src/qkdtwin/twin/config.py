@@ -102,10 +102,6 @@ def default_scenario_path() -> Path:
     return Path(str(resources.files("qkdtwin.twin").joinpath("scenarios/seed.yaml")))
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "twin"
-
-
 def load_twin_scenario(source: str | Path | dict[str, Any] | None = None) -> TwinScenario:
     """Read and validate a twin scenario (a YAML path, a parsed mapping, or the default).
 
@@ -126,10 +122,7 @@ def load_twin_scenario(source: str | Path | dict[str, Any] | None = None) -> Twi
     try:
         twin = TwinSettings.model_validate(twin_raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = "twin." + _field(tuple(err["loc"]))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(
-            f"scenario field {name}: {msg}", field=name, value=err.get("input")
+        raise ConfigError.from_validation(
+            exc, prefix="twin.", template="scenario field {field}: {msg}"
         ) from None
     return TwinScenario(network, twin, label)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from qkdtwin.errors import ConfigError, QkdTwinError
+from qkdtwin.network.topology import link_id
 from qkdtwin.qkd import (
     Attack,
     InterceptResend,
@@ -43,19 +44,6 @@ __all__ = ["ATTACK_TYPES", "Block", "LinkEngine", "link_id", "make_attack", "win
 
 #: Attack types the twin can inject, by the name used in the API and the CLI.
 ATTACK_TYPES = ("intercept-resend", "pns")
-
-
-def link_id(a: str, b: str) -> str:
-    """Canonical id of the link between ``a`` and ``b``: the two names sorted, joined by ``-``.
-
-    It is the resource name :func:`qkdtwin.network.relay_costs` gives a link with its own rate.
-
-    Examples
-    --------
-    >>> link_id("OLT1", "GW1.1")
-    'GW1.1-OLT1'
-    """
-    return "-".join(sorted((str(a), str(b))))
 
 
 def make_attack(kind: str, fraction: float = 1.0) -> Attack:

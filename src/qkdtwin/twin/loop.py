@@ -41,6 +41,7 @@ import numpy as np
 
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network import Demand
+from qkdtwin.network.topology import resolve_link
 from qkdtwin.twin.alarms import Alarm, AlarmLog
 from qkdtwin.twin.config import TwinScenario, load_twin_scenario
 from qkdtwin.twin.keynet import KeyNetwork
@@ -49,7 +50,7 @@ from qkdtwin.twin.layout import layered_layout
 from qkdtwin.twin.links import LinkEngine, make_attack
 from qkdtwin.twin.qber_rule import check_link, check_links
 from qkdtwin.twin.sim_respond import SimResponse, links_down
-from qkdtwin.twin.sim_source import LinkSource, build_links, resolve_link_id
+from qkdtwin.twin.sim_source import LinkSource, build_links
 from qkdtwin.twin.state import History, TwinDatabase
 from qkdtwin.twin.whatif import parse_sets, what_if
 
@@ -288,7 +289,7 @@ class Twin:
         UnknownNameError
             ``field="link"`` if there is no such link.
         """
-        lid = resolve_link_id(str(name), set(self.links))
+        lid = resolve_link(str(name), self.links)
         if lid is not None:
             return lid
         raise UnknownNameError(

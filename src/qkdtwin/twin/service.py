@@ -20,9 +20,7 @@ or 422 (schema checks, FastAPI's body naming the field).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -35,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qkdtwin.errors import QkdTwinError
 from qkdtwin.twin.loop import Twin
+from qkdtwin.twin.sse import event_stream
 
 __all__ = ["AttackRequest", "WhatIfRequest", "create_app", "web_dir"]
 
@@ -161,41 +160,11 @@ def create_app(twin: Twin, *, run: bool = True) -> FastAPI:
 
     @app.get("/api/events", summary="Live events (server-sent events)")
     async def events(request: Request) -> StreamingResponse:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
-
-        def push(ev: dict[str, Any]) -> None:
-            def put() -> None:
-                if queue.full():  # a slow client loses old ticks, never the loop
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        queue.get_nowait()
-                queue.put_nowait(ev)
-
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(put)
-
-        twin.subscribe(push)
-
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                first = {"type": "tick", "state": twin.state(compact=True)}
-                yield f"event: tick\ndata: {json.dumps(first)}\n\n".encode()
-                while True:
-                    try:
-                        ev = await asyncio.wait_for(queue.get(), timeout=10.0)
-                    except TimeoutError:
-                        if await request.is_disconnected():
-                            break
-                        yield b": keep-alive\n\n"
-                        continue
-                    yield f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
-            finally:
-                twin.unsubscribe(push)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return event_stream(
+            request,
+            twin.subscribe,
+            twin.unsubscribe,
+            first=lambda: {"type": "tick", "state": twin.state(compact=True)},
         )
 
     _ = (get_state, get_links, get_link, post_attack, post_clear, get_alarms, get_alarm)

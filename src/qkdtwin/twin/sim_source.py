@@ -19,34 +19,13 @@ import numpy as np
 
 from qkdtwin.errors import UnknownNameError
 from qkdtwin.network import Topology
+from qkdtwin.network.topology import default_length_km, resolve_link
 from qkdtwin.qkd import Attack, NoAttack
 from qkdtwin.twin.config import TwinSettings
 from qkdtwin.twin.kmes import KmeLayer
 from qkdtwin.twin.links import Block, LinkEngine, link_id
 
-__all__ = ["LinkSource", "build_links", "resolve_link_id"]
-
-_ACCESS_ROLES = ("edge_gateway", "iot_device")
-
-
-def _default_length(role_a: str, role_b: str) -> float:
-    if role_a in _ACCESS_ROLES or role_b in _ACCESS_ROLES:
-        return 5.0
-    if "olt" in (role_a, role_b):
-        return 15.0
-    return 30.0
-
-
-def resolve_link_id(name: str, known: set[str]) -> str | None:
-    """Canonical id of ``A-B`` (either order; node names may themselves contain ``-``)."""
-    if name in known:
-        return name
-    parts = name.split("-")
-    for k in range(1, len(parts)):
-        lid = link_id("-".join(parts[:k]), "-".join(parts[k:]))
-        if lid in known:
-            return lid
-    return None
+__all__ = ["LinkSource", "build_links"]
 
 
 def build_links(
@@ -64,7 +43,7 @@ def build_links(
     known = {link_id(a, b) for a, b in topology.graph.edges()}
     overrides = {}
     for name, phys in cfg.links.items():
-        lid = resolve_link_id(name, known)
+        lid = resolve_link(name, known)
         if lid is None:
             raise UnknownNameError(
                 f"twin.links: unknown link {name!r}", field=f"twin.links.{name}", value=name
@@ -88,7 +67,7 @@ def build_links(
             b=str(b),
             protocol=pick("protocol", "decoy-bb84"),
             preset=pick("preset", "gys"),
-            length_km=float(pick("length_km", _default_length(ra, rb))),
+            length_km=float(pick("length_km", default_length_km(ra, rb))),
             qber_threshold=float(pick("qber_threshold", cfg.qber_threshold)),
             calibration_pulses=cfg.calibration_pulses,
             min_bits=cfg.qber_min_bits,

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -263,26 +263,14 @@ class SourceStatus:
     skewed: bool = False
 
 
-@dataclass
-class _Counts:
-    accepted: int = 0
-    released: int = 0
-    malformed: int = 0
-    unknown_link: int = 0
-    version_mismatch: int = 0
-    duplicate: int = 0
-    late: int = 0
-    skewed: int = 0
-    reordered: int = 0
-    lost: int = 0
-    topic_mismatch: int = 0
-    restarts: int = 0
+class _Counts(Counter[str]):
+    """Mutable counters of one module or of the stream (names of :class:`StreamCounters`)."""
 
     def add(self, name: str, n: int = 1) -> None:
-        setattr(self, name, getattr(self, name) + n)
+        self[name] += n
 
     def frozen(self) -> StreamCounters:
-        return StreamCounters(**{n: getattr(self, n) for n in _COUNTER_NAMES})
+        return StreamCounters(**{n: self[n] for n in _COUNTER_NAMES})
 
 
 @dataclass
@@ -444,6 +432,10 @@ class LinkStream:
         """
         self._upstream_lost_at = now
 
+    def _bump(self, st: _Module, name: str, n: int) -> None:
+        st.counts.add(name, n)
+        self._total.add(name, n)
+
     def _reject(self, module: str | None, reason: RejectReason, detail: str, now: float) -> None:
         self._total.add(reason)
         if module is not None and module in self._modules:
@@ -516,8 +508,7 @@ class LinkStream:
             st.next_seq = st.max_seq = st.newest_end = st.last_released = None
             st.released.clear()
             st.released_set.clear()
-            st.counts.restarts += 1
-            self._total.restarts += 1
+            self._bump(st, "restarts", 1)
         if s in st.buffer or s in st.released_set:
             self._reject(mid, "duplicate", f"seq {s} already received", now)
             return out
@@ -525,18 +516,15 @@ class LinkStream:
             self._reject(mid, "late", f"seq {s} < next expected {st.next_seq}", now)
             return out
         # Accepted.
-        for c in (st.counts, self._total):
-            c.accepted += 1
+        self._bump(st, "accepted", 1)
         st.last_t = now
         st.durations.append(msg.duration_s)
         st.offset = now - msg.interval_end
         st.skewed = abs(st.offset) > self.skew_tolerance_s
         if st.skewed:
-            st.counts.skewed += 1
-            self._total.skewed += 1
+            self._bump(st, "skewed", 1)
         if st.max_seq is not None and s < st.max_seq:
-            st.counts.reordered += 1
-            self._total.reordered += 1
+            self._bump(st, "reordered", 1)
         st.max_seq = s if st.max_seq is None else max(st.max_seq, s)
         st.newest_end = (
             msg.interval_end if st.newest_end is None else max(st.newest_end, msg.interval_end)
@@ -561,8 +549,7 @@ class LinkStream:
             st.released_set.add(st.next_seq)
             st.last_released = st.next_seq
             st.next_seq += 1
-        st.counts.released += len(out)
-        self._total.released += len(out)
+        self._bump(st, "released", len(out))
         return out
 
     def _skip(self, st: _Module) -> list[LinkTelemetry]:
@@ -571,8 +558,7 @@ class LinkStream:
         assert st.buffer
         lowest = min(st.buffer)
         lost = lowest - st.next_seq
-        st.counts.lost += lost
-        self._total.lost += lost
+        self._bump(st, "lost", lost)
         st.next_seq = lowest
         return self._drain(st)
 

@@ -1,5 +1,9 @@
 """The attach tour: a plant in its own process, a twin attached to it, two attacks detected.
 
+A harness over both sides, so it lives outside both packages: the twin never imports the
+plant, and the plant knows nothing of the twin; this module starts the plant as a separate
+process (``qkdtwin plant serve``) and talks to it over its control endpoint only.
+
 ``qkdtwin twin attach-demo`` (and ``make demo``) runs what a user would do in three terminals:
 
 1. ``qkdtwin plant serve`` on the seed topology (a separate process; its control endpoint is
