@@ -87,6 +87,39 @@ def test_attach_file_lets_an_operator_poll_every_kme(live_plant):
     assert a == b
 
 
+def test_a_twin_granted_the_aggregator_identity_decrypts_what_the_aggregator_does(live_plant):
+    from qkdtwin.twin.attached import AttachedTwin
+
+    plant, got = live_plant
+    att = load_attach_file(plant.attach_file)
+    assert att.aggregator is not None
+    assert oct(att.aggregator.kem_seed_file.stat().st_mode & 0o777) == "0o600"
+    # the independent reference: every reading the plant's own aggregator verified
+    seen: dict[tuple[str, float], dict] = {}
+    for s in plant.sessions:
+        s.aggregator.on_reading = lambda r: seen.__setitem__((r.device_id, r.t), r.values)
+    # wait for data frames published after the hook (so the plant saw them through it)
+    n0 = len(got)
+    deadline = time.monotonic() + 60.0
+    while sum("/NDATA/" in t for t, _p in got[n0:]) < 2 * len(plant.sessions):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    twin = AttachedTwin(att)
+    try:
+        # everything since the plant started, epoch 1's key exchange included, in order
+        for topic, payload in list(got):
+            twin.on_mqtt(topic, payload, time.time())
+        readings = twin.state().readings
+    finally:
+        twin.close()
+    assert readings.source == "decrypted"
+    devices = plant.cfg.devices_per_gateway * len(plant.sessions)
+    assert len(readings.devices) == devices, readings.counters
+    assert not any(k.startswith("rejected.") for k in readings.counters), readings.counters
+    for d in readings.devices:
+        assert seen[(d.id, d.t)] == d.values
+
+
 def test_cli_serve_json_first_line_then_bad_input(tmp_path):
     proc = subprocess.Popen(
         [

@@ -409,3 +409,74 @@ def test_losing_the_broker_marks_every_source_stale_until_data_returns(tmp_path)
     assert {lk.status for lk in twin.state().links} == {LinkStatus.STALE}
     feed(plant, twin, sink, 1)
     assert {lk.status for lk in twin.state().links} == {LinkStatus.UP}
+
+
+def _aggregator_doc(tmp_path: Path) -> dict:
+    """An attach document with an aggregator grant (files exist; no KME is contacted)."""
+    plant, _twin, _sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    from qkdtwin.kms.tls import init_pki
+
+    pki = init_pki(tmp_path / "pki", kme_ids=["A"], sae_ids=["sae-twin"])
+    op, op_key = (str(p) for p in pki.operators["twin"])
+    sae, sae_key = (str(p) for p in pki.saes["sae-twin"])
+    seed = tmp_path / "kem.seed"
+    seed.write_text("ab" * 64 + "\n")
+    doc["kmes"] = {"A": {"url": "https://127.0.0.1:9", "cert": op, "key": op_key,
+                         "ca": str(pki.ca_cert)}}  # fmt: skip
+    doc["aggregator"] = {
+        "sae_id": "sae-twin", "kme": "A", "cert": sae, "key": sae_key, "ca": str(pki.ca_cert),
+        "kem_seed_file": str(seed), "group": "plant", "edges": {"GW": "sae-GW"},
+    }  # fmt: skip
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d["aggregator"].update(kme="B"), "aggregator.kme"),
+        (
+            lambda d: d["aggregator"].update(kem_seed_file="/no/such.seed"),
+            "aggregator.kem_seed_file",
+        ),
+        (lambda d: d["aggregator"].pop("kem_seed_file"), "aggregator"),
+        (lambda d: d["aggregator"].update(mode="quantum"), "aggregator.mode"),
+        (lambda d: d["aggregator"].update(edges={}), "aggregator.edges"),
+    ],
+)
+def test_bad_aggregator_grants_name_the_field(tmp_path, mutate, field):
+    doc = _aggregator_doc(tmp_path)
+    mutate(doc)
+    with pytest.raises(ConfigError) as err:
+        load_attach_file(doc)
+    assert (err.value.field or "").startswith(field), err.value
+
+
+def test_readings_say_where_they_come_from(tmp_path):
+    doc = _aggregator_doc(tmp_path)
+    # a granted live twin decrypts, a replay cannot
+    live = AttachedTwin(load_attach_file(doc))
+    assert live.state().readings.source == "decrypted"
+    assert live.state().readings.devices == []
+    live.close()
+    assert AttachedTwin(load_attach_file(doc), replay=True).state().readings.source == "replay"
+    doc.pop("aggregator")
+    assert AttachedTwin(load_attach_file(doc)).state().readings.source == "not-granted"
+
+
+def test_a_bad_kem_seed_is_one_error_naming_the_file(tmp_path):
+    doc = _aggregator_doc(tmp_path)
+    Path(doc["aggregator"]["kem_seed_file"]).write_text("abcd\n")
+    with pytest.raises(ConfigError) as err:
+        AttachedTwin(load_attach_file(doc))
+    assert err.value.field == "aggregator.kem_seed_file"
+    assert "64 bytes" in str(err.value)
+
+
+def test_an_unusable_aggregator_certificate_is_one_error_naming_it(tmp_path):
+    doc = _aggregator_doc(tmp_path)
+    Path(doc["aggregator"]["key"]).write_text("not a key")
+    with pytest.raises(ConfigError) as err:
+        AttachedTwin(load_attach_file(doc))
+    assert err.value.field == "aggregator.cert"

@@ -37,6 +37,7 @@ import hashlib
 import tempfile
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -324,15 +325,32 @@ class KmeKeySource(_BatchingSource):
         :meth:`key_by_id` (``dec_keys``).
     batch
         Keys per ``enc_keys`` request (``number``); the rest wait in memory for later epochs.
+    additional_slaves
+        Further slave SAEs entitled to every key drawn (ETSI ``additional_slave_SAE_IDs``,
+        e.g. a digital twin granted the aggregator's readings); they must sit behind the
+        slave's KME, which must allow multicast (``max_sae_id_count``).
     """
 
-    def __init__(self, client: KmeClient, peer_sae_id: str, *, batch: int = 8) -> None:
+    def __init__(
+        self,
+        client: KmeClient,
+        peer_sae_id: str,
+        *,
+        batch: int = 8,
+        additional_slaves: Sequence[str] = (),
+    ) -> None:
         super().__init__(batch)
         self.client = client
         self.peer_sae_id = peer_sae_id
+        self.additional_slaves = tuple(additional_slaves)
 
     def _draw(self, number: int, size_bits: int) -> list[tuple[str, bytes]]:
-        keys = self.client.get_keys(self.peer_sae_id, number=number, size=size_bits)
+        keys = self.client.get_keys(
+            self.peer_sae_id,
+            number=number,
+            size=size_bits,
+            additional_slave_sae_ids=self.additional_slaves,
+        )
         return [(k.key_id, k.material) for k in keys]
 
     def _fetch(self, key_id: str) -> bytes:

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -47,6 +47,9 @@ from qkdtwin.iot.transport import (
     parse_broker,
     topic,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import mlkem
 
 __all__ = ["IntervalReport", "TelemetryConfig", "TelemetrySession"]
 
@@ -226,6 +229,10 @@ class TelemetrySession:
         The in-process bus when ``config.broker == "memory"`` (a new one if ``None``).
     tap
         Optional callback seeing every plaintext reading before sealing (tests).
+    kem_private_key
+        The aggregator's ML-KEM-768 decapsulation key (default: a fresh one). Pass one to
+        share the aggregator's identity with another receiver, e.g. a digital twin granted
+        the readings (:mod:`qkdtwin.plant`).
 
     Raises
     ------
@@ -241,8 +248,10 @@ class TelemetrySession:
         *,
         bus: MemoryBus | None = None,
         tap: Any = None,
+        kem_private_key: mlkem.MLKEM768PrivateKey | None = None,
     ) -> None:
         self.config = config
+        self.kem_private_key = kem_private_key
         self.gateway_keys = gateway_keys
         self.aggregator_keys = aggregator_keys
         self.bus = bus
@@ -285,7 +294,9 @@ class TelemetrySession:
             self.bus = addr = self.bus or MemoryBus()
         else:
             addr = spec
-        kem = mlkem_keypair() if cfg.mode != "qkd-only" else None
+        kem = None
+        if cfg.mode != "qkd-only":
+            kem = self.kem_private_key or mlkem_keypair()
         tag = uuid.uuid4().hex[:8]
         self.aggregator = Aggregator(
             self.aggregator_keys,

@@ -63,6 +63,9 @@ class DevNetwork:
     operator_ids
         Operators that get a certificate (``pki.operators``) for the operator interface
         ``GET /kme/v1/links`` of every KME.
+    max_sae_id_count
+        Most ``additional_slave_SAE_IDs`` per ``enc_keys`` request (0: no multicast), as
+        :class:`~qkdtwin.kms.api.KmeConfig`.
 
     Raises
     ------
@@ -84,6 +87,7 @@ class DevNetwork:
         source: Callable[[tuple[str, str]], KeyMaterialSource] | None = None,
         run_feeders: bool = True,
         operator_ids: Sequence[str] = ("twin",),
+        max_sae_id_count: int = 0,
     ) -> None:
         known = set(kme_ids)
         for a, b in links:
@@ -99,6 +103,7 @@ class DevNetwork:
         )
         self.network = KmeNetwork(kmes=dict.fromkeys(self.kme_ids, ""), links=list(links))
         self.saes = dict(saes)
+        self.max_sae_id_count = int(max_sae_id_count)
         self._ports = dict(ports or {})
         url_of = store_url or (lambda kme, name: f"sqlite:///{directory / f'{kme}-{name}.db'}")
         self.stores: dict[str, dict[str, KeyStore]] = {k: {} for k in self.kme_ids}
@@ -147,7 +152,12 @@ class DevNetwork:
                     peers=peers,
                 )
                 self.nodes[kme] = node
-                app = create_app(KmeConfig(kme_id=kme, saes=self.saes), node=node)
+                app = create_app(
+                    KmeConfig(
+                        kme_id=kme, saes=self.saes, max_sae_id_count=self.max_sae_id_count
+                    ),
+                    node=node,
+                )
                 srv = make_server(
                     app,
                     host="127.0.0.1",

@@ -46,7 +46,11 @@ from qkdtwin.plant.scenario import PlantScenario, load_plant_scenario
 if TYPE_CHECKING:
     from qkdtwin.kms.client import KmeClient
 
-__all__ = ["Plant", "module_id_for"]
+__all__ = ["TWIN_SAE_ID", "Plant", "module_id_for"]
+
+#: SAE identity the attach file grants the twin (``plant.grant_twin_readings``): a second slave
+#: of every gateway key, behind the aggregator's KME.
+TWIN_SAE_ID = "sae-twin"
 
 Publish = Callable[[str, bytes], None]
 
@@ -145,6 +149,9 @@ class Plant:
         self.broker_spec = broker
         self.want_kmes = kmes
         self.want_iot = iot and kmes and broker is not None and sc.plant.devices_per_gateway > 0
+        #: The attach file grants the twin an aggregator SAE identity (decrypted readings).
+        self.grant_readings = self.want_iot and sc.plant.grant_twin_readings
+        self.kem_seed_file: Path | None = None
         self.host = host
         self.control_port = control_port
         self._sink = publish
@@ -270,6 +277,7 @@ class Plant:
             saes,
             initial_keys=0,
             run_feeders=False,
+            max_sae_id_count=1 if self.grant_readings else 0,
         ).start()
         for f in self.net.feeders:
             a, b = f.owners
@@ -281,20 +289,41 @@ class Plant:
     def _sae_map(self) -> dict[str, str]:
         saes = {f"sae-{gw}": gw for gw in self._gateways()}
         saes["sae-scada"] = self.scenario.aggregator()
+        if self.grant_readings:
+            saes[TWIN_SAE_ID] = self.scenario.aggregator()
         return saes
+
+    def _aggregator_kem(self) -> Any:
+        """Make the aggregator's ML-KEM-768 key; write its seed (0600) if the twin gets it."""
+        import os
+
+        from qkdtwin.iot.keys import mlkem_keypair
+
+        seed = os.urandom(64)
+        if self.grant_readings:
+            path = self.data_dir / "aggregator-kem.seed"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(seed.hex() + "\n")
+            self.kem_seed_file = path
+        return mlkem_keypair(seed)
 
     def _start_iot(self) -> None:
         from qkdtwin.iot import KmeKeySource, TelemetryConfig, TelemetrySession
 
         assert self.broker_url is not None
         agg = self.scenario.aggregator()
+        kem = self._aggregator_kem()
+        extra = (TWIN_SAE_ID,) if self.grant_readings else ()
         for i, gw in enumerate(self._gateways()):
             sae = f"sae-{gw}"
             gw_client = _LazyKmeClient(self, gw, sae)
             agg_client = _LazyKmeClient(self, agg, "sae-scada")
             self._kme_clients += [gw_client, agg_client]
             # duck-typed: KmeKeySource calls get_keys / get_keys_with_ids only
-            gw_src = KmeKeySource(cast("KmeClient", gw_client), "sae-scada", batch=4)
+            gw_src = KmeKeySource(
+                cast("KmeClient", gw_client), "sae-scada", batch=4, additional_slaves=extra
+            )
             agg_src = KmeKeySource(cast("KmeClient", agg_client), sae, batch=4)
             cfg = TelemetryConfig.build(
                 devices=self.cfg.devices_per_gateway,
@@ -305,7 +334,9 @@ class Plant:
                 interval_s=self.cfg.reporting_interval_s,
                 rekey_seconds=60.0,
             )
-            self.sessions.append(TelemetrySession(cfg, gw_src, agg_src).start())
+            self.sessions.append(
+                TelemetrySession(cfg, gw_src, agg_src, kem_private_key=kem).start()
+            )
 
     def _start_control(self) -> None:
         from qkdtwin.kms.tls import serve_in_thread
@@ -558,7 +589,25 @@ class Plant:
                 for gw in self._gateways()
                 if f"sae-{gw}" in pki.saes
             ]
+            if self.grant_readings and self.sessions:
+                cert, key = pki.saes[TWIN_SAE_ID]
+                tcfg = self.sessions[0].config
+                doc["aggregator"] = {
+                    "sae_id": TWIN_SAE_ID,
+                    "kme": self.scenario.aggregator(),
+                    "cert": str(cert),
+                    "key": str(key),
+                    "ca": str(pki.ca_cert),
+                    "kem_seed_file": str(self.kem_seed_file) if self.kem_seed_file else None,
+                    "group": tcfg.group_id,
+                    "scheme": tcfg.scheme,
+                    "mode": tcfg.mode,
+                    "edges": {s.config.edge_id: f"sae-{gw}" for s, gw in self._session_gateways()},
+                }
         return doc
+
+    def _session_gateways(self) -> list[tuple[Any, str]]:
+        return list(zip(self.sessions, self._gateways(), strict=False))
 
     def write_attach_file(self, path: Path) -> Path:
         """Write the attach file (YAML) and return its path."""

@@ -20,6 +20,9 @@ telemetry, KME counters, IIoT traffic) and the declarations of the attach file::
       detector_monitor: true         # modules report Bob's detector photocurrent
       devices_per_gateway: 2         # IIoT devices behind each edge gateway (0: none)
       aggregator: M1                 # node of the IIoT aggregator (the operator's SCADA)
+      grant_twin_readings: true      # the attach file grants the twin an aggregator SAE
+                                     # identity (its own SAE, entitled to the gateways' keys,
+                                     # and the aggregator's ML-KEM key): the twin decrypts
       declared_efficiency_error: 0.0 # attach file declares efficiency x (1 + this)
       kme_feed_every: 5              # intervals between key deliveries of a module to its
                                      # KMEs (staggered over the links: one SQLite transaction
@@ -128,6 +131,7 @@ class PlantSettings(_Strict):
     detector_monitor: bool = True
     devices_per_gateway: int = Field(default=2, ge=0, le=1000)
     aggregator: str | None = None
+    grant_twin_readings: bool = True
     declared_efficiency_error: float = Field(default=0.0, gt=-0.9, le=10.0)
     key_size_bits: int = Field(default=256, ge=64, le=8192, multiple_of=8)
     kme_max_keys: int = Field(default=20_000, ge=10, le=10**7)

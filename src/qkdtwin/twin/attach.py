@@ -20,7 +20,23 @@ one for its plant; for a real network the operator writes it::
 
 Optionally, ``sae_status`` lists SAE pairs whose ETSI GS QKD 014 ``status`` the twin polls with
 the master SAE's certificate (``[{kme, slave_sae_id, cert, key, ca}]``): the stored key count of
-the keys those two SAEs share. Relative certificate paths are read relative to the attach
+the keys those two SAEs share. Optionally, ``aggregator`` grants the twin an aggregator SAE
+identity, so that it decrypts the device readings instead of showing envelope metadata only::
+
+    aggregator:
+      sae_id: sae-twin                 # the twin's SAE: a slave of every gateway key
+      kme: M1                          # node whose KME it sits behind (listed under kmes)
+      cert: sae-twin.pem
+      key: sae-twin.key
+      ca: ca.pem
+      kem_seed_file: aggregator-kem.seed   # hex seed of the aggregator's ML-KEM-768 key
+                                           # (omit in qkd-only mode)
+      group: plant                     # Sparkplug-like group of the gateways' topics
+      scheme: fixed                    # fixed | mobile
+      mode: hybrid                     # hybrid | qkd-only | pqc-only
+      edges: {M4_GW1: sae-M4/GW1}      # edge id -> the gateway's (master) SAE ID
+
+Relative certificate paths are read relative to the attach
 file. A malformed file, an unknown link or node, or a missing certificate file is one
 :class:`ConfigError` naming the field (``kmes.M1.cert``).
 """
@@ -28,9 +44,16 @@ file. A malformed file, an unknown link or node, or a missing certificate file i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError, UnknownNameError
@@ -38,6 +61,7 @@ from qkdtwin.network.scenario import Scenario, load_scenario
 from qkdtwin.network.topology import link_id
 
 __all__ = [
+    "AttachAggregator",
     "AttachClock",
     "AttachFile",
     "AttachKme",
@@ -97,6 +121,27 @@ class AttachSaeStatus(_Strict):
         return f"sae:{self.kme}:{self.slave_sae_id}"
 
 
+class AttachAggregator(_Strict):
+    """An aggregator SAE identity granted to the twin: it may decrypt the device readings."""
+
+    sae_id: str = Field(min_length=1, max_length=128)
+    kme: str
+    cert: Path
+    key: Path
+    ca: Path
+    kem_seed_file: Path | None = None
+    group: str = Field(min_length=1, max_length=64)
+    scheme: Literal["fixed", "mobile"] = "fixed"
+    mode: Literal["hybrid", "qkd-only", "pqc-only"] = "hybrid"
+    edges: dict[str, str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _kem_when_needed(self) -> AttachAggregator:
+        if self.mode != "qkd-only" and self.kem_seed_file is None:
+            raise ValueError(f"kem_seed_file is required in {self.mode} mode")
+        return self
+
+
 class AttachFile(_Strict):
     """A validated attach file (see the module docstring)."""
 
@@ -108,6 +153,7 @@ class AttachFile(_Strict):
     links: dict[str, AttachLink]
     kmes: dict[str, AttachKme] = Field(default_factory=dict)
     sae_status: list[AttachSaeStatus] = Field(default_factory=list)
+    aggregator: AttachAggregator | None = None
 
     @field_validator("links")
     @classmethod
@@ -167,6 +213,22 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
                 field=f"links.{lid}",
                 value=lid,
             )
+
+    def resolve_files(obj: BaseModel, where: str, names: tuple[str, ...]) -> None:
+        for what in names:
+            p = getattr(obj, what)
+            if p is None:
+                continue
+            if not p.is_absolute():
+                p = (base / p).resolve()
+                setattr(obj, what, p)
+            if not p.is_file():
+                raise ConfigError(
+                    f"attach file {label}: {where}.{what}: no such file {str(p)!r}",
+                    field=f"{where}.{what}",
+                    value=str(p),
+                )
+
     for node, kme in att.kmes.items():
         if node not in topo.graph:
             raise UnknownNameError(
@@ -174,17 +236,7 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
                 field=f"kmes.{node}",
                 value=node,
             )
-        for what in ("cert", "key", "ca"):
-            p = getattr(kme, what)
-            if not p.is_absolute():
-                p = (base / p).resolve()
-                setattr(kme, what, p)
-            if not p.is_file():
-                raise ConfigError(
-                    f"attach file {label}: kmes.{node}.{what}: no such file {str(p)!r}",
-                    field=f"kmes.{node}.{what}",
-                    value=str(p),
-                )
+        resolve_files(kme, f"kmes.{node}", ("cert", "key", "ca"))
     for i, pair in enumerate(att.sae_status):
         if pair.kme not in att.kmes:
             raise UnknownNameError(
@@ -192,17 +244,15 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
                 field=f"sae_status.{i}.kme",
                 value=pair.kme,
             )
-        for what in ("cert", "key", "ca"):
-            p = getattr(pair, what)
-            if not p.is_absolute():
-                p = (base / p).resolve()
-                setattr(pair, what, p)
-            if not p.is_file():
-                raise ConfigError(
-                    f"attach file {label}: sae_status.{i}.{what}: no such file {str(p)!r}",
-                    field=f"sae_status.{i}.{what}",
-                    value=str(p),
-                )
+        resolve_files(pair, f"sae_status.{i}", ("cert", "key", "ca"))
+    if att.aggregator is not None:
+        if att.aggregator.kme not in att.kmes:
+            raise UnknownNameError(
+                f"attach file {label}: aggregator.kme: {att.aggregator.kme!r} is not under kmes",
+                field="aggregator.kme",
+                value=att.aggregator.kme,
+            )
+        resolve_files(att.aggregator, "aggregator", ("cert", "key", "ca", "kem_seed_file"))
     if len(set(att.module_map())) != len(att.links):
         raise ConfigError(f"attach file {label}: links: module ids must be unique", field="links")
     return att

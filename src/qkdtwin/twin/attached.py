@@ -5,8 +5,9 @@
 
 * link telemetry from the QKD modules over MQTT (:mod:`qkdtwin.interfaces`), validated,
   de-duplicated and ordered by :class:`~qkdtwin.twin.ingest.LinkStream`;
-* IIoT envelope metadata seen on MQTT (:class:`~qkdtwin.twin.ingest.IotMetadataStream`; the
-  twin cannot decrypt);
+* IIoT envelope metadata seen on MQTT (:class:`~qkdtwin.twin.ingest.IotMetadataStream`), and
+  the decrypted device readings only when the attach file grants the twin an aggregator SAE
+  identity (:class:`~qkdtwin.twin.ingest.IotReadings`; live only, a recording holds no keys);
 * the KMEs' operator interface (``GET /kme/v1/links``, polled with an operator certificate).
 
 The twin is split along its seams: *ingest* (``twin/ingest``) -> *estimation* (per link a
@@ -37,12 +38,13 @@ from qkdtwin.network.topology import link_id
 from qkdtwin.twin.attach import AttachFile
 from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
 from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator
-from qkdtwin.twin.ingest import IotMetadataStream, KmePoller, LinkStream, RawPoll
+from qkdtwin.twin.ingest import IotMetadataStream, IotReadings, KmePoller, LinkStream, RawPoll
 from qkdtwin.twin.layout import layered_layout
 from qkdtwin.twin.models import (
     AlarmEvent,
     AlarmView,
     AttachedState,
+    DeviceReadingView,
     DeviceView,
     IngestCounters,
     KmeLinkView,
@@ -51,6 +53,7 @@ from qkdtwin.twin.models import (
     LinkStatus,
     LinkView,
     NodeView,
+    ReadingsView,
     RouteView,
     SaePairView,
 )
@@ -146,7 +149,9 @@ class AttachedTwin:
             stale_intervals=max(3.0, 2.0 * attach.clock.rate / interval),
         )
         self.iot = IotMetadataStream()
-        interval = attach.reporting_interval_s
+        self.readings: IotReadings | None = None
+        if attach.aggregator is not None and not replay:
+            self.readings = IotReadings(attach.aggregator, attach.kmes[attach.aggregator.kme].url)
         self.detector_config = DetectorConfig(arl_days=self.arl_days)
         self.estimate_every = max(1, int(estimate_every))
         self.links: dict[str, _Link] = {}
@@ -223,6 +228,9 @@ class AttachedTwin:
                 self.births += 1  # module birth/death notices: liveness comes from the data
             else:
                 self.iot.offer(topic, payload, now)
+        if self.readings is not None and not topic.startswith(TOPIC_ROOT + "/"):
+            # outside the twin's lock: a key exchange fetches its key from the KME
+            self.readings.offer(topic, payload, now)
         for ev in events:
             self._publish(ev)
 
@@ -498,6 +506,7 @@ class AttachedTwin:
                 sae_pairs=list(self.sae_pairs.values()),
                 routes=[RouteView(**r) for r in self.responder.routes()],
                 devices=_devices(self.iot, now),
+                readings=self._readings_view(),
                 ingest=IngestCounters(
                     counts={
                         **counts,
@@ -509,6 +518,43 @@ class AttachedTwin:
                 arl_days=self.arl_days,
                 replay=self.replay,
             )
+
+    def _readings_view(self) -> ReadingsView:
+        if self.attach.aggregator is None:
+            return ReadingsView(
+                granted=False,
+                source="not-granted",
+                note="the attach file grants no aggregator identity: envelope metadata only",
+            )
+        if self.readings is None:
+            return ReadingsView(
+                granted=True,
+                source="replay",
+                note="a recording holds no key material: readings are live only",
+            )
+        return ReadingsView(
+            granted=True,
+            source="decrypted",
+            note=f"decrypted as {self.attach.aggregator.sae_id}; readings appear from the "
+            "first key exchange seen (a gateway's next rekey)",
+            counters=self.readings.counters(),
+            devices=[
+                DeviceReadingView(
+                    id=d.device_id,
+                    edge=d.edge,
+                    kind=d.kind,
+                    t=d.t,
+                    values=d.values,
+                    received_at=None if d.received_at != d.received_at else d.received_at,
+                )
+                for d in self.readings.latest()
+            ],
+        )
+
+    def close(self) -> None:
+        """Release the readings' KME client (if any)."""
+        if self.readings is not None:
+            self.readings.close()
 
     def history(
         self, link: str

@@ -213,6 +213,7 @@ class AttachedRunner:
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        self.twin.close()
 
 
 def replay(

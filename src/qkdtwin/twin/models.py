@@ -7,7 +7,7 @@ them is observed, estimated (with its interval) or derived; nothing is the netwo
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,7 @@ __all__ = [
     "AlarmEvent",
     "AlarmView",
     "AttachedState",
+    "DeviceReadingView",
     "DeviceView",
     "IngestCounters",
     "KmeLinkView",
@@ -23,6 +24,7 @@ __all__ = [
     "LinkStatus",
     "LinkView",
     "NodeView",
+    "ReadingsView",
     "RouteView",
     "SaePairView",
 ]
@@ -171,6 +173,27 @@ class DeviceView(BaseModel):
     gaps: int = 0
 
 
+class DeviceReadingView(BaseModel):
+    """A device's latest reading, decrypted by the twin in the aggregator's role."""
+
+    id: str
+    edge: str
+    kind: str
+    t: float = Field(description="the device's sample time, s")
+    values: dict[str, float] = Field(description="measurements, units in the names")
+    received_at: float | None = Field(description="network time of the carrying frame, s")
+
+
+class ReadingsView(BaseModel):
+    """Decrypted readings: only when the attach file grants an aggregator SAE identity."""
+
+    granted: bool = Field(description="the attach file grants the twin an aggregator identity")
+    source: Literal["decrypted", "not-granted", "replay"]
+    note: str
+    counters: dict[str, int] = Field(default_factory=dict)
+    devices: list[DeviceReadingView] = Field(default_factory=list)
+
+
 class IngestCounters(BaseModel):
     """What the ingest accepted and rejected (never stopping the twin)."""
 
@@ -201,6 +224,7 @@ class AttachedState(BaseModel):
     sae_pairs: list[SaePairView] = Field(default_factory=list)
     routes: list[RouteView]
     devices: list[DeviceView]
+    readings: ReadingsView
     ingest: IngestCounters
     arl_days: float = Field(description="configured false-alarm average run length per link, days")
     replay: bool = False

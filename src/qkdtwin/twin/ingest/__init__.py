@@ -6,8 +6,9 @@ message, or a silent KME, is counted and never stops the twin):
 * link telemetry of the QKD modules over MQTT (``qkdtwin/link/v1/<module_id>/perf``):
   :class:`LinkStream` validates, de-duplicates and orders it and tracks each module's
   staleness;
-* the clear metadata of the IIoT envelopes over MQTT (topics and record headers, never
-  decrypted): :class:`IotMetadataStream`;
+* the clear metadata of the IIoT envelopes over MQTT (topics and record headers):
+  :class:`IotMetadataStream`; and, only when the attach file grants the twin an aggregator SAE
+  identity, the decrypted readings: :class:`IotReadings`;
 * the KMEs' operator endpoint ``GET /kme/v1/links`` over mutual TLS: :class:`KmePoller`.
 
 :class:`MqttIngest` subscribes to both MQTT trees, :class:`IngestRouter` feeds the stages,
@@ -17,6 +18,7 @@ recording back, deterministically, because every stage takes the receive time ex
 
 from __future__ import annotations
 
+from qkdtwin.twin.ingest.iot_readings import DeviceReading, IotReadings
 from qkdtwin.twin.ingest.iot_stream import (
     EdgeMetadata,
     IotHealth,
@@ -74,11 +76,13 @@ __all__ = [
     "LINKS_PATH",
     "BadLine",
     "ConnectionState",
+    "DeviceReading",
     "EdgeMetadata",
     "IngestRouter",
     "IotHealth",
     "IotMetadataSnapshot",
     "IotMetadataStream",
+    "IotReadings",
     "KmeEndpoint",
     "KmeKeyCounts",
     "KmeLinkCounters",

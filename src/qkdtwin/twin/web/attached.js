@@ -442,6 +442,12 @@ async function refresh() {
     ]);
     rows($("#ingest tbody"), Object.entries(ig).filter(([, v]) => v), ([k, v]) => [[k], [v, "num"]]);
     rows($("#devices tbody"), st.devices.slice(0, 40), (d) => [[d.id], [d.status], [d.messages, "num"], [d.gaps, "num"]]);
+    const rd = st.readings || { devices: [], note: "" };
+    $("#readings-note").textContent = rd.source === "decrypted" ? `decrypted (${rd.counters.delivered || 0} readings)` : rd.note;
+    rows($("#readings tbody"), rd.devices.slice(0, 40), (d) => [
+      [d.id], [d.kind],
+      [Object.entries(d.values).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")], [fmt(d.t, 1), "num"],
+    ]);
     await drawCharts();
   } finally {
     ui.busy = false;
