@@ -480,3 +480,52 @@ def test_an_unusable_aggregator_certificate_is_one_error_naming_it(tmp_path):
     with pytest.raises(ConfigError) as err:
         AttachedTwin(load_attach_file(doc))
     assert err.value.field == "aggregator.cert"
+
+
+def test_an_alarm_assesses_the_keys_to_discard_at_both_ends(tmp_path):
+    plant, _twin, sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    pem = tmp_path / "op.pem"
+    pem.write_text("x")
+    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
+    doc["kmes"] = {"A": kme, "B": kme}
+    twin = AttachedTwin(load_attach_file(doc))
+    url = "https://127.0.0.1:9/kme/v1/links"
+    polls: list[tuple[float, int]] = []
+
+    def poll(k: int, t: float) -> None:
+        # the A-B stores add 10 keys and deliver 4 per interval (B's counters run 1,000 ahead)
+        for node, peer, off in (("A", "B", 0), ("B", "A", 1000)):
+            body = {"kme_id": node, "time": t, "relayed": None, "links": [
+                {"peer": peer, "enabled": True, "available": 5, "owned": 3, "reserved": 0,
+                 "added_total": off + 10 * k, "delivered_total": off + 4 * k,
+                 "erased_total": 0, "discarded_total": 0}]}  # fmt: skip
+            twin.on_poll(node, RawPoll(url, 200, json.dumps(body)), t)
+        polls.append((t, k))
+
+    k = 0
+    for _ in range(300):
+        feed(plant, twin, sink, 1)
+        k += 1
+        poll(k, plant.clock_epoch + plant.t + 0.05)
+    plant.attack("A-B", "fiber-tap", 0.5)
+    for _ in range(120):
+        feed(plant, twin, sink, 1)
+        if twin.alarms:  # raised on this interval's telemetry, before its poll
+            break
+        k += 1
+        poll(k, plant.clock_epoch + plant.t + 0.05)
+    alarm = twin.alarms[0]
+    ev = next(e for e in alarm.events if e.what == "discard-assessed")
+    assert ev.detail["since"] == alarm.onset
+    # independent count: intervals polled after the last poll at or before the onset
+    k0 = max(kk for t, kk in polls if t <= alarm.onset)
+    for end in ("A->B", "B->A"):
+        got = ev.detail["stores"][end]
+        assert (got["added"], got["delivered"], got["lower_bound"]) == (
+            10 * (k - k0),
+            4 * (k - k0),
+            False,
+        )
+    assert "off" in ev.detail["actuation"]

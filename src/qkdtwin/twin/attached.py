@@ -187,6 +187,8 @@ class AttachedTwin:
             for p in attach.sae_status
         }
         self.alarms: list[AlarmView] = []
+        #: (node, peer) -> (poll time, added_total, delivered_total), network time.
+        self._kme_counters: dict[tuple[str, str], deque[tuple[float, int, int]]] = {}
         self.responder = Responder(self.topology, scenario.build_demands(self.topology))
         self.t: float | None = None
         self.births = 0
@@ -269,6 +271,49 @@ class AttachedTwin:
                 )
                 for lk in res.response.links
             ]
+            for lk in res.response.links:
+                if lk.peer is not None:
+                    series = self._kme_counters.setdefault((node, lk.peer), deque(maxlen=7200))
+                    series.append((now, lk.added_total, lk.delivered_total))
+
+    def _keys_since(self, node: str, peer: str, since: float) -> dict[str, Any] | None:
+        """Keys a KME's store for ``peer`` added and delivered since ``since`` (network time).
+
+        From the operator counters polled so far: the change from the last poll at or before
+        ``since`` to the newest poll. With no poll that old, from the oldest one (then the
+        numbers are lower bounds).
+        """
+        series = self._kme_counters.get((node, peer))
+        if not series:
+            return None
+        base = None
+        for rec in series:
+            if rec[0] > since:
+                break
+            base = rec
+        lower_bound = base is None
+        if base is None:
+            base = series[0]
+        last = series[-1]
+        return {
+            "added": last[1] - base[1],
+            "delivered": last[2] - base[2],
+            "from_poll_at": base[0],
+            "lower_bound": lower_bound,
+        }
+
+    def _discard_assessment(self, lk: _Link, since: float) -> dict[str, Any]:
+        """Assess what discarding a link's keys since the change point takes, at both ends."""
+        ends = {}
+        for node, peer in ((lk.a, lk.b), (lk.b, lk.a)):
+            ends[f"{node}->{peer}"] = self._keys_since(node, peer, since)
+        return {
+            "since": since,
+            "stores": ends,
+            "actuation": "off: the twin does not act on the KMEs yet; keys added since the "
+            "change point should be discarded at both ends and keys delivered since then "
+            "replaced by an early rekey",
+        }
 
     def _on_sae_status(self, name: str, raw: RawPoll, now: float) -> None:
         view = self.sae_pairs.get(name)
@@ -423,6 +468,10 @@ class AttachedTwin:
                 t=t,
                 detail={**changed, "reroute_ms": (time.perf_counter() - t0) * 1e3},
             )
+        )
+        onset = det.change_point_t if det.change_point_t is not None else t
+        alarm.events.append(
+            AlarmEvent(what="discard-assessed", t=t, detail=self._discard_assessment(lk, onset))
         )
         return {"type": "alarm", "alarm": alarm.model_dump(mode="json")}
 

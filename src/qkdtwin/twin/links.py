@@ -87,6 +87,8 @@ class Block:
         Sifted bits of the key class and how many of them differ between Alice and Bob.
     key_bits
         Secret key produced, bits (before the twin decides whether to use it).
+    detected
+        Pulses with at least one click at Bob, all intensity classes (``>= sifted``).
     """
 
     t: float
@@ -94,6 +96,7 @@ class Block:
     sifted: int
     errors: int
     key_bits: float
+    detected: int = 0
 
     @property
     def qber(self) -> float:
@@ -150,6 +153,7 @@ class LinkEngine:
     min_bits: int = 1000
     attack: Attack = field(default_factory=NoAttack)
     sift_per_pulse: float = 0.0
+    detect_per_pulse: float = 0.0
     qber: float = 0.0
     key_rate_bps: float = 0.0
     calibrations: int = 0
@@ -223,6 +227,7 @@ class LinkEngine:
                 continue
             if res.sifted_bits > 0:
                 self.sift_per_pulse = res.sifted_bits / res.pulses
+                self.detect_per_pulse = max(res.detections, res.sifted_bits) / res.pulses
                 self.qber = float(res.qber)
                 self.key_rate_bps = max(0.0, float(res.secret_key_rate_bps))
                 self.calibrations += 1
@@ -258,13 +263,24 @@ class LinkEngine:
         }
 
     def run_block(self, t: float, dt: float, rng: np.random.Generator) -> Block:
-        """Sample one block of ``dt`` simulated seconds ending at ``t`` and keep it."""
+        """Sample one block of ``dt`` simulated seconds ending at ``t``.
+
+        Detections are binomial in the pulses with the calibrated detection probability, the
+        sifted bits binomial in the detections (their thinning: the same law as sampling them
+        from the pulses directly), the errors binomial in the sifted bits. The block is *not*
+        kept: what the twin knows of a link arrives through its ingest (:meth:`observe`).
+        """
         pulses = round(self.repetition_rate_hz * dt)
-        sifted = int(rng.binomial(pulses, min(1.0, self.sift_per_pulse)))
+        p_det = min(1.0, self.detect_per_pulse)
+        detected = int(rng.binomial(pulses, p_det))
+        p_sift = min(1.0, self.sift_per_pulse / p_det) if p_det > 0 else 0.0
+        sifted = int(rng.binomial(detected, p_sift)) if detected else 0
         errors = int(rng.binomial(sifted, min(1.0, max(0.0, self.qber)))) if sifted else 0
-        blk = Block(t, pulses, sifted, errors, self.key_rate_bps * dt)
+        return Block(t, pulses, sifted, errors, self.key_rate_bps * dt, detected)
+
+    def observe(self, blk: Block) -> None:
+        """Keep one block as the twin observed it (the ingest's released telemetry)."""
         self.blocks.append(blk)
-        return blk
 
     def window_blocks(self) -> int:
         """Return the number of newest blocks the alarm QBER pools (at least one)."""

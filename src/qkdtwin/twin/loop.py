@@ -6,7 +6,9 @@ One tick of ``tick_s`` simulated seconds:
 1. source (:class:`~qkdtwin.twin.sim_source.LinkSource`): every QKD link runs one block
    (:mod:`qkdtwin.twin.links`; one link per tick is recalibrated with the pulse-by-pulse engine,
    round robin); a link that is *up* hands its secret key to the KMEs at its ends
-   (:mod:`qkdtwin.twin.kmes`), a link in alarm hands over nothing;
+   (:mod:`qkdtwin.twin.kmes`), a link in alarm hands over nothing. Each block is published
+   as link telemetry (schema v1) and read back through the attached twin's ingest
+   (:class:`~qkdtwin.twin.ingest.LinkStream`): detection sees only what the ingest released;
 2. detection (:mod:`qkdtwin.twin.qber_rule`, pure): a link that is up and whose windowed QBER
    passed its threshold is to raise an alarm; a link whose attack was cleared is to come back
    (status ``recovering`` -> ``up``) as soon as its QBER is at or under the threshold again;
@@ -44,13 +46,14 @@ from qkdtwin.network import Demand
 from qkdtwin.network.topology import resolve_link
 from qkdtwin.twin.alarms import Alarm, AlarmLog
 from qkdtwin.twin.config import TwinScenario, load_twin_scenario
+from qkdtwin.twin.ingest import LinkStream
 from qkdtwin.twin.keynet import KeyNetwork
 from qkdtwin.twin.kmes import KmeLayer
 from qkdtwin.twin.layout import layered_layout
 from qkdtwin.twin.links import LinkEngine, make_attack
 from qkdtwin.twin.qber_rule import check_link, check_links
 from qkdtwin.twin.sim_respond import SimResponse, links_down
-from qkdtwin.twin.sim_source import LinkSource, build_links
+from qkdtwin.twin.sim_source import LinkSource, build_links, observed_block, sim_module_id
 from qkdtwin.twin.state import History, TwinDatabase
 from qkdtwin.twin.whatif import parse_sets, what_if
 
@@ -173,6 +176,8 @@ class Twin:
         self.db = TwinDatabase(db_url or f"sqlite:///{self.data_dir / 'twin.db'}")
         self.history = History(cfg.history, self.db)
         self.alarms = AlarmLog(self.db)
+        # the links' telemetry goes through the same ingest as an attached network's
+        self.ingest = LinkStream({sim_module_id(lid): lid for lid in self.links})
         self.source = LinkSource(
             self.links,
             self.status,
@@ -180,6 +185,7 @@ class Twin:
             self.rng,
             postprocess=cfg.postprocess,
             feed_every=cfg.kme_feed_every,
+            publish=self._ingest,
         )
         self.response = SimResponse(self.links, self.status, self.kmes, self.keynet, self.alarms)
         t0 = self.db.get_meta("t")
@@ -204,6 +210,11 @@ class Twin:
             cb(event)
 
     # -- the tick ------------------------------------------------------------------------------
+
+    def _ingest(self, topic: str, payload: bytes) -> None:
+        """Offer one telemetry message to the ingest; keep every block it releases."""
+        for msg in self.ingest.offer(topic, payload, self.t):
+            self.links[msg.link_id].observe(observed_block(msg))
 
     def _check(self, lid: str) -> list[dict[str, Any]]:
         """Run detection then response for one link after its block; return the events."""

@@ -8,16 +8,33 @@ handed to the KMEs at the link's ends while the link is ``up``, and the pending 
 to the KME stores staggered over the ticks (:meth:`LinkSource.deliver`). It reads the link
 statuses and never changes them: alarms are the detection's and response's business
 (:mod:`qkdtwin.twin.qber_rule`, :mod:`qkdtwin.twin.sim_respond`).
+
+The self-simulated twin sees its links the way the attached twin sees a real network's: every
+block is published as a link-telemetry message of the versioned schema
+(:func:`block_telemetry`, module ``sim-<link>``, one message per link per tick), and the twin
+reads it back through the same :class:`~qkdtwin.twin.ingest.LinkStream` (validation,
+de-duplication by ``(module, seq)``, ordering, staleness) before any decision
+(:func:`observed_block`). The source is coarser than the plant's modules: it samples, from the
+last calibration, the detections of all classes, the key class's sifted bits and their errors,
+so a message carries *one* intensity class (the signal's mean photon number, all pulses
+``sent``); the attached twin's estimator, which needs every class, is not run on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from qkdtwin.errors import UnknownNameError
+from qkdtwin.interfaces import (
+    IntensityCounts,
+    LinkTelemetry,
+    PhysPerf,
+    QkdlPerformance,
+    perf_topic,
+)
 from qkdtwin.network import Topology
 from qkdtwin.network.topology import default_length_km, resolve_link
 from qkdtwin.qkd import Attack, NoAttack
@@ -25,7 +42,67 @@ from qkdtwin.twin.config import TwinSettings
 from qkdtwin.twin.kmes import KmeLayer
 from qkdtwin.twin.links import Block, LinkEngine, link_id
 
-__all__ = ["LinkSource", "build_links"]
+__all__ = ["LinkSource", "block_telemetry", "build_links", "observed_block", "sim_module_id"]
+
+#: ``publish(topic, payload)``: where the source's telemetry goes (the twin's ingest).
+Publish = Callable[[str, bytes], None]
+
+
+def sim_module_id(lid: str) -> str:
+    """Return the module ID of a self-simulated link's telemetry: ``sim-<link>``."""
+    return f"sim-{lid}"
+
+
+def block_telemetry(engine: LinkEngine, blk: Block, seq: int, dt: float) -> LinkTelemetry:
+    """One block as a link-telemetry message (schema version 1) of module ``sim-<link>``.
+
+    One intensity class: the source's mean photon number, every pulse ``sent``, the
+    detections of all classes, the key class's sifted bits and errors (see the module
+    docstring). ``secret_bits`` is the block's key rounded down to whole bits.
+    """
+    mu = float(getattr(engine.model.source, "mu", 1.0))
+    qber = blk.errors / blk.sifted if blk.sifted else None
+    return LinkTelemetry(
+        module_id=sim_module_id(engine.id),
+        link_id=engine.id,
+        local_node=engine.a,
+        remote_node=engine.b,
+        seq=seq,
+        interval_start=blk.t - dt,
+        interval_end=blk.t,
+        protocol=engine.protocol,
+        repetition_rate_hz=engine.repetition_rate_hz,
+        intensities=[
+            IntensityCounts(
+                intensity=mu,
+                sent=blk.pulses,
+                detected=blk.detected,
+                sifted=blk.sifted,
+                errors=blk.errors,
+            )
+        ],
+        sifted_bits=blk.sifted,
+        errors=blk.errors,
+        qber=qber,
+        secret_bits=int(blk.key_bits),
+        qkdl_performance=QkdlPerformance(
+            skr=engine.key_rate_bps,
+            eskr=engine.key_rate_bps,
+            phys_perf=[] if qber is None else [PhysPerf(perf_type="QBER", value=qber)],
+        ),
+    )
+
+
+def observed_block(msg: LinkTelemetry) -> Block:
+    """Return the block a released telemetry message describes (what the rule reads)."""
+    return Block(
+        t=msg.interval_end,
+        pulses=sum(c.sent for c in msg.intensities),
+        sifted=msg.sifted_bits,
+        errors=msg.errors,
+        key_bits=float(msg.secret_bits),
+        detected=sum(c.detected for c in msg.intensities),
+    )
 
 
 def build_links(
@@ -94,6 +171,9 @@ class LinkSource:
         Run the classical chain on each round-robin calibration.
     feed_every
         Deliver a link's pending keys to its stores every ``feed_every`` ticks.
+    publish
+        Where every block's telemetry goes, ``publish(topic, payload)`` (the twin's ingest);
+        ``None``: nowhere.
     """
 
     def __init__(
@@ -105,6 +185,7 @@ class LinkSource:
         *,
         postprocess: bool,
         feed_every: int,
+        publish: Publish | None = None,
     ) -> None:
         self.links = links
         self.status = status
@@ -112,14 +193,24 @@ class LinkSource:
         self.rng = rng
         self.postprocess = postprocess
         self.feed_every = feed_every
+        self.publish = publish
+        self.seq: dict[str, int] = dict.fromkeys(links, 0)
         self.rr = 0
 
     def block(self, lid: str, t: float, dt: float) -> Block:
-        """Run one block of ``lid`` ending at ``t``; its key goes to the KMEs if the link is up."""
-        blk = self.links[lid].run_block(t, dt, self.rng)
+        """Run one block of ``lid`` ending at ``t``; its key goes to the KMEs if the link is up.
+
+        The block's telemetry is published (:func:`block_telemetry`).
+        """
+        lk = self.links[lid]
+        blk = lk.run_block(t, dt, self.rng)
         self.kmes.mark_block(lid)
         if self.status[lid] == "up":
             self.kmes.produce(lid, blk.key_bits)
+        if self.publish is not None:
+            self.seq[lid] += 1
+            msg = block_telemetry(lk, blk, self.seq[lid], dt)
+            self.publish(perf_topic(msg.module_id), msg.model_dump_json().encode())
         return blk
 
     def run(self, t: float, dt: float) -> list[str]:
