@@ -1017,10 +1017,11 @@ def speed_note(r: dict[str, Any]) -> str:
     return (
         f"- **With the twin attached, the {r['links']}-link plant with KMEs falls behind real "
         f"time** (plant speed {r['plant_speed']:.2f}): {alone}one `Plant.step` (an interval of "
-        "every module) costs ~0.5 s of CPU for 100 links even without IIoT and twin, ~90 % of it "
-        "in `KmeFeeder.push` -> `KeyStore.add_keys` (SQLAlchemy/SQLite, 4 transactions per link "
-        "per interval; cProfile of `Plant.step` in-process, measured separately for this "
-        "benchmark). The IIoT sessions and the twin's polls (every KME's operator interface, "
+        "every module) costs ~0.2 s of CPU for 100 links even without IIoT and twin, most of it "
+        "in the modules' key deliveries to their KMEs (`KeyStore.add_keys`, SQLAlchemy/SQLite; "
+        "each module delivers every `kme_feed_every` = 5 intervals, staggered; cProfile of "
+        "`Plant.step` in-process, measured separately). The IIoT sessions and the twin's "
+        "polls (every KME's operator interface, "
         "and every gateway's SAE key status when listed, once per wall second; served by KME "
         "threads) run in the same process and share one GIL with the step loop, so plant time "
         "slows down: fewer than one message per link per second reaches the twin, each more "
@@ -1125,6 +1126,63 @@ files under src/: {nb[0]} before, {nb[1]} after), so cache warmth does not apply
 {est}"""
 
 
+def cpu_rows_for(quick: bool, warmup: float, seconds: float, log: Any) -> list[dict]:
+    """Section 4's cases: the seed plant, then (full runs) the 100-link plant with and without
+    KMEs."""
+    rows = [
+        run_cpu_case(
+            "seed (examples/plant-seed.yaml)",
+            ROOT / "examples" / "plant-seed.yaml",
+            True,
+            warmup,
+            seconds,
+            log,
+        )
+    ]
+    if not quick:
+        path = Path(tempfile.mkdtemp(prefix="twin-attach-scn-")) / "plant-hier100.yaml"
+        path.write_text(yaml.safe_dump(big_plant_scenario(), sort_keys=False))
+        big = "hierarchical 4 x 4 x 5, 13 devices per gateway"
+        row = run_cpu_case(big, path, True, warmup, seconds, log, alone_s=20.0)
+        rows.append(row)
+        if row.get("error"):
+            rows.append(run_cpu_case(big, path, False, warmup, seconds, log, alone_s=20.0))
+        rows.append(run_cpu_case(big, path, False, warmup, seconds, log, kmes=False))
+    return rows
+
+
+def only_cpu(args: argparse.Namespace) -> None:
+    """``--only-cpu``: rerun section 4 and splice it into the existing section."""
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    warmup, seconds = (10.0, 10.0) if args.quick else (120.0, 60.0)
+    nb0 = numba_cache_files()
+    rows = cpu_rows_for(args.quick, warmup, seconds, log)
+    exe = Path(sys.executable)
+    py = str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else "python"
+    cmd = f"{py} benchmarks/twin_attach.py " + " ".join(sys.argv[1:])
+    body = section_cpu(rows, warmup, seconds, (nb0, numba_cache_files()))
+    body = body.replace(
+        "\n\nTwo processes",
+        f"\n\nRerun alone: `{cmd.strip()}`, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores "
+        "(sections 1-3 are from the run above).\n\nTwo processes",
+        1,
+    )
+    print(body)
+    if args.write:
+        text = args.write.read_text()
+        begin, end = "<!-- begin:twin-attach -->", "<!-- end:twin-attach -->"
+        i, j = text.find(begin), text.find(end)
+        k = text.find("### 4. CPU", i)
+        if i < 0 or j < 0 or not (i < k < j):
+            sys.exit("--only-cpu needs an existing twin-attach section with a section 4")
+        args.write.write_text(text[:k] + body.rstrip() + "\n" + text[j:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path, default=None)
@@ -1133,7 +1191,15 @@ def main() -> None:
     ap.add_argument("--coverage-seeds", type=int, default=None, help="seeds per row of 3 (500)")
     ap.add_argument("--days", type=float, default=None, help="link-days of the main row of 2")
     ap.add_argument("--skip-cpu", action="store_true", help="leave out section 4")
+    ap.add_argument(
+        "--only-cpu",
+        action="store_true",
+        help="run section 4 alone and replace only it in the --write file's section",
+    )
     args = ap.parse_args()
+    if args.only_cpu:
+        only_cpu(args)
+        return
     quick = args.quick
     seeds = args.seeds or (8 if quick else 200)
     check_seeds = 1 if quick else 10
@@ -1169,25 +1235,7 @@ def main() -> None:
     nb0 = numba_cache_files()
     if not args.skip_cpu:
         log("4. CPU")
-        cpu_rows.append(
-            run_cpu_case(
-                "seed (examples/plant-seed.yaml)",
-                ROOT / "examples" / "plant-seed.yaml",
-                True,
-                warmup,
-                seconds,
-                log,
-            )
-        )
-        if not quick:
-            path = Path(tempfile.mkdtemp(prefix="twin-attach-scn-")) / "plant-hier100.yaml"
-            path.write_text(yaml.safe_dump(big_plant_scenario(), sort_keys=False))
-            big = "hierarchical 4 x 4 x 5, 13 devices per gateway"
-            row = run_cpu_case(big, path, True, warmup, seconds, log, alone_s=20.0)
-            cpu_rows.append(row)
-            if row.get("error"):
-                cpu_rows.append(run_cpu_case(big, path, False, warmup, seconds, log, alone_s=20.0))
-            cpu_rows.append(run_cpu_case(big, path, False, warmup, seconds, log, kmes=False))
+        cpu_rows = cpu_rows_for(quick, warmup, seconds, log)
     nb1 = numba_cache_files()
     total = time.perf_counter() - t_all
     cpu_name = "unknown CPU"
