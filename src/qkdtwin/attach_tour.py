@@ -65,6 +65,9 @@ class TourResult:
     links: list[dict[str, Any]] = field(default_factory=list)
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     calibration_wall_s: float = 0.0
+    #: Devices whose readings the twin decrypted (the plant grants it an aggregator identity).
+    readings_devices: int = 0
+    readings_delivered: int = 0
     url: str | None = None
     control_url: str | None = None
 
@@ -191,6 +194,19 @@ def run_attach_tour(
                     "true_loss_db": tl,
                 }
             )
+        rd = st.readings
+        result.readings_devices = len(rd.devices)
+        result.readings_delivered = int(rd.counters.get("delivered", 0))
+        if rd.source == "decrypted":
+            log(
+                f"twin as the aggregator ({rd.note.split(';')[0]}): {result.readings_delivered} "
+                f"readings from {result.readings_devices} devices verified and decrypted"
+            )
+            for d in rd.devices[:2]:
+                vals = ", ".join(f"{k} {v:.2f}" for k, v in d.values.items())
+                log(f"  {d.id} ({d.kind}): {vals}")
+        else:
+            log(f"device readings: {rd.note}")
         if keep is not None:
             keep(runner, result)
     finally:

@@ -30,6 +30,9 @@ def test_attach_demo_detects_pns_and_a_fibre_tap_from_statistics(tmp_path):
     assert all(0 <= a["delay_s"] <= 120 for a in res["attacks"])
     assert res["false_alarms"] == []
     assert len(res["links"]) == 12
+    # the plant grants the twin the aggregator's identity: every device's readings decrypted
+    assert res["readings_devices"] == 12
+    assert res["readings_delivered"] > 0
 
 
 def test_live_record_then_replay_gives_the_same_alarms(tmp_path):
