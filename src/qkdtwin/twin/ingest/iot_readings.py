@@ -24,6 +24,7 @@ What it can and cannot do:
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -130,15 +131,13 @@ class IotReadings:
         self.ignored = 0
         self.aggregators: dict[str, Aggregator] = {}
         for edge, master in spec.edges.items():
-            src = (
-                None if self._client is None else KmeKeySource(self._client, master, batch=1)  # type: ignore[arg-type]
-            )
+            src = None if self._client is None else KmeKeySource(self._client, master, batch=1)
             self.aggregators[edge] = Aggregator(
                 src,
                 kem,
                 scheme=spec.scheme,
                 mode=spec.mode,
-                on_reading=lambda r, edge=edge: self._on_reading(edge, r),
+                on_reading=functools.partial(self._on_reading, edge),
             )
 
     def _on_reading(self, edge: str, reading: Reading) -> None:
