@@ -5,30 +5,40 @@ Commands:
 * ``kms pki init DIR [--kme ID]... [--sae ID]... [--operator ID]... [--json]`` — development
   CA, KME (server), SAE (client) and operator (client of ``GET /kme/v1/links``) certificates
   in DIR.
-* ``kms serve --config KME.yaml`` — one KME over HTTPS with mutual TLS (format in
-  :class:`ServeConfig`).
+* ``kms serve --config KME.yaml [--json]`` — one KME over HTTPS with mutual TLS (format in
+  :class:`ServeConfig`); prints the URL it listens on once it accepts connections.
 * ``kms status|get-keys|get-keys-with-ids`` — an ETSI 014 client, authenticated by
   ``--cert/--key`` and trusting ``--ca``; prints one JSON object.
-* ``kms dev-pair DIR [--port-a P] [--port-b P] [--db URL] [--json]`` — a fresh PKI in DIR and
-  two KMEs on loopback (``sae-a`` behind ``kme-a``, ``sae-b`` behind ``kme-b``) fed by a
-  simulated decoy-BB84 link; runs until interrupted.
+* ``kms dev-pair DIR [--port-a P] [--port-b P] [--db URL] [--feed random|pipeline|none]
+  [--json]`` — a fresh PKI in DIR and two KMEs on loopback (``sae-a`` behind ``kme-a``,
+  ``sae-b`` behind ``kme-b``) fed by a simulated decoy-BB84 link; runs until interrupted.
 
 Bad input and KME refusals raise :class:`~qkdtwin.errors.QkdTwinError`;
-:func:`qkdtwin.cli.main` turns them into one stderr line and exit status 2.
+:func:`qkdtwin.cli.main` turns them into one stderr line and exit status 2. Bad input is
+checked before anything starts: a missing certificate, key, CA, config or key file (the
+message names the path, and ``kms pki init`` when a PKI file is missing), a store URL that
+is neither ``sqlite:///PATH`` nor ``postgresql://...`` or cannot be opened, a KME URL that
+is not ``https://HOST:PORT``, and a port in use.
 """
 
 from __future__ import annotations
 
 import base64
+import os
+import re
+import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qkdtwin._cli_common import JsonOpt, emit_json
 from qkdtwin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from qkdtwin.kms import KeyStore
 
 __all__ = ["ServeConfig", "kms_app"]
 
@@ -69,7 +79,7 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = 8443
+    port: int = Field(8443, ge=0, le=65535)
     db: str = "sqlite:///kme.db"
     cert: Path
     key: Path
@@ -82,19 +92,177 @@ class ServeConfig(BaseModel):
     relayed_db: str | None = None
 
 
+# --------------------------------------------------------------------------- input checks
+#: The store URLs the kms commands accept, for messages.
+STORE_URLS = "sqlite:///PATH or postgresql://USER@HOST/DB"
+
+
+def _one_line(exc: BaseException | str) -> str:
+    """Return the text of an error on one line (no ``(_ssl.c:N)``, no SQLAlchemy links)."""
+    text = str(exc).split("\n(Background on this error")[0]
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
+    return " ".join(text.split())
+
+
+def _reason(exc: BaseException) -> str:
+    """Return the operating system's reason (``No such file or directory``) or the message."""
+    strerror = exc.strerror if isinstance(exc, OSError) else None
+    return _one_line(strerror or exc)
+
+
+def _require_file(path: Path, what: str, *, pki: bool = False) -> Path:
+    """Return ``path`` if it is a file; else raise a ConfigError naming ``what`` and the path.
+
+    ``pki``: the file belongs to a PKI, so a missing one says to run ``kms pki init`` first.
+    """
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a directory, not a file", field=what, value=path)
+    hint = f" (no PKI yet? run `qkdtwin kms pki init {path.parent}` first)" if pki else ""
+    raise ConfigError(f"{what}: no such file: {path}{hint}", field=what, value=str(path))
+
+
+def _check_tls_files(cert: tuple[str, Path], key: tuple[str, Path], ca: tuple[str, Path]) -> None:
+    """Check that a certificate, its key and a CA exist and load; each is ``(what, path)``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the missing or unreadable file (and ``kms pki init`` when one is missing).
+    """
+    import ssl
+
+    for what, path in (cert, key, ca):
+        _require_file(path, what, pki=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(cafile=str(ca[1]))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{ca[0]}: cannot load CA certificate {ca[1]} ({_reason(exc)})", field=ca[0]
+        ) from None
+    try:
+        ctx.load_cert_chain(str(cert[1]), str(key[1]))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{cert[0]}/{key[0]}: cannot load certificate {cert[1]} with key {key[1]}"
+            f" ({_reason(exc)})",
+            field=cert[0],
+        ) from None
+
+
+def _check_store_url(url: str, what: str = "--db") -> Any:
+    """Return the parsed SQLAlchemy URL of a store, if it is one the KMS accepts.
+
+    Raises
+    ------
+    ConfigError
+        For anything but ``sqlite:///PATH`` and ``postgresql://...`` (also ``postgres://``
+        and ``postgresql+psycopg://``); the message names the value and what is accepted.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed = None
+    ok = parsed is not None and (
+        (parsed.drivername == "sqlite" and bool(parsed.database))
+        or parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg")
+    )
+    if not ok:
+        raise ConfigError(
+            f"{what}: not a store URL: {url!r} (use {STORE_URLS})",
+            field=what,
+            value=url,
+            allowed=STORE_URLS,
+        )
+    return parsed
+
+
+def _open_store(url: str, what: str = "--db", **kwargs: Any) -> KeyStore:
+    """Open a :class:`~qkdtwin.kms.KeyStore`, turning every failure into one ConfigError.
+
+    ``kwargs`` go to the store (``kek``, ``max_key_count``, ``ttl_s``).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from qkdtwin.kms import KeyStore
+
+    parsed = _check_store_url(url, what)
+    if parsed.drivername == "sqlite" and parsed.database != ":memory:":
+        parent = Path(parsed.database).parent
+        if not parent.is_dir():
+            raise ConfigError(
+                f"{what}: {url}: directory {parent} does not exist", field=what, value=url
+            )
+    try:
+        return KeyStore(url, **kwargs)
+    except SQLAlchemyError as exc:
+        raise _store_error(what, url, exc) from None
+
+
+def _store_error(what: str, url: str, exc: BaseException) -> ConfigError:
+    """Return the error for a store URL that parses but cannot be opened (password hidden)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # only for the message
+        shown = url
+    cause = _one_line(getattr(exc, "orig", None) or exc)
+    return ConfigError(f"{what}: cannot open the store {shown} ({cause})", field=what)
+
+
+def _kme_url(url: str) -> str:
+    """Return ``url`` if it is ``https://HOST[:PORT]``; else raise a ConfigError naming it."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme == "https" and bool(parts.hostname)
+        _ = parts.port  # ValueError for a port that is not a number in range
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"--kme: not a KME URL: {url!r} (use https://HOST:PORT)", field="kme", value=url
+        )
+    return url
+
+
+def _announce(line: str | dict[str, Any]) -> None:
+    """Print one human line or one JSON line on stdout, and flush (a reader waits for it)."""
+    if isinstance(line, dict):
+        emit_json(line)
+    else:
+        typer.echo(line)
+    sys.stdout.flush()
+
+
 def _load_serve_config(path: Path) -> ServeConfig:
     import yaml
 
+    _require_file(path, "--config")
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}", field="config") from exc
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path} ({_reason(exc)})", field="config") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})", field="config") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of settings (see examples/kms-kme-a.yaml)",
+            field="config",
+        )
     try:
         return ServeConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {loc}: {first['msg']}", field=loc) from exc
+        raise ConfigError(f"{path}: {loc}: {_one_line(first['msg'])}", field=loc) from exc
 
 
 @pki_app.command("init")
@@ -134,74 +302,139 @@ def pki_init(
         "kmes": files(pki.kmes),
         "saes": files(pki.saes),
         "operators": files(pki.operators),
+        "kek": str(pki.kek),
     }
     if as_json:
         emit_json(out)
     else:
         typer.echo(
             f"CA: {pki.ca_cert}; KMEs: {', '.join(pki.kmes)}; SAEs: {', '.join(pki.saes)}; "
-            f"operators: {', '.join(pki.operators)}"
+            f"operators: {', '.join(pki.operators)}; key-encryption key: {pki.kek}"
         )
 
 
 @kms_app.command("serve")
 def serve(
     config: Annotated[Path, typer.Option("--config", help="KME YAML file.")],
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Once listening, print one JSON line (url, kme_id, host, port, pid), not a"
+            " human line.",
+        ),
+    ] = False,
 ) -> None:
-    """Run one KME over HTTPS with mutual TLS until interrupted."""
-    from qkdtwin.kms import KeyStore, KmeConfig, create_app
+    """Run one KME over HTTPS with mutual TLS until interrupted.
+
+    Once it accepts connections it prints the URL it listens on (one line; with ``--json``
+    one JSON object). Missing certificates, a bad store URL or a port in use end with one
+    error line and exit status 2 before anything starts.
+    """
+    from qkdtwin.kms import KmeConfig, create_app
+    from qkdtwin.kms._listen import PreboundServer, listen_socket
     from qkdtwin.kms.tls import make_server
 
     cfg = _load_serve_config(config)
     try:
         kme = KmeConfig.model_validate(cfg.kme)
     except ValidationError as exc:
-        raise ConfigError(f"{config}: kme: {exc.errors()[0]['msg']}", field="kme") from exc
-    kek = cfg.kek_file.read_bytes() if cfg.kek_file is not None else None
-
-    def open_store(url: str) -> KeyStore:
-        return KeyStore(url, kek=kek, max_key_count=kme.max_key_count, ttl_s=cfg.ttl_s)
-
-    store = open_store(cfg.db)
-    stores = [store]
-    node = None
+        msg = _one_line(exc.errors()[0]["msg"])
+        raise ConfigError(f"{config}: kme: {msg}", field="kme") from exc
+    network = None
     if cfg.network is not None:
-        from qkdtwin.kms.peering import KmeNetwork, KmeNode, PeerClient
+        from qkdtwin.kms.peering import KmeNetwork
 
         try:
             network = KmeNetwork.model_validate(cfg.network)
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{config}: network.{loc}: {first['msg']}", field="network") from exc
+            msg = _one_line(first["msg"])
+            raise ConfigError(f"{config}: network.{loc}: {msg}", field="network") from exc
         missing = set(network.neighbours(kme.kme_id)) - set(cfg.link_dbs)
         if missing:
             raise ConfigError(
                 f"{config}: link_dbs lacks the link pool of neighbour(s) {sorted(missing)}",
                 field="link_dbs",
             )
-        links = {peer: open_store(url) for peer, url in cfg.link_dbs.items()}
-        relayed = open_store(cfg.relayed_db) if cfg.relayed_db else None
-        stores += [*links.values(), *([relayed] if relayed else [])]
-        node = KmeNode(
-            kme.kme_id,
-            network,
-            links=links,
-            relayed=relayed,
-            local=store,
-            peers=PeerClient(cfg.cert, cfg.key, cfg.ca),
-        )
-    server = make_server(
-        create_app(kme, None if node else store, node=node),
-        host=cfg.host,
-        port=cfg.port,
-        certfile=cfg.cert,
-        keyfile=cfg.key,
-        ca_certs=cfg.ca,
+    _check_tls_files(
+        (f"{config}: cert", cfg.cert), (f"{config}: key", cfg.key), (f"{config}: ca", cfg.ca)
     )
+    kek = None
+    if cfg.kek_file is not None:
+        _require_file(cfg.kek_file, f"{config}: kek_file")
+        from qkdtwin.kms.kek import load_kek
+
+        try:
+            kek = load_kek(cfg.kek_file)
+        except ConfigError as exc:
+            raise ConfigError(f"{config}: kek_file: {exc}", field="kek_file") from None
+    urls = [
+        (f"{config}: db", cfg.db),
+        *((f"{config}: link_dbs.{peer}", u) for peer, u in cfg.link_dbs.items()),
+        *([(f"{config}: relayed_db", cfg.relayed_db)] if cfg.relayed_db else []),
+    ]
+    for what, url in urls:
+        _check_store_url(url, what)
+
+    sock = listen_socket(cfg.host, cfg.port)  # before any store: a port in use changes nothing
+    stores: list[KeyStore] = []
+    node = None
+
+    def open_store(url: str, what: str) -> KeyStore:
+        st = _open_store(url, what, kek=kek, max_key_count=kme.max_key_count, ttl_s=cfg.ttl_s)
+        stores.append(st)
+        return st
+
     try:
-        server.run()
+        store = open_store(cfg.db, f"{config}: db")
+        if network is not None:
+            from qkdtwin.kms.peering import KmeNode, PeerClient
+
+            links = {
+                peer: open_store(url, f"{config}: link_dbs.{peer}")
+                for peer, url in cfg.link_dbs.items()
+            }
+            relayed = (
+                open_store(cfg.relayed_db, f"{config}: relayed_db") if cfg.relayed_db else None
+            )
+            node = KmeNode(
+                kme.kme_id,
+                network,
+                links=links,
+                relayed=relayed,
+                local=store,
+                peers=PeerClient(cfg.cert, cfg.key, cfg.ca),
+            )
+        port = int(sock.getsockname()[1])
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        url = f"https://{host}:{port}"
+
+        def announce() -> None:
+            info = {"url": url, "kme_id": kme.kme_id, "host": cfg.host, "port": port}
+            if as_json:
+                _announce({**info, "pid": os.getpid()})
+            else:
+                _announce(f"{kme.kme_id} listening on {url} (Ctrl-C to stop)")
+
+        app = create_app(kme, None if node else store, node=node)
+        server_config = make_server(
+            app, host=cfg.host, port=port, certfile=cfg.cert, keyfile=cfg.key, ca_certs=cfg.ca
+        ).config
+        try:
+            server_config.load()  # the TLS context, here rather than inside the event loop
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(
+                f"{config}: cannot set up TLS from cert {cfg.cert}, key {cfg.key} and ca"
+                f" {cfg.ca} ({_reason(exc)})",
+                field="cert",
+            ) from exc
+        PreboundServer(server_config, [sock], on_started=announce).run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly; exit 0
+        pass
     finally:
+        sock.close()
         if node is not None:
             node.peers.close()
         for st in stores:
@@ -212,6 +445,15 @@ CertOpt = Annotated[Path, typer.Option("--cert", help="SAE certificate (PEM).")]
 KeyOpt = Annotated[Path, typer.Option("--key", help="SAE private key (PEM).")]
 CaOpt = Annotated[Path, typer.Option("--ca", help="CA that signed the KME (PEM).")]
 UrlOpt = Annotated[str, typer.Option("--kme", help="KME base URL, https://host:port.")]
+
+
+def _client(kme: str, cert: Path, key: Path, ca: Path) -> Any:
+    """Return a :class:`~qkdtwin.kms.client.KmeClient`, after checking its URL and files."""
+    from qkdtwin.kms.client import KmeClient
+
+    _kme_url(kme)
+    _check_tls_files(("--cert", cert), ("--key", key), ("--ca", ca))
+    return KmeClient(kme, cert, key, ca)
 
 
 def _keys_json(keys: list[Any]) -> dict[str, Any]:
@@ -229,9 +471,7 @@ def status(
     ca: CaOpt,
 ) -> None:
     """Print the ETSI Status object for the pool shared with SLAVE_SAE_ID."""
-    from qkdtwin.kms.client import KmeClient
-
-    with KmeClient(kme, cert, key, ca) as c:
+    with _client(kme, cert, key, ca) as c:
         emit_json(c.status(slave_sae_id))
 
 
@@ -246,9 +486,7 @@ def get_keys(
     size: Annotated[int | None, typer.Option("--size", help="Key size in bits.")] = None,
 ) -> None:
     """Get new keys as master SAE; print the Key container."""
-    from qkdtwin.kms.client import KmeClient
-
-    with KmeClient(kme, cert, key, ca) as c:
+    with _client(kme, cert, key, ca) as c:
         emit_json(_keys_json(c.get_keys(slave_sae_id, number=number, size=size)))
 
 
@@ -262,9 +500,7 @@ def get_keys_with_ids(
     ca: CaOpt,
 ) -> None:
     """Get keys by ID as slave SAE; print the Key container."""
-    from qkdtwin.kms.client import KmeClient
-
-    with KmeClient(kme, cert, key, ca) as c:
+    with _client(kme, cert, key, ca) as c:
         emit_json(_keys_json(c.get_keys_with_ids(master_sae_id, key_ids)))
 
 
@@ -276,14 +512,31 @@ def import_keys(
     db: Annotated[
         list[str], typer.Option("--db", help="Store URL; repeat for both ends of the link.")
     ],
+    kek_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--kek-file",
+            help="Key-encryption key of the stores (kek.bin of `kms pki init`); without it"
+            " a new store is unwrapped and a wrapped store is refused.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import keys from a device key file into one or more KME stores."""
-    from qkdtwin.kms import KeyStore
-    from qkdtwin.kms.feeder import import_key_file
+    from qkdtwin.kms.feeder import import_key_file, read_key_file
+    from qkdtwin.kms.kek import load_kek
 
-    stores = [KeyStore(u) for u in db]
+    _require_file(key_file, "KEY_FILE")
+    read_key_file(key_file)  # a malformed file: an error before any store is created
+    kek = None
+    if kek_file is not None:
+        _require_file(kek_file, "--kek-file")
+        kek = load_kek(kek_file)
+    for url in db:
+        _check_store_url(url, "--db")
+    stores: list[KeyStore] = []
     try:
+        stores.extend(_open_store(url, "--db", kek=kek) for url in db)
         added = import_key_file(stores, key_file)
     finally:
         for st in stores:
@@ -303,41 +556,42 @@ def _per_kme_url(url: str, kme: str) -> str:
     Raises
     ------
     ConfigError
-        For another kind of URL.
+        For another kind of URL (naming it and what is accepted), or a PostgreSQL server
+        that cannot be reached.
     """
     import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"--db: not a database URL: {url!r}", field="db") from exc
-    if parsed.get_backend_name() == "sqlite":
-        path = Path(parsed.database or "kme.db")
+    parsed = _check_store_url(url, "--db")
+    if parsed.drivername == "sqlite":
+        path = Path(parsed.database)
         suffix = path.suffix or ".db"
         return f"sqlite:///{path.with_name(f'{path.stem}-{kme}{suffix}')}"
-    if parsed.get_backend_name() == "postgresql":
-        schema = "qkdtwin_" + kme.replace("-", "_")
-        driver = parsed.set(drivername="postgresql+psycopg")
-        try:
-            engine = sa.create_engine(driver)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            engine.dispose()
-        except SQLAlchemyError as exc:
-            raise ConfigError(f"--db: cannot prepare schema {schema}: {exc}", field="db") from exc
-        query = dict(parsed.query)
-        query["options"] = f"-csearch_path={schema}"
-        return driver.set(query=query).render_as_string(hide_password=False)
-    raise ConfigError(f"--db must be sqlite:/// or postgresql://, got {url!r}", field="db")
+    # PostgreSQL: _check_store_url accepts nothing else
+    schema = "qkdtwin_" + kme.replace("-", "_")
+    driver = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = sa.create_engine(driver)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        engine.dispose()
+    except SQLAlchemyError as exc:
+        cause = _one_line(getattr(exc, "orig", None) or exc)
+        raise ConfigError(f"--db: cannot prepare schema {schema} ({cause})", field="db") from exc
+    query = dict(parsed.query)
+    query["options"] = f"-csearch_path={schema}"
+    return str(driver.set(query=query).render_as_string(hide_password=False))
 
 
 @kms_app.command("dev-pair")
 def dev_pair(
     directory: Annotated[Path, typer.Argument(help="Directory for the fresh PKI and store.")],
-    port_a: Annotated[int, typer.Option("--port-a", help="Port of kme-a (0: any).")] = 0,
-    port_b: Annotated[int, typer.Option("--port-b", help="Port of kme-b (0: any).")] = 0,
+    port_a: Annotated[
+        int, typer.Option("--port-a", min=0, max=65535, help="Port of kme-a (0: any).")
+    ] = 0,
+    port_b: Annotated[
+        int, typer.Option("--port-b", min=0, max=65535, help="Port of kme-b (0: any).")
+    ] = 0,
     db: Annotated[
         str | None,
         typer.Option(
@@ -361,11 +615,20 @@ def dev_pair(
         str,
         typer.Option(
             "--feed",
-            help="Key material: random (CSPRNG at the analytic rate) or pipeline (link engine"
-            " + post-processing, at the measured finite-key rate).",
+            help="Key material: random (CSPRNG at the analytic rate), pipeline (link engine"
+            " + post-processing, at the measured finite-key rate) or none (no feeder: the"
+            " stores hold only the --import-keys keys).",
         ),
     ] = "random",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the pipeline feeder.")] = 0,
+    no_wrap: Annotated[
+        bool,
+        typer.Option(
+            "--no-wrap",
+            help="Store key material unwrapped (tests that search the store files for key"
+            " bytes); by default it is wrapped with DIR/kek.bin (AES-256-GCM, mode 0600).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Two KMEs on loopback joined by a simulated decoy-BB84 link, until interrupted.
@@ -373,25 +636,46 @@ def dev_pair(
     Each KME has its own store (``kme-a.db`` and ``kme-b.db`` in DIR, or
     ``--db``/``--db-b``); the feeder pushes the same keys into both, each end owning half of
     them, and each ``enc_keys`` reservation is mirrored at the peer KME over HTTPS
-    (``POST /kme/v1/reservations``, see docs/kms.md).
+    (``POST /kme/v1/reservations``, see docs/kms.md). With ``--feed none`` there is no
+    feeder: the stores hold exactly the ``--import-keys`` keys (or none).
     """
-    from qkdtwin.kms.devnet import DevNetwork
-    from qkdtwin.kms.feeder import PipelineKeySource, import_key_file, link_rate_bps
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from qkdtwin.kms.devnet import DevNetwork
+    from qkdtwin.kms.feeder import (
+        PipelineKeySource,
+        import_key_file,
+        link_rate_bps,
+        read_key_file,
+    )
+
+    if feed not in ("random", "pipeline", "none"):
+        raise ConfigError(
+            f"--feed must be random, pipeline or none, got {feed!r}", field="feed", value=feed
+        )
     if db is None and db_b is not None:
         raise ConfigError("--db-b needs --db (the store of kme-a)", field="db_b")
-    if db is not None and db_b is None:
+    if key_file is not None:
+        _require_file(key_file, "--import-keys")
+        read_key_file(key_file)  # a malformed file: an error before the PKI is made
+    labels: dict[str, str] = {}  # store URL -> the option that gave it, for messages
+    if db is not None and db_b is not None:
+        _check_store_url(db, "--db")
+        _check_store_url(db_b, "--db-b")
+        labels = {db: "--db", db_b: "--db-b"}
+    elif db is not None:
         db, db_b = _per_kme_url(db, "kme-a"), _per_kme_url(db, "kme-b")
-    if feed not in ("random", "pipeline"):
-        raise ConfigError(f"--feed must be random or pipeline, got {feed!r}", field="feed")
+        labels = {db: "--db", db_b: "--db"}
     urls = {("kme-a", "kme-b"): db, ("kme-b", "kme-a"): db_b}
+    asked: list[str] = []  # the store URLs handed out, the failing one last
 
     def store_url(kme: str, name: str) -> str:
         url = urls.get((kme, name))
         file = f"{kme}.db" if (kme, name) in urls else f"{kme}-{name}.db"
-        return url or f"sqlite:///{directory / file}"
+        asked.append(url or f"sqlite:///{directory / file}")
+        return asked[-1]
 
-    rate = link_rate_bps("decoy-bb84", distance_km)
+    rate = 1_000.0 if feed == "none" else link_rate_bps("decoy-bb84", distance_km)
     source = None
     if feed == "pipeline":
         pipeline = PipelineKeySource("decoy-bb84", distance_km, "gys", seed=seed)
@@ -401,17 +685,23 @@ def dev_pair(
         def source(_link: tuple[str, str]) -> PipelineKeySource:
             return pipeline
 
-    net = DevNetwork(
-        directory,
-        ["kme-a", "kme-b"],
-        [("kme-a", "kme-b")],
-        {"sae-a": "kme-a", "sae-b": "kme-b"},
-        ports={"kme-a": port_a, "kme-b": port_b},
-        store_url=store_url,
-        rate_bps=rate,
-        initial_keys=100 if feed == "random" else 0,
-        source=source,
-    )
+    try:
+        net = DevNetwork(
+            directory,
+            ["kme-a", "kme-b"],
+            [("kme-a", "kme-b")],
+            {"sae-a": "kme-a", "sae-b": "kme-b"},
+            ports={"kme-a": port_a, "kme-b": port_b},
+            store_url=store_url,
+            rate_bps=rate,
+            initial_keys=100 if feed == "random" else 0,
+            source=source,
+            run_feeders=feed != "none",
+            wrap=not no_wrap,
+        )
+    except SQLAlchemyError as exc:  # a store URL that parses but cannot be opened
+        url = asked[-1] if asked else str(directory)
+        raise _store_error(labels.get(url, "store"), url, exc) from None
     try:
         if key_file is not None:
             link = [net.stores["kme-a"]["kme-b"], net.stores["kme-b"]["kme-a"]]
@@ -427,9 +717,9 @@ def dev_pair(
             },
         }
         if as_json:
-            emit_json(info)
+            _announce(info)
         else:
-            typer.echo(f"kme-a {info['kme_a_url']}  kme-b {info['kme_b_url']}  (Ctrl-C to stop)")
+            _announce(f"kme-a {info['kme_a_url']}  kme-b {info['kme_b_url']}  (Ctrl-C to stop)")
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:

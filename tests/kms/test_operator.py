@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,14 @@ def _link(resp: KmeLinksResponse, peer: str) -> LinkCounts:
     return next(link for link in resp.links if link.peer == peer)
 
 
+def _wait_reserved(store: KeyStore, n: int, timeout_s: float = 5.0) -> None:
+    """Wait for the master-side copies' erasure (a task run after the response is sent)."""
+    deadline = time.monotonic() + timeout_s
+    while store.counters().reserved != n:
+        assert time.monotonic() < deadline, store.counters()
+        time.sleep(0.02)
+
+
 def test_operator_counts_follow_enc_dec_relay_and_discard(net: DevNetwork) -> None:
     start = _assert_consistent(net)
     ab = _link(start["kme-a"], "kme-b")
@@ -124,10 +133,17 @@ def test_operator_counts_follow_enc_dec_relay_and_discard(net: DevNetwork) -> No
     # enc_keys to a neighbour: reserved at kme-a (enc), mirrored at kme-b (sync).
     with _sae(net, "sae-a") as a, _sae(net, "sae-b") as b:
         keys = a.get_keys("sae-b", number=3)
+        # the master has its keys: kme-a's copies are erased, kme-b's wait for the slave
+        _wait_reserved(net.stores["kme-a"]["kme-b"], 0)
         mid = _assert_consistent(net)
-        for kme, peer in (("kme-a", "kme-b"), ("kme-b", "kme-a")):
+        for kme, peer, reserved in (("kme-a", "kme-b", 0), ("kme-b", "kme-a", 3)):
             link = _link(mid[kme], peer)
-            assert (link.delivered_total, link.reserved, link.available) == (3, 3, INITIAL - 3)
+            assert (link.delivered_total, link.reserved, link.available) == (
+                3,
+                reserved,
+                INITIAL - 3,
+            )
+        assert _link(mid["kme-a"], "kme-b").erased_total == 3
         assert _link(mid["kme-a"], "kme-b").owned == INITIAL // 2 - 3  # kme-a's half paid
         assert _link(mid["kme-b"], "kme-a").owned == INITIAL // 2
         # dec_keys: the slave's copy of a key already counted is not a new delivery.
@@ -139,6 +155,7 @@ def test_operator_counts_follow_enc_dec_relay_and_discard(net: DevNetwork) -> No
     with _sae(net, "sae-a") as a, _sae(net, "sae-c") as c:
         relayed = a.get_keys("sae-c", number=2)
         c.get_keys_with_ids("sae-a", [k.key_id for k in relayed])
+    _wait_reserved(net.stores["kme-a"]["relayed"], 0)
     after_relay = _assert_consistent(net)
     for kme, peer, before in (
         ("kme-a", "kme-b", 3),
@@ -149,10 +166,12 @@ def test_operator_counts_follow_enc_dec_relay_and_discard(net: DevNetwork) -> No
         link = _link(after_relay[kme], peer)
         assert link.delivered_total == before + 2, (kme, peer)
         assert link.erased_total >= 2
-    for kme in ("kme-a", "kme-c"):
+    # the source's copies are erased once the master has them; the destination's after
+    # the slave fetched them and the retry window passed
+    for kme, reserved in (("kme-a", 0), ("kme-c", 2)):
         rel = after_relay[kme].relayed
         assert rel is not None
-        assert (rel.added_total, rel.delivered_total, rel.reserved) == (2, 2, 2)
+        assert (rel.added_total, rel.delivered_total, rel.reserved) == (2, 2, reserved)
     assert after_relay["kme-b"].relayed == KeyCountsModel.of(
         net.stores["kme-b"]["relayed"].counters()
     )
@@ -334,7 +353,8 @@ def test_store_counters_follow_every_transition(db_url: str, clock: FakeClock) -
         _assert_store(c, s, "kme-a")
         assert (c.added_total, c.delivered_total, c.discarded_total) == (14, 3 + 1 + 1 + 2, 1)
         clock.t += RETRY_WINDOW_S + 1
-        assert s.erase_delivered() == 2  # the two fetched, unrevoked keys
+        # the two fetched, unrevoked keys and the relay's two source copies (no slave here)
+        assert s.erase_delivered() == 4
         _assert_store(s.counters(), s, None)
         # TTL passed: the keys leave 'available' before expire() marks them...
         clock.t += 200.0

@@ -99,11 +99,11 @@ def test_dec_keys_roundtrip_by_the_master_is_refused(report: Report, pair: Pair)
         (key,) = slave.get_dec_keys("sae-a", key_ids=[key_id])
     assert key.key_id == key_id
     assert key.size_bits == 256
-    # ... and it is the key the master got: kme-a issued it to sae-a, with that material.
+    # ... and kme-a issued it to sae-a; its copy was erased once the master had it.
     stored = pair.stores["kme-a"].key_info(key_id)
     assert stored is not None
     assert stored.master_sae_id == "sae-a"
-    assert pair.stores["kme-a"].raw_material(key_id) == key.key
+    assert pair.stores["kme-a"].raw_material(key_id) is None
 
 
 def test_unknown_key_id_is_400_not_404(report: Report, pair: Pair) -> None:

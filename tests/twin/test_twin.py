@@ -390,4 +390,5 @@ def test_self_simulated_links_reach_detection_only_through_the_ingest(make_twin)
     # a well-formed block is what an honest source publishes
     blk = lk.run_block(twin.t + 1.0, 1.0, np.random.default_rng(0))
     ok = block_telemetry(lk, blk, 99, 1.0)
-    assert ok.sifted_bits == blk.sifted and ok.intensities[0].detected == blk.detected
+    assert ok.sifted_bits == blk.sifted
+    assert ok.intensities[0].detected == blk.detected

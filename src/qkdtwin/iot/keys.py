@@ -602,8 +602,11 @@ class _KeyPairBase:
 
         self._tmp, self.directory = _workdir(directory, initial_keys)
         self.batch = batch
-        self.store_a = KeyStore(f"sqlite:///{self.directory / 'kme-a.db'}")
-        self.store_b = KeyStore(f"sqlite:///{self.directory / 'kme-b.db'}")
+        from qkdtwin.kms.kek import create_kek, load_kek
+
+        kek = load_kek(create_kek(self.directory / "kek.bin"))  # wrapped at rest, as a KME's
+        self.store_a = KeyStore(f"sqlite:///{self.directory / 'kme-a.db'}", kek=kek)
+        self.store_b = KeyStore(f"sqlite:///{self.directory / 'kme-b.db'}", kek=kek)
         self.rate_bps = link_rate_bps("decoy-bb84", distance_km)
         self.feeder = LinkFeeder(
             [self.store_a, self.store_b], self.rate_bps, key_size_bits=QKD_KEY_BITS

@@ -13,7 +13,14 @@ endpoints of :mod:`qkdtwin.kms.peering` are added when the KME belongs to a netw
 Every refusal is an ETSI Error object ``{"message": ..., "details": [...]}`` with status 400
 (bad request, unknown SAE or key_ID, already delivered), 401 (unknown caller, or a key_ID not
 issued to the caller) or 503 (not enough keys). The mapping from :class:`~qkdtwin.errors.KmsError`
-to HTTP lives in :func:`_install_error_handlers` and nowhere else.
+to HTTP lives in :func:`_install_error_handlers` and nowhere else. A failing key store
+(lost connection, full disk, ...) gives 503 with ``Retry-After`` when retrying may help, any
+other unexpected exception 500, both as ETSI Error bodies that name nothing internal (the
+detail goes to the log, logger ``qkdtwin.kms``).
+
+Limits (``KmeConfig``, "Limits" in ``docs/kms.md``): a body above ``max_body_bytes`` gets 413
+before it is parsed (:mod:`qkdtwin.kms.limits`), JSON bodies are validated strictly (``"3"``
+is not a number), and ``dec_keys`` takes at most ``max_key_per_request`` key_IDs.
 
 The caller's SAE ID comes from :func:`caller_sae_id`, which reads the ``qkdtwin.sae_id`` entry
 that the mutual-TLS server (:mod:`qkdtwin.kms.tls`) puts in the ASGI scope from the verified
@@ -25,11 +32,13 @@ client certificate. Unit tests override that dependency to use the in-process tr
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,9 +51,22 @@ from qkdtwin.errors import (
     KmsError,
     KmsRequestError,
 )
+from qkdtwin.kms.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from qkdtwin.kms.operator import install_operator_routes
 from qkdtwin.kms.peering import KmeNode, install_peer_routes
-from qkdtwin.kms.store import DeliveredKey, KeyStore
+from qkdtwin.kms.store import (
+    STORE_ERRORS,
+    DeliveredKey,
+    KeyStore,
+    describe_error,
+    is_transient_store_error,
+)
+from qkdtwin.kms.tls import (
+    HEADER_TIMEOUT_S,
+    KEEP_ALIVE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    TLS_HANDSHAKE_TIMEOUT_S,
+)
 
 __all__ = [
     "ErrorBody",
@@ -74,11 +96,21 @@ class KmeConfig(BaseModel):
     key_size, min_key_size, max_key_size
         Default, smallest and largest key size in bits (multiples of 8).
     max_key_per_request
-        Largest ``number`` in one request.
+        Largest ``number`` in one request, and most key_IDs in one ``dec_keys`` request.
     max_key_count
         Most keys the store holds.
     max_sae_id_count
         Most ``additional_slave_SAE_IDs`` in one request (0: no multicast).
+    max_body_bytes
+        Largest request body in bytes (default 64 KiB); larger ones get 413 before they are
+        parsed (:class:`qkdtwin.kms.limits.BodySizeLimit`). It must hold the largest KME-to-KME
+        relay body (about 300 bytes per key at 1024 bits, times ``max_key_per_request``).
+    tls_handshake_timeout_s, header_timeout_s, keep_alive_timeout_s, max_connections
+        Limits of the TLS server (:func:`qkdtwin.kms.tls.make_server` reads them from here):
+        seconds for the TLS handshake, seconds from the first byte of a request (or from the
+        end of the handshake) until its headers are complete, seconds an idle connection is
+        kept after a response, and most connections served at once (the next request gets 503
+        with an ETSI Error body). See "Limits" in ``docs/kms.md``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -91,6 +123,11 @@ class KmeConfig(BaseModel):
     max_key_per_request: int = Field(128, ge=1)
     max_key_count: int = Field(100_000, ge=1)
     max_sae_id_count: int = Field(0, ge=0)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1)
+    tls_handshake_timeout_s: float = Field(TLS_HANDSHAKE_TIMEOUT_S, gt=0)
+    header_timeout_s: float = Field(HEADER_TIMEOUT_S, gt=0)
+    keep_alive_timeout_s: float = Field(KEEP_ALIVE_TIMEOUT_S, gt=0)
+    max_connections: int = Field(MAX_CONNECTIONS, ge=1)
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> KmeConfig:
@@ -117,7 +154,13 @@ class Status(BaseModel):
 
 
 class KeyRequest(BaseModel):
-    """ETSI GS QKD 014 Key request object."""
+    """ETSI GS QKD 014 Key request object.
+
+    Strict: a JSON body must give numbers as JSON numbers and IDs as strings (``"3"`` for
+    ``number`` is refused with 400); the query form of ``GET enc_keys`` is converted first.
+    """
+
+    model_config = ConfigDict(strict=True)
 
     number: int | None = None
     size: int | None = None
@@ -143,14 +186,18 @@ class KeyContainer(BaseModel):
 
 
 class KeyID(BaseModel):
-    """One entry of a Key IDs object."""
+    """One entry of a Key IDs object (strict, as :class:`KeyRequest`)."""
+
+    model_config = ConfigDict(strict=True)
 
     key_ID: str
     key_ID_extension: dict[str, Any] | None = None
 
 
 class KeyIDs(BaseModel):
-    """ETSI GS QKD 014 Key IDs object."""
+    """ETSI GS QKD 014 Key IDs object (strict, as :class:`KeyRequest`)."""
+
+    model_config = ConfigDict(strict=True)
 
     key_IDs: list[KeyID]
     key_IDs_extension: dict[str, Any] | None = None
@@ -193,8 +240,57 @@ def _container(keys: list[DeliveredKey]) -> KeyContainer:
     )
 
 
+#: ``Retry-After`` seconds of a 503 caused by a transient key store error.
+STORE_RETRY_AFTER_S = 1
+
+log = logging.getLogger("qkdtwin.kms")
+
+_Scope = MutableMapping[str, Any]
+_Asgi = Callable[[_Scope, Any, Any], Any]
+
+
+class _InternalErrorBody:
+    """ASGI middleware: any unexpected exception becomes a 500 ETSI Error body.
+
+    Starlette's own last resort answers a plain-text 500 and re-raises; this one logs the
+    traceback (logger ``qkdtwin.kms``) and answers ``{"message": "internal error", "details":
+    []}``, nothing about the exception. If the response had already started, it re-raises
+    (the server then closes the connection).
+    """
+
+    def __init__(self, app: _Asgi) -> None:
+        self.app = app
+
+    async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("%s %s: unexpected error", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            body = JSONResponse(
+                status_code=500, content={"message": "internal error", "details": []}
+            )
+            await body(scope, receive, send)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    """Map qkdtwin errors and request validation to ETSI Error bodies (the one place)."""
+    """Map qkdtwin errors and request validation to ETSI Error bodies (the one place).
+
+    Key store errors (:data:`~qkdtwin.kms.store.STORE_ERRORS`) give 503, with ``Retry-After``
+    when they are transient; any other unexpected exception gives 500. Neither body says
+    more than that: the detail goes to the log (logger ``qkdtwin.kms``).
+    """
     codes: list[tuple[type[KmsError], int]] = [
         (KmsRequestError, 400),
         (KeyAccessError, 401),
@@ -227,9 +323,31 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        # The database failed (lost connection, lock timeout, full disk, read-only file):
+        # the transaction was rolled back, nothing was reserved or delivered. The detail goes
+        # to the log only; the body says nothing about the store's URL, files or SQL.
+        transient = is_transient_store_error(exc)
+        log.warning(
+            "%s %s: key store error (%s): %s",
+            request.method,
+            request.url.path,
+            "transient" if transient else "persistent",
+            describe_error(exc),
+        )
+        headers = {"Retry-After": str(STORE_RETRY_AFTER_S)} if transient else None
+        return JSONResponse(
+            status_code=503,
+            content={"message": "key store unavailable; no key was delivered", "details": []},
+            headers=headers,
+        )
+
     app.add_exception_handler(KmsError, kms_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    for cls in STORE_ERRORS:
+        app.add_exception_handler(cls, store_error)
+    app.add_middleware(_InternalErrorBody)
 
 
 #: Seconds between two runs of :meth:`KeyStore.erase_delivered` triggered by ``enc_keys``.
@@ -270,17 +388,31 @@ def create_app(
     -------
     FastAPI
     """
+    if (store is None) == (node is None):
+        raise ConfigError("create_app needs a store or a node, not both", field="store")
+    served = node.stores() if node is not None else [store]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # A running server erases what it will not deliver again every second, whether or
+        # not requests arrive (in-process test clients without lifespan do not).
+        for st in served:
+            assert st is not None
+            st.start_sweeping()
+        yield
+
     app = FastAPI(
         title="qkdtwin KME (ETSI GS QKD 014 v1.1.1)",
         version="1.1.1",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
-    if (store is None) == (node is None):
-        raise ConfigError("create_app needs a store or a node, not both", field="store")
     app.state.config = config
     app.state.store = store
     app.state.node = node
+    # Around every route: an oversize body is refused (413) before anything parses it.
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     _install_error_handlers(app)
     if node is not None:
         install_peer_routes(app, node)
@@ -326,7 +458,9 @@ def create_app(
 
     last_erase = [float("-inf")]
 
-    def enc(master: str, slave: str, req: KeyRequest) -> KeyContainer:
+    def enc(
+        master: str, slave: str, req: KeyRequest, background: BackgroundTasks | None = None
+    ) -> KeyContainer:
         check_caller(master)
         check_peer(slave, "slave_SAE_ID")
         number = 1 if req.number is None else req.number
@@ -375,17 +509,34 @@ def create_app(
                     "all slave SAEs of one request must sit behind the same KME",
                     details=[{"slave_KME_IDs": sorted(slave_kmes)}],
                 )
-            keys = node.reserve_for(master, slaves, slave_kmes.pop(), number, size)
+            slave_kme = slave_kmes.pop()
+            keys = node.reserve_for(master, slaves, slave_kme, number, size)
+            if slave_kme != node.kme_id and background is not None:
+                # the slaves fetch at their own KME: once the response is sent, nothing here
+                # delivers these keys again (erase_delivered catches a failed response later)
+                background.add_task(node.erase_handed_over, [k.key_id for k in keys])
             return _container(keys)
         assert store is not None
-        keys = store.reserve(master, slaves, number, size)
+        keys = store.reserve(master, slaves, number, size, slaves_here=sync is None)
         if sync is not None:
             sync(master, slaves, [k.key_id for k in keys], size)
+            if background is not None:
+                background.add_task(
+                    store.erase_handed_over, [k.key_id for k in keys], "store:handed-over"
+                )
         return _container(keys)
 
     def dec(slave: str, master: str, key_ids: list[str]) -> KeyContainer:
         check_caller(slave)
         check_peer(master, "master_SAE_ID")
+        # Bounded before the store is touched: fetch holds its write lock for the whole list.
+        if len(key_ids) > config.max_key_per_request:
+            raise KmsRequestError(
+                "too many key_IDs: at most max_key_per_request per request",
+                details=[
+                    {"key_IDs": len(key_ids), "max_key_per_request": config.max_key_per_request}
+                ],
+            )
         if node is not None:
             source = node.fetch_store(config.saes[master], key_ids)
             return _container(source.fetch(slave, key_ids, master_sae_id=master))
@@ -413,11 +564,12 @@ def create_app(
     def get_enc_keys(
         slave_SAE_ID: str,
         caller: Caller,
+        background: BackgroundTasks,
         number: Annotated[int | None, Query()] = None,
         size: Annotated[int | None, Query()] = None,
     ) -> KeyContainer:
         """Get keys as master SAE (simple request)."""
-        return enc(caller, slave_SAE_ID, KeyRequest(number=number, size=size))
+        return enc(caller, slave_SAE_ID, KeyRequest(number=number, size=size), background)
 
     @app.post(
         "/api/v1/keys/{slave_SAE_ID}/enc_keys",
@@ -425,9 +577,11 @@ def create_app(
         response_model_exclude_none=True,
         responses=_ERRORS,
     )
-    def post_enc_keys(slave_SAE_ID: str, caller: Caller, body: KeyRequest) -> KeyContainer:
+    def post_enc_keys(
+        slave_SAE_ID: str, caller: Caller, body: KeyRequest, background: BackgroundTasks
+    ) -> KeyContainer:
         """Get keys as master SAE (Key request object)."""
-        return enc(caller, slave_SAE_ID, body)
+        return enc(caller, slave_SAE_ID, body, background)
 
     @app.get(
         "/api/v1/keys/{master_SAE_ID}/dec_keys",

@@ -21,8 +21,10 @@ from pathlib import Path
 from types import TracebackType
 
 from qkdtwin.errors import ConfigError
+from qkdtwin.kms._listen import PreboundServer, listen_socket
 from qkdtwin.kms.api import KmeConfig, create_app
 from qkdtwin.kms.feeder import KeyMaterialSource, LinkFeeder
+from qkdtwin.kms.kek import load_kek
 from qkdtwin.kms.peering import KmeNetwork, KmeNode, PeerClient
 from qkdtwin.kms.store import KeyStore
 from qkdtwin.kms.tls import Pki, RunningServer, init_pki, make_server
@@ -66,6 +68,10 @@ class DevNetwork:
     max_sae_id_count
         Most ``additional_slave_SAE_IDs`` per ``enc_keys`` request (0: no multicast), as
         :class:`~qkdtwin.kms.api.KmeConfig`.
+    wrap
+        Wrap key material at rest with the PKI's key-encryption key (``kek.bin``, mode 0600;
+        :mod:`qkdtwin.kms.kek`). ``False`` stores it unwrapped (tests that look for raw key
+        bytes in the store files).
 
     Raises
     ------
@@ -88,6 +94,7 @@ class DevNetwork:
         run_feeders: bool = True,
         operator_ids: Sequence[str] = ("twin",),
         max_sae_id_count: int = 0,
+        wrap: bool = True,
     ) -> None:
         known = set(kme_ids)
         for a, b in links:
@@ -103,6 +110,8 @@ class DevNetwork:
         )
         self.network = KmeNetwork(kmes=dict.fromkeys(self.kme_ids, ""), links=list(links))
         self.saes = dict(saes)
+        kek = load_kek(self.pki.kek) if wrap and self.pki.kek is not None else None
+        self.wrapped = kek is not None
         self.max_sae_id_count = int(max_sae_id_count)
         self._ports = dict(ports or {})
         url_of = store_url or (lambda kme, name: f"sqlite:///{directory / f'{kme}-{name}.db'}")
@@ -112,7 +121,7 @@ class DevNetwork:
             names = [*self.network.neighbours(kme), "relayed"]
             for name in names:
                 url = url_of(kme, name)
-                store = opened.get(url) or KeyStore(url)
+                store = opened.get(url) or KeyStore(url, kek=kek)
                 opened[url] = store
                 self.stores[kme][name] = store
         self._distinct = list(opened.values())
@@ -136,7 +145,14 @@ class DevNetwork:
         return self.network.kmes[kme_id]
 
     def start(self) -> DevNetwork:
-        """Fill the links, start every KME server and the feeders; return ``self``."""
+        """Fill the links, start every KME server and the feeders; return ``self``.
+
+        Raises
+        ------
+        ConfigError
+            If a KME's port is in use (``127.0.0.1:8443 is in use (...)``); nothing is left
+            running then.
+        """
         try:
             for feeder in self.feeders:
                 feeder.push(self.initial_keys)
@@ -153,11 +169,11 @@ class DevNetwork:
                 )
                 self.nodes[kme] = node
                 app = create_app(
-                    KmeConfig(
-                        kme_id=kme, saes=self.saes, max_sae_id_count=self.max_sae_id_count
-                    ),
+                    KmeConfig(kme_id=kme, saes=self.saes, max_sae_id_count=self.max_sae_id_count),
                     node=node,
                 )
+                # Bound here, not in uvicorn: a port in use is a ConfigError with the reason.
+                sock = listen_socket("127.0.0.1", self._ports.get(kme, 0))
                 srv = make_server(
                     app,
                     host="127.0.0.1",
@@ -166,7 +182,7 @@ class DevNetwork:
                     keyfile=key,
                     ca_certs=self.pki.ca_cert,
                 )
-                self.servers[kme] = RunningServer(srv).start()
+                self.servers[kme] = RunningServer(PreboundServer(srv.config, [sock])).start()
                 self.network.kmes[kme] = f"https://127.0.0.1:{self.servers[kme].port}"
             if self.run_feeders:
                 for feeder in self.feeders:

@@ -12,7 +12,9 @@ link's key store (:meth:`qkdtwin.kms.store.KeyStore.counters`; their definitions
 :class:`qkdtwin.kms.store.KeyCounts`) and whether the KME considers the link usable
 (:meth:`qkdtwin.kms.peering.KmeNode.set_link_down`). The twin reads consumption as the change
 of ``delivered_total`` between two polls. A KME without a network (one store for every
-pair) reports one pseudo-link with ``peer`` null.
+pair) reports one pseudo-link with ``peer`` null. ``store`` reports the health of the
+stores' background WAL checkpoints (:class:`StoreHealth`): a full disk shows there as
+failures while the KME still answers.
 
 The counters cost a few rows per store to read, whatever the store's size.
 """
@@ -35,9 +37,11 @@ __all__ = [
     "KeyCountsModel",
     "KmeLinksResponse",
     "LinkCounts",
+    "StoreHealth",
     "caller_operator_id",
     "install_operator_routes",
     "links_response",
+    "store_health",
 ]
 
 SCOPE_OPERATOR_KEY = "qkdtwin.operator_id"
@@ -115,6 +119,31 @@ def _fields(counts: KeyCounts) -> dict[str, int]:
     }
 
 
+class StoreHealth(BaseModel):
+    """Health of the background WAL checkpoints of a KME's SQLite stores, all together.
+
+    See :meth:`qkdtwin.kms.store.KeyStore.checkpoint_health`; PostgreSQL stores run none and
+    report zero.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_failures: int = Field(
+        ge=0, description="Failed WAL checkpoints since the stores were opened."
+    )
+    last_checkpoint_error: str | None = Field(
+        description="The latest failure: error type and the database's message (no path, "
+        "no SQL); null if none."
+    )
+    last_checkpoint_error_at: float | None = Field(
+        description="When the latest failure happened (Unix seconds); null if none."
+    )
+    checkpoint_failing: bool = Field(
+        description="Whether the latest checkpoint attempt of some store failed (its WAL "
+        "grows until one succeeds)."
+    )
+
+
 class KmeLinksResponse(BaseModel):
     """Answer of ``GET /kme/v1/links``."""
 
@@ -126,6 +155,27 @@ class KmeLinksResponse(BaseModel):
     relayed: KeyCountsModel | None = Field(
         description="Counts of the store of end-to-end keys relayed to or from non-neighbours; "
         "null when this KME relays none."
+    )
+    store: StoreHealth | None = Field(
+        default=None,
+        description="Health of the key stores' background work (WAL checkpoints); null from "
+        "KMEs that do not report it.",
+    )
+
+
+def store_health(stores: list[KeyStore]) -> StoreHealth:
+    """Sum up the checkpoint health of ``stores`` (failures added, the latest error kept)."""
+    healths = [s.checkpoint_health() for s in stores]
+    latest = max(
+        (h for h in healths if h.last_error_at is not None),
+        key=lambda h: h.last_error_at or 0.0,
+        default=None,
+    )
+    return StoreHealth(
+        checkpoint_failures=sum(h.failures for h in healths),
+        last_checkpoint_error=None if latest is None else latest.last_error,
+        last_checkpoint_error_at=None if latest is None else latest.last_error_at,
+        checkpoint_failing=any(h.failing for h in healths),
     )
 
 
@@ -164,7 +214,13 @@ def links_response(
         stores = [*node.links.values(), node.relayed]
         first = next((s for s in stores if s is not None), None)
         now = first.now() if first is not None else time.time()
-        return KmeLinksResponse(kme_id=kme_id, time=now, links=links, relayed=relayed)
+        return KmeLinksResponse(
+            kme_id=kme_id,
+            time=now,
+            links=links,
+            relayed=relayed,
+            store=store_health(node.stores()),
+        )
     if store is None:
         raise ConfigError("links_response needs a node or a store", field="store")
     counts = _fields(store.counters(owner=kme_id))
@@ -173,6 +229,7 @@ def links_response(
         time=store.now(),
         links=[LinkCounts(peer=None, enabled=True, **counts)],
         relayed=None,
+        store=store_health([store]),
     )
 
 

@@ -29,6 +29,7 @@ be a KME of the configured network; every other caller gets 401.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import ssl
 import threading
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 SCOPE_KME_KEY = "qkdtwin.kme_id"
+
+log = logging.getLogger("qkdtwin.kms")
 
 _BY_STATUS: dict[int, type[KmsError]] = {
     400: KmsRequestError,
@@ -134,15 +137,24 @@ class PeerClient:
         self._clients: dict[str, httpx.Client] = {}
         self._lock = threading.Lock()
 
-    def post(self, base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def post(
+        self, base_url: str, path: str, body: dict[str, Any], *, peer: str | None = None
+    ) -> dict[str, Any]:
         """POST ``body`` to a peer; return its JSON answer.
+
+        The error raised names the peer by its KME ID (``peer``) only: its URL, the transport
+        error and the peer's own message go to the log (logger ``qkdtwin.kms``), never into
+        an error that may reach an SAE.
 
         Raises
         ------
         KmsError
-            The peer's refusal (400/401/503 mapped as in :class:`~qkdtwin.kms.client.KmeClient`)
-            or a transport failure (plain :class:`KmsError`).
+            The peer's refusal (400/401/503 mapped as in :class:`~qkdtwin.kms.client.KmeClient`,
+            another 5xx as 503, another status as plain :class:`KmsError`), or
+            :class:`KeyExhaustedError` (503) when the peer is unreachable or its answer is
+            malformed.
         """
+        details = [] if peer is None else [{"KME_ID": peer}]
         with self._lock:
             client = self._clients.get(base_url)
             if client is None:
@@ -151,15 +163,42 @@ class PeerClient:
         try:
             resp = client.post(path, json=body)
         except httpx.HTTPError as exc:
-            raise KmsError(f"peer KME {base_url} unreachable: {exc}") from exc
+            log.warning(
+                "peer KME %s at %s unreachable (POST %s): %s: %s",
+                peer,
+                base_url,
+                path,
+                type(exc).__name__,
+                exc,
+            )
+            raise KeyExhaustedError("the peer KME is unreachable", details=details) from exc
         if resp.status_code == 200:
-            return dict(resp.json())
+            try:
+                answer = resp.json()
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):
+                return answer
+            log.warning("peer KME %s at %s: malformed answer to POST %s", peer, base_url, path)
+            raise KeyExhaustedError("the peer KME sent a malformed answer", details=details)
         try:
             err = resp.json()
         except ValueError:
             err = {"message": resp.text}
-        cls = _BY_STATUS.get(resp.status_code, KmsError)
-        raise cls(f"peer KME {base_url}: {err.get('message', '')}", details=err.get("details"))
+        log.warning(
+            "peer KME %s at %s refused POST %s with %d: %s",
+            peer,
+            base_url,
+            path,
+            resp.status_code,
+            err.get("message", "") if isinstance(err, dict) else err,
+        )
+        default = KeyExhaustedError if resp.status_code >= 500 else KmsError
+        cls = _BY_STATUS.get(resp.status_code, default)
+        raise cls(
+            f"the peer KME refused the request ({resp.status_code})",
+            details=[*details, {"status": resp.status_code}],
+        )
 
     def close(self) -> None:
         """Close every connection."""
@@ -295,6 +334,14 @@ class KmeNode:
 
     # -- master side ---------------------------------------------------------------------
 
+    def erase_handed_over(self, key_ids: Sequence[str]) -> int:
+        """Erase this KME's master-side copies of keys whose slaves fetch at another KME.
+
+        Called once the master SAE has its ``enc_keys`` response (mirrored reservations and
+        relays' source copies: :meth:`KeyStore.erase_handed_over`); returns how many.
+        """
+        return sum(st.erase_handed_over(key_ids, "store:handed-over") for st in self.stores())
+
     def reserve_for(
         self, master: str, slaves: list[str], slave_kme: str, number: int, size_bits: int
     ) -> list[DeliveredKey]:
@@ -326,7 +373,9 @@ class KmeNode:
                 "the QKD link to the slave's KME is out of service", details=[{"link": peer}]
             )
         store = self.links[peer]
-        keys = store.reserve(master, slaves, number, size_bits, owner=self.kme_id)
+        keys = store.reserve(
+            master, slaves, number, size_bits, owner=self.kme_id, slaves_here=False
+        )
         ids = [k.key_id for k in keys]
         try:
             self.peers.post(
@@ -338,11 +387,13 @@ class KmeNode:
                     "key_IDs": ids,
                     "size": size_bits,
                 },
+                peer=peer,
             )
         except KmsError as exc:
             store.revoke(ids, by=f"mirror-failed:{peer}")
+            log.warning("mirroring %d keys at peer KME %s failed: %s", len(ids), peer, exc)
             raise KeyExhaustedError(
-                f"peer KME {peer} could not mirror the reservation: {exc.message}",
+                f"peer KME {peer} could not mirror the reservation",
                 details=[{"target_KME_ID": peer}],
             ) from exc
         return keys
@@ -356,19 +407,34 @@ class KmeNode:
         try:
             self._forward(relay_id, route, 0, master, slaves, size_bits, keys)
         except KmsError as exc:  # nothing was installed anywhere: the SAE may retry
+            log.warning("relay %s along %s failed: %s", relay_id, "-".join(route), exc)
             raise KeyExhaustedError(
-                f"key relay along {'-'.join(route)} failed: {exc.message}",
+                f"key relay along {'-'.join(route)} failed",
                 details=[{"route": route}],
             ) from exc
         try:
             self.relayed.install_reserved(keys, master, slaves, delivered_to_master=True)
-        except KmsError as exc:
-            self.peers.post(
-                self.network.kmes[route[-1]],
-                "/kme/v1/revocations",
-                {"key_IDs": [k for k, _ in keys], "relay_ID": relay_id},
-            )
-            raise KeyExhaustedError(f"relayed keys could not be stored: {exc.message}") from exc
+        except Exception as exc:  # a refusal or a store error: undo the destination's copy
+            try:
+                self.peers.post(
+                    self.network.kmes[route[-1]],
+                    "/kme/v1/revocations",
+                    {"key_IDs": [k for k, _ in keys], "relay_ID": relay_id},
+                    peer=route[-1],
+                )
+            except KmsError as undo:
+                log.error(
+                    "relay %s: revoking its keys at %s failed, they stay reserved there: %s",
+                    relay_id,
+                    route[-1],
+                    undo,
+                )
+            if not isinstance(exc, KmsError):
+                raise  # a store error: the API's 503
+            log.warning("relay %s: relayed keys could not be stored here: %s", relay_id, exc)
+            raise KeyExhaustedError(
+                "relayed keys could not be stored", details=[{"route": route}]
+            ) from exc
         return [DeliveredKey(k, m) for k, m in keys]
 
     def _forward(
@@ -408,6 +474,7 @@ class KmeNode:
                 "size": size_bits,
                 "keys": items,
             },
+            peer=nxt,
         )
 
     # -- peer side -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ reported in :attr:`RelayError.consumed`, not returned to the pool.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ from qkdtwin.errors import KmsError
 from qkdtwin.kms.store import KeyStore
 
 __all__ = ["Hop", "RelayError", "RelayResult", "relay_key"]
+
+log = logging.getLogger("qkdtwin.kms")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,15 @@ def _direct(_hop: int, key_id: str, ciphertext: bytes) -> tuple[str, bytes]:
 
 def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def _reason(exc: BaseException) -> str:
+    """Say why a step failed, for a :class:`RelayError` message.
+
+    A KMS refusal's own message (written for SAEs), else a generic statement: the exception
+    text, which may hold paths or addresses, goes to the log only.
+    """
+    return exc.message if isinstance(exc, KmsError) else "transport error"
 
 
 def relay_key(
@@ -135,8 +147,9 @@ def relay_key(
             far = hop.right.consume(by, size_bits, key_ids=[link_id])
             recovered = _xor(ciphertext, far.material)
         except (KmsError, OSError) as exc:
+            log.warning("relay %s failed at hop %d: %s", relay_id, i, exc)
             raise RelayError(
-                f"relay failed at hop {i} ({hop.left_kme} -> {hop.right_kme}): {exc}",
+                f"relay failed at hop {i} ({hop.left_kme} -> {hop.right_kme}): {_reason(exc)}",
                 hop=i,
                 consumed=consumed,
             ) from exc
@@ -147,7 +160,7 @@ def relay_key(
             raise KmsError("source store full")
     except KmsError as exc:
         raise RelayError(
-            f"install at source failed: {exc}", hop=len(hops), consumed=consumed
+            f"install at source failed: {_reason(exc)}", hop=len(hops), consumed=consumed
         ) from exc
     try:
         if destination.add_keys([(relay_id, key)]) != 1:
@@ -155,6 +168,6 @@ def relay_key(
     except KmsError as exc:
         source.discard([relay_id], by)  # compensation: no half-delivered key
         raise RelayError(
-            f"install at destination failed: {exc}", hop=len(hops), consumed=consumed
+            f"install at destination failed: {_reason(exc)}", hop=len(hops), consumed=consumed
         ) from exc
     return RelayResult(relay_id, key, consumed)

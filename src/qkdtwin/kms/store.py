@@ -25,6 +25,14 @@ Lifecycle of a key (column ``state``)::
   gauges, updated in the same transaction as each state change, so reading them costs a
   handful of rows however large the store (see :class:`KeyCounts` for their meaning and
   their relation to the audit log).
+* **Store errors.** A failed statement (lost connection, lock timeout, full disk, read-only
+  file) raises SQLAlchemy's error out of the method and rolls its transaction back, so no key
+  is reserved, delivered or lost by it; the API answers 503 (see
+  :func:`is_transient_store_error`). SQL parameters are hidden from the errors' text (they
+  carry key material).
+* **WAL checkpoints** (SQLite) run on a background thread that survives any error: failures
+  are counted, logged (logger ``qkdtwin.kms``), retried with backoff and reported by
+  :meth:`KeyStore.checkpoint_health`.
 
 Time is read from an injectable clock (``now``, seconds since the epoch, float), so TTL and
 the retry window are testable without sleeping.
@@ -32,9 +40,11 @@ the retry window are testable without sleeping.
 
 from __future__ import annotations
 
-import contextlib
+import errno
+import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 import uuid
@@ -69,14 +79,43 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    PendingRollbackError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from qkdtwin.errors import ConfigError, KeyAccessError, KeyExhaustedError, KmsRequestError
 
-__all__ = ["RETRY_WINDOW_S", "DeliveredKey", "KeyCounts", "KeyStore", "StoredKey"]
+__all__ = [
+    "RETRY_WINDOW_S",
+    "STORE_ERRORS",
+    "CheckpointHealth",
+    "DeliveredKey",
+    "KeyCounts",
+    "KeyStore",
+    "StoredKey",
+    "describe_error",
+    "is_transient_store_error",
+]
+
+log = logging.getLogger("qkdtwin.kms")
+
+#: Exceptions a store method raises when the database fails (not a refusal of the request).
+STORE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, sqlite3.Error, OSError)
 
 #: Seconds during which a slave may fetch the same key again (idempotent retry; our policy).
 RETRY_WINDOW_S = 5.0
+
+#: On PostgreSQL :meth:`KeyStore.add_keys` refreshes the planner's statistics (``ANALYZE
+#: kms_keys``) once at least this many keys were added since the last refresh ...
+ANALYZE_MIN_ROWS = 1_000
+#: ... and they are more than this fraction of the rows the planner knew then.
+ANALYZE_GROWTH = 0.10
 
 Clock = Callable[[], float]
 
@@ -99,6 +138,8 @@ _keys = Table(
     Column("owner", String(255), nullable=True),
     # reserve() takes the oldest available keys: without this index it sorts the whole pool.
     Index("ix_kms_keys_state_seq", "state", "seq"),
+    # erase_delivered() finds master-side copies and stale reservations by their age.
+    Index("ix_kms_keys_state_reserved_at", "state", "reserved_at"),
 )
 
 _grants = Table(
@@ -133,6 +174,14 @@ _counters = Table(
     PrimaryKeyConstraint("name", "shard", name="pk_kms_counters"),
 )
 _COUNTER_SHARDS = 16
+
+# Store-wide facts: ``wrapping`` is ``none`` or the check value of the store's KEK.
+_meta = Table(
+    "kms_meta",
+    _metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
 _ADDED, _DELIVERED, _ERASED, _DISCARDED, _RESERVED = (
     "added",
     "delivered",
@@ -214,6 +263,84 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create a SQLite store's file mode 0600 (or make an existing one 0600).
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions, so the
+    material never sits in a file other users can read.
+    """
+    if not url.startswith("sqlite:///"):
+        return
+    path = url.removeprefix("sqlite:///")
+    if not path or path.startswith(":memory:") or "?" in path:
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
+    except OSError:
+        return  # SQLite reports an unusable path itself, with its own error
+
+
+def is_transient_store_error(exc: BaseException) -> bool:
+    """Return whether a store error may go away by itself, so that a retry is worth it.
+
+    True for a lost or refused connection, a lock or pool timeout, a full disk, a read-only
+    or unreachable file (SQLAlchemy ``OperationalError``/``InterfaceError``/disconnects,
+    ``sqlite3.OperationalError``, ``OSError``); false for errors that repeat on every retry
+    (a constraint or SQL error: a bug). Retrying is safe either way: the failed transaction
+    was rolled back.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    transient = (
+        OperationalError,
+        InterfaceError,
+        DisconnectionError,
+        PoolTimeoutError,
+        PendingRollbackError,
+        sqlite3.OperationalError,
+        OSError,
+    )
+    return isinstance(exc, transient)
+
+
+def describe_error(exc: BaseException, limit: int = 200) -> str:
+    """One line naming an error for operators: its type and the database's own message.
+
+    No SQL statement, no parameters, no file path (an ``OSError``'s file names are left
+    out), at most ``limit`` characters.
+    """
+    inner: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        inner = exc.orig  # the driver's error, without SQLAlchemy's statement and parameters
+    if isinstance(inner, OSError) and inner.errno is not None:
+        name = errno.errorcode.get(inner.errno, str(inner.errno))
+        text = f"[{name}] {inner.strerror or os.strerror(inner.errno)}"
+    else:
+        text = " ".join(str(inner).split()) or "no message"
+    line = f"{type(inner).__name__}: {text}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class CheckpointHealth:
+    """How the background WAL checkpoints of one store fare (SQLite; PostgreSQL: none run).
+
+    ``failures`` counts the failed checkpoints since the store was opened; ``last_error``
+    (:func:`describe_error`) and ``last_error_at`` (store clock) describe the latest one;
+    ``failing`` is true while the most recent checkpoint attempt failed.
+    """
+
+    failures: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    failing: bool = False
+
+
 class KeyStore:
     """Key store of one KME.
 
@@ -227,6 +354,9 @@ class KeyStore:
         Upper bound on the number of available keys; :meth:`add_keys` stores no more.
     ttl_s
         Lifetime of a stored key in seconds; ``None`` for no expiry.
+    reserved_ttl_s
+        Age in seconds after which a reservation that a slave never fetched is erased by
+        :meth:`sweep` (:meth:`expire_reservations`); ``None``: never.
     now
         Clock in seconds since the epoch (injectable for tests).
 
@@ -243,6 +373,7 @@ class KeyStore:
         kek: bytes | None = None,
         max_key_count: int = 100_000,
         ttl_s: float | None = None,
+        reserved_ttl_s: float | None = 3600.0,
         now: Clock = time.time,
     ) -> None:
         if kek is not None and len(kek) not in (16, 24, 32):
@@ -263,22 +394,41 @@ class KeyStore:
         self._aead = AESGCM(kek) if kek is not None else None
         self.max_key_count = max_key_count
         self.ttl_s = ttl_s
+        if reserved_ttl_s is not None and reserved_ttl_s <= RETRY_WINDOW_S:
+            raise ConfigError(
+                f"reserved_ttl_s must exceed the retry window ({RETRY_WINDOW_S} s)",
+                field="reserved_ttl_s",
+                value=reserved_ttl_s,
+            )
+        self.reserved_ttl_s = reserved_ttl_s
         self._now = now
         self.url = _normalise_url(url)
+        _private_sqlite_file(self.url)
         self.engine: Engine = self._make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock()
         self._erase_mark: float | None = None  # erase_delivered's previous cutoff
+        self._stats_lock = threading.Lock()  # _refresh_statistics
+        self._added_since_analyze = 0
+        self._analyzed_rows: float | None = None  # rows of kms_keys at the last ANALYZE
         _metadata.create_all(self.engine)
         self._migrate()
+        self._check_wrapping(kek)
         self._dirty = False  # written since the last background checkpoint
         self._closed = False
         self._checkpoint_lock = threading.Lock()  # a checkpoint never races close()
+        self._checkpoint_health = CheckpointHealth()  # replaced whole, read without a lock
+        self._checkpoint_backoff_s = 0.0  # the checkpointer's wait after a failure
+        self._checkpoint_retry_at = 0.0  # time.monotonic() before which it does not retry
         if self.is_sqlite:
             _CHECKPOINTER.add(self)
 
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy the WAL into the database file (PASSIVE: never blocks a writer); SQLite only.
+
+        When that copied every frame, the WAL is also truncated to zero bytes (TRUNCATE,
+        given up at once if a reader holds it), so erased keys' old page images do not stay
+        in it.
 
         Returns SQLite's ``(busy, WAL frames, frames checkpointed)``; ``(0, 0, 0)`` once closed.
 
@@ -286,19 +436,70 @@ class KeyStore:
         one request in a few dozen paid for it (the p99 of the load benchmark). Stores turn
         it off and a single background thread per process calls this for every store that
         was written since its last checkpoint.
+
+        A failure (full disk, I/O error, ...) is re-raised after it was recorded in
+        :meth:`checkpoint_health`; the store stays marked as written, so the next round
+        retries.
         """
         with self._checkpoint_lock:
             if self._closed:
                 return (0, 0, 0)
             self._dirty = False
-            # On the DB-API connection (autocommit): through SQLAlchemy the statement would run
-            # inside the BEGIN IMMEDIATE of every transaction here, where SQLite refuses it.
-            raw = self.engine.raw_connection()
             try:
-                row = raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            finally:
-                raw.close()
+                # On the DB-API connection (autocommit): through SQLAlchemy the statement would
+                # run inside the BEGIN IMMEDIATE of every transaction here, where SQLite
+                # refuses it.
+                raw = self.engine.raw_connection()
+                try:
+                    cur = raw.cursor()
+                    row = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if row[0] == 0 and row[1] == row[2] and row[1] > 0:
+                        # Everything is in the database file: empty the WAL too, so no page
+                        # image of an erased key stays in it. TRUNCATE waits for readers;
+                        # with a short busy timeout it gives up at once under load (the
+                        # next writer then reuses the WAL from its start) and is retried
+                        # on the next quiet round.
+                        cur.execute("PRAGMA busy_timeout=50")
+                        try:
+                            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                        finally:
+                            cur.execute("PRAGMA busy_timeout=30000")
+                finally:
+                    raw.close()
+            except Exception as exc:
+                self._dirty = True
+                h = self._checkpoint_health
+                self._checkpoint_health = CheckpointHealth(
+                    h.failures + 1, describe_error(exc), self._now(), failing=True
+                )
+                raise
+            if self._checkpoint_health.failing:
+                h = self._checkpoint_health
+                self._checkpoint_health = CheckpointHealth(
+                    h.failures, h.last_error, h.last_error_at
+                )
             return (int(row[0]), int(row[1]), int(row[2]))
+
+    def sweep(self) -> int:
+        """Erase what this KME will not deliver again; return how many keys were erased.
+
+        :meth:`erase_delivered`, then, with ``reserved_ttl_s``, :meth:`expire_reservations`
+        and, with ``ttl_s``, :meth:`expire`.
+        """
+        n = self.erase_delivered()
+        if self.reserved_ttl_s is not None:
+            n += self.expire_reservations(self.reserved_ttl_s)
+        if self.ttl_s is not None:
+            n += self.expire()
+        return n
+
+    def start_sweeping(self) -> None:
+        """Have the process's sweeper thread call :meth:`sweep` every second (KME servers)."""
+        _SWEEPER.add(self)
+
+    def checkpoint_health(self) -> CheckpointHealth:
+        """Return how this store's WAL checkpoints fare (all zero on PostgreSQL)."""
+        return self._checkpoint_health
 
     def _migrate(self) -> None:
         """Add columns that stores made by older versions lack (never drops or rewrites data)."""
@@ -309,6 +510,10 @@ class KeyStore:
             conn.exec_driver_sql(
                 "CREATE INDEX IF NOT EXISTS ix_kms_grants_delivered_at ON kms_grants (delivered_at)"
             )
+            conn.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS ix_kms_keys_state_reserved_at "
+                "ON kms_keys (state, reserved_at)"
+            )
             # Keys with a TTL only (empty without one): expire() and counters() find the
             # available keys whose TTL has passed without scanning the pool.
             conn.exec_driver_sql(
@@ -316,6 +521,36 @@ class KeyStore:
                 " WHERE expires_at IS NOT NULL"
             )
             self._backfill_counters(conn)
+
+    def _check_wrapping(self, kek: bytes | None) -> None:
+        """Record (new store) or verify (existing store) whether and with which KEK it wraps.
+
+        A store made before this record existed and holding keys counts as unwrapped.
+        """
+        from qkdtwin.kms.kek import kek_check
+
+        want = "none" if kek is None else kek_check(kek)
+        with self._write() as conn:
+            have = conn.execute(
+                select(_meta.c.value).where(_meta.c.name == "wrapping")
+            ).scalar_one_or_none()
+            if have is None:
+                legacy = conn.execute(select(_keys.c.key_id).limit(1)).first() is not None
+                have = "none" if legacy else want
+                conn.execute(insert(_meta).values(name="wrapping", value=have))
+        where = self.engine.url.render_as_string(hide_password=True)
+        if have == want:
+            return
+        if have == "none":
+            msg = (
+                f"key store {where} was created without wrapping; open it without a kek_file "
+                "(or import its keys into a new wrapped store)"
+            )
+        elif kek is None:
+            msg = f"key store {where} is wrapped: give its key-encryption key (kek_file)"
+        else:
+            msg = f"key store {where} was wrapped with another key-encryption key"
+        raise ConfigError(msg, field="kek_file")
 
     def _backfill_counters(self, conn: Connection) -> None:
         """Fill ``kms_counters`` from the key table and audit log of a store that lacks them.
@@ -416,10 +651,15 @@ class KeyStore:
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
+        # hide_parameters: an error's text never carries the statement's parameters (key
+        # material among them), wherever it is logged.
         if not url.startswith("sqlite"):
-            return create_engine(url, pool_pre_ping=True)
+            return create_engine(url, pool_pre_ping=True, hide_parameters=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30.0}, pool_size=20
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30.0},
+            pool_size=20,
+            hide_parameters=True,
         )
 
         @event.listens_for(engine, "connect")
@@ -431,6 +671,10 @@ class KeyStore:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Freed content (a key's old row after its material was dropped) is overwritten
+            # with zeros in the database file and in the WAL's page images, not left in free
+            # pages where a copy of the disk would find it.
+            cur.execute("PRAGMA secure_delete=ON")
             # Checkpoints run on a background thread (see KeyStore._checkpointer), not inside
             # the commit of whichever request crosses the auto-checkpoint threshold.
             cur.execute("PRAGMA wal_autocheckpoint=0")
@@ -522,7 +766,55 @@ class KeyStore:
             if rows:
                 conn.execute(insert(_keys), rows)
                 self._bump(conn, {_ADDED: len(rows), _available_name(owner): len(rows)})
+        self._refresh_statistics(len(rows))
         return len(rows)
+
+    def _refresh_statistics(self, added: int) -> None:
+        """``ANALYZE kms_keys`` once enough keys were added since the planner last looked.
+
+        PostgreSQL only. Right after a bulk import PostgreSQL still believes the table small:
+        a reservation then sorted every available key on disk (88 ms per request at 100,000
+        keys) until someone ran ANALYZE. The statistics are refreshed once the keys added by
+        this process since the last refresh reach :data:`ANALYZE_MIN_ROWS` and more than
+        :data:`ANALYZE_GROWTH` of the rows the planner knew then (``pg_class.reltuples``
+        before this process's first refresh). A failure is logged, never raised: the keys
+        are stored already.
+
+        SQLite is left alone: without statistics its planner already takes
+        ``ix_kms_keys_state_seq`` for a reservation (the only index matching both the state
+        and the order), and ANALYZE would read every index under the single write lock.
+        """
+        if added <= 0 or self.is_sqlite:
+            return
+        with self._stats_lock:
+            self._added_since_analyze += added
+            if self._added_since_analyze < ANALYZE_MIN_ROWS:
+                return
+            try:
+                if self._analyzed_rows is None:
+                    self._analyzed_rows = self._planner_rows()
+                if self._added_since_analyze <= ANALYZE_GROWTH * self._analyzed_rows:
+                    return
+                with self._write() as conn:
+                    conn.exec_driver_sql("ANALYZE kms_keys")
+                    total = conn.execute(
+                        select(func.coalesce(func.sum(_counters.c.value), 0)).where(
+                            _counters.c.name == _ADDED
+                        )
+                    ).scalar_one()
+            except STORE_ERRORS as exc:
+                log.warning("ANALYZE of the key store failed: %s", describe_error(exc))
+                return
+            self._analyzed_rows = float(total)
+            self._added_since_analyze = 0
+
+    def _planner_rows(self) -> float:
+        """Rows of ``kms_keys`` as PostgreSQL's planner last saw them (0: never analysed)."""
+        with self._read() as conn:
+            tuples = conn.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE oid = 'kms_keys'::regclass"
+            ).scalar()
+            return max(0.0, float(tuples or 0.0))
 
     def expire(self) -> int:
         """Mark available keys whose TTL has passed as expired and drop their material.
@@ -588,6 +880,7 @@ class KeyStore:
         key_ids: Sequence[str] | None = None,
         *,
         owner: str | None = None,
+        slaves_here: bool = True,
     ) -> list[DeliveredKey]:
         """Reserve ``number`` keys of ``size_bits`` bits and deliver them to the master.
 
@@ -610,6 +903,11 @@ class KeyStore:
         owner
             Take only keys this KME owns or nobody owns (the per-direction split of a link's
             pool); ignored with ``key_ids``.
+        slaves_here
+            Whether the slaves fetch these keys from this store. ``False`` (the slaves sit
+            behind the peer KME, which mirrors the reservation): no slave grant is written
+            here, and this master-side copy is erased by :meth:`erase_handed_over` once the
+            master has its response, or by :meth:`erase_delivered` after the retry window.
 
         Returns
         -------
@@ -652,7 +950,8 @@ class KeyStore:
                 material = self._unwrap(key_id, blob)[: size_bits // 8]
                 marks.append((master_sae_id, now, size_bits, self._wrap(key_id, material), key_id))
                 grants.append((key_id, master_sae_id, "master", now))
-                grants.extend((key_id, s, "slave", None) for s in slave_sae_ids)
+                if slaves_here:
+                    grants.extend((key_id, s, "slave", None) for s in slave_sae_ids)
                 audit.append((now, master_sae_id, key_id, action))
                 out.append(DeliveredKey(key_id, material))
             # Plain DB-API executemany: SQLAlchemy's per-row parameter processing was a third
@@ -710,31 +1009,38 @@ class KeyStore:
             raise KmsRequestError("a key_ID is repeated")
         now = self._now()
         out: list[DeliveredKey] = []
+        # Set-based: one SELECT, at most one UPDATE and one INSERT, whatever the number of
+        # key_IDs (it was ~4 statements per key). Plain DB-API statements, as in reserve().
+        q = "?" if self.is_sqlite else "%s"
+        ids = list(key_ids)
+        marks = ", ".join([q] * len(ids))
         with self._write() as conn:
-            for key_id in key_ids:
-                row = conn.execute(
-                    select(_keys.c.state, _keys.c.material, _keys.c.master_sae_id).where(
-                        _keys.c.key_id == key_id
-                    )
-                ).first()
+            found = {
+                r[0]: r
+                for r in conn.exec_driver_sql(
+                    "SELECT k.key_id, k.state, k.material, k.master_sae_id, g.role, "
+                    "g.delivered_at FROM kms_keys k LEFT JOIN kms_grants g "
+                    f"ON g.key_id = k.key_id AND g.sae_id = {q} AND g.role = 'slave' "
+                    f"WHERE k.key_id IN ({marks})",
+                    (slave_sae_id, *ids),
+                ).all()
+            }
+            first_time: list[str] = []
+            # Checked in the order of key_ids, so the error names the same key as before.
+            for key_id in ids:
+                row = found.get(key_id)
                 if row is None or row.state in ("available", "expired"):
                     raise KmsRequestError(
                         "unknown key_ID", details=[{"key_ID": key_id, "reason": "unknown"}]
                     )
-                grant = conn.execute(
-                    select(_grants.c.delivered_at)
-                    .where(_grants.c.key_id == key_id)
-                    .where(_grants.c.sae_id == slave_sae_id)
-                    .where(_grants.c.role == "slave")
-                ).first()
-                if grant is None or (
+                if row.role is None or (
                     master_sae_id is not None and row.master_sae_id != master_sae_id
                 ):
                     raise KeyAccessError(
                         "key_ID not issued to this SAE",
                         details=[{"key_ID": key_id, "reason": "not a slave of this key"}],
                     )
-                first = grant.delivered_at
+                first = row.delivered_at
                 if row.material is None or (first is not None and now - first > RETRY_WINDOW_S):
                     raise KmsRequestError(
                         "key already delivered",
@@ -742,16 +1048,27 @@ class KeyStore:
                     )
                 out.append(DeliveredKey(key_id, self._unwrap(key_id, row.material)))
                 if first is None:
-                    conn.execute(
-                        update(_grants)
-                        .where(_grants.c.key_id == key_id)
-                        .where(_grants.c.sae_id == slave_sae_id)
-                        .values(delivered_at=now)
-                    )
-                    conn.execute(
-                        insert(_audit).values(
-                            at=now, sae_id=slave_sae_id, key_id=key_id, action="dec"
-                        )
+                    first_time.append(key_id)
+            if first_time:
+                # Only grants still undelivered: a concurrent fetch of the same key by the
+                # same slave (PostgreSQL) that committed first is not audited twice. The unary
+                # plus keeps SQLite off ix_kms_grants_delivered_at (every undelivered grant):
+                # the rows are found by (key_id, sae_id).
+                fresh = {
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        f"UPDATE kms_grants SET delivered_at = {q} WHERE sae_id = {q} "
+                        f"AND role = 'slave' AND +delivered_at IS NULL "
+                        f"AND key_id IN ({', '.join([q] * len(first_time))}) RETURNING key_id",
+                        (now, slave_sae_id, *first_time),
+                    ).all()
+                }
+                audit = [(now, slave_sae_id, k, "dec") for k in first_time if k in fresh]
+                if audit:
+                    conn.exec_driver_sql(
+                        "INSERT INTO kms_audit (at, sae_id, key_id, action) "
+                        f"VALUES ({q}, {q}, {q}, {q})",
+                        audit,
                     )
         return out
 
@@ -871,7 +1188,9 @@ class KeyStore:
         """Store relayed end-to-end keys directly as reserved for one master and its slaves.
 
         Used by key relay: the source KME hands the keys to the master at once
-        (``delivered_to_master=True``, audited ``enc``), the destination KME keeps them for
+        (``delivered_to_master=True``, audited ``enc``; the slaves fetch at the destination,
+        so no slave grant is written and this copy is erased like a mirrored reservation's
+        master-side copy, see :meth:`erase_handed_over`), the destination KME keeps them for
         its slaves' ``dec_keys`` (audited ``sync``). All or nothing, in one transaction.
 
         Raises
@@ -914,10 +1233,11 @@ class KeyStore:
                         "delivered_at": now if delivered_to_master else None,
                     }
                 )
-                grants.extend(
-                    {"key_id": key_id, "sae_id": s, "role": "slave", "delivered_at": None}
-                    for s in slave_sae_ids
-                )
+                if not delivered_to_master:
+                    grants.extend(
+                        {"key_id": key_id, "sae_id": s, "role": "slave", "delivered_at": None}
+                        for s in slave_sae_ids
+                    )
                 audit.append(
                     {"at": now, "sae_id": master_sae_id, "key_id": key_id, "action": action}
                 )
@@ -932,13 +1252,95 @@ class KeyStore:
         """Return the store's clock reading (seconds since the epoch)."""
         return self._now()
 
-    def erase_delivered(self) -> int:
-        """Erase reserved keys fetched by every slave more than the retry window ago.
+    def erase_handed_over(self, key_ids: Sequence[str], by: str) -> int:
+        """Erase master-side copies: reserved keys of ``key_ids`` that no slave fetches here.
 
-        The retry window is :data:`RETRY_WINDOW_S` seconds. Only keys with a slave delivery
-        newer than the previous call's cutoff are examined (index on ``delivered_at``), so the
-        cost follows the deliveries since the last call, not the size of the store; the first
-        call after start examines every delivered key once.
+        Called once the master SAE has its ``enc_keys`` response, when the slaves sit behind
+        another KME (a mirrored reservation, :meth:`reserve` with ``slaves_here=False``, or
+        a relay's source copy): nothing here will ever deliver them again. Keys with a slave
+        grant here are left alone. Audited ``erase`` under ``by``.
+
+        Returns
+        -------
+        int
+            How many keys were erased.
+        """
+        if not key_ids:
+            return 0
+        now = self._now()
+        with self._write() as conn:
+            n = self._erase_master_copies(conn, now, _keys.c.key_id.in_(list(key_ids)), by)
+        return n
+
+    def _erase_master_copies(self, conn: Connection, now: float, where: Any, by: str) -> int:
+        slave_grant = (
+            select(_grants.c.key_id)
+            .where(_grants.c.key_id == _keys.c.key_id)
+            .where(_grants.c.role == "slave")
+        )
+        gone = conn.execute(
+            update(_keys)
+            .where(_keys.c.state == "reserved")
+            .where(where)
+            .where(~slave_grant.exists())
+            .values(state="erased", material=None)
+            .returning(_keys.c.key_id)
+        ).all()
+        if gone:
+            conn.execute(
+                insert(_audit),
+                [{"at": now, "sae_id": by, "key_id": k, "action": "erase"} for (k,) in gone],
+            )
+            self._bump(conn, {_RESERVED: -len(gone), _ERASED: len(gone)})
+        return len(gone)
+
+    def expire_reservations(self, max_age_s: float) -> int:
+        """Erase reserved keys older than ``max_age_s`` that a slave never fetched.
+
+        A reservation whose slave never calls ``dec_keys`` (its master lost the key IDs, or
+        never passed them on) would keep the material forever; past this age it is erased
+        (audited ``expire`` under :data:`EXPIRY_AUDIT_BY`). Counted in ``erased_total``.
+
+        Returns
+        -------
+        int
+            How many keys were erased.
+        """
+        now = self._now()
+        with self._write() as conn:
+            gone = conn.execute(
+                update(_keys)
+                .where(_keys.c.state == "reserved")
+                .where(_keys.c.reserved_at <= now - max_age_s)
+                .values(state="erased", material=None)
+                .returning(_keys.c.key_id)
+            ).all()
+            if gone:
+                conn.execute(
+                    insert(_audit),
+                    [
+                        {"at": now, "sae_id": EXPIRY_AUDIT_BY, "key_id": k, "action": "stale"}
+                        for (k,) in gone
+                    ],
+                )
+                self._bump(conn, {_RESERVED: -len(gone), _ERASED: len(gone)})
+        if gone:
+            log.warning(
+                "erased %d reservations older than %.0f s never fetched", len(gone), max_age_s
+            )
+        return len(gone)
+
+    def erase_delivered(self) -> int:
+        """Erase reserved keys nothing here will deliver again, once the retry window passed.
+
+        Two kinds, both older than the retry window (:data:`RETRY_WINDOW_S` seconds):
+
+        * keys fetched by every slave (the last fetch that long ago). Only keys with a slave
+          delivery newer than the previous call's cutoff are examined (index on
+          ``delivered_at``), so the cost follows the deliveries since the last call, not the
+          size of the store; the first call after start examines every delivered key once;
+        * master-side copies (no slave grant here: the slaves fetch at the peer KME) reserved
+          that long ago, whose :meth:`erase_handed_over` did not run (a response that failed).
 
         Returns
         -------
@@ -948,6 +1350,10 @@ class KeyStore:
         now = self._now()
         cutoff = now - RETRY_WINDOW_S
         with self._write() as conn:
+            copies_where = _keys.c.reserved_at <= cutoff
+            if self._erase_mark is not None:
+                copies_where = copies_where & (_keys.c.reserved_at > self._erase_mark - 60.0)
+            copies = self._erase_master_copies(conn, now, copies_where, "store:handed-over")
             recent = (
                 select(_grants.c.key_id)
                 .where(_grants.c.role == "slave")
@@ -972,7 +1378,7 @@ class KeyStore:
             erased = int(res.rowcount)
             self._bump(conn, {_RESERVED: -erased, _ERASED: erased})
         self._erase_mark = cutoff
-        return int(res.rowcount)
+        return erased + copies
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -1058,19 +1464,29 @@ class KeyStore:
     def close(self) -> None:
         """Release the database connections (after a last checkpoint on SQLite)."""
         _CHECKPOINTER.discard(self)
+        _SWEEPER.discard(self)
         if self.is_sqlite and self._dirty:
-            with contextlib.suppress(SQLAlchemyError):
+            try:
                 self.checkpoint()
+            except Exception as exc:  # the WAL stays; SQLite checkpoints it at the next open
+                log.warning("WAL checkpoint at close failed: %s", describe_error(exc))
         with self._checkpoint_lock:
             self._closed = True
             self.engine.dispose()
 
 
 class _Checkpointer:
-    """One daemon thread per process that checkpoints the SQLite stores written lately."""
+    """One daemon thread per process that checkpoints the SQLite stores written lately.
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    The thread survives any error: a store whose checkpoint fails is logged and retried
+    after a backoff that doubles from ``interval_s`` up to ``max_backoff_s`` (other stores
+    are not slowed down), and the failure is counted in its
+    :meth:`KeyStore.checkpoint_health`.
+    """
+
+    def __init__(self, interval_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
         self.interval_s = interval_s
+        self.max_backoff_s = max_backoff_s
         self._stores: weakref.WeakSet[KeyStore] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -1088,14 +1504,82 @@ class _Checkpointer:
         with self._lock:
             self._stores.discard(store)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the checkpoint thread runs (it starts with the first SQLite store)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self._round()
+            except Exception:  # never let the thread die: the WAL would grow without bound
+                log.exception("WAL checkpoint round failed")
+
+    def _round(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            stores = [s for s in self._stores if s._dirty and s._checkpoint_retry_at <= now]
+        for store in stores:
+            try:
+                store.checkpoint()
+            except Exception as exc:  # recorded by checkpoint(); retried after the backoff
+                backoff = min(
+                    self.max_backoff_s, max(self.interval_s, 2 * store._checkpoint_backoff_s)
+                )
+                store._checkpoint_backoff_s = backoff
+                store._checkpoint_retry_at = time.monotonic() + backoff
+                log.warning(
+                    "WAL checkpoint of %s failed (%d failures), retry in %.1f s: %s",
+                    store.engine.url.render_as_string(hide_password=True),
+                    store.checkpoint_health().failures,
+                    backoff,
+                    describe_error(exc),
+                )
+            else:
+                store._checkpoint_backoff_s = 0.0
+                store._checkpoint_retry_at = 0.0
+
+
+_CHECKPOINTER = _Checkpointer()
+
+
+class _Sweeper:
+    """One daemon thread per process that erases what running KMEs will not deliver again.
+
+    Every ``interval_s`` it calls :meth:`KeyStore.sweep` on the stores a KME server
+    registered (:meth:`KeyStore.start_sweeping`): erasure then does not wait for the next
+    ``enc_keys`` request. Errors are logged and never stop the thread.
+    """
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._stores: weakref.WeakSet[KeyStore] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, store: KeyStore) -> None:
+        with self._lock:
+            self._stores.add(store)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="kms-sweep")
+                self._thread.start()
+
+    def discard(self, store: KeyStore) -> None:
+        with self._lock:
+            self._stores.discard(store)
+
     def _run(self) -> None:
         while True:
             time.sleep(self.interval_s)
             with self._lock:
-                stores = [s for s in self._stores if s._dirty]
+                stores = [s for s in self._stores if not s._closed]
             for store in stores:
-                with contextlib.suppress(SQLAlchemyError):  # retried at the next round
-                    store.checkpoint()
+                try:
+                    store.sweep()
+                except Exception as exc:  # a store error now; the next round retries
+                    log.warning("erasure sweep of a key store failed: %s", describe_error(exc))
 
 
-_CHECKPOINTER = _Checkpointer()
+_SWEEPER = _Sweeper()

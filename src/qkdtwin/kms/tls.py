@@ -11,6 +11,14 @@ expired one. uvicorn does not expose the peer certificate to the ASGI app, so th
 ``ssl_object`` once per connection and puts the SAE ID into every request scope under
 ``"qkdtwin.sae_id"``, where :func:`qkdtwin.kms.api.caller_sae_id` finds it.
 
+**Limits.** :func:`make_server` also bounds the TLS handshake (:data:`TLS_HANDSHAKE_TIMEOUT_S`,
+through the event loop, see :class:`_HandshakeTimeoutLoop`), the time until a request's
+headers are complete (:data:`HEADER_TIMEOUT_S`, against idle and slowloris connections), the
+keep-alive (:data:`KEEP_ALIVE_TIMEOUT_S`) and the connections served at once
+(:data:`MAX_CONNECTIONS`, beyond it 503 with an ETSI Error body); :class:`MtlsH11Protocol`
+enforces the header timeout and the connection bound. Each comes from the app's
+``KmeConfig`` unless given.
+
 **KME ID rule.** KMEs call each other (reservation mirroring and key relay, see
 :mod:`qkdtwin.kms.peering`) over the same mutual TLS. A peer KME is recognised only by a
 SAN URI ``urn:qkdtwin:kme:<KME_ID>`` in its verified certificate (no CN fallback), put in the
@@ -28,8 +36,10 @@ The PKI is for development and tests only: keys are written unencrypted (mode 06
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
+import json
 import ssl
 import threading
 import time
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h11
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,9 +59,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from qkdtwin.errors import ConfigError, KmsError
 
 __all__ = [
+    "HEADER_TIMEOUT_S",
+    "KEEP_ALIVE_TIMEOUT_S",
     "KME_URI_PREFIX",
+    "MAX_CONNECTIONS",
     "OPERATOR_URI_PREFIX",
     "SAE_URI_PREFIX",
+    "TLS_HANDSHAKE_TIMEOUT_S",
     "MtlsH11Protocol",
     "Pki",
     "RunningServer",
@@ -69,6 +84,18 @@ OPERATOR_URI_PREFIX = "urn:qkdtwin:operator:"
 _SCOPE_SAE_KEY = "qkdtwin.sae_id"  # same key as qkdtwin.kms.api.SCOPE_SAE_KEY
 _SCOPE_KME_KEY = "qkdtwin.kme_id"  # same key as qkdtwin.kms.peering.SCOPE_KME_KEY
 _SCOPE_OPERATOR_KEY = "qkdtwin.operator_id"  # same as qkdtwin.kms.operator.SCOPE_OPERATOR_KEY
+
+# Defaults of the server limits (KmeConfig carries the same defaults; docs/kms.md "Limits").
+#: Seconds a client has to complete the TLS handshake after its TCP connection is accepted.
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+#: Seconds from the end of the handshake, or from the first byte of a later request on the
+#: same connection, until the request's headers are complete (an absolute deadline: trickling
+#: bytes does not extend it).
+HEADER_TIMEOUT_S = 10.0
+#: Seconds an idle connection is kept open after a response (uvicorn's ``timeout_keep_alive``).
+KEEP_ALIVE_TIMEOUT_S = 5.0
+#: Most connections (after their handshake) served at once; a request beyond gets 503.
+MAX_CONNECTIONS = 512
 
 
 def _san_uri(cert: x509.Certificate, prefix: str) -> str | None:
@@ -231,7 +258,9 @@ def issue_certificate(
 class Pki:
     """Paths of a development PKI made by :func:`init_pki`.
 
-    ``kmes``, ``saes`` and ``operators`` map each ID to its ``(cert.pem, key.pem)`` paths.
+    ``kmes``, ``saes`` and ``operators`` map each ID to its ``(cert.pem, key.pem)`` paths;
+    ``kek`` is the key-encryption key file the KMEs wrap their stores with
+    (:mod:`qkdtwin.kms.kek`).
     """
 
     ca_cert: Path
@@ -239,6 +268,7 @@ class Pki:
     kmes: dict[str, tuple[Path, Path]]
     saes: dict[str, tuple[Path, Path]]
     operators: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    kek: Path | None = None
 
 
 def _save(directory: Path, stem: str, cert: x509.Certificate, key: Any) -> tuple[Path, Path]:
@@ -263,6 +293,8 @@ def init_pki(
     certificate, SAN URI ``urn:qkdtwin:kme:<id>``) and every SAE (client, SAN URI
     ``urn:qkdtwin:sae:<id>``); ``operator-<id>.pem``/``.key`` for every operator (client,
     SAN URI ``urn:qkdtwin:operator:<id>``, CN ``operator:<id>``). Keys are mode 0600.
+    ``kek.bin`` (mode 0600) is the key-encryption key the KMEs wrap key material with; an
+    existing one is kept (the stores wrapped with it would become unreadable).
 
     Raises
     ------
@@ -310,7 +342,17 @@ def init_pki(
         )
         for o in operator_ids
     }
-    return Pki(ca_cert=ca_paths[0], ca_key=ca_paths[1], kmes=kmes, saes=saes, operators=operators)
+    from qkdtwin.kms.kek import create_kek
+
+    kek = create_kek(directory / "kek.bin")  # kept if present: wrapped stores need it
+    return Pki(
+        ca_cert=ca_paths[0],
+        ca_key=ca_paths[1],
+        kmes=kmes,
+        saes=saes,
+        operators=operators,
+        kek=kek,
+    )
 
 
 #: Seconds a closing TLS connection may wait for the peer's close_notify before it is aborted.
@@ -326,13 +368,55 @@ class MtlsH11Protocol(H11Protocol):
     30 s for the peer's ``close_notify``, which clients that just drop the socket (``requests``)
     never send, so idle and shutdown closes are followed by an abort after
     :data:`TLS_CLOSE_GRACE_S`.
+
+    Two limits come from the server's config (:func:`make_server`; absent on a plain
+    ``uvicorn.Config``, then off):
+
+    * ``header_timeout_s``: uvicorn times out only an idle connection *after* a response, so
+      a client that never sends a request, or trickles its headers a byte at a time
+      (slowloris), would hold its connection forever. A deadline is set when the handshake
+      ends and whenever a new request starts arriving; it is cleared once the request's
+      headers are parsed; when it passes, the connection is closed.
+    * ``max_connections``: uvicorn's own ``limit_concurrency`` answers 503 with a
+      ``text/plain`` "Service Unavailable", not an ETSI Error object, so it is left off and the
+      same check is made here: a request arriving while more than ``max_connections``
+      connections are open (or requests are in flight) gets 503 with an ETSI Error body and
+      ``Connection: close``.
     """
 
     _lost = False
+    _header_timer: asyncio.TimerHandle | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._lost = True
+        self._clear_header_timer()
         super().connection_lost(exc)
+
+    def _clear_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _start_header_timer(self) -> None:
+        timeout = getattr(self.config, "header_timeout_s", None)
+        if timeout is None or self._header_timer is not None:
+            return
+
+        def expire() -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.logger.debug("closing a connection whose request headers took > %s s", timeout)
+                self.transport.close()
+                self._abort_later()
+
+        self._header_timer = self.loop.call_later(timeout, expire)
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        if self.conn.their_state is h11.IDLE:
+            self._start_header_timer()  # a new request starts: keeps the deadline already set
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # headers parsed (or the connection failed)
+            self._clear_header_timer()
 
     def _abort_later(self) -> None:
         def abort() -> None:
@@ -351,6 +435,7 @@ class MtlsH11Protocol(H11Protocol):
 
     def connection_made(self, transport: Any) -> None:  # noqa: D102
         super().connection_made(transport)
+        self._start_header_timer()  # the first request's headers are due from now on
         sae: str | None = None
         kme: str | None = None
         operator: str | None = None
@@ -361,14 +446,86 @@ class MtlsH11Protocol(H11Protocol):
             sae, kme = sae_id_from_certificate(cert), kme_id_from_certificate(cert)
             operator = operator_id_from_certificate(cert)
         inner = self.app
+        limit: int | None = getattr(self.config, "max_connections", None)
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             scope[_SCOPE_SAE_KEY] = sae
             scope[_SCOPE_KME_KEY] = kme
             scope[_SCOPE_OPERATOR_KEY] = operator
+            # Both sets already hold this connection and this request's task.
+            if limit is not None and (len(self.connections) > limit or len(self.tasks) > limit):
+                self.logger.warning("more than %d connections: answering 503", limit)
+                await _too_many_connections(send, limit)
+                return
             await inner(scope, receive, send)
 
         self.app = app
+
+
+async def _too_many_connections(send: Any, limit: int) -> None:
+    """Answer 503 with an ETSI Error body and close the connection."""
+    content = json.dumps(
+        {"message": "too many concurrent connections", "details": [{"max_connections": limit}]}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(content)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content, "more_body": False})
+
+
+class _HandshakeTimeoutLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose TLS servers give up on a handshake after a set time.
+
+    asyncio bounds the TLS handshake of each accepted connection by the
+    ``ssl_handshake_timeout`` argument of ``loop.create_server`` (60 s when not given), but
+    uvicorn calls ``create_server(..., ssl=...)`` without it and has no setting for it. Rather
+    than copy uvicorn's ``Server.startup``, this loop fills in the missing argument for every
+    TLS server created on it; :class:`_KmeUvicornConfig` makes uvicorn run on it.
+    """
+
+    def __init__(self, ssl_handshake_timeout: float) -> None:
+        super().__init__()
+        self.ssl_handshake_timeout = ssl_handshake_timeout
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None and kwargs.get("ssl_handshake_timeout") is None:
+            kwargs["ssl_handshake_timeout"] = self.ssl_handshake_timeout
+        return await super().create_server(*args, **kwargs)
+
+
+class _KmeUvicornConfig(uvicorn.Config):
+    """uvicorn settings plus the KME's limits, read by :class:`MtlsH11Protocol` and the loop.
+
+    ``get_loop_factory`` is uvicorn's hook for choosing the event loop of
+    :meth:`uvicorn.Server.run` (the ``--loop module:factory`` option uses it); here it returns
+    a :class:`_HandshakeTimeoutLoop` with the handshake timeout.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        tls_handshake_timeout_s: float,
+        header_timeout_s: float,
+        max_connections: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.tls_handshake_timeout_s = tls_handshake_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop]:
+        timeout = self.tls_handshake_timeout_s
+        return lambda: _HandshakeTimeoutLoop(timeout)
 
 
 def make_server(
@@ -379,14 +536,44 @@ def make_server(
     certfile: Path,
     keyfile: Path,
     ca_certs: Path,
-    keep_alive_s: int = 5,
+    keep_alive_s: float | None = None,
+    tls_handshake_timeout_s: float | None = None,
+    header_timeout_s: float | None = None,
+    max_connections: int | None = None,
 ) -> uvicorn.Server:
     """Return a uvicorn server for ``app`` over HTTPS that requires a client certificate.
 
-    ``keep_alive_s`` is how long an idle connection stays open after a response.
+    Limits (each one left ``None`` is taken from the app's
+    :class:`~qkdtwin.kms.api.KmeConfig`, ``app.state.config`` as ``create_app`` sets it,
+    else from the defaults of this module):
+
+    ``keep_alive_s``
+        Seconds an idle connection stays open after a response (``keep_alive_timeout_s``,
+        default :data:`KEEP_ALIVE_TIMEOUT_S`).
+    ``tls_handshake_timeout_s``
+        Seconds for the TLS handshake (default :data:`TLS_HANDSHAKE_TIMEOUT_S`).
+    ``header_timeout_s``
+        Seconds until a request's headers are complete (default :data:`HEADER_TIMEOUT_S`).
+    ``max_connections``
+        Most connections served at once, beyond it 503 (default :data:`MAX_CONNECTIONS`).
+
+    The handshake timeout is a property of the event loop :meth:`uvicorn.Server.run` makes
+    (:class:`_KmeUvicornConfig`); run the server with ``run()`` (as :class:`RunningServer` and
+    ``qkdtwin kms serve`` do), not with ``serve()`` on a loop of your own.
     """
-    config = uvicorn.Config(
+    kme = getattr(getattr(app, "state", None), "config", None)
+
+    def limit(given: float | None, name: str, default: float) -> float:
+        return given if given is not None else getattr(kme, name, default)
+
+    keep_alive = limit(keep_alive_s, "keep_alive_timeout_s", KEEP_ALIVE_TIMEOUT_S)
+    config = _KmeUvicornConfig(
         app,
+        tls_handshake_timeout_s=limit(
+            tls_handshake_timeout_s, "tls_handshake_timeout_s", TLS_HANDSHAKE_TIMEOUT_S
+        ),
+        header_timeout_s=limit(header_timeout_s, "header_timeout_s", HEADER_TIMEOUT_S),
+        max_connections=int(limit(max_connections, "max_connections", MAX_CONNECTIONS)),
         host=host,
         port=port,
         http=MtlsH11Protocol,
@@ -396,11 +583,13 @@ def make_server(
         ssl_cert_reqs=ssl.CERT_REQUIRED,
         log_level="warning",
         access_log=False,
-        lifespan="off",
+        # on: the app's lifespan starts the erasure sweeper of its stores
+        lifespan="on",
         ws="none",
         # Do not wait forever for idle keep-alive clients when asked to stop.
         timeout_graceful_shutdown=3,
-        timeout_keep_alive=keep_alive_s,
+        # uvicorn types it int, but only hands it to loop.call_later: seconds as a float.
+        timeout_keep_alive=keep_alive,
     )
     return uvicorn.Server(config)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from qkdtwin.kms import KeyStore
+from qkdtwin.kms.kek import create_kek, load_kek
 from qkdtwin.kms.relay import Hop
 
 __all__ = ["KmeLayer", "LinkKeys"]
@@ -79,9 +80,11 @@ class KmeLayer:
         root = Path(data_dir) / "kme"
         root.mkdir(parents=True, exist_ok=True)
         self.links: dict[str, LinkKeys] = {}
+        # wrapped at rest like every KME's store (kek.bin, 0600, beside the stores)
+        kek = load_kek(create_kek(root / "kek.bin"))
         for lid, a, b in links:
-            sa = KeyStore(f"sqlite:///{root / f'{lid}@{a}.db'}", max_key_count=max_keys)
-            sb = KeyStore(f"sqlite:///{root / f'{lid}@{b}.db'}", max_key_count=max_keys)
+            sa = KeyStore(f"sqlite:///{root / f'{lid}@{a}.db'}", max_key_count=max_keys, kek=kek)
+            sb = KeyStore(f"sqlite:///{root / f'{lid}@{b}.db'}", max_key_count=max_keys, kek=kek)
             lk = LinkKeys(lid, a, b, sa, sb)
             lk.available = sa.available_count(KEY_BITS)
             _idle(sa, sb)
