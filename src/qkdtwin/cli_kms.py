@@ -60,7 +60,11 @@ class ServeConfig(BaseModel):
         cert: pki/kme-a.pem
         key: pki/kme-a.key
         ca: pki/ca.pem
-        kek_file: null                # optional file holding a 16/24/32-byte KEK
+        kek_file: pki/kek.bin         # KEK (16/24/32 bytes, 0600; `kms pki init` writes it);
+                                      # null: material unwrapped
+        epoch_dir: null               # per-epoch wrap keys (crypto-shredding); default with a
+                                      # kek_file and a PostgreSQL store: <kek_file dir>/epochs
+        epoch_s: 600                  # length of a wrap-key epoch, s
         ttl_s: null                   # optional key lifetime in seconds
         kme:                          # qkdtwin.kms.KmeConfig
           kme_id: kme-a
@@ -85,6 +89,8 @@ class ServeConfig(BaseModel):
     key: Path
     ca: Path
     kek_file: Path | None = None
+    epoch_dir: Path | None = None
+    epoch_s: float = Field(600.0, gt=0)
     ttl_s: float | None = None
     kme: dict[str, Any]
     network: dict[str, Any] | None = None
@@ -383,7 +389,19 @@ def serve(
     node = None
 
     def open_store(url: str, what: str) -> KeyStore:
-        st = _open_store(url, what, kek=kek, max_key_count=kme.max_key_count, ttl_s=cfg.ttl_s)
+        # PostgreSQL keeps old row versions until VACUUM: wrap with epoch keys there
+        epoch_dir = cfg.epoch_dir
+        if epoch_dir is None and kek is not None and cfg.kek_file and url.startswith("postgres"):
+            epoch_dir = cfg.kek_file.parent / "epochs"
+        st = _open_store(
+            url,
+            what,
+            kek=kek,
+            max_key_count=kme.max_key_count,
+            ttl_s=cfg.ttl_s,
+            epoch_dir=epoch_dir,
+            epoch_s=cfg.epoch_s,
+        )
         stores.append(st)
         return st
 

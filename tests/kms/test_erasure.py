@@ -161,3 +161,43 @@ def test_a_store_knows_its_key_encryption_key(tmp_path):
     short.chmod(0o600)
     with pytest.raises(ConfigError, match="5 bytes"):
         load_kek(short)
+
+
+def test_epoch_keys_leave_old_row_versions_unreadable(tmp_path, db_url):
+    """What an old row version (PostgreSQL before VACUUM) holds can no longer be unwrapped."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    now = [1_000.0]
+    kek = load_kek(create_kek(tmp_path / "kek.bin"))
+    st = KeyStore(db_url, kek=kek, epoch_dir=tmp_path / "epochs", epoch_s=100.0,
+                  now=lambda: now[0])  # fmt: skip
+    try:
+        keys = [(str(uuid.uuid4()), os.urandom(32)) for _ in range(10)]
+        st.add_keys(keys)
+        old = {k: st.raw_material(k) for k, _ in keys}  # what an old row version keeps
+        epoch_dir = tmp_path / "epochs" / st.store_id()
+        assert [p.name for p in epoch_dir.iterdir()] == ["epoch-10.key"]
+        assert stat.S_IMODE((epoch_dir / "epoch-10.key").stat().st_mode) == 0o600
+        now[0] += 100.0  # epoch 11: epoch 10 is the previous one, kept
+        assert st.sweep() == 0
+        assert (epoch_dir / "epoch-10.key").exists()
+        now[0] += 100.0  # epoch 12: the survivors are re-wrapped, epoch 10's key destroyed
+        st.sweep()
+        assert not (epoch_dir / "epoch-10.key").exists()
+        assert all(st.raw_material(k) != old[k] for k, _ in keys)
+        # an attacker with a copy of the disk: every key file left, and the KEK itself
+        candidates = [p.read_bytes() for p in epoch_dir.iterdir()] + [kek]
+        for key_id, blob in old.items():
+            for cand in candidates:
+                for nonce, ct, aad in (
+                    (blob[5:17], blob[17:], key_id.encode() + b"|" + blob[1:5]),
+                    (blob[:12], blob[12:], key_id.encode()),
+                ):
+                    with pytest.raises(InvalidTag):
+                        AESGCM(cand).decrypt(nonce, ct, aad)
+        # the survivors are intact
+        got = st.reserve("sae-a", ["sae-b"], 10, 256)
+        assert sorted(k.material for k in got) == sorted(m for _, m in keys)
+    finally:
+        st.close()

@@ -121,7 +121,9 @@ class DevNetwork:
             names = [*self.network.neighbours(kme), "relayed"]
             for name in names:
                 url = url_of(kme, name)
-                store = opened.get(url) or KeyStore(url, kek=kek)
+                # PostgreSQL keeps old row versions until VACUUM: epoch wrap keys there
+                epochs = directory / "epochs" if kek and not url.startswith("sqlite") else None
+                store = opened.get(url) or KeyStore(url, kek=kek, epoch_dir=epochs)
                 opened[url] = store
                 self.stores[kme][name] = store
         self._distinct = list(opened.values())

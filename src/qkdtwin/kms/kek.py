@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from qkdtwin.errors import ConfigError
 
-__all__ = ["KEK_BYTES", "create_kek", "kek_check", "load_kek"]
+__all__ = ["KEK_BYTES", "EpochKeys", "create_kek", "kek_check", "load_kek"]
 
 #: Length of the KEKs this module makes (AES-256).
 KEK_BYTES = 32
@@ -98,3 +100,129 @@ def kek_check(kek: bytes) -> str:
     True
     """
     return hmac.new(kek, b"qkdtwin kek check v1", hashlib.sha256).hexdigest()[:32]
+
+
+class EpochKeys:
+    """Wrap keys of a store, one per epoch, in files outside the database (crypto-shredding).
+
+    An ``UPDATE ... SET material = NULL`` on PostgreSQL leaves the old row version, wrapped
+    material included, until VACUUM reclaims it; a copy of the disk and of the KEK file would
+    unwrap it meanwhile. With epoch keys, material is wrapped with the key of the epoch it was
+    written in (``epoch = floor(t / epoch_s)``): 32 random bytes in ``directory/epoch-<n>.key``
+    (mode 0600). The store re-wraps its surviving keys out of old epochs
+    (:meth:`KeyStore.rotate_epochs`) and then destroys those epochs' files (overwritten with
+    zeros, synced, unlinked), after which no old row version of them can be unwrapped by
+    anyone. A destroyed key stays in memory for ``grace_s`` (a request that read a row just
+    before the re-wrap still unwraps it); it is never written anywhere again.
+
+    Parameters
+    ----------
+    directory
+        One directory per store (:meth:`KeyStore.epoch_dir` names it by the store's ID).
+    epoch_s
+        Length of an epoch, s.
+    now
+        Clock, s since the epoch.
+    """
+
+    def __init__(
+        self, directory: Path, epoch_s: float, now: Callable[[], float], grace_s: float = 60.0
+    ) -> None:
+        if not epoch_s > 0:
+            raise ConfigError("epoch_s must be > 0", field="epoch_s", value=epoch_s)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.epoch_s = float(epoch_s)
+        self.grace_s = grace_s
+        self._now = now
+        self._lock = threading.Lock()
+        self._cache: dict[int, bytes] = {}
+        self._doomed: dict[int, float] = {}  # epoch -> time its key leaves memory
+
+    def _path(self, epoch: int) -> Path:
+        return self.directory / f"epoch-{epoch}.key"
+
+    def current_epoch(self) -> int:
+        """Return the epoch of now."""
+        return int(self._now() // self.epoch_s)
+
+    def current(self) -> tuple[int, bytes]:
+        """Return ``(epoch, key)`` of now; the key file is created (0600) on first use."""
+        epoch = self.current_epoch()
+        with self._lock:
+            key = self._cache.get(epoch)
+            if key is None:
+                path = self._path(epoch)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    key = path.read_bytes()
+                else:
+                    key = os.urandom(KEK_BYTES)
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(key)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                self._cache[epoch] = key
+        return epoch, key
+
+    def get(self, epoch: int) -> bytes:
+        """Return the key of ``epoch``.
+
+        Raises
+        ------
+        ConfigError
+            If its file was destroyed (and its grace period is over) or is unreadable.
+        """
+        with self._lock:
+            self._forget_expired()
+            key = self._cache.get(epoch)
+            if key is not None:
+                return key
+            try:
+                key = self._path(epoch).read_bytes()
+            except OSError:
+                raise ConfigError(
+                    f"the wrap key of epoch {epoch} is destroyed: its keys are unrecoverable",
+                    field="kek_file",
+                ) from None
+            self._cache[epoch] = key
+            return key
+
+    def epochs_on_disk(self) -> list[int]:
+        """Epochs whose key file exists, sorted."""
+        out = []
+        for p in self.directory.glob("epoch-*.key"):
+            try:
+                out.append(int(p.stem.removeprefix("epoch-")))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def destroy_before(self, epoch: int) -> list[int]:
+        """Destroy the key files of every epoch before ``epoch``; return those epochs."""
+        gone = []
+        with self._lock:
+            for e in self.epochs_on_disk():
+                if e >= epoch:
+                    continue
+                path = self._path(e)
+                try:
+                    size = path.stat().st_size
+                    with open(path, "r+b") as fh:
+                        fh.write(bytes(size))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    path.unlink()
+                except OSError:
+                    continue
+                self._doomed[e] = self._now() + self.grace_s
+                gone.append(e)
+        return gone
+
+    def _forget_expired(self) -> None:
+        now = self._now()
+        for e, until in list(self._doomed.items()):
+            if now >= until:
+                self._cache.pop(e, None)
+                del self._doomed[e]

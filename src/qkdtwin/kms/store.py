@@ -52,8 +52,10 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     BigInteger,
@@ -90,6 +92,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from qkdtwin.errors import ConfigError, KeyAccessError, KeyExhaustedError, KmsRequestError
+from qkdtwin.kms.kek import EpochKeys
 
 __all__ = [
     "RETRY_WINDOW_S",
@@ -174,6 +177,8 @@ _counters = Table(
     PrimaryKeyConstraint("name", "shard", name="pk_kms_counters"),
 )
 _COUNTER_SHARDS = 16
+#: First byte of a blob wrapped with an epoch key (then 4 bytes of epoch, nonce, ciphertext).
+_EPOCH_MARK = b"\x01"
 
 # Store-wide facts: ``wrapping`` is ``none`` or the check value of the store's KEK.
 _meta = Table(
@@ -357,6 +362,11 @@ class KeyStore:
     reserved_ttl_s
         Age in seconds after which a reservation that a slave never fetched is erased by
         :meth:`sweep` (:meth:`expire_reservations`); ``None``: never.
+    epoch_dir, epoch_s
+        With ``kek``: wrap material with per-epoch keys kept in files under
+        ``epoch_dir/<store ID>/`` (one per ``epoch_s`` seconds), re-wrap the survivors and
+        destroy old epochs' files (:meth:`rotate_epochs`, :class:`~qkdtwin.kms.kek.EpochKeys`),
+        so old row versions awaiting VACUUM on PostgreSQL become unreadable.
     now
         Clock in seconds since the epoch (injectable for tests).
 
@@ -374,6 +384,8 @@ class KeyStore:
         max_key_count: int = 100_000,
         ttl_s: float | None = None,
         reserved_ttl_s: float | None = 3600.0,
+        epoch_dir: str | os.PathLike[str] | None = None,
+        epoch_s: float = 600.0,
         now: Clock = time.time,
     ) -> None:
         if kek is not None and len(kek) not in (16, 24, 32):
@@ -414,6 +426,12 @@ class KeyStore:
         _metadata.create_all(self.engine)
         self._migrate()
         self._check_wrapping(kek)
+        self._epochs: EpochKeys | None = None
+        self._rotated_for: int | None = None  # the epoch rotate_epochs last ran in
+        if epoch_dir is not None:
+            if kek is None:
+                raise ConfigError("epoch keys need a kek (wrapping on)", field="epoch_dir")
+            self._epochs = EpochKeys(Path(epoch_dir) / self.store_id(), epoch_s, now)
         self._dirty = False  # written since the last background checkpoint
         self._closed = False
         self._checkpoint_lock = threading.Lock()  # a checkpoint never races close()
@@ -487,6 +505,7 @@ class KeyStore:
         and, with ``ttl_s``, :meth:`expire`.
         """
         n = self.erase_delivered()
+        self.rotate_epochs()
         if self.reserved_ttl_s is not None:
             n += self.expire_reservations(self.reserved_ttl_s)
         if self.ttl_s is not None:
@@ -538,6 +557,13 @@ class KeyStore:
                 legacy = conn.execute(select(_keys.c.key_id).limit(1)).first() is not None
                 have = "none" if legacy else want
                 conn.execute(insert(_meta).values(name="wrapping", value=have))
+            sid = conn.execute(
+                select(_meta.c.value).where(_meta.c.name == "store_id")
+            ).scalar_one_or_none()
+            if sid is None:
+                sid = str(uuid.uuid4())
+                conn.execute(insert(_meta).values(name="store_id", value=sid))
+        self._store_id = sid
         where = self.engine.url.render_as_string(hide_password=True)
         if have == want:
             return
@@ -688,16 +714,82 @@ class KeyStore:
 
     # -- material wrapping -------------------------------------------------------------------
 
+    def store_id(self) -> str:
+        """Return this store's random ID (kept in the store; names its epoch-key directory)."""
+        return self._store_id
+
     def _wrap(self, key_id: str, material: bytes) -> bytes:
         if self._aead is None:
             return material
         nonce = os.urandom(12)
+        if self._epochs is not None:
+            epoch, key = self._epochs.current()
+            tag = epoch.to_bytes(4, "big")
+            ct = AESGCM(key).encrypt(nonce, material, key_id.encode() + b"|" + tag)
+            return _EPOCH_MARK + tag + nonce + ct
         return nonce + self._aead.encrypt(nonce, material, key_id.encode())
+
+    @staticmethod
+    def _blob_epoch(blob: bytes) -> int | None:
+        """Return the epoch of an epoch-wrapped blob (``None``: wrapped with the KEK)."""
+        if blob[:1] == _EPOCH_MARK and len(blob) >= 1 + 4 + 12 + 16 + 1:
+            return int.from_bytes(blob[1:5], "big")
+        return None
 
     def _unwrap(self, key_id: str, blob: bytes) -> bytes:
         if self._aead is None:
             return blob
+        epoch = self._blob_epoch(blob) if self._epochs is not None else None
+        if epoch is not None and self._epochs is not None:
+            try:
+                key = self._epochs.get(epoch)
+                return AESGCM(key).decrypt(
+                    blob[5:17], blob[17:], key_id.encode() + b"|" + blob[1:5]
+                )
+            except (InvalidTag, ConfigError):
+                pass  # a KEK-wrapped blob whose random nonce starts with the mark
         return self._aead.decrypt(blob[:12], blob[12:], key_id.encode())
+
+    def rotate_epochs(self) -> int:
+        """Re-wrap surviving keys out of old epochs, then destroy those epochs' key files.
+
+        Runs once per epoch (a no-op otherwise, and without epoch keys): every key with
+        material wrapped before the previous epoch (or with the KEK itself) is re-wrapped with
+        the current epoch's key; the key files of every epoch before the previous one are then
+        destroyed. So a delivered key's old row versions are unreadable at most two epochs
+        after it was last written. Returns how many keys were re-wrapped.
+        """
+        ep = self._epochs
+        if ep is None:
+            return 0
+        cur = ep.current_epoch()
+        if self._rotated_for == cur:
+            return 0
+        keep_from = cur - 1
+        q = "?" if self.is_sqlite else "%s"
+        with self._write() as conn:
+            rows = conn.execute(
+                select(_keys.c.key_id, _keys.c.material).where(_keys.c.material.is_not(None))
+            ).all()
+            updates = []
+            for key_id, blob in rows:
+                e = self._blob_epoch(blob)
+                if e is not None and e >= keep_from:
+                    continue
+                material = self._unwrap(key_id, blob)
+                updates.append((self._wrap(key_id, material), key_id, blob))
+            if updates:
+                # only if the row still holds what was read (a concurrent reservation may have
+                # re-wrapped it already)
+                conn.exec_driver_sql(
+                    f"UPDATE kms_keys SET material = {q} WHERE key_id = {q} AND material = {q}",
+                    updates,
+                )
+        gone = ep.destroy_before(keep_from)
+        if gone:
+            log.info("destroyed the wrap keys of epochs %s", gone)
+        self._rotated_for = cur
+        return len(updates)
 
     # -- supply ------------------------------------------------------------------------------
 
@@ -1014,14 +1106,25 @@ class KeyStore:
         q = "?" if self.is_sqlite else "%s"
         ids = list(key_ids)
         marks = ", ".join([q] * len(ids))
+        if self.is_sqlite:
+            grant = (
+                "LEFT JOIN kms_grants g "
+                "ON g.key_id = k.key_id AND g.sae_id = ? AND g.role = 'slave'"
+            )
+        else:
+            # One probe of uq_kms_grants_key_sae per key, whatever the statistics: with a
+            # plain join, PostgreSQL (before kms_grants was analysed) compared every key
+            # with every grant of the slave.
+            grant = (
+                "LEFT JOIN LATERAL (SELECT role, delivered_at FROM kms_grants "
+                "WHERE key_id = k.key_id AND sae_id = %s AND role = 'slave' LIMIT 1) g ON TRUE"
+            )
         with self._write() as conn:
             found = {
                 r[0]: r
                 for r in conn.exec_driver_sql(
                     "SELECT k.key_id, k.state, k.material, k.master_sae_id, g.role, "
-                    "g.delivered_at FROM kms_keys k LEFT JOIN kms_grants g "
-                    f"ON g.key_id = k.key_id AND g.sae_id = {q} AND g.role = 'slave' "
-                    f"WHERE k.key_id IN ({marks})",
+                    f"g.delivered_at FROM kms_keys k {grant} WHERE k.key_id IN ({marks})",
                     (slave_sae_id, *ids),
                 ).all()
             }
