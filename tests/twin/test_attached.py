@@ -529,3 +529,40 @@ def test_an_alarm_assesses_the_keys_to_discard_at_both_ends(tmp_path):
             False,
         )
     assert "off" in ev.detail["actuation"]
+
+
+def test_forecasts_from_the_calibrated_supply_and_the_polled_consumption(tmp_path):
+    plant, _twin, sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    pem = tmp_path / "op.pem"
+    pem.write_text("x")
+    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
+    doc["kmes"] = {"A": kme}
+    twin = AttachedTwin(load_attach_file(doc), forecast_lead_s=600.0)
+    url = "https://127.0.0.1:9/kme/v1/links"
+    for k in range(1, 201):
+        feed(plant, twin, sink, 1)
+        t = plant.clock_epoch + plant.t + 0.05
+        body = {"kme_id": "A", "time": t, "relayed": None, "links": [
+            {"peer": "B", "enabled": True, "available": 3000 - 8 * k, "owned": 0,
+             "reserved": 0, "added_total": 0, "delivered_total": 10 * k, "erased_total": 0,
+             "discarded_total": 0}]}  # fmt: skip
+        twin.on_poll("A", RawPoll(url, 200, json.dumps(body)), t)
+    st = twin.state()
+    f = st.kmes[0].links[0].forecast
+    assert f is not None
+    est = link(twin, "A-B").estimate
+    assert f.supply_keys_per_s == pytest.approx(est.key_rate_bps / 256)
+    assert f.consumption_keys_per_s == pytest.approx(10.0)
+    assert f.level == 3000 - 8 * 200
+    # a steady counter: no dispersion beyond Poisson, so the median is close to level / drift
+    drift = f.consumption_keys_per_s - f.supply_keys_per_s
+    assert f.ttd_s == pytest.approx(f.level / drift, rel=0.1)
+    lo, hi = f.ttd_interval_s
+    assert lo < f.ttd_s < hi
+    assert f.warning == (f.p_empty_within_lead >= 0.5)
+    pools = {p.id: p for p in st.pool_forecasts}
+    assert pools["A|B"].bottleneck == "A->B"
+    assert pools["A|B"].forecast == f
+    assert pools["B|C"].forecast is None  # no KME of B polled

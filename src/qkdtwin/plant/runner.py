@@ -555,6 +555,7 @@ class Plant:
             else "plant",
             "broker": self.broker_url,
             "reporting_interval_s": self.cfg.reporting_interval_s,
+            "key_size_bits": self.cfg.key_size_bits,
             "clock": {"epoch": self.clock_epoch, "rate": self.speed},
             "network": net,
             "links": {

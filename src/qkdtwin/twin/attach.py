@@ -36,7 +36,9 @@ identity, so that it decrypts the device readings instead of showing envelope me
       mode: hybrid                     # hybrid | qkd-only | pqc-only
       edges: {M4_GW1: sae-M4/GW1}      # edge id -> the gateway's (master) SAE ID
 
-Relative certificate paths are read relative to the attach
+``key_size_bits`` (default 256) is the size of the keys the modules hand their KMEs: the
+forecasts turn a link's key rate (bit/s) into keys per second with it. Relative certificate
+paths are read relative to the attach
 file. A malformed file, an unknown link or node, or a missing certificate file is one
 :class:`ConfigError` naming the field (``kmes.M1.cert``).
 """
@@ -154,6 +156,7 @@ class AttachFile(_Strict):
     kmes: dict[str, AttachKme] = Field(default_factory=dict)
     sae_status: list[AttachSaeStatus] = Field(default_factory=list)
     aggregator: AttachAggregator | None = None
+    key_size_bits: int = Field(default=256, ge=8, le=65_536)
 
     @field_validator("links")
     @classmethod

@@ -25,8 +25,10 @@ and state.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from qkdtwin.network.topology import link_id
 from qkdtwin.twin.attach import AttachFile
 from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
 from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator
+from qkdtwin.twin.forecast import ConsumptionTracker, forecast_depletion
 from qkdtwin.twin.ingest import IotMetadataStream, IotReadings, KmePoller, LinkStream, RawPoll
 from qkdtwin.twin.layout import layered_layout
 from qkdtwin.twin.models import (
@@ -46,6 +49,7 @@ from qkdtwin.twin.models import (
     AttachedState,
     DeviceReadingView,
     DeviceView,
+    ForecastView,
     IngestCounters,
     KmeLinkView,
     KmeView,
@@ -53,6 +57,7 @@ from qkdtwin.twin.models import (
     LinkStatus,
     LinkView,
     NodeView,
+    PoolForecastView,
     ReadingsView,
     RouteView,
     SaePairView,
@@ -111,6 +116,10 @@ class AttachedTwin:
         Refit the displayed estimate every this many intervals of a link (1: every one).
     on_record
         Called with every input ``(kind, key, payload, t_wall)`` (the recorder).
+    forecast_window_s, forecast_lead_s, forecast_warn_prob
+        Key-supply forecasts (:mod:`qkdtwin.twin.forecast`): seconds of KME polls the
+        consumption rate covers; warn when a store empties within ``forecast_lead_s`` with at
+        least ``forecast_warn_prob``.
 
     Notes
     -----
@@ -128,8 +137,15 @@ class AttachedTwin:
         estimate_every: int = 1,
         on_record: Callable[[str, str, Any, float], None] | None = None,
         replay: bool = False,
+        forecast_window_s: float = 300.0,
+        forecast_lead_s: float = 300.0,
+        forecast_warn_prob: float = 0.5,
     ) -> None:
         self.attach = attach
+        self.forecast_window_s = float(forecast_window_s)
+        self.forecast_lead_s = float(forecast_lead_s)
+        self.forecast_warn_prob = float(forecast_warn_prob)
+        self._consumption: dict[tuple[str, str], ConsumptionTracker] = {}
         self.name = attach.name
         self.arl_days = float(arl_days)
         self.window_s = float(window_s)
@@ -275,6 +291,85 @@ class AttachedTwin:
                 if lk.peer is not None:
                     series = self._kme_counters.setdefault((node, lk.peer), deque(maxlen=7200))
                     series.append((now, lk.added_total, lk.delivered_total))
+                    tracker = self._consumption.setdefault(
+                        (node, lk.peer), ConsumptionTracker(self.forecast_window_s)
+                    )
+                    tracker.observe(now, lk.delivered_total)
+            for kv in view.links:
+                if kv.peer is not None:
+                    kv.forecast = self._store_forecast(node, kv.peer, kv.available, now)
+
+    def _store_forecast(
+        self, node: str, peer: str, level: int, now: float
+    ) -> ForecastView | None:
+        """Forecast one KME store: supply from the link's estimate, consumption from polls."""
+        lk = self.links.get(link_id(node, peer))
+        tracker = self._consumption.get((node, peer))
+        est = lk.estimate if lk is not None else None
+        rate = tracker.rate() if tracker is not None else None
+        if est is None or not est.converged or rate is None or tracker is None:
+            return None
+        supply = max(0.0, est.key_rate_bps) / self.attach.key_size_bits
+        consumption, var, se = rate
+        # seeded by the store and the poll time: a replay gives the same forecasts
+        seed = zlib.crc32(f"{node}|{peer}|{now:.6f}".encode())
+        f = forecast_depletion(
+            level,
+            supply,
+            consumption,
+            consumption_se=se,
+            consumption_var_per_s=var,
+            lead_s=self.forecast_lead_s,
+            warn_prob=self.forecast_warn_prob,
+            draws=2000,
+            rng=seed,
+        )
+
+        def fin(x: float) -> float | None:
+            return None if math.isinf(x) else x
+
+        return ForecastView(
+            level=f.level,
+            supply_keys_per_s=f.supply_per_s,
+            consumption_keys_per_s=f.consumption_per_s,
+            consumption_window_s=tracker.span_s,
+            drift_keys_per_s=f.drift_per_s,
+            ttd_s=fin(f.ttd_s),
+            ttd_interval_s=[fin(f.ttd_interval_s[0]), fin(f.ttd_interval_s[1])],
+            interval_level=f.level_ci,
+            p_empty_within_lead=f.p_empty_within_lead,
+            lead_s=f.lead_s,
+            warning=f.warning,
+        )
+
+    def _pool_forecasts(self) -> list[PoolForecastView]:
+        """Per demand pair: the store on its relay path that empties first (its bottleneck)."""
+        stores = {
+            (k.node, lk.peer): lk.forecast
+            for k in self.kmes.values()
+            for lk in k.links
+            if lk.peer is not None
+        }
+        out = []
+        for r in self.responder.routes():
+            path = r["path"]
+            best: tuple[float, str, ForecastView] | None = None
+            for u, v in zip(path or [], (path or [])[1:], strict=False):
+                f = stores.get((u, v))
+                if f is None:
+                    continue
+                key = math.inf if f.ttd_s is None else f.ttd_s
+                if best is None or key < best[0]:
+                    best = (key, f"{u}->{v}", f)
+            out.append(
+                PoolForecastView(
+                    id=r["id"],
+                    path=path,
+                    bottleneck=None if best is None else best[1],
+                    forecast=None if best is None else best[2],
+                )
+            )
+        return out
 
     def _keys_since(self, node: str, peer: str, since: float) -> dict[str, Any] | None:
         """Keys a KME's store for ``peer`` added and delivered since ``since`` (network time).
@@ -556,6 +651,7 @@ class AttachedTwin:
                 routes=[RouteView(**r) for r in self.responder.routes()],
                 devices=_devices(self.iot, now),
                 readings=self._readings_view(),
+                pool_forecasts=self._pool_forecasts(),
                 ingest=IngestCounters(
                     counts={
                         **counts,

@@ -17,6 +17,7 @@ __all__ = [
     "AttachedState",
     "DeviceReadingView",
     "DeviceView",
+    "ForecastView",
     "IngestCounters",
     "KmeLinkView",
     "KmeView",
@@ -24,6 +25,7 @@ __all__ = [
     "LinkStatus",
     "LinkView",
     "NodeView",
+    "PoolForecastView",
     "ReadingsView",
     "RouteView",
     "SaePairView",
@@ -111,6 +113,33 @@ class AlarmView(BaseModel):
     message: str = ""
 
 
+class ForecastView(BaseModel):
+    """When a key store runs dry (:mod:`qkdtwin.twin.forecast`); ``None`` times: never."""
+
+    level: int = Field(description="keys in the store now")
+    supply_keys_per_s: float = Field(description="calibrated key rate / key size")
+    consumption_keys_per_s: float = Field(description="change of delivered_total per second")
+    consumption_window_s: float = Field(description="seconds of polls the consumption covers")
+    drift_keys_per_s: float
+    ttd_s: float | None = Field(description="median time to depletion, s (None: never)")
+    ttd_interval_s: list[float | None] = Field(
+        description="[low, high] prediction interval, s (None: never)"
+    )
+    interval_level: float = Field(description="coverage of ttd_interval_s")
+    p_empty_within_lead: float
+    lead_s: float
+    warning: bool = Field(description="p_empty_within_lead >= the warning probability")
+
+
+class PoolForecastView(BaseModel):
+    """A demand pair's key supply: the link store of its relay path that empties first."""
+
+    id: str
+    path: list[str] | None
+    bottleneck: str | None = Field(description="KME store node->peer with the earliest ttd")
+    forecast: ForecastView | None
+
+
 class KmeLinkView(BaseModel):
     """One link store of a KME as its operator interface reports it."""
 
@@ -126,6 +155,7 @@ class KmeLinkView(BaseModel):
     consumption_keys_per_s: float | None = Field(
         None, description="change of delivered_total over the last poll interval"
     )
+    forecast: ForecastView | None = None
 
 
 class KmeView(BaseModel):
@@ -225,6 +255,7 @@ class AttachedState(BaseModel):
     routes: list[RouteView]
     devices: list[DeviceView]
     readings: ReadingsView
+    pool_forecasts: list[PoolForecastView] = Field(default_factory=list)
     ingest: IngestCounters
     arl_days: float = Field(description="configured false-alarm average run length per link, days")
     replay: bool = False

@@ -437,6 +437,16 @@ async function refresh() {
       [p.error ? "stale: " + p.error.slice(0, 40) : p.status, "st-" + (p.status === "ok" ? "up" : "stale")],
       [p.stored_key_count ?? "–", "num"],
     ]);
+    // forecasts: stores that warn first, then by median time to empty (never last)
+    const fc = [];
+    for (const k of st.kmes) for (const l of k.links) if (l.forecast) fc.push({ id: `${k.node}→${l.peer}`, f: l.forecast });
+    const ttd = (f) => (f.ttd_s === null ? Infinity : f.ttd_s);
+    fc.sort((a, b) => (b.f.warning - a.f.warning) || (ttd(a.f) - ttd(b.f)));
+    const dur = (s) => (s === null ? "never" : s < 120 ? `${s.toFixed(0)} s` : s < 7200 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`);
+    rows($("#forecasts tbody"), fc.slice(0, 12), ({ id, f }) => [
+      [id], [f.level, "num"], [fmt(f.drift_keys_per_s, 2), "num"],
+      [`${dur(f.ttd_s)} [${dur(f.ttd_interval_s[0])}, ${dur(f.ttd_interval_s[1])}]${f.warning ? " ⚠" : ""}`, f.warning ? "num st-alarm" : "num"],
+    ]);
     rows($("#routes tbody"), st.routes, (r) => [
       [r.id], [r.hops ?? "cut", r.hops === null ? "st-alarm" : "num"], [r.path ? r.path.join("–") : "no path", "path"],
     ]);
