@@ -84,9 +84,11 @@ bench: venv services
 	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/kms_roundtrip.py --write BENCHMARKS.md --profile
 	$(BIN)/python benchmarks/iot_pipeline.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_attach.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/forecast.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
