@@ -297,11 +297,21 @@ def _print_what_if(d: dict[str, Any]) -> None:
         + (f" links down: {', '.join(p['links_down'])}" if p["links_down"] else "")
     )
     fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
-    typer.echo(f"  success rate: predicted {fmt(pred)}   live {fmt(live)}")
-    typer.echo(f"  {'pair':<16} {'predicted':>10} {'live':>10}")
+    start = "present levels" if p.get("start") == "present" else "initial fill"
+    window = d["live"].get("window")
+    typer.echo(f"  predicted over the next {p['duration']:g} s from the {start}: {fmt(pred)}")
+    if window is not None:
+        typer.echo(
+            f"  live over the last {window['seconds']:g} s (of {window['of_horizon_s']:g}): "
+            f"{fmt(window['success_rate'])}   since start: {fmt(live)}"
+        )
+    else:
+        typer.echo(f"  live: {fmt(live)}")
+    typer.echo(f"  {'pair':<16} {'predicted':>10} {'live (since start)':>18}")
     for row in d["pools"]:
         typer.echo(
-            f"  {row['id']:<16} {fmt(row['success_rate']):>10} {fmt(row['live_success_rate']):>10}"
+            f"  {row['id']:<16} {fmt(row['success_rate']):>10} "
+            f"{fmt(row['live_success_rate']):>18}"
         )
     if d["unreachable"]:
         typer.echo(f"  unreachable: {', '.join(d['unreachable'])}")

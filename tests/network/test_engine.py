@@ -186,3 +186,28 @@ def test_trace_and_bad_arguments():
         simulate(two_node(), [Demand("a", "b", -1)], pool_capacity=5, keys_per_service=1, **kw)
     with pytest.raises(ConfigError, match="unknown node"):
         simulate(two_node(), [Demand("a", "z", 1)], pool_capacity=5, keys_per_service=1, **kw)
+
+
+def test_initial_levels_start_the_pools_where_the_present_is() -> None:
+    # one pool with (almost) no supply: 35 keys serve exactly 3 services of 10 keys
+    t = Topology()
+    t.add_node("a", "edge_gateway")
+    t.add_node("b", "olt")
+    t.add_link("a", "b", key_rate=1e-9)
+    common = {
+        "pool_capacity": 100, "keys_per_service": 10, "policy": "static", "services": 50,
+        "rng": np.random.default_rng(0),
+    }  # fmt: skip
+    res = simulate(t, [Demand("a", "b", 1.0)], initial_levels={("b", "a"): 35.0}, **common)
+    assert res.pools[0].successes == 3
+    acc = res.totals()
+    assert acc["initial"] == 35.0
+    assert acc["initial"] + acc["generated"] == pytest.approx(
+        acc["consumed"] + acc["stored"] + acc["dropped"]
+    )
+    with pytest.raises(ConfigError) as err:
+        simulate(t, [Demand("a", "b", 1.0)], initial_levels={("a", "b"): 101.0}, **common)
+    assert err.value.field == "initial_levels.a|b"
+    with pytest.raises(ConfigError) as err:
+        simulate(t, [Demand("a", "b", 1.0)], initial_levels={("a", "c"): 1.0}, **common)
+    assert err.value.field == "initial_levels"

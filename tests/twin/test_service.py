@@ -80,21 +80,35 @@ def test_attack_raises_alarm_and_clear_restores(client) -> None:
 
 
 def test_what_if_endpoint_matches_engine(client) -> None:
+    # from the present: the engine started from the pools' levels now (clipped to the new C)
+    levels = {(p.src, p.dst): min(p.level, 400.0) for p in client.twin.keynet.pools()}
     r = client.post("/api/what-if", json={"set": {"V": 4, "C": 400}, "policy": "static"})
     assert r.status_code == 200
     d = r.json()
-    ref = simulate(
-        seed_topology(olt_rate=4.0),
-        uniform_demands(seed_topology(), 1.0),
-        pool_capacity=400,
-        keys_per_service=10,
-        policy="static",
-        rng=np.random.default_rng(1),
-        duration=1000.0,
-    )
-    assert d["success_rate"] == ref.success_rate
+
+    def ref(**kw):
+        return simulate(
+            seed_topology(olt_rate=4.0),
+            uniform_demands(seed_topology(), 1.0),
+            pool_capacity=400,
+            keys_per_service=10,
+            policy="static",
+            rng=np.random.default_rng(1),
+            duration=1000.0,
+            **kw,
+        ).success_rate
+
+    assert d["params"]["start"] == "present"
+    assert d["success_rate"] == ref(initial_levels=levels)
     assert d["live"]["success_rate"] == client.twin.keynet.success_rate()
+    # the live window of the prediction's length (as much of it as the twin has lived)
+    w = d["live"]["window"]
+    assert (w["of_horizon_s"], w["seconds"]) == (1000.0, min(1000.0, client.twin.t))
     assert len(d["pools"]) == 15
+    r = client.post(
+        "/api/what-if", json={"set": {"V": 4, "C": 400}, "policy": "static", "start": "scenario"}
+    )
+    assert r.json()["success_rate"] == ref()
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,7 @@ def test_discard_recent_removes_generation_of_pools_over_link() -> None:
 def test_what_if_equals_direct_engine_run(make_twin) -> None:
     twin = make_twin()
     twin.step()
+    levels = {(p.src, p.dst): min(p.level, 400.0) for p in twin.keynet.pools()}
     res = twin.what_if(["V=4", "C=400"], policy="akr")
     ref = simulate(
         seed_topology(olt_rate=4.0),
@@ -201,6 +202,7 @@ def test_what_if_equals_direct_engine_run(make_twin) -> None:
         policy="adaptive-key-residue",
         rng=np.random.default_rng(1),
         duration=1000.0,
+        initial_levels=levels,
     )
     assert res["success_rate"] == ref.success_rate
     assert res["services"] == ref.services

@@ -20,6 +20,7 @@ Model
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,6 +271,7 @@ def simulate(
     trace: int = 0,
     horizon: float | None = None,
     costs: RelayCosts | None = None,
+    initial_levels: Mapping[tuple[str, str], float] | None = None,
 ) -> SimulationResult:
     """Simulate service requests on a key network; exact, event by event.
 
@@ -301,6 +303,10 @@ def simulate(
         pool).
     costs
         Precomputed :func:`relay_costs` of the demand pairs (saves path search in sweeps).
+    initial_levels
+        Keys in each pool at the start, by pair ``(src, dst)`` (either order), each in
+        ``[0, C]``; pairs not named start as ``initial_fill`` says. A what-if "from the
+        present" passes the live levels here.
 
     Returns
     -------
@@ -378,13 +384,24 @@ def simulate(
     seed = int(rng.integers(0, 2**31 - 1))
     if horizon is None:
         horizon = cap_c / (20.0 * float(demand_keys.mean()))
-    # spendable stock: half the initial fill over the run (nothing when pools start empty)
-    stock = 0.5 * cap_c / t_end if initial_fill == "full" else 0.0
+    cap = np.full(n_pools, cap_c)
+    level = cap.copy() if initial_fill == "full" else np.zeros(n_pools)
+    if initial_levels:
+        index = {k: i for i, k in enumerate(pairs)}
+        for (a, b), v in initial_levels.items():
+            i = index.get((a, b) if a <= b else (b, a))
+            if i is None:
+                raise ConfigError(
+                    f"initial_levels: {a}|{b} is not a demand pair",
+                    field="initial_levels",
+                    value=f"{a}|{b}",
+                )
+            level[i] = in_range(f"initial_levels.{a}|{b}", float(v), 0.0, cap_c)
+    # spendable stock: half the initial keys over the run (nothing when pools start empty)
+    stock = 0.5 * float(level.mean()) / t_end
     price = price_weights(
         costs.capacity, costs.pool_ptr, costs.hop_res, costs.hop_cnt, demand_keys, stock
     )
-    cap = np.full(n_pools, cap_c)
-    level = cap.copy() if initial_fill == "full" else np.zeros(n_pools)
     initial = level.copy()
     res_ptr, res_pool, res_cnt, single = resource_csr(costs)
     requests = np.zeros(n_pools, dtype=np.int64)

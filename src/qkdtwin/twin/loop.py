@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -152,6 +153,8 @@ class Twin:
         self.telemetry_summary: dict[str, Any] = {"enabled": False}
         self.telemetry: TelemetryComponent | None = None
         self._last_services = (0, 0)
+        #: (t, requests, served) per tick, for the live window a what-if is compared with.
+        self._services: deque[tuple[float, int, int]] = deque(maxlen=1_000_000)
         if telemetry is True and cfg.devices_per_gateway > 0:
             from qkdtwin.twin.devices import build_telemetry
 
@@ -241,6 +244,7 @@ class Twin:
             self.source.deliver(self.tick)
             req, served = self.keynet.step(dt, self.rng)
             self._last_services = (req, served)
+            self._services.append((self.t, req, served))
             tel = self.telemetry
             if tel is not None:
                 tel.prepare(self)
@@ -359,23 +363,37 @@ class Twin:
         *,
         policy: str | None = None,
         seed: int | None = None,
+        start: str = "present",
     ) -> dict[str, Any]:
         """Predict success rates with changed parameters on a copy of the current network.
 
-        Returns the prediction of :func:`qkdtwin.twin.whatif.what_if` plus ``live``: the live
-        success rates (overall and per pool) to show side by side.
+        ``start="present"`` (default) starts the prediction from the pools' current levels,
+        ``"scenario"`` from the scenario's initial fill. Returns the prediction of
+        :func:`qkdtwin.twin.whatif.what_if` plus ``live``: the live success rates (overall
+        over the whole run, and over the last ``duration`` seconds: ``window``, the live
+        window of the prediction's length, or as much of it as has been lived) to show side
+        by side.
 
         Raises
         ------
         ConfigError
             For an unknown or out-of-range parameter or policy (the field is named).
         """
+        if start not in ("present", "scenario"):
+            raise ConfigError(
+                f"start must be present or scenario, got {start!r}", field="start", value=start
+            )
         ov = parse_sets(sets or [])
         net = self.scenario.network
+        horizon = ov.get("duration", net.duration or 1000.0)
         with self._lock:
             down = self._down()
-            live_pools = {p.to_dict()["id"]: p.to_dict() for p in self.keynet.pools()}
+            pools_now = self.keynet.pools()
+            live_pools = {p.to_dict()["id"]: p.to_dict() for p in pools_now}
             live_rate = self.keynet.success_rate()
+            levels = {(p.src, p.dst): float(p.level) for p in pools_now}
+            window = [(t, r, s) for t, r, s in self._services if t > self.t - horizon]
+            lived = min(horizon, self.t)
         pred = what_if(
             self.topology,
             self.demands,
@@ -388,12 +406,21 @@ class Twin:
             overrides=ov,
             initial_fill=net.initial_fill,
             generation=net.generation,
+            initial_levels=levels if start == "present" else None,
         )
         for p in pred["pools"]:
             lp = live_pools.get(p["id"])
             p["live_success_rate"] = None if lp is None else lp["success_rate"]
+        req = sum(r for _t, r, _s in window)
+        served = sum(s for _t, _r, s in window)
         pred["live"] = {
             "success_rate": live_rate,
+            "window": {
+                "seconds": lived,
+                "of_horizon_s": horizon,
+                "requests": req,
+                "success_rate": served / req if req else None,
+            },
             "policy": self.keynet.policy,
             "C": self.keynet.capacity,
             "X": self.keynet.keys,

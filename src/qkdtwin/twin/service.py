@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -62,6 +62,10 @@ class WhatIfRequest(BaseModel):
     )
     policy: str | None = Field(default=None, description="allocation policy to predict with")
     seed: int | None = Field(default=None, ge=0, description="seed of the prediction")
+    start: Literal["present", "scenario"] = Field(
+        default="present",
+        description="start from the pools' current levels or from the scenario's initial fill",
+    )
 
 
 def _error(exc: QkdTwinError) -> JSONResponse:
@@ -144,7 +148,7 @@ def create_app(twin: Twin, *, run: bool = True) -> FastAPI:
 
     @app.post("/api/what-if", summary="Predict success rates with changed parameters")
     def post_what_if(body: WhatIfRequest) -> dict[str, Any]:
-        return twin.what_if(body.set, policy=body.policy, seed=body.seed)
+        return twin.what_if(body.set, policy=body.policy, seed=body.seed, start=body.start)
 
     @app.get("/api/history", summary="Time series kept by the twin")
     def get_history(

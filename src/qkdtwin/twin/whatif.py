@@ -14,6 +14,10 @@ name       meaning                                                     allowed
 ``duration``  simulated horizon of the prediction, s                   (0, 1e6]
 =========  ==========================================================  ==================
 
+The prediction starts from the pools' levels *now* (``initial_levels``; clipped to a changed
+``C``) unless the caller asks for the scenario's initial fill, and its horizon is stated
+(``params.duration``) so that it is compared with the live window of the same length.
+
 Pairs that have no path over the links that are up cannot be simulated (the engine rejects
 disconnected demands); they are listed as ``unreachable`` and left out of the prediction.
 """
@@ -100,6 +104,7 @@ def what_if(
     overrides: dict[str, float] | None = None,
     initial_fill: str = "full",
     generation: str = "fluid",
+    initial_levels: dict[tuple[str, str], float] | None = None,
 ) -> dict[str, Any]:
     """Predict success rates with the exact engine on the current network plus ``overrides``.
 
@@ -114,6 +119,9 @@ def what_if(
         them, ``policy`` may be replaced by the caller.
     initial_fill, generation
         As in :func:`qkdtwin.network.simulate`.
+    initial_levels
+        Pool levels to start from, by pair (the present); clipped to the what-if's ``C``.
+        ``None``: ``initial_fill``.
 
     Returns
     -------
@@ -164,6 +172,11 @@ def what_if(
             "unreachable": unreachable,
             "elapsed_s": 0.0,
         }
+    levels = None
+    if initial_levels is not None:
+        keep = {(d.src, d.dst) for d in reach} | {(d.dst, d.src) for d in reach}
+        levels = {k: min(max(v, 0.0), cap_c) for k, v in initial_levels.items() if k in keep}
+    params["start"] = "present" if levels is not None else initial_fill
     res = simulate(
         topo,
         reach,
@@ -174,6 +187,7 @@ def what_if(
         duration=horizon,
         initial_fill=initial_fill,
         generation=generation,
+        initial_levels=levels,
     )
     return {
         "params": params,

@@ -263,10 +263,14 @@ $("whatif-form").addEventListener("submit", async ev => {
     const d = await post("/api/what-if", body);
     msg.textContent = `done in ${num(d.elapsed_s * 1000, 1)} ms (${d.services} services simulated)`;
     const p = d.params;
-    let html = `<p id="whatif-summary">predicted <b>${pct(d.success_rate)}</b> vs live <b>${pct(d.live.success_rate)}</b>` +
+    const w = d.live.window || {};
+    let html = `<p id="whatif-summary">predicted <b>${pct(d.success_rate)}</b> over the next ${num(p.duration, 0)} s` +
+      ` from ${p.start === "present" ? "the pools' present levels" : "the scenario's initial fill"}` +
+      ` vs live <b>${pct(w.success_rate)}</b> over the last ${num(w.seconds ?? 0, 0)} s` +
+      `${(w.seconds ?? 0) < p.duration ? " (all the twin has lived)" : ""} (since start ${pct(d.live.success_rate)})` +
       ` · policy ${esc(p.policy)} · C=${p.C} · X=${p.X}${p.V ? " · V=" + p.V : ""} · load ${num(p.load, 3)}/s` +
       `${p.links_down.length ? " · links down: " + esc(p.links_down.join(", ")) : ""}</p>`;
-    html += `<table id="whatif-table"><thead><tr><th>pair</th><th>predicted</th><th>live</th></tr></thead><tbody>` +
+    html += `<table id="whatif-table"><thead><tr><th>pair</th><th>predicted</th><th>live (since start)</th></tr></thead><tbody>` +
       d.pools.map(x => `<tr><td>${esc(x.id)}</td><td>${pct(x.success_rate)}</td><td>${pct(x.live_success_rate)}</td></tr>`).join("") +
       `</tbody></table>`;
     if (d.unreachable.length) html += `<p class="muted">unreachable: ${esc(d.unreachable.join(", "))}</p>`;
