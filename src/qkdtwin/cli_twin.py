@@ -310,8 +310,7 @@ def _print_what_if(d: dict[str, Any]) -> None:
     typer.echo(f"  {'pair':<16} {'predicted':>10} {'live (since start)':>18}")
     for row in d["pools"]:
         typer.echo(
-            f"  {row['id']:<16} {fmt(row['success_rate']):>10} "
-            f"{fmt(row['live_success_rate']):>18}"
+            f"  {row['id']:<16} {fmt(row['success_rate']):>10} {fmt(row['live_success_rate']):>18}"
         )
     if d["unreachable"]:
         typer.echo(f"  unreachable: {', '.join(d['unreachable'])}")

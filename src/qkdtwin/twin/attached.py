@@ -299,9 +299,7 @@ class AttachedTwin:
                 if kv.peer is not None:
                     kv.forecast = self._store_forecast(node, kv.peer, kv.available, now)
 
-    def _store_forecast(
-        self, node: str, peer: str, level: int, now: float
-    ) -> ForecastView | None:
+    def _store_forecast(self, node: str, peer: str, level: int, now: float) -> ForecastView | None:
         """Forecast one KME store: supply from the link's estimate, consumption from polls."""
         lk = self.links.get(link_id(node, peer))
         tracker = self._consumption.get((node, peer))
