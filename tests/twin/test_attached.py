@@ -566,3 +566,46 @@ def test_forecasts_from_the_calibrated_supply_and_the_polled_consumption(tmp_pat
     assert pools["A|B"].bottleneck == "A->B"
     assert pools["A|B"].forecast == f
     assert pools["B|C"].forecast is None  # no KME of B polled
+
+
+def test_what_if_starts_from_the_keys_the_kmes_hold_now(tmp_path):
+    import numpy as np
+
+    from qkdtwin.network import Demand, simulate
+
+    plant, _twin, sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    pem = tmp_path / "op.pem"
+    pem.write_text("x")
+    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
+    doc["kmes"] = {"A": kme}
+    att = load_attach_file(doc)
+    twin = AttachedTwin(att)
+    feed(plant, twin, sink, 5)
+    url = "https://127.0.0.1:9/kme/v1/links"
+    body = {"kme_id": "A", "time": 1.0, "relayed": None, "links": [
+        {"peer": "B", "enabled": True, "available": 37, "owned": 0, "reserved": 0,
+         "added_total": 37, "delivered_total": 0, "erased_total": 0, "discarded_total": 0}]}  # fmt: skip
+    twin.on_poll("A", RawPoll(url, 200, json.dumps(body)), plant.clock_epoch + plant.t)
+    # a load the links cannot keep up with, so the keys in the pools now matter
+    sets = {"X": 10, "load": 2.0, "duration": 50}
+    got = twin.what_if(sets)
+    sc = att.scenario()
+    topo = sc.build_topology()
+    demands = [Demand(d.src, d.dst, d.rate * 2.0 / 0.1) for d in sc.build_demands(topo)]
+
+    def ref(levels):
+        return simulate(
+            topo, demands, pool_capacity=100, keys_per_service=10,
+            policy="static", rng=np.random.default_rng(7), duration=50.0,
+            initial_levels=levels,
+        ).success_rate  # fmt: skip
+
+    # A|B relays over the A->B store (37 keys now); B|C's stores were not polled: full
+    assert got["params"]["start"] == "present"
+    assert got["live"]["pools_from_present"] == 1
+    assert got["success_rate"] == ref({("A", "B"): 37.0}) != ref(None)
+    assert twin.what_if(sets, start="scenario")["success_rate"] == ref(None)
+    with pytest.raises(ConfigError):
+        twin.what_if({"Q": 1})

@@ -25,6 +25,7 @@ and state.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qkdtwin.errors import QkdTwinError
+from qkdtwin.errors import ConfigError, QkdTwinError
 from qkdtwin.interfaces import TOPIC_ROOT, LinkTelemetry
 from qkdtwin.network.topology import link_id
 from qkdtwin.twin.attach import AttachFile
@@ -595,6 +596,77 @@ class AttachedTwin:
                 lk.alarm.events.append(AlarmEvent(what="rebaselined", t=self.t or 0.0))
             self._restore(lk, self.t or 0.0)
             return self._link_view(lk, self.t or 0.0)
+
+    def what_if(
+        self,
+        sets: list[str] | dict[str, Any] | None = None,
+        *,
+        policy: str | None = None,
+        seed: int | None = None,
+        start: str = "present",
+    ) -> dict[str, Any]:
+        """Predict the pools' success rates from the present (the exact network engine).
+
+        The attach file's network (its demands, ``C``, ``X``, policy and link rates) on the
+        topology as it is now (links in alarm or recovering removed), each demand pair's pool
+        starting from the keys it can draw now: the fewest available keys among the KME stores
+        of its relay path (polled; clipped to ``C``; pairs with an unpolled store start as the
+        scenario says; ``start="scenario"``: every pool as the scenario says). ``live`` gives
+        the observed consumption: the KMEs report deliveries,
+        not refused requests, so there is no live success rate to compare with.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown or out-of-range parameter or policy (the field is named).
+        """
+        from qkdtwin.twin.whatif import parse_sets, what_if
+
+        if start not in ("present", "scenario"):
+            raise ConfigError(
+                f"start must be present or scenario, got {start!r}", field="start", value=start
+            )
+        ov = parse_sets(sets or [])
+        sc = self.attach.scenario()
+        with self._lock:
+            down = self._down()
+            stores = {
+                (k.node, lk.peer): lk for k in self.kmes.values() for lk in k.links if lk.peer
+            }
+            levels: dict[tuple[str, str], float] = {}
+            for r in self.responder.routes():
+                path = r["path"]
+                if not path or len(path) < 2:
+                    continue
+                hops = [stores.get((u, v)) for u, v in itertools.pairwise(path)]
+                if all(h is not None for h in hops):
+                    a, b = r["id"].split("|", 1)
+                    levels[(a, b)] = float(min(h.available for h in hops if h is not None))
+            consumption = sum(
+                (lk.forecast.consumption_keys_per_s if lk.forecast else 0.0)
+                for lk in stores.values()
+            )
+        pred = what_if(
+            self.topology,
+            sc.build_demands(self.topology),
+            down,
+            pool_capacity=sc.pool_capacity,
+            keys_per_service=sc.keys_per_service,
+            policy=policy or sc.policy,
+            duration=sc.duration or 1000.0,
+            seed=sc.seed if seed is None else int(seed),
+            overrides=ov,
+            initial_fill=sc.initial_fill,
+            generation=sc.generation,
+            initial_levels=levels if start == "present" else None,
+        )
+        pred["live"] = {
+            "success_rate": None,
+            "consumption_keys_per_s": consumption,
+            "pools_from_present": len(levels),
+            "note": "the KMEs report deliveries, not refused requests: no live success rate",
+        }
+        return pred
 
     def _down(self) -> set[str]:
         return {

@@ -17,6 +17,8 @@ An unknown link or alarm is answered ``400 {"error", "field", "message"}``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -25,7 +27,7 @@ from qkdtwin.errors import QkdTwinError, UnknownNameError
 from qkdtwin.network.topology import resolve_link
 from qkdtwin.twin.attached import AttachedTwin
 from qkdtwin.twin.models import AlarmView, AttachedState, LinkView
-from qkdtwin.twin.service import web_dir
+from qkdtwin.twin.service import WhatIfRequest, web_dir
 from qkdtwin.twin.sse import event_stream
 
 __all__ = ["create_attached_app"]
@@ -88,6 +90,10 @@ def create_attached_app(twin: AttachedTwin) -> FastAPI:
     )
     def post_rebaseline(link: str) -> LinkView:
         return twin.rebaseline(resolve(link))
+
+    @app.post("/api/what-if", summary="Predict the pools' success rates from the present")
+    def post_what_if(body: WhatIfRequest) -> dict[str, Any]:
+        return twin.what_if(body.set, policy=body.policy, seed=body.seed, start=body.start)
 
     @app.get("/api/alarms", summary="Alarms, newest first", response_model=list[AlarmView])
     def get_alarms(active: bool | None = None) -> list[AlarmView]:
