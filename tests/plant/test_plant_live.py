@@ -209,3 +209,36 @@ def test_cli_bad_input_is_one_line_exit_2(args, needle):
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_disabled_module_delivers_no_keys_and_the_truth_says_so(live_plant):
+    import httpx
+
+    plant, _got = live_plant
+    url = plant.control_url
+    truth = {lk["id"]: lk for lk in httpx.get(f"{url}/truth", timeout=10).json()["links"]}
+    assert all(lk["kme_enabled"] is True for lk in truth.values())
+    assert truth["M1-M3"]["keys_delivered_since_attack"] is None  # no attack
+    r = httpx.post(f"{url}/modules/M1-M3/enable", json={"enabled": False}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["enabled"] is False
+    fed = plant.keys_fed["M1-M3"]
+    time.sleep(3.0)  # 12 plant intervals at speed 4: at least two delivery rounds
+    assert plant.keys_fed["M1-M3"] == fed
+    r = httpx.post(f"{url}/modules/M1-M3/enable", json={"enabled": True}, timeout=10)
+    assert r.json()["enabled"] is True
+    deadline = time.monotonic() + 10
+    while plant.keys_fed["M1-M3"] == fed:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    bad = httpx.post(f"{url}/modules/M1-M3/enable", json={"enabled": "no"}, timeout=10)
+    assert bad.status_code == 422
+    # an attack records the KMEs' delivered counters: the truth reports keys since then
+    httpx.post(f"{url}/links/M2-M3/attack", json={"type": "pns", "fraction": 0.1}, timeout=10)
+    try:
+        lk = next(x for x in httpx.get(f"{url}/truth", timeout=10).json()["links"]
+                  if x["id"] == "M2-M3")  # fmt: skip
+        assert isinstance(lk["keys_delivered_since_attack"], int)
+        assert lk["keys_delivered_since_attack"] >= 0
+    finally:
+        httpx.post(f"{url}/links/M2-M3/clear", timeout=10)

@@ -47,6 +47,13 @@ class DriftBody(BaseModel):
     loss_db: float = Field(ge=-60.0, le=60.0)
 
 
+class EnableBody(BaseModel):
+    """Body of ``POST /modules/{link}/enable``."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(strict=True)
+
+
 class LinkTruth(BaseModel):
     """Ground truth of one link now."""
 
@@ -60,7 +67,15 @@ class LinkTruth(BaseModel):
     length_km: float
     attack: dict[str, Any] | None
     cut: bool
-    enabled: bool
+    enabled: bool = Field(description="the module delivers keys to its KMEs")
+    kme_enabled: bool | None = Field(
+        None, description="both KMEs deliver and relay from this link (null: no KMEs)"
+    )
+    keys_delivered_since_attack: int | None = Field(
+        None,
+        description="keys both KMEs' stores of this link delivered since the attack began "
+        "(null: no attack, or no KMEs)",
+    )
 
 
 class PlantTruth(BaseModel):
@@ -110,6 +125,11 @@ def create_control_app(plant: Plant) -> FastAPI:
     @app.post("/links/{link}/cut", response_model=LinkTruth)
     def cut(link: str) -> LinkTruth:
         return plant.cut(link)
+
+    @app.post("/modules/{link}/enable", response_model=LinkTruth)
+    def enable(link: str, body: EnableBody) -> LinkTruth:
+        """Stop (``false``) or resume (``true``) a module's key delivery to its KMEs."""
+        return plant.set_enabled(link, body.enabled)
 
     @app.post("/links/{link}/drift", response_model=LinkTruth)
     def drift(link: str, body: DriftBody) -> LinkTruth:

@@ -194,6 +194,8 @@ class Plant:
             lid: deque(maxlen=100_000) for lid in self.modules
         }
         self.keys_fed: dict[str, int] = dict.fromkeys(self.modules, 0)
+        #: delivered_total of a link's stores at both KMEs when its attack began (truth)
+        self._delivered_at_attack: dict[str, int] = {}
         self._pending_keys: dict[str, int] = dict.fromkeys(self.modules, 0)
         self._steps = 0
         self.published = 0
@@ -499,6 +501,9 @@ class Plant:
             m = self.module(link)
             m.set_attack(kind, fraction)
             m.law_at(self.t)  # infeasible parameters fail here, not in the loop
+            delivered = self._delivered_at_kmes(m)
+            if delivered is not None:
+                self._delivered_at_attack[m.link_id] = delivered
             return self._log("attack", m, type=kind, fraction=fraction)
 
     def clear(self, link: str) -> LinkTruth:
@@ -535,13 +540,48 @@ class Plant:
             m.add_loss(loss_db)
             return self._log("drift", m, loss_db=loss_db)
 
+    def set_enabled(self, link: str, enabled: bool) -> LinkTruth:
+        """Stop or resume a module's key delivery to its KMEs (its telemetry goes on).
+
+        Disabling drops the keys the module distilled but has not delivered yet.
+        """
+        with self._lock:
+            m = self.module(link)
+            m.enabled = bool(enabled)
+            if not enabled:
+                self._pending_keys[m.link_id] = 0
+            return self._log("enable" if enabled else "disable", m)
+
+    def _delivered_at_kmes(self, m: QkdModule) -> int | None:
+        """``delivered_total`` of the link's stores at both of its KMEs (``None``: no KMEs)."""
+        if self.net is None:
+            return None
+        a, b = m.local_node, m.remote_node
+        return int(
+            self.net.stores[a][b].counters().delivered_total
+            + self.net.stores[b][a].counters().delivered_total
+        )
+
+    def _link_truth(self, m: QkdModule) -> LinkTruth:
+        t = LinkTruth(**m.truth(self.t))
+        if self.net is not None:
+            nodes = self.net.nodes
+            t.kme_enabled = nodes[m.local_node].link_enabled(m.remote_node) and nodes[
+                m.remote_node
+            ].link_enabled(m.local_node)
+            base = self._delivered_at_attack.get(m.link_id)
+            if base is not None and m.attack.kind != "none":
+                now = self._delivered_at_kmes(m)
+                t.keys_delivered_since_attack = None if now is None else now - base
+        return t
+
     def truth(self) -> PlantTruth:
         """Ground truth now (tests and benchmarks only)."""
         with self._lock:
             return PlantTruth(
                 t=self.t,
                 clock_epoch=self.clock_epoch,
-                links=[LinkTruth(**m.truth(self.t)) for m in self.modules.values()],
+                links=[self._link_truth(m) for m in self.modules.values()],
             )
 
     # -- the attach file --------------------------------------------------------------------
