@@ -118,6 +118,15 @@ def twin_serve(
     window_s: Annotated[
         float, typer.Option("--window-s", help="Estimation window, s of network time.")
     ] = 60.0,
+    actuate: Annotated[
+        str,
+        typer.Option(
+            "--actuate",
+            help="Closed loop on the KMEs (attach mode): off (default: plan and log the"
+            " actions only) or on (disable an alarmed link at both KMEs, discard its keys"
+            " since the change point, re-enable it on recovery). A replay never acts.",
+        ),
+    ] = "off",
     as_json: JsonOpt = False,
 ) -> None:
     """Run the live twin and its dashboard; print the dashboard URL.
@@ -136,11 +145,24 @@ def twin_serve(
         raise ConfigError(f"window-s must be in [1, 86400], got {window_s}", field="window_s")
     if record is not None and attach is None:
         raise ConfigError("--record needs --attach", field="record")
+    if actuate not in ("off", "on"):
+        raise ConfigError(f"--actuate must be off or on, got {actuate!r}", field="actuate")
+    if actuate == "on" and attach is None:
+        raise ConfigError("--actuate on needs --attach (a replay never acts)", field="actuate")
     if attach is not None or replay_file is not None:
         if replay_file is not None and record is not None:
             raise ConfigError("--record and --replay exclude each other", field="record")
         _serve_attached(
-            attach, replay_file, record, host, port, duration, speed, arl_days, window_s, as_json
+            attach,
+            replay_file,
+            record,
+            host,
+            port,
+            duration,
+            speed,
+            {"arl_days": arl_days, "window_s": window_s},
+            actuate,
+            as_json,
         )
         return
     twin = _make_twin(scenario, data_dir, db, speed, telemetry)
@@ -172,8 +194,8 @@ def _serve_attached(
     port: int,
     duration: float | None,
     speed: float | None,
-    arl_days: float,
-    window_s: float,
+    opts: dict[str, Any],
+    actuate: str,
     as_json: bool,
 ) -> None:
     """``twin serve --attach`` / ``--replay``: an attached twin, live or from a recording."""
@@ -181,7 +203,6 @@ def _serve_attached(
     from qkdtwin.twin.attached_runner import AttachedRunner, replay
     from qkdtwin.twin.attached_service import create_attached_app
 
-    opts: dict[str, Any] = {"arl_days": arl_days, "window_s": window_s}
     deadline = None if duration is None else time.monotonic() + duration
     if replay_file is not None:
         twin = replay(replay_file, attach=attach, speed=speed, **opts)
@@ -218,7 +239,7 @@ def _serve_attached(
             http.stop()
         return
     assert attach is not None
-    runner = AttachedRunner(attach, host=host, port=port, record=record, **opts)
+    runner = AttachedRunner(attach, host=host, port=port, record=record, actuate=actuate, **opts)
     try:
         runner.start()
         n = len(runner.attach.links)

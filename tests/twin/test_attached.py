@@ -584,9 +584,10 @@ def test_what_if_starts_from_the_keys_the_kmes_hold_now(tmp_path):
     twin = AttachedTwin(att)
     feed(plant, twin, sink, 5)
     url = "https://127.0.0.1:9/kme/v1/links"
-    body = {"kme_id": "A", "time": 1.0, "relayed": None, "links": [
-        {"peer": "B", "enabled": True, "available": 37, "owned": 0, "reserved": 0,
-         "added_total": 37, "delivered_total": 0, "erased_total": 0, "discarded_total": 0}]}  # fmt: skip
+    store = {"peer": "B", "enabled": True, "available": 37, "owned": 0, "reserved": 0,
+             "added_total": 37, "delivered_total": 0, "erased_total": 0,
+             "discarded_total": 0}  # fmt: skip
+    body = {"kme_id": "A", "time": 1.0, "relayed": None, "links": [store]}
     twin.on_poll("A", RawPoll(url, 200, json.dumps(body)), plant.clock_epoch + plant.t)
     # a load the links cannot keep up with, so the keys in the pools now matter
     sets = {"X": 10, "load": 2.0, "duration": 50}
@@ -609,3 +610,78 @@ def test_what_if_starts_from_the_keys_the_kmes_hold_now(tmp_path):
     assert twin.what_if(sets, start="scenario")["success_rate"] == ref(None)
     with pytest.raises(ConfigError):
         twin.what_if({"Q": 1})
+
+
+class _FakeKme:
+    """An operator interface that records calls (the real one: tests/kms, tests/plant)."""
+
+    def __init__(self, log: list, node: str) -> None:
+        self.log, self.node, self.enabled = log, node, {}
+
+    def set_link_state(self, peer, enabled):
+        self.log.append((self.node, "state", peer, enabled))
+        self.enabled[peer] = enabled
+        return {"enabled": enabled}
+
+    def discard_since(self, peer, since):
+        self.log.append((self.node, "discard", peer, since))
+        return {"discarded": 7}
+
+    def links(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(
+            links=[SimpleNamespace(peer=p, enabled=e) for p, e in self.enabled.items()]
+        )
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_the_closed_loop_acts_on_both_kmes_only_when_on(tmp_path, mode):
+    from qkdtwin.twin.actuate import Actuator
+
+    plant, _twin, sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    pem = tmp_path / "op.pem"
+    pem.write_text("x")
+    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
+    doc["kmes"] = {"A": kme, "B": kme}
+    twin = AttachedTwin(load_attach_file(doc), actuate=mode)
+    assert twin.state().actuation == mode
+    calls: list = []
+    twin.actuator = Actuator(
+        {n: (lambda n=n: _FakeKme(calls, n)) for n in ("A", "B")},
+        mode,
+        on_done=twin._actions_done,
+    )
+    feed(plant, twin, sink, 300)
+    plant.attack("A-B", "fiber-tap", 0.5)
+    for _ in range(60):
+        feed(plant, twin, sink, 1)
+        if twin.alarms:
+            break
+    alarm = twin.alarms[0]
+    twin.actuator.close()  # wait for the worker (on)
+    acted = [e for e in alarm.events if e.what in ("actuated", "would-actuate")]
+    assert [(e.detail["action"], e.detail["kme"]) for e in acted] == [
+        ("disable", "A"), ("disable", "B"), ("discard", "A"), ("discard", "B"),
+    ]  # fmt: skip
+    assert all(e.detail["since"] == alarm.onset for e in acted if e.detail["action"] == "discard")
+    if mode == "off":
+        assert calls == []
+        assert all(e.what == "would-actuate" and not e.detail["performed"] for e in acted)
+    else:
+        assert calls == [
+            ("A", "state", "B", False), ("B", "state", "A", False),
+            ("A", "discard", "B", alarm.onset), ("B", "discard", "A", alarm.onset),
+        ]  # fmt: skip
+        for e in acted:
+            assert e.what == "actuated"
+            assert e.detail["error"] is None
+            assert e.detail["acked_at"] >= e.detail["sent_at"]
+        assert [e.detail["effect"] for e in acted[:2]] == [{"enabled": False}] * 2
+    # a replay never acts, whatever it is asked
+    assert AttachedTwin(load_attach_file(doc), actuate="on", replay=True).actuator.mode == "off"

@@ -211,6 +211,54 @@ class OperatorClient:
                 details=[{"url": url}],
             ) from exc
 
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = self.base_url + path
+        try:
+            r = self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            kind = type(exc).__name__
+            raise KmeUnreachableError(f"cannot reach KME at {url}: {kind}: {exc}", url=url) from exc
+        if r.status_code == 401:
+            raise KeyAccessError(
+                f"KME at {url} refused this certificate (401): not an operator certificate",
+                details=[{"url": url}],
+            )
+        if r.status_code != 200:
+            try:
+                msg = str(r.json().get("message", ""))
+            except ValueError:
+                msg = ""
+            raise KmsError(
+                f"KME at {url} answered {r.status_code} {r.reason_phrase}"
+                + (f": {msg}" if msg else ""),
+                details=[{"url": url}],
+            )
+        return dict(r.json())
+
+    def set_link_state(self, peer: str, enabled: bool) -> dict[str, Any]:
+        """Stop (``False``) or resume key delivery and relaying over the link to ``peer``.
+
+        ``POST /kme/v1/links/{peer}/state``; returns the KME's answer (``enabled``, ``at``).
+
+        Raises
+        ------
+        KmeUnreachableError, KeyAccessError, KmsError
+            As :meth:`links`.
+        """
+        return self._post(f"{LINKS_PATH}/{peer}/state", {"enabled": bool(enabled)})
+
+    def discard_since(self, peer: str, since: float) -> dict[str, Any]:
+        """Erase the link's available keys added at or after ``since`` (Unix s).
+
+        ``POST /kme/v1/links/{peer}/discard``; returns the KME's answer (``discarded``).
+
+        Raises
+        ------
+        KmeUnreachableError, KeyAccessError, KmsError
+            As :meth:`links`.
+        """
+        return self._post(f"{LINKS_PATH}/{peer}/discard", {"since": float(since)})
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()

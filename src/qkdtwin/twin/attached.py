@@ -38,6 +38,7 @@ from typing import Any
 from qkdtwin.errors import ConfigError, QkdTwinError
 from qkdtwin.interfaces import TOPIC_ROOT, LinkTelemetry
 from qkdtwin.network.topology import link_id
+from qkdtwin.twin.actuate import Action, Actuator
 from qkdtwin.twin.attach import AttachFile
 from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
 from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator
@@ -117,6 +118,9 @@ class AttachedTwin:
         Refit the displayed estimate every this many intervals of a link (1: every one).
     on_record
         Called with every input ``(kind, key, payload, t_wall)`` (the recorder).
+    actuate
+        ``"off"`` (default: the closed loop's actions are planned and logged, not sent) or
+        ``"on"`` (:mod:`qkdtwin.twin.actuate`); a replay is always off.
     forecast_window_s, forecast_lead_s, forecast_warn_prob
         Key-supply forecasts (:mod:`qkdtwin.twin.forecast`): seconds of KME polls the
         consumption rate covers; warn when a store empties within ``forecast_lead_s`` with at
@@ -141,6 +145,7 @@ class AttachedTwin:
         forecast_window_s: float = 300.0,
         forecast_lead_s: float = 300.0,
         forecast_warn_prob: float = 0.5,
+        actuate: str = "off",
     ) -> None:
         self.attach = attach
         self.forecast_window_s = float(forecast_window_s)
@@ -204,6 +209,18 @@ class AttachedTwin:
             for p in attach.sae_status
         }
         self.alarms: list[AlarmView] = []
+        from functools import partial
+
+        from qkdtwin.kms.client import OperatorClient
+
+        self.actuator = Actuator(
+            {
+                node: partial(OperatorClient, k.url, k.cert, k.key, k.ca, timeout_s=2.0)
+                for node, k in attach.kmes.items()
+            },
+            "off" if replay else actuate,
+            on_done=self._actions_done,
+        )
         #: (node, peer) -> (poll time, added_total, delivered_total), network time.
         self._kme_counters: dict[tuple[str, str], deque[tuple[float, int, int]]] = {}
         self.responder = Responder(self.topology, scenario.build_demands(self.topology))
@@ -564,10 +581,25 @@ class AttachedTwin:
             )
         )
         onset = det.change_point_t if det.change_point_t is not None else t
-        alarm.events.append(
-            AlarmEvent(what="discard-assessed", t=t, detail=self._discard_assessment(lk, onset))
+        assessment = self._discard_assessment(lk, onset)
+        alarm.events.append(AlarmEvent(what="discard-assessed", t=t, detail=assessment))
+        delivered = [e["delivered"] for e in assessment["stores"].values() if e is not None]
+        # each end's store counts every key that left the link's pool (its own enc and the
+        # peer's, mirrored): one end's change is the link's
+        alarm.exposed_keys = max(delivered) if delivered else None
+        self.actuator.submit(
+            (alarm.id, t), self.actuator.plan_alarm(lk.id, lk.a, lk.b, onset, det.statistic)
         )
         return {"type": "alarm", "alarm": alarm.model_dump(mode="json")}
+
+    def _actions_done(self, tag: tuple[int, float], actions: list[Action]) -> None:
+        """Log a batch of closed-loop actions in its alarm (``tag``: alarm id, network time)."""
+        alarm_id, t = tag
+        with self._lock:
+            alarm = self.alarms[alarm_id - 1]
+            for act in actions:
+                what = "actuated" if act.performed else "would-actuate"
+                alarm.events.append(AlarmEvent(what=what, t=t, detail=act.to_detail()))
 
     def _restore(self, lk: _Link, t: float) -> dict[str, Any]:
         lk.status = LinkStatus.UP
@@ -579,6 +611,7 @@ class AttachedTwin:
         if alarm is not None:
             alarm.active = False
             alarm.events.append(AlarmEvent(what="restored", t=t))
+            self.actuator.submit((alarm.id, t), self.actuator.plan_restore(lk.id, lk.a, lk.b))
             return {"type": "restored", "alarm": alarm.model_dump(mode="json")}
         return {"type": "restored", "link": lk.id}
 
@@ -732,6 +765,7 @@ class AttachedTwin:
                 ),
                 arl_days=self.arl_days,
                 replay=self.replay,
+                actuation=self.actuator.mode,
             )
 
     def _readings_view(self) -> ReadingsView:
@@ -767,7 +801,8 @@ class AttachedTwin:
         )
 
     def close(self) -> None:
-        """Release the readings' KME client (if any)."""
+        """Finish the closed loop's queued actions; release the KME clients."""
+        self.actuator.close()
         if self.readings is not None:
             self.readings.close()
 

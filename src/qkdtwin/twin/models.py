@@ -111,6 +111,11 @@ class AlarmView(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     events: list[AlarmEvent] = Field(default_factory=list)
     message: str = ""
+    exposed_keys: int | None = Field(
+        None,
+        description="keys delivered from the link between the estimated onset and the alarm "
+        "(from the KMEs' counters; null: no KME of the link polled)",
+    )
 
 
 class ForecastView(BaseModel):
@@ -259,3 +264,6 @@ class AttachedState(BaseModel):
     ingest: IngestCounters
     arl_days: float = Field(description="configured false-alarm average run length per link, days")
     replay: bool = False
+    actuation: str = Field(
+        "off", description="closed loop on the KMEs: off (plan and log only) or on"
+    )

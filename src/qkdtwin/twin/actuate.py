@@ -1,0 +1,244 @@
+"""The closed loop: the attached twin acts on the KMEs when it raises an alarm.
+
+On an alarm on link ``A-B`` the twin asks both KMEs, through their operator interface
+(operator certificate; SAE and peer-KME certificates get 401), to
+
+1. stop key delivery and relaying over the link: ``POST /kme/v1/links/{peer}/state
+   {"enabled": false}`` at A (peer B) and at B (peer A);
+2. erase the link's keys added since the estimated change point: ``POST
+   /kme/v1/links/{peer}/discard {"since": onset}`` at both;
+
+and reads the effect back from ``GET /kme/v1/links`` (the link reported ``enabled: false``).
+When the link is restored it re-enables it at both KMEs, and reads that back too. Rerouting
+the relay paths is the twin's own (:mod:`qkdtwin.twin.respond`).
+
+Actuation is **off by default** (``--actuate off``): the twin may be pointed at someone's real
+network. Off, and always in a replay, every action is planned and logged (``"performed":
+false``) but nothing is sent. Actions run on a worker thread, in order, so the telemetry ingest
+never waits for a KME; each records when it was sent, when the KME acknowledged it, the KME's
+answer or the error, and the observed effect.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from qkdtwin.errors import ConfigError, QkdTwinError
+
+__all__ = ["ACTUATE_MODES", "Action", "Actuator", "OperatorApi"]
+
+ACTUATE_MODES = ("off", "on")
+
+
+class OperatorApi(Protocol):
+    """What the actuator needs of a KME's operator client (:class:`~qkdtwin.kms.OperatorClient`)."""
+
+    def set_link_state(self, peer: str, enabled: bool) -> dict[str, Any]:
+        """Stop or resume the link to ``peer``."""
+        ...
+
+    def discard_since(self, peer: str, since: float) -> dict[str, Any]:
+        """Erase the link's keys added since ``since``."""
+        ...
+
+    def links(self) -> Any:
+        """Read the KME's link counts (``.links[].peer``, ``.enabled``)."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+@dataclass
+class Action:
+    """One action of the closed loop (planned, then performed or not).
+
+    Attributes
+    ----------
+    kind
+        ``disable``, ``discard`` or ``enable``.
+    kme, peer
+        The KME acted on and the other end of the link.
+    link
+        The link id.
+    reason
+        Why (the alarm's statistic, or ``restored``).
+    since
+        ``discard`` only: erase keys added at or after this network time, s.
+    performed
+        Whether it was sent (``False``: actuation off, or a replay).
+    sent_at, acked_at, effect_at
+        Wall-clock times (Unix s): sent, acknowledged by the KME, effect read back.
+    answer
+        The KME's answer (``enabled``, ``discarded``...).
+    effect
+        What the read-back showed (``{"enabled": false}``).
+    error
+        Why it failed, if it did.
+    """
+
+    kind: Literal["disable", "discard", "enable"]
+    kme: str
+    peer: str
+    link: str
+    reason: str
+    since: float | None = None
+    performed: bool = False
+    sent_at: float | None = None
+    acked_at: float | None = None
+    effect_at: float | None = None
+    answer: dict[str, Any] = field(default_factory=dict)
+    effect: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_detail(self) -> dict[str, Any]:
+        """Return the alarm-log form of this action."""
+        return {
+            "action": self.kind,
+            "kme": self.kme,
+            "peer": self.peer,
+            "reason": self.reason,
+            "since": self.since,
+            "performed": self.performed,
+            "sent_at": self.sent_at,
+            "acked_at": self.acked_at,
+            "effect_at": self.effect_at,
+            "answer": self.answer,
+            "effect": self.effect,
+            "error": self.error,
+        }
+
+
+class Actuator:
+    """Plans the closed loop's actions and, when on, performs them on a worker thread.
+
+    Parameters
+    ----------
+    clients
+        Per KME node, a factory of its operator client (called on the worker thread, once).
+    mode
+        ``"off"`` (default: plan and log only) or ``"on"``.
+    on_done
+        Called with each finished batch ``(tag, actions)`` (on the worker thread when on).
+    wall
+        Wall clock, s (tests).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown mode.
+    """
+
+    def __init__(
+        self,
+        clients: Mapping[str, Callable[[], OperatorApi]],
+        mode: str = "off",
+        *,
+        on_done: Callable[[Any, list[Action]], None] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if mode not in ACTUATE_MODES:
+            raise ConfigError(
+                f"actuate must be off or on, got {mode!r}", field="actuate", value=mode
+            )
+        self.mode = mode
+        self._factories = dict(clients)
+        self._clients: dict[str, OperatorApi] = {}
+        self.on_done = on_done
+        self._wall = wall
+        self._queue: queue.Queue[tuple[Any, list[Action]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def on(self) -> bool:
+        """Whether actions are sent."""
+        return self.mode == "on"
+
+    def plan_alarm(self, link: str, a: str, b: str, onset: float, reason: str) -> list[Action]:
+        """Plan an alarm on ``link`` (ends ``a``, ``b``): disable, then discard, at both."""
+        ends = [(n, p) for n, p in ((a, b), (b, a)) if n in self._factories]
+        return [Action("disable", n, p, link, reason) for n, p in ends] + [
+            Action("discard", n, p, link, reason, since=onset) for n, p in ends
+        ]
+
+    def plan_restore(self, link: str, a: str, b: str) -> list[Action]:
+        """Plan a restored link: enable it at both ends."""
+        return [
+            Action("enable", n, p, link, "restored")
+            for n, p in ((a, b), (b, a))
+            if n in self._factories
+        ]
+
+    def submit(self, tag: Any, actions: list[Action]) -> None:
+        """Perform ``actions`` (in order) if on, then report them with ``tag`` to ``on_done``.
+
+        Off, they are reported at once, unperformed.
+        """
+        if not actions:
+            return
+        if not self.on:
+            if self.on_done is not None:
+                self.on_done(tag, actions)
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, daemon=True, name="twin-actuate")
+            self._thread.start()
+        self._queue.put((tag, actions))
+
+    def _client(self, node: str) -> OperatorApi:
+        c = self._clients.get(node)
+        if c is None:
+            c = self._clients[node] = self._factories[node]()
+        return c
+
+    def perform(self, actions: list[Action]) -> list[Action]:
+        """Send each action, then read its effect back (synchronously, in order)."""
+        for act in actions:
+            act.performed = True
+            act.sent_at = self._wall()
+            try:
+                c = self._client(act.kme)
+                if act.kind == "discard":
+                    assert act.since is not None
+                    act.answer = c.discard_since(act.peer, act.since)
+                else:
+                    act.answer = c.set_link_state(act.peer, act.kind == "enable")
+                act.acked_at = self._wall()
+                if act.kind != "discard":
+                    links = c.links()
+                    enabled = next((lk.enabled for lk in links.links if lk.peer == act.peer), None)
+                    act.effect = {"enabled": enabled}
+                    act.effect_at = self._wall()
+                    if enabled != (act.kind == "enable"):
+                        act.error = f"read back enabled={enabled} after {act.kind}"
+                else:
+                    act.effect = {"discarded": act.answer.get("discarded")}
+                    act.effect_at = act.acked_at
+            except (QkdTwinError, OSError) as exc:
+                act.error = f"{type(exc).__name__}: {exc}"
+        return actions
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            tag, actions = item
+            self.perform(actions)
+            if self.on_done is not None:
+                self.on_done(tag, actions)
+
+    def close(self) -> None:
+        """Finish queued actions, stop the worker, close the clients."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(10.0)
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
