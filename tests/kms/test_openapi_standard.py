@@ -49,7 +49,13 @@ POOL = 12
 
 #: Operations of our document that ETSI GS QKD 014 does not define, and their schemas.
 NON_ETSI = {"GET /kme/v1/links"}
-NON_ETSI_SCHEMAS = {"KmeLinksResponse", "LinkCounts", "KeyCountsModel", "StoreHealth"}
+NON_ETSI_SCHEMAS = {
+    "KmeLinksResponse",
+    "LinkCounts",
+    "KeyCountsModel",
+    "StoreHealth",
+    "AdmissionStats",
+}
 
 #: Where our document says ``T or null`` and the standard says ``T``; all optional.
 NULLABLE_OPTIONALS = {

@@ -22,6 +22,15 @@ Limits (``KmeConfig``, "Limits" in ``docs/kms.md``): a body above ``max_body_byt
 before it is parsed (:mod:`qkdtwin.kms.limits`), JSON bodies are validated strictly (``"3"``
 is not a number), and ``dec_keys`` takes at most ``max_key_per_request`` key_IDs.
 
+Admission control ("Admission control" in ``docs/kms.md``, :mod:`qkdtwin.kms.admission`): at
+most ``max_active_requests`` SAE requests are served at once and ``max_queued_requests`` wait
+(each at most ``queue_timeout_s``); beyond, 503 with ``Retry-After`` at once. A request whose
+client has gone is not served. An ``enc_keys`` reservation whose client went away before
+the response was sent is undone (:meth:`KeyStore.unreserve`, and at the peer KME through
+:meth:`KmeNode.undo_reservation`) instead of being left reserved for nobody. The SAE routes
+run their store work on a thread limiter of ``max_active_requests`` threads; the peer and
+operator routes bypass admission and run on their own (``peer_threads``).
+
 The caller's SAE ID comes from :func:`caller_sae_id`, which reads the ``qkdtwin.sae_id`` entry
 that the mutual-TLS server (:mod:`qkdtwin.kms.tls`) puts in the ASGI scope from the verified
 client certificate. Unit tests override that dependency to use the in-process transport.
@@ -36,11 +45,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -51,9 +61,20 @@ from qkdtwin.errors import (
     KmsError,
     KmsRequestError,
 )
+from qkdtwin.kms.admission import (
+    DEFAULT_MAX_ACTIVE_REQUESTS,
+    DEFAULT_MAX_QUEUED_REQUESTS,
+    DEFAULT_PEER_THREADS,
+    DEFAULT_QUEUE_TIMEOUT_S,
+    SCOPE_TICKET_KEY,
+    AdmissionGate,
+    SaeAdmission,
+    ThreadLimiter,
+    Ticket,
+)
 from qkdtwin.kms.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from qkdtwin.kms.operator import install_operator_routes
-from qkdtwin.kms.peering import KmeNode, install_peer_routes
+from qkdtwin.kms.peering import CLIENT_GONE_AUDIT_BY, KmeNode, install_peer_routes
 from qkdtwin.kms.store import (
     STORE_ERRORS,
     DeliveredKey,
@@ -111,6 +132,14 @@ class KmeConfig(BaseModel):
         end of the handshake) until its headers are complete, seconds an idle connection is
         kept after a response, and most connections served at once (the next request gets 503
         with an ETSI Error body). See "Limits" in ``docs/kms.md``.
+    max_active_requests, max_queued_requests, queue_timeout_s
+        Admission control of SAE requests (``/api/v1/keys/...``): most served at once
+        (default 16), most waiting for a slot (default 64), longest wait in seconds (default
+        1.0). Beyond the queue, or after the wait, 503 with ``Retry-After: 1`` at once. See
+        "Admission control" in ``docs/kms.md``.
+    peer_threads
+        Threads for KME-to-KME and operator requests (default 16), apart from the SAE
+        requests' ``max_active_requests`` threads; those requests bypass admission control.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -128,6 +157,10 @@ class KmeConfig(BaseModel):
     header_timeout_s: float = Field(HEADER_TIMEOUT_S, gt=0)
     keep_alive_timeout_s: float = Field(KEEP_ALIVE_TIMEOUT_S, gt=0)
     max_connections: int = Field(MAX_CONNECTIONS, ge=1)
+    max_active_requests: int = Field(DEFAULT_MAX_ACTIVE_REQUESTS, ge=1)
+    max_queued_requests: int = Field(DEFAULT_MAX_QUEUED_REQUESTS, ge=0)
+    queue_timeout_s: float = Field(DEFAULT_QUEUE_TIMEOUT_S, gt=0)
+    peer_threads: int = Field(DEFAULT_PEER_THREADS, ge=1)
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> KmeConfig:
@@ -210,7 +243,7 @@ class ErrorBody(BaseModel):
     details: list[dict[str, Any]] | None = None
 
 
-def caller_sae_id(request: Request) -> str:
+async def caller_sae_id(request: Request) -> str:
     """Return the SAE ID of the caller, taken from its verified TLS client certificate.
 
     Raises
@@ -358,6 +391,24 @@ ERASE_INTERVAL_S = 1.0
 PeerSync = Callable[[str, list[str], list[str], int], None]
 
 
+@dataclass(frozen=True)
+class _Reservation:
+    """An ``enc_keys`` reservation: its keys, how to undo it, what to erase once it is sent."""
+
+    keys: list[DeliveredKey]
+    undo: Callable[[], object]
+    hand_over: Callable[[], object] | None
+
+
+def _client_gone_response() -> JSONResponse:
+    # Never seen: the client has gone, the server writes nothing. A body all the same, so
+    # that the route's answer is well-formed whatever happens.
+    return JSONResponse(
+        status_code=503,
+        content={"message": "the client went away; no key was delivered", "details": []},
+    )
+
+
 def create_app(
     config: KmeConfig,
     store: KeyStore | None = None,
@@ -378,7 +429,8 @@ def create_app(
         slave's KME (with its own store) reserves the same key_IDs. If it raises a
         :class:`KmsError`, the request fails with that error and the keys stay reserved here
         and undelivered (wasted, never handed out twice). In-process only; ``node`` is the
-        network protocol.
+        network protocol. A reservation whose client went away is revoked here (the mirror
+        cannot be undone through ``sync``; it is erased at its reservation TTL).
     node
         This KME's stores and peers in a KME network (:mod:`qkdtwin.kms.peering`): keys for
         a slave behind a neighbour KME come from that link's pool and are mirrored there over
@@ -408,16 +460,30 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
+    gate = AdmissionGate(
+        config.max_active_requests, config.max_queued_requests, config.queue_timeout_s
+    )
+    sae_threads = ThreadLimiter(config.max_active_requests)
+    peer_threads = ThreadLimiter(config.peer_threads)
     app.state.config = config
     app.state.store = store
     app.state.node = node
+    app.state.admission = gate
+    # Inside the body limit: SAE requests pass admission control (the body already bounded).
+    app.add_middleware(SaeAdmission, gate=gate)
     # Around every route: an oversize body is refused (413) before anything parses it.
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     _install_error_handlers(app)
     if node is not None:
-        install_peer_routes(app, node)
+        install_peer_routes(app, node, peer_threads)
     install_operator_routes(
-        app, config.kme_id, node=node, store=store, responses={401: {"model": ErrorBody}}
+        app,
+        config.kme_id,
+        node=node,
+        store=store,
+        responses={401: {"model": ErrorBody}},
+        threads=peer_threads,
+        admission=gate.counts,
     )
 
     def pool_count(slave: str, size_bits: int) -> int:
@@ -458,9 +524,7 @@ def create_app(
 
     last_erase = [float("-inf")]
 
-    def enc(
-        master: str, slave: str, req: KeyRequest, background: BackgroundTasks | None = None
-    ) -> KeyContainer:
+    def enc(master: str, slave: str, req: KeyRequest) -> _Reservation:
         check_caller(master)
         check_peer(slave, "slave_SAE_ID")
         number = 1 if req.number is None else req.number
@@ -511,20 +575,65 @@ def create_app(
                 )
             slave_kme = slave_kmes.pop()
             keys = node.reserve_for(master, slaves, slave_kme, number, size)
-            if slave_kme != node.kme_id and background is not None:
+            ids = [k.key_id for k in keys]
+            return _Reservation(
+                keys,
+                undo=lambda: node.undo_reservation(slave_kme, ids),
                 # the slaves fetch at their own KME: once the response is sent, nothing here
                 # delivers these keys again (erase_delivered catches a failed response later)
-                background.add_task(node.erase_handed_over, [k.key_id for k in keys])
-            return _container(keys)
+                hand_over=None if slave_kme == node.kme_id else lambda: node.erase_handed_over(ids),
+            )
         assert store is not None
         keys = store.reserve(master, slaves, number, size, slaves_here=sync is None)
-        if sync is not None:
-            sync(master, slaves, [k.key_id for k in keys], size)
-            if background is not None:
-                background.add_task(
-                    store.erase_handed_over, [k.key_id for k in keys], "store:handed-over"
-                )
-        return _container(keys)
+        ids = [k.key_id for k in keys]
+        if sync is None:
+            return _Reservation(
+                keys, undo=lambda: store.unreserve(ids, CLIENT_GONE_AUDIT_BY), hand_over=None
+            )
+        sync(master, slaves, ids, size)
+        return _Reservation(
+            keys,
+            undo=lambda: store.revoke(ids, CLIENT_GONE_AUDIT_BY),
+            hand_over=lambda: store.erase_handed_over(ids, "store:handed-over"),
+        )
+
+    async def undo_unsent(res: _Reservation, master: str, when: str) -> None:
+        try:
+            await sae_threads.run(res.undo)
+        except Exception:  # the keys stay reserved: the master copy goes after the retry window
+            log.exception(
+                "undoing %d keys for %s (client gone %s) failed", len(res.keys), master, when
+            )
+            return
+        gate.count("undone")
+        log.info(
+            "client of %s went away %s: its %d reserved keys were undone",
+            master,
+            when,
+            len(res.keys),
+        )
+
+    async def enc_keys(
+        request: Request, master: str, slave: str, req: KeyRequest, background: BackgroundTasks
+    ) -> KeyContainer | Response:
+        ticket: Ticket | None = request.scope.get(SCOPE_TICKET_KEY)
+        res = await sae_threads.run(enc, master, slave, req)
+        if ticket is not None:
+            ticket.watch = True  # the final response body tells whether it was written
+            if await ticket.client_gone():
+                await undo_unsent(res, master, "before the response")
+                return _client_gone_response()
+
+        async def after_response() -> None:
+            # Runs once the response went to the server: written (handed over: erase the
+            # master-side copy) or dropped because the client had gone (undo).
+            if ticket is not None and ticket.dropped:
+                await undo_unsent(res, master, "as the response was sent")
+            elif res.hand_over is not None:
+                await sae_threads.run(res.hand_over)
+
+        background.add_task(after_response)
+        return _container(res.keys)
 
     def dec(slave: str, master: str, key_ids: list[str]) -> KeyContainer:
         check_caller(slave)
@@ -551,9 +660,9 @@ def create_app(
         response_model_exclude_none=True,
         responses=_ERRORS,
     )
-    def get_status(slave_SAE_ID: str, caller: Caller) -> Status:
+    async def get_status(slave_SAE_ID: str, caller: Caller) -> Status:
         """Status of the key pool shared with ``slave_SAE_ID``."""
-        return status(caller, slave_SAE_ID)
+        return await sae_threads.run(status, caller, slave_SAE_ID)
 
     @app.get(
         "/api/v1/keys/{slave_SAE_ID}/enc_keys",
@@ -561,15 +670,17 @@ def create_app(
         response_model_exclude_none=True,
         responses=_ERRORS,
     )
-    def get_enc_keys(
+    async def get_enc_keys(
+        request: Request,
         slave_SAE_ID: str,
         caller: Caller,
         background: BackgroundTasks,
         number: Annotated[int | None, Query()] = None,
         size: Annotated[int | None, Query()] = None,
-    ) -> KeyContainer:
+    ) -> KeyContainer | Response:
         """Get keys as master SAE (simple request)."""
-        return enc(caller, slave_SAE_ID, KeyRequest(number=number, size=size), background)
+        req = KeyRequest(number=number, size=size)
+        return await enc_keys(request, caller, slave_SAE_ID, req, background)
 
     @app.post(
         "/api/v1/keys/{slave_SAE_ID}/enc_keys",
@@ -577,11 +688,15 @@ def create_app(
         response_model_exclude_none=True,
         responses=_ERRORS,
     )
-    def post_enc_keys(
-        slave_SAE_ID: str, caller: Caller, body: KeyRequest, background: BackgroundTasks
-    ) -> KeyContainer:
+    async def post_enc_keys(
+        request: Request,
+        slave_SAE_ID: str,
+        caller: Caller,
+        body: KeyRequest,
+        background: BackgroundTasks,
+    ) -> KeyContainer | Response:
         """Get keys as master SAE (Key request object)."""
-        return enc(caller, slave_SAE_ID, body, background)
+        return await enc_keys(request, caller, slave_SAE_ID, body, background)
 
     @app.get(
         "/api/v1/keys/{master_SAE_ID}/dec_keys",
@@ -589,11 +704,11 @@ def create_app(
         response_model_exclude_none=True,
         responses=_ERRORS,
     )
-    def get_dec_keys(
+    async def get_dec_keys(
         master_SAE_ID: str, caller: Caller, key_ID: Annotated[str, Query()]
     ) -> KeyContainer:
         """Get one key by ID as slave SAE."""
-        return dec(caller, master_SAE_ID, [key_ID])
+        return await sae_threads.run(dec, caller, master_SAE_ID, [key_ID])
 
     @app.post(
         "/api/v1/keys/{master_SAE_ID}/dec_keys",
@@ -601,9 +716,9 @@ def create_app(
         response_model_exclude_none=True,
         responses=_ERRORS,
     )
-    def post_dec_keys(master_SAE_ID: str, caller: Caller, body: KeyIDs) -> KeyContainer:
+    async def post_dec_keys(master_SAE_ID: str, caller: Caller, body: KeyIDs) -> KeyContainer:
         """Get keys by ID as slave SAE (Key IDs object)."""
-        return dec(caller, master_SAE_ID, [k.key_ID for k in body.key_IDs])
+        return await sae_threads.run(dec, caller, master_SAE_ID, [k.key_ID for k in body.key_IDs])
 
     def openapi() -> dict[str, Any]:
         # FastAPI documents a 422 for every route with parameters; ours are answered with

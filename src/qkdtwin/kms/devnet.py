@@ -16,9 +16,13 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from fastapi import FastAPI
 
 from qkdtwin.errors import ConfigError
 from qkdtwin.kms._listen import PreboundServer, listen_socket
@@ -72,6 +76,12 @@ class DevNetwork:
         Wrap key material at rest with the PKI's key-encryption key (``kek.bin``, mode 0600;
         :mod:`qkdtwin.kms.kek`). ``False`` stores it unwrapped (tests that look for raw key
         bytes in the store files).
+    kme_options
+        More :class:`~qkdtwin.kms.api.KmeConfig` fields for every KME (e.g. the admission
+        limits ``max_active_requests``, ``max_queued_requests``, ``queue_timeout_s``).
+    now
+        Clock of every store (seconds since the epoch; default ``time.time``), for tests
+        that move time forward (reservation TTL, retry window).
 
     Raises
     ------
@@ -95,6 +105,8 @@ class DevNetwork:
         operator_ids: Sequence[str] = ("twin",),
         max_sae_id_count: int = 0,
         wrap: bool = True,
+        kme_options: Mapping[str, Any] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         known = set(kme_ids)
         for a, b in links:
@@ -123,7 +135,7 @@ class DevNetwork:
                 url = url_of(kme, name)
                 # PostgreSQL keeps old row versions until VACUUM: epoch wrap keys there
                 epochs = directory / "epochs" if kek and not url.startswith("sqlite") else None
-                store = opened.get(url) or KeyStore(url, kek=kek, epoch_dir=epochs)
+                store = opened.get(url) or KeyStore(url, kek=kek, epoch_dir=epochs, now=now)
                 opened[url] = store
                 self.stores[kme][name] = store
         self._distinct = list(opened.values())
@@ -138,7 +150,9 @@ class DevNetwork:
         ]
         self.initial_keys = initial_keys
         self.run_feeders = run_feeders
+        self.kme_options = dict(kme_options or {})
         self.nodes: dict[str, KmeNode] = {}
+        self.apps: dict[str, FastAPI] = {}
         self.servers: dict[str, RunningServer] = {}
         self._peer_clients: list[PeerClient] = []
 
@@ -170,10 +184,14 @@ class DevNetwork:
                     peers=peers,
                 )
                 self.nodes[kme] = node
-                app = create_app(
-                    KmeConfig(kme_id=kme, saes=self.saes, max_sae_id_count=self.max_sae_id_count),
-                    node=node,
+                config = KmeConfig(
+                    kme_id=kme,
+                    saes=self.saes,
+                    max_sae_id_count=self.max_sae_id_count,
+                    **self.kme_options,
                 )
+                app = create_app(config, node=node)
+                self.apps[kme] = app
                 # Bound here, not in uvicorn: a port in use is a ConfigError with the reason.
                 sock = listen_socket("127.0.0.1", self._ports.get(kme, 0))
                 srv = make_server(

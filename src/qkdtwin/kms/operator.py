@@ -14,26 +14,32 @@ link's key store (:meth:`qkdtwin.kms.store.KeyStore.counters`; their definitions
 of ``delivered_total`` between two polls. A KME without a network (one store for every
 pair) reports one pseudo-link with ``peer`` null. ``store`` reports the health of the
 stores' background WAL checkpoints (:class:`StoreHealth`): a full disk shows there as
-failures while the KME still answers.
+failures while the KME still answers. ``admission`` reports the KME's admission control of
+SAE requests (:class:`AdmissionStats`, :mod:`qkdtwin.kms.admission`).
 
-The counters cost a few rows per store to read, whatever the store's size.
+The counters cost a few rows per store to read, whatever the store's size. The route runs
+on the KME's thread limiter for peer and operator requests, outside the SAE admission
+control, so an overloaded KME still answers its operator.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from qkdtwin.errors import ConfigError, KeyAccessError
+from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, AdmissionCounts, ThreadLimiter
 from qkdtwin.kms.peering import KmeNode
 from qkdtwin.kms.store import KeyCounts, KeyStore
 
 __all__ = [
     "LINKS_PATH",
     "SCOPE_OPERATOR_KEY",
+    "AdmissionStats",
     "KeyCountsModel",
     "KmeLinksResponse",
     "LinkCounts",
@@ -144,6 +150,42 @@ class StoreHealth(BaseModel):
     )
 
 
+class AdmissionStats(BaseModel):
+    """Admission control of the KME's SAE requests since it started (:mod:`~qkdtwin.kms.admission`).
+
+    Counts are requests.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: int = Field(ge=0, description="SAE requests being served now.")
+    queued: int = Field(ge=0, description="SAE requests waiting for a slot now.")
+    admitted_total: int = Field(ge=0, description="SAE requests that got a slot.")
+    rejected_total: int = Field(ge=0, description="503 at once: the queue was full.")
+    timed_out_total: int = Field(ge=0, description="503 after queue_timeout_s in the queue.")
+    abandoned_total: int = Field(
+        ge=0, description="Admitted requests whose client had gone: dropped unserved."
+    )
+    undone_total: int = Field(
+        ge=0,
+        description="enc_keys reservations undone: the client went away before the response "
+        "was sent (keys back to the pool, audit undo).",
+    )
+
+    @classmethod
+    def of(cls, counts: AdmissionCounts) -> AdmissionStats:
+        """Build the model from :class:`~qkdtwin.kms.admission.AdmissionCounts`."""
+        return cls(
+            active=counts.active,
+            queued=counts.queued,
+            admitted_total=counts.admitted_total,
+            rejected_total=counts.rejected_total,
+            timed_out_total=counts.timed_out_total,
+            abandoned_total=counts.abandoned_total,
+            undone_total=counts.undone_total,
+        )
+
+
 class KmeLinksResponse(BaseModel):
     """Answer of ``GET /kme/v1/links``."""
 
@@ -160,6 +202,10 @@ class KmeLinksResponse(BaseModel):
         default=None,
         description="Health of the key stores' background work (WAL checkpoints); null from "
         "KMEs that do not report it.",
+    )
+    admission: AdmissionStats | None = Field(
+        default=None,
+        description="Admission control of the SAE requests; null from KMEs that do not report it.",
     )
 
 
@@ -179,7 +225,7 @@ def store_health(stores: list[KeyStore]) -> StoreHealth:
     )
 
 
-def caller_operator_id(request: Request) -> str:
+async def caller_operator_id(request: Request) -> str:
     """Return the operator ID of the caller, from its verified TLS client certificate.
 
     Raises
@@ -198,9 +244,17 @@ Operator = Annotated[str, Depends(caller_operator_id)]
 
 
 def links_response(
-    kme_id: str, *, node: KmeNode | None = None, store: KeyStore | None = None
+    kme_id: str,
+    *,
+    node: KmeNode | None = None,
+    store: KeyStore | None = None,
+    admission: AdmissionCounts | None = None,
 ) -> KmeLinksResponse:
-    """Read the counts of every link store of a KME (``node``) or of its single ``store``."""
+    """Read the counts of every link store of a KME (``node``) or of its single ``store``.
+
+    ``admission``: the KME's admission counts, reported as they are.
+    """
+    stats = None if admission is None else AdmissionStats.of(admission)
     if node is not None:
         links = [
             LinkCounts(
@@ -220,6 +274,7 @@ def links_response(
             links=links,
             relayed=relayed,
             store=store_health(node.stores()),
+            admission=stats,
         )
     if store is None:
         raise ConfigError("links_response needs a node or a store", field="store")
@@ -230,6 +285,7 @@ def links_response(
         links=[LinkCounts(peer=None, enabled=True, **counts)],
         relayed=None,
         store=store_health([store]),
+        admission=stats,
     )
 
 
@@ -240,6 +296,8 @@ def install_operator_routes(
     node: KmeNode | None = None,
     store: KeyStore | None = None,
     responses: dict[int | str, dict[str, Any]] | None = None,
+    threads: ThreadLimiter | None = None,
+    admission: Callable[[], AdmissionCounts] | None = None,
 ) -> None:
     """Add ``GET /kme/v1/links`` (in the OpenAPI document) to a KME's ``app``.
 
@@ -253,7 +311,18 @@ def install_operator_routes(
         The KME's network node, or its single store when it has none.
     responses
         Documented error responses (the API's ETSI Error body).
+    threads
+        Where the store reads run (default: a limiter of their own with
+        :data:`~qkdtwin.kms.admission.DEFAULT_PEER_THREADS` threads); the KME passes its
+        limiter for peer and operator requests.
+    admission
+        Reads the KME's admission counts (``None``: not reported).
     """
+    run = (threads or ThreadLimiter(DEFAULT_PEER_THREADS)).run
+
+    def read() -> KmeLinksResponse:
+        counts = None if admission is None else admission()
+        return links_response(kme_id, node=node, store=store, admission=counts)
 
     @app.get(
         LINKS_PATH,
@@ -261,6 +330,6 @@ def install_operator_routes(
         responses=responses or {},
         tags=["operator"],
     )
-    def get_links(_operator: Operator) -> KmeLinksResponse:
+    async def get_links(_operator: Operator) -> KmeLinksResponse:
         """Key counts of every QKD link of this KME (operator certificates only)."""
-        return links_response(kme_id, node=node, store=store)
+        return await run(read)

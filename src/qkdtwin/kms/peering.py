@@ -20,6 +20,17 @@ behind KME ``X``:
   source install and return them. A failure anywhere leaves no key at either end (a late
   failure at the source is compensated with ``POST /kme/v1/revocations`` at the destination).
 
+A reservation whose master SAE never received the response (its client went away; see
+:mod:`qkdtwin.kms.admission`) is undone with :meth:`KmeNode.undo_reservation`: a mirrored
+one goes back to the pool at both ends (``POST /kme/v1/reservations/undo`` at the peer
+first, which refuses keys a slave already fetched; a key not returned there is erased here
+too), a relayed one is revoked at both ends (``POST /kme/v1/revocations``).
+
+The peer endpoints run their store work on their own thread limiter
+(:class:`~qkdtwin.kms.admission.ThreadLimiter`), apart from the SAE requests and outside
+their admission control, so that two KMEs whose SAE workers all wait for each other's
+mirrors still answer those mirrors.
+
 The peer endpoints are not part of ETSI GS QKD 014 (which defines only the SAE-facing API),
 so they are left out of the published OpenAPI document. A peer is authenticated by the KME
 ID in its certificate (SAN URI ``urn:qkdtwin:kme:<ID>``, see :mod:`qkdtwin.kms.tls`) and must
@@ -50,9 +61,11 @@ from qkdtwin.errors import (
     KmsError,
     KmsRequestError,
 )
-from qkdtwin.kms.store import DeliveredKey, KeyStore
+from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, ThreadLimiter
+from qkdtwin.kms.store import DeliveredKey, KeyStore, UnreserveResult
 
 __all__ = [
+    "CLIENT_GONE_AUDIT_BY",
     "SCOPE_KME_KEY",
     "KmeNetwork",
     "KmeNode",
@@ -61,6 +74,8 @@ __all__ = [
 ]
 
 SCOPE_KME_KEY = "qkdtwin.kme_id"
+#: ``sae_id`` of the audit rows of a reservation undone because its master SAE went away.
+CLIENT_GONE_AUDIT_BY = "client-gone"
 
 log = logging.getLogger("qkdtwin.kms")
 
@@ -398,6 +413,72 @@ class KmeNode:
             ) from exc
         return keys
 
+    def undo_reservation(self, slave_kme: str, key_ids: Sequence[str]) -> None:
+        """Undo a :meth:`reserve_for` whose keys the master SAE never received.
+
+        Called when the master's client went away before the ``enc_keys`` response was
+        sent. Keys for a local pair go back to the pool. A mirrored reservation is undone at
+        the peer first (``POST /kme/v1/reservations/undo``); the keys it returned to its
+        pool go back to the pool here too, every other one (refused there because a slave
+        had fetched it, unknown there, or the peer unreachable) is erased here (audited
+        ``revoke``): wasted, never delivered twice. A relayed reservation is revoked here
+        and at the destination (``POST /kme/v1/revocations``), as a failed relay is; its
+        link pads are spent. Audited under :data:`CLIENT_GONE_AUDIT_BY`.
+        """
+        ids = list(key_ids)
+        if not ids:
+            return
+        if slave_kme == self.kme_id:
+            self.store_for(slave_kme).unreserve(ids, CLIENT_GONE_AUDIT_BY)
+            return
+        link = self.links.get(slave_kme)
+        if link is not None and link.key_info(ids[0]) is not None:
+            self._undo_mirrored(slave_kme, link, ids)
+            return
+        if self.relayed is None:
+            return
+        self.relayed.revoke(ids, CLIENT_GONE_AUDIT_BY)
+        try:
+            self.peers.post(
+                self.network.kmes[slave_kme],
+                "/kme/v1/revocations",
+                {"key_IDs": ids},
+                peer=slave_kme,
+            )
+        except KmsError as exc:
+            log.error(
+                "revoking %d undelivered relayed keys at %s failed, they stay reserved there "
+                "until their reservation TTL: %s",
+                len(ids),
+                slave_kme,
+                exc,
+            )
+
+    def _undo_mirrored(self, peer: str, store: KeyStore, ids: list[str]) -> None:
+        returned: set[str] = set()
+        try:
+            answer = self.peers.post(
+                self.network.kmes[peer], "/kme/v1/reservations/undo", {"key_IDs": ids}, peer=peer
+            )
+            listed = answer.get("returned")
+            if not isinstance(listed, list):
+                raise KeyExhaustedError("the peer KME sent a malformed answer")
+            returned = {k for k in listed if isinstance(k, str)}
+        except KmsError as exc:
+            log.error(
+                "undoing %d keys at peer KME %s failed; erased here, they stay reserved there "
+                "until their reservation TTL: %s",
+                len(ids),
+                peer,
+                exc,
+            )
+        back = [k for k in ids if k in returned]
+        lost = [k for k in ids if k not in returned]
+        if back:
+            store.unreserve(back, CLIENT_GONE_AUDIT_BY)
+        if lost:
+            store.revoke(lost, f"undo-failed:{peer}")
+
     def _relay_out(
         self, master: str, slaves: list[str], route: list[str], number: int, size_bits: int
     ) -> list[DeliveredKey]:
@@ -520,6 +601,18 @@ class KmeNode:
                 body.relay_ID, route, pos, body.master_SAE_ID, body.slave_SAE_IDs, body.size, keys
             )
 
+    def accept_undo(self, caller: str, key_ids: list[str]) -> UnreserveResult:
+        """Undo mirrored reservations of the calling neighbour (its master never got them).
+
+        Only keys reserved here for slaves behind this KME (a mirror) are touched: this
+        KME's own master-side copies in the link pool are not the caller's to undo. A key a
+        slave already fetched is erased, not returned (:meth:`KeyStore.unreserve`).
+        """
+        store = self.links.get(caller)
+        if store is None:
+            raise KeyAccessError("no QKD link with the calling KME", details=[{"KME_ID": caller}])
+        return store.unreserve(key_ids, f"undo-by:{caller}", mirrored_only=True)
+
     def accept_revocation(self, caller: str, key_ids: list[str]) -> int:
         """Erase relayed keys whose source could not complete the relay."""
         if self.relayed is None:
@@ -559,6 +652,14 @@ class RelayBody(BaseModel):
     keys: list[RelayItem] = Field(min_length=1)
 
 
+class UndoBody(BaseModel):
+    """``POST /kme/v1/reservations/undo``: return a mirrored reservation's keys to the pool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_IDs: list[str] = Field(min_length=1)  # noqa: N815
+
+
 class RevocationBody(BaseModel):
     """``POST /kme/v1/revocations``: erase relayed keys that the source could not deliver."""
 
@@ -575,19 +676,32 @@ def _caller_kme(request: Request, node: KmeNode) -> str:
     return str(kme)
 
 
-def install_peer_routes(app: FastAPI, node: KmeNode) -> None:
-    """Add the KME-to-KME endpoints (left out of the OpenAPI document) to ``app``."""
+def install_peer_routes(app: FastAPI, node: KmeNode, threads: ThreadLimiter | None = None) -> None:
+    """Add the KME-to-KME endpoints (left out of the OpenAPI document) to ``app``.
+
+    Their store work runs on ``threads`` (default: a limiter of their own with
+    :data:`~qkdtwin.kms.admission.DEFAULT_PEER_THREADS` threads), never on the threads of
+    the SAE requests, and they are not subject to the SAE admission control.
+    """
+    run = (threads or ThreadLimiter(DEFAULT_PEER_THREADS)).run
 
     @app.post("/kme/v1/reservations", include_in_schema=False)
-    def reservations(request: Request, body: ReservationBody) -> dict[str, Any]:
-        node.accept_reservation(_caller_kme(request, node), body)
+    async def reservations(request: Request, body: ReservationBody) -> dict[str, Any]:
+        await run(node.accept_reservation, _caller_kme(request, node), body)
         return {"key_IDs": body.key_IDs}
 
+    @app.post("/kme/v1/reservations/undo", include_in_schema=False)
+    async def undo(request: Request, body: UndoBody) -> dict[str, Any]:
+        done = await run(node.accept_undo, _caller_kme(request, node), body.key_IDs)
+        return {"returned": done.returned, "erased": done.erased}
+
     @app.post("/kme/v1/relay", include_in_schema=False)
-    def relay(request: Request, body: RelayBody) -> dict[str, Any]:
-        node.accept_relay(_caller_kme(request, node), body)
+    async def relay(request: Request, body: RelayBody) -> dict[str, Any]:
+        await run(node.accept_relay, _caller_kme(request, node), body)
         return {"relay_ID": body.relay_ID, "keys": len(body.keys)}
 
     @app.post("/kme/v1/revocations", include_in_schema=False)
-    def revocations(request: Request, body: RevocationBody) -> dict[str, Any]:
-        return {"revoked": node.accept_revocation(_caller_kme(request, node), body.key_IDs)}
+    async def revocations(request: Request, body: RevocationBody) -> dict[str, Any]:
+        return {
+            "revoked": await run(node.accept_revocation, _caller_kme(request, node), body.key_IDs)
+        }

@@ -102,6 +102,7 @@ __all__ = [
     "KeyCounts",
     "KeyStore",
     "StoredKey",
+    "UnreserveResult",
     "describe_error",
     "is_transient_store_error",
 ]
@@ -199,6 +200,10 @@ DELIVERY_ACTIONS = ("enc", "sync", "relay")
 DISCARD_ACTIONS = ("discard", "expire")
 #: ``sae_id`` of the audit rows of :meth:`KeyStore.expire`.
 EXPIRY_AUDIT_BY = "store:ttl"
+#: ``sae_id`` of the ``erase`` rows of :meth:`KeyStore.erase_delivered` for master-side copies
+#: whose :meth:`KeyStore.erase_handed_over` never ran (the response was not sent). The copies
+#: erased after a sent response are audited under ``store:handed-over`` instead.
+RETRY_WINDOW_AUDIT_BY = "store:retry-window"
 
 
 def _available_name(owner: str | None) -> str:
@@ -229,8 +234,12 @@ class KeyCounts:
     * ``delivered_total``: keys that left the pool for use, each counted once: reserved for a
       master SAE here (audit ``enc``), reserved as the mirror of the peer's reservation or
       installed for a relay's slaves (``sync``), or consumed as a relay pad (``relay``). A
-      slave's ``dec_keys`` fetch of a key already counted is not counted again. Equals the
-      audit rows with those three actions.
+      slave's ``dec_keys`` fetch of a key already counted is not counted again. A reservation
+      undone because its master SAE never received it (:meth:`~KeyStore.unreserve`, audit
+      ``undo``; admission control) is subtracted again: its keys came back to the pool, so
+      ``delivered_total`` counts keys that left the pool and did not come back, and it can
+      go *down* between two readings. Equals the audit rows with those three actions minus
+      the ``undo`` rows.
     * ``discarded_total``: available keys erased unused: :meth:`~KeyStore.discard`
       (``discard``) and TTL expiry (``expire``); equals those audit rows.
     * ``erased_total``: keys whose material was dropped, by any path (after delivery, relay,
@@ -239,7 +248,8 @@ class KeyCounts:
     So ``added_total == available_state + delivered_total + discarded_total``, where
     ``available_state`` counts available keys whether or not their TTL has passed. A
     revoked reservation (failed mirroring) stays in ``delivered_total``: its keys left the
-    pool and the audit log shows ``enc``/``sync`` followed by ``revoke``.
+    pool and the audit log shows ``enc``/``sync`` followed by ``revoke``; so does an undone
+    key that could not go back (``undo`` refused it: a slave had fetched it).
     """
 
     available: int
@@ -249,6 +259,14 @@ class KeyCounts:
     delivered_total: int
     erased_total: int
     discarded_total: int
+
+
+@dataclass(frozen=True)
+class UnreserveResult:
+    """What :meth:`KeyStore.unreserve` did: key_IDs back in the pool, key_IDs erased instead."""
+
+    returned: list[str]
+    erased: list[str]
 
 
 @dataclass(frozen=True)
@@ -602,6 +620,9 @@ class KeyStore:
         ).all()
         delivered = conn.execute(
             select(func.count()).select_from(_audit).where(_audit.c.action.in_(DELIVERY_ACTIONS))
+        ).scalar_one()
+        delivered -= conn.execute(
+            select(func.count()).select_from(_audit).where(_audit.c.action == "undo")
         ).scalar_one()
         added = sum(by_state.values())
         available = by_state.get("available", 0)
@@ -1250,6 +1271,92 @@ class KeyStore:
         """
         return self._erase(key_ids, by, from_state="reserved", action="revoke")
 
+    def unreserve(
+        self, key_ids: Sequence[str], by: str, *, mirrored_only: bool = False
+    ) -> UnreserveResult:
+        """Return reserved keys that nobody received to the pool (undo of a reservation).
+
+        For a reservation whose response never reached its master SAE (the client went away,
+        see "Admission control" in ``docs/kms.md``): each key of ``key_ids`` in state
+        reserved goes back to available (same owner, same TTL, its material as reserved:
+        truncated to the size asked for), its grants are deleted and ``undo`` is audited
+        under ``by``. The counters move back: ``reserved`` and ``delivered_total`` down,
+        the available gauge up, so ``added_total == available + delivered_total +
+        discarded_total`` still holds (``delivered_total`` counts keys that left the pool
+        and did not come back; see :class:`KeyCounts`).
+
+        A key that a slave has already fetched here (a delivered slave grant) is never
+        returned to the pool: it is erased instead (audited ``revoke`` under ``by``). Keys
+        in another state, or unknown, are left alone and reported in neither list. One
+        transaction.
+
+        With ``mirrored_only`` (the peer KME asking, ``POST /kme/v1/reservations/undo``)
+        only keys reserved for slaves that fetch here (a mirrored reservation: it has slave
+        grants) are touched; a master-side copy of this KME's own reservation is left alone.
+
+        Returns
+        -------
+        UnreserveResult
+            The key_IDs returned to the pool and those erased instead.
+        """
+        if not key_ids:
+            return UnreserveResult([], [])
+        now = self._now()
+        ids = list(dict.fromkeys(key_ids))
+        with self._write() as conn:
+            stmt = (
+                select(_keys.c.key_id, _keys.c.owner)
+                .where(_keys.c.key_id.in_(ids))
+                .where(_keys.c.state == "reserved")
+            )
+            if mirrored_only:
+                stmt = stmt.where(
+                    select(_grants.c.key_id)
+                    .where(_grants.c.key_id == _keys.c.key_id)
+                    .where(_grants.c.role == "slave")
+                    .exists()
+                )
+            rows = conn.execute(stmt).all()
+            if not rows:
+                return UnreserveResult([], [])
+            fetched = {
+                k
+                for (k,) in conn.execute(
+                    select(_grants.c.key_id)
+                    .where(_grants.c.key_id.in_([k for k, _ in rows]))
+                    .where(_grants.c.role == "slave")
+                    .where(_grants.c.delivered_at.is_not(None))
+                ).all()
+            }
+            back = [(k, o) for k, o in rows if k not in fetched]
+            gone = [k for k, _ in rows if k in fetched]
+            deltas: dict[str, int] = {}
+            audit: list[dict[str, Any]] = []
+            if back:
+                back_ids = [k for k, _ in back]
+                conn.execute(
+                    update(_keys)
+                    .where(_keys.c.key_id.in_(back_ids))
+                    .values(state="available", master_sae_id=None, reserved_at=None)
+                )
+                conn.execute(_grants.delete().where(_grants.c.key_id.in_(back_ids)))
+                audit += [
+                    {"at": now, "sae_id": by, "key_id": k, "action": "undo"} for k in back_ids
+                ]
+                deltas = self._owner_deltas((o for _, o in back), sign=1)
+                deltas[_DELIVERED] = -len(back)
+            if gone:
+                conn.execute(
+                    update(_keys)
+                    .where(_keys.c.key_id.in_(gone))
+                    .values(state="erased", material=None)
+                )
+                audit += [{"at": now, "sae_id": by, "key_id": k, "action": "revoke"} for k in gone]
+                deltas[_ERASED] = len(gone)
+            conn.execute(insert(_audit), audit)
+            self._bump(conn, {**deltas, _RESERVED: -len(rows)})
+        return UnreserveResult([k for k, _ in back], gone)
+
     def _erase(self, key_ids: Sequence[str], by: str, *, from_state: str, action: str) -> int:
         """Erase the keys of ``key_ids`` that are in ``from_state``; audit ``action`` for each.
 
@@ -1443,7 +1550,8 @@ class KeyStore:
           ``delivered_at``), so the cost follows the deliveries since the last call, not the
           size of the store; the first call after start examines every delivered key once;
         * master-side copies (no slave grant here: the slaves fetch at the peer KME) reserved
-          that long ago, whose :meth:`erase_handed_over` did not run (a response that failed).
+          that long ago, whose :meth:`erase_handed_over` did not run (a response that failed;
+          audited ``erase`` under :data:`RETRY_WINDOW_AUDIT_BY`).
 
         Returns
         -------
@@ -1456,7 +1564,7 @@ class KeyStore:
             copies_where = _keys.c.reserved_at <= cutoff
             if self._erase_mark is not None:
                 copies_where = copies_where & (_keys.c.reserved_at > self._erase_mark - 60.0)
-            copies = self._erase_master_copies(conn, now, copies_where, "store:handed-over")
+            copies = self._erase_master_copies(conn, now, copies_where, RETRY_WINDOW_AUDIT_BY)
             recent = (
                 select(_grants.c.key_id)
                 .where(_grants.c.role == "slave")

@@ -84,6 +84,7 @@ OPERATOR_URI_PREFIX = "urn:qkdtwin:operator:"
 _SCOPE_SAE_KEY = "qkdtwin.sae_id"  # same key as qkdtwin.kms.api.SCOPE_SAE_KEY
 _SCOPE_KME_KEY = "qkdtwin.kme_id"  # same key as qkdtwin.kms.peering.SCOPE_KME_KEY
 _SCOPE_OPERATOR_KEY = "qkdtwin.operator_id"  # same as qkdtwin.kms.operator.SCOPE_OPERATOR_KEY
+_SCOPE_GONE_KEY = "qkdtwin.client_gone"  # same as qkdtwin.kms.admission.SCOPE_GONE_PROBE_KEY
 
 # Defaults of the server limits (KmeConfig carries the same defaults; docs/kms.md "Limits").
 #: Seconds a client has to complete the TLS handshake after its TCP connection is accepted.
@@ -382,6 +383,11 @@ class MtlsH11Protocol(H11Protocol):
       same check is made here: a request arriving while more than ``max_connections``
       connections are open (or requests are in flight) gets 503 with an ETSI Error body and
       ``Connection: close``.
+
+    Each request's scope also gets ``"qkdtwin.client_gone"``: a function that says, without
+    waiting, whether the server already knows the client's connection is gone (uvicorn then
+    writes nothing more on it). Admission control (:mod:`qkdtwin.kms.admission`) asks it right
+    before an ``enc_keys`` response is written, to undo a reservation nobody will receive.
     """
 
     _lost = False
@@ -452,6 +458,12 @@ class MtlsH11Protocol(H11Protocol):
             scope[_SCOPE_SAE_KEY] = sae
             scope[_SCOPE_KME_KEY] = kme
             scope[_SCOPE_OPERATOR_KEY] = operator
+            # uvicorn's send is a method of this request's cycle, whose send drops every
+            # message once ``disconnected`` is set (by connection_lost).
+            cycle = getattr(send, "__self__", None)
+            if cycle is not None and hasattr(cycle, "disconnected"):
+                transport = self.transport
+                scope[_SCOPE_GONE_KEY] = lambda: bool(cycle.disconnected or transport.is_closing())
             # Both sets already hold this connection and this request's task.
             if limit is not None and (len(self.connections) > limit or len(self.tasks) > limit):
                 self.logger.warning("more than %d connections: answering 503", limit)
