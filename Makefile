@@ -85,6 +85,8 @@ bench: venv services
 	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_roundtrip.py --write BENCHMARKS.md --profile
+	$(BIN)/python benchmarks/kms_overload.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/kms_overload.py --both --write BENCHMARKS.md
 	$(BIN)/python benchmarks/iot_pipeline.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_attach.py --write BENCHMARKS.md

@@ -79,5 +79,7 @@ def test_the_tracker_estimates_a_poisson_consumption():
     assert abs(rate - 3.0) < 3 * se
     assert var == pytest.approx(3.0, rel=0.25)
     assert tr.span_s == pytest.approx(600.0, abs=1.0)
-    tr.observe(t + 1, 0)  # a replaced store: the window restarts
+    tr.observe(t + 1, total - 5)  # 5 reservations undone: no consumption, window kept
+    assert tr.rate()[0] == pytest.approx(rate * 599 / 600, rel=0.02)
+    tr.observe(t + 2, 0)  # a replaced store: the window restarts
     assert tr.rate() is None

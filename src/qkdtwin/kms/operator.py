@@ -24,6 +24,7 @@ control, so an overloaded KME still answers its operator.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -31,7 +32,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from qkdtwin.errors import ConfigError, KeyAccessError
+from qkdtwin.errors import ConfigError, KeyAccessError, KmsRequestError
 from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, AdmissionCounts, ThreadLimiter
 from qkdtwin.kms.peering import KmeNode
 from qkdtwin.kms.store import KeyCounts, KeyStore
@@ -40,15 +41,21 @@ __all__ = [
     "LINKS_PATH",
     "SCOPE_OPERATOR_KEY",
     "AdmissionStats",
+    "DiscardBody",
+    "DiscardResponse",
     "KeyCountsModel",
     "KmeLinksResponse",
     "LinkCounts",
+    "LinkStateBody",
+    "LinkStateResponse",
     "StoreHealth",
     "caller_operator_id",
     "install_operator_routes",
     "links_response",
     "store_health",
 ]
+
+log = logging.getLogger("qkdtwin.kms")
 
 SCOPE_OPERATOR_KEY = "qkdtwin.operator_id"
 LINKS_PATH = "/kme/v1/links"
@@ -70,6 +77,37 @@ _ErasedTotal = Annotated[int, Field(ge=0, description="Keys whose material was d
 _DiscardedTotal = Annotated[
     int, Field(ge=0, description="Available keys erased unused (audit discard/expire).")
 ]
+
+
+class LinkStateBody(BaseModel):
+    """Body of ``POST /kme/v1/links/{peer}/state``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    enabled: bool
+
+
+class LinkStateResponse(BaseModel):
+    """Answer of ``POST /kme/v1/links/{peer}/state``: the link's state now."""
+
+    kme_id: str
+    peer: str
+    enabled: bool
+
+
+class DiscardBody(BaseModel):
+    """Body of ``POST /kme/v1/links/{peer}/discard``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    since: float = Field(description="erase keys stored at or after this time, Unix s")
+
+
+class DiscardResponse(BaseModel):
+    """Answer of ``POST /kme/v1/links/{peer}/discard``."""
+
+    kme_id: str
+    peer: str
+    since: float
+    discarded: int
 
 
 class KeyCountsModel(BaseModel):
@@ -333,3 +371,56 @@ def install_operator_routes(
     async def get_links(_operator: Operator) -> KmeLinksResponse:
         """Key counts of every QKD link of this KME (operator certificates only)."""
         return await run(read)
+
+    if node is None:
+        return
+
+    def link_store(peer: str) -> KeyStore:
+        st = node.links.get(peer)
+        if st is None:
+            raise KmsRequestError(
+                "no QKD link with that KME", details=[{"peer": peer, "links": sorted(node.links)}]
+            )
+        return st
+
+    def set_state(operator: str, peer: str, enabled: bool) -> LinkStateResponse:
+        st = link_store(peer)
+        node.set_link_down(peer, not enabled)
+        st.record_operation(f"operator:{operator}", "link-enable" if enabled else "link-disable")
+        log.warning("operator %s %s the link to %s", operator,
+                    "enabled" if enabled else "disabled", peer)  # fmt: skip
+        return LinkStateResponse(kme_id=kme_id, peer=peer, enabled=node.link_enabled(peer))
+
+    def discard(operator: str, peer: str, since: float) -> DiscardResponse:
+        st = link_store(peer)
+        n = st.discard_since(since, by=f"operator:{operator}")
+        log.warning("operator %s discarded %d keys of the link to %s since %s", operator, n,
+                    peer, since)  # fmt: skip
+        return DiscardResponse(kme_id=kme_id, peer=peer, since=since, discarded=n)
+
+    @app.post(
+        LINKS_PATH + "/{peer}/state",
+        response_model=LinkStateResponse,
+        responses=responses or {},
+        tags=["operator"],
+    )
+    async def post_link_state(
+        peer: str, body: LinkStateBody, operator: Operator
+    ) -> LinkStateResponse:
+        """Stop (``enabled: false``) or resume key delivery and relaying over a link.
+
+        In the spirit of ETSI GS QKD 015's ``qkdl_enable``; operator certificates only; served
+        with the peer requests, outside the SAE admission control, so an overloaded KME still
+        obeys. Audited (``link-disable`` / ``link-enable``) in the link store.
+        """
+        return await run(lambda: set_state(operator, peer, body.enabled))
+
+    @app.post(
+        LINKS_PATH + "/{peer}/discard",
+        response_model=DiscardResponse,
+        responses=responses or {},
+        tags=["operator"],
+    )
+    async def post_discard(peer: str, body: DiscardBody, operator: Operator) -> DiscardResponse:
+        """Erase the link's available keys stored at or after ``since`` (Unix s)."""
+        return await run(lambda: discard(operator, peer, body.since))

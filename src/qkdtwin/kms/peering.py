@@ -565,6 +565,10 @@ class KmeNode:
         store = self.links.get(caller)
         if store is None:
             raise KeyAccessError("no QKD link with the calling KME", details=[{"KME_ID": caller}])
+        if not self.link_enabled(caller):
+            raise KeyExhaustedError(
+                "the QKD link to the calling KME is out of service", details=[{"link": caller}]
+            )
         store.reserve(
             body.master_SAE_ID,
             body.slave_SAE_IDs,

@@ -380,6 +380,10 @@ class KeyStore:
     reserved_ttl_s
         Age in seconds after which a reservation that a slave never fetched is erased by
         :meth:`sweep` (:meth:`expire_reservations`); ``None``: never.
+    scrub_interval_s
+        SQLite: at most this often (s), when keys were erased since the last time, the sweep
+        rewrites the file (:meth:`scrub`) so no stale copy of an erased key survives in a
+        page's free space; ``None``: never (then only at :meth:`close`).
     epoch_dir, epoch_s
         With ``kek``: wrap material with per-epoch keys kept in files under
         ``epoch_dir/<store ID>/`` (one per ``epoch_s`` seconds), re-wrap the survivors and
@@ -402,6 +406,7 @@ class KeyStore:
         max_key_count: int = 100_000,
         ttl_s: float | None = None,
         reserved_ttl_s: float | None = 3600.0,
+        scrub_interval_s: float | None = 60.0,
         epoch_dir: str | os.PathLike[str] | None = None,
         epoch_s: float = 600.0,
         now: Clock = time.time,
@@ -431,6 +436,9 @@ class KeyStore:
                 value=reserved_ttl_s,
             )
         self.reserved_ttl_s = reserved_ttl_s
+        self.scrub_interval_s = scrub_interval_s
+        self._last_scrub = time.monotonic()
+        self._scrubbed_erased: int | None = None
         self._now = now
         self.url = _normalise_url(url)
         _private_sqlite_file(self.url)
@@ -457,6 +465,7 @@ class KeyStore:
         self._checkpoint_backoff_s = 0.0  # the checkpointer's wait after a failure
         self._checkpoint_retry_at = 0.0  # time.monotonic() before which it does not retry
         if self.is_sqlite:
+            self._scrubbed_erased = self.counters().erased_total
             _CHECKPOINTER.add(self)
 
     def checkpoint(self) -> tuple[int, int, int]:
@@ -528,7 +537,46 @@ class KeyStore:
             n += self.expire_reservations(self.reserved_ttl_s)
         if self.ttl_s is not None:
             n += self.expire()
+        self.maybe_scrub()
         return n
+
+    def maybe_scrub(self) -> bool:
+        """:meth:`scrub` if ``scrub_interval_s`` passed since the last and keys were erased."""
+        if not self.is_sqlite or self.scrub_interval_s is None or self._closed:
+            return False
+        now = time.monotonic()
+        if now - self._last_scrub < self.scrub_interval_s:
+            return False
+        self._last_scrub = now
+        erased = self.counters().erased_total
+        if erased == self._scrubbed_erased:
+            return False
+        self.scrub()
+        self._scrubbed_erased = erased
+        return True
+
+    def scrub(self) -> None:
+        """Rewrite the SQLite file without its free space, then empty the WAL (SQLite only).
+
+        ``secure_delete`` zeroes a row's old content when it is freed, but SQLite moves cells
+        around when it rebalances or defragments a page and leaves the old copies of the
+        moved cells in the page's unallocated gap, unzeroed: a key erased later may survive
+        there (found by ``benchmarks/kms_overload.py``). ``VACUUM`` rebuilds every page from
+        the live rows only, so no such copy survives; the WAL is truncated after it. The
+        store's writers wait meanwhile (tens of ms for tens of thousands of keys).
+        """
+        if not self.is_sqlite:
+            return
+        with self._checkpoint_lock, self._write_lock:
+            if self._closed:
+                return
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute("VACUUM")
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
 
     def start_sweeping(self) -> None:
         """Have the process's sweeper thread call :meth:`sweep` every second (KME servers)."""
@@ -1258,6 +1306,31 @@ class KeyStore:
         """
         return self._erase(key_ids, by, from_state="available", action="discard")
 
+    def discard_since(self, since: float, by: str) -> int:
+        """Erase the available keys stored at or after ``since`` (s, the store's clock).
+
+        The actuation of an alarm: keys a link distilled after the estimated change point may
+        be known to Eve. Audited ``discard`` under ``by`` (counted in ``discarded_total``).
+        Returns how many.
+        """
+        with self._read() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(_keys.c.key_id)
+                    .where(_keys.c.state == "available")
+                    .where(_keys.c.created_at >= since)
+                ).all()
+            ]
+        return self._erase(ids, by, from_state="available", action="discard") if ids else 0
+
+    def record_operation(self, by: str, action: str) -> None:
+        """Audit an operator's action on this store's link (``key_id`` ``-``), e.g. a disable."""
+        with self._write() as conn:
+            conn.execute(
+                insert(_audit).values(at=self._now(), sae_id=by, key_id="-", action=action[:16])
+            )
+
     def revoke(self, key_ids: Sequence[str], by: str) -> int:
         """Erase reserved keys that must never be used (compensation of a failed mirroring).
 
@@ -1676,6 +1749,12 @@ class KeyStore:
         """Release the database connections (after a last checkpoint on SQLite)."""
         _CHECKPOINTER.discard(self)
         _SWEEPER.discard(self)
+        if self.is_sqlite and self._scrubbed_erased is not None and not self._closed:
+            try:  # keys erased since the last scrub: leave no stale copy behind
+                if self.counters().erased_total != self._scrubbed_erased:
+                    self.scrub()
+            except Exception as exc:
+                log.warning("scrub at close failed: %s", describe_error(exc))
         if self.is_sqlite and self._dirty:
             try:
                 self.checkpoint()

@@ -195,7 +195,9 @@ class ConsumptionTracker:
     Keeps the polls of the last ``window_s`` seconds; the rate is the counter's change over
     the window's time, its per-second variance the dispersion of the increments around that
     rate (at least the Poisson value), and its standard error ``sqrt(variance / window)``.
-    A counter that goes down (a store replaced) restarts the window.
+    A counter that goes down by less than half (a KME undid a reservation whose client had
+    gone, which lowers ``delivered_total``) is taken as no consumption over that poll; one
+    that falls by more (a store replaced) restarts the window.
     """
 
     def __init__(self, window_s: float = 300.0) -> None:
@@ -203,14 +205,23 @@ class ConsumptionTracker:
             raise ConfigError("window_s must be > 0", field="window_s", value=window_s)
         self.window_s = float(window_s)
         self._polls: deque[tuple[float, int]] = deque()
+        self._offset = 0
 
     def observe(self, t: float, delivered_total: int) -> None:
         """One poll at time ``t`` (s) of the cumulative counter."""
-        if self._polls and (delivered_total < self._polls[-1][1] or t <= self._polls[-1][0]):
-            if t <= self._polls[-1][0] and delivered_total >= self._polls[-1][1]:
-                return  # a repeated poll time: keep the first
-            self._polls.clear()
-        self._polls.append((t, int(delivered_total)))
+        value = int(delivered_total) + self._offset
+        if self._polls and t <= self._polls[-1][0]:
+            return  # a repeated or older poll time: keep the first
+        if self._polls and value < self._polls[-1][1]:
+            last = self._polls[-1][1]
+            if value >= last / 2:  # undone reservations: flat over this poll
+                self._offset += last - value
+                value = last
+            else:
+                self._polls.clear()
+                self._offset = 0
+                value = int(delivered_total)
+        self._polls.append((t, value))
         while len(self._polls) > 2 and t - self._polls[1][0] >= self.window_s:
             self._polls.popleft()
 
