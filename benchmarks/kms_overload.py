@@ -94,17 +94,22 @@ def audit(store: KeyStore, received: dict[str, int]) -> dict[str, int]:
     with store.engine.connect() as conn:
         states = dict(conn.exec_driver_sql("SELECT key_id, state FROM kms_keys").all())
     delivered = {k for k, acts in actions.items() if acts.count("enc") > acts.count("undo")}
+    # the same link pool also holds the peer's reservations, mirrored here (audited sync)
+    mirrored = {
+        k for k, acts in actions.items() if acts.count("sync") > acts.count("undo")
+    } - delivered
     twice = sum(1 for n in received.values() if n > 1)
     not_delivered = sum(1 for k in received if k not in delivered)
     stranded = len(delivered - set(received))
     available = sum(1 for s in states.values() if s == "available")
-    unplaced = len(states) - available - len(delivered)
+    unplaced = len(states) - available - len(delivered) - len(mirrored)
     return {
         "keys": len(states),
         "delivered": len(delivered),
         "received": len(received),
         "stranded": stranded,
         "available": available,
+        "mirrored_from_peer": len(mirrored),
         "unaccounted": twice + not_delivered + abs(unplaced),
         "received_twice": twice,
     }
@@ -187,14 +192,15 @@ def main() -> None:
     ok_keys = sum(len(r["keys"]) for r in reqs if r["outcome"] == "ok")
     lines = [
         "| master KME | keys | delivered | received | stranded (share) | available | "
-        "unaccounted | received twice |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "mirrored (peer's) | unaccounted | received twice |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kme, a in rows:
         share = a["stranded"] / a["delivered"] if a["delivered"] else 0.0
         lines.append(
             f"| {kme} | {a['keys']} | {a['delivered']} | {a['received']} | {a['stranded']} "
-            f"({100 * share:.2f} %) | {a['available']} | **{a['unaccounted']}** | "
+            f"({100 * share:.2f} %) | {a['available']} | {a['mirrored_from_peer']} | "
+            f"**{a['unaccounted']}** | "
             f"{a['received_twice']} |"
         )
     exe = Path(sys.executable)

@@ -623,6 +623,10 @@ class _FakeKme:
         self.enabled[peer] = enabled
         return {"enabled": enabled}
 
+    def set_route_state(self, a, b, enabled):
+        self.log.append((self.node, "route", f"{a}-{b}", enabled))
+        return {"enabled": enabled}
+
     def discard_since(self, peer, since):
         self.log.append((self.node, "discard", peer, since))
         return {"discarded": 7}
@@ -648,12 +652,12 @@ def test_the_closed_loop_acts_on_both_kmes_only_when_on(tmp_path, mode):
     pem = tmp_path / "op.pem"
     pem.write_text("x")
     kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
-    doc["kmes"] = {"A": kme, "B": kme}
+    doc["kmes"] = {"A": kme, "B": kme, "C": kme}
     twin = AttachedTwin(load_attach_file(doc), actuate=mode)
     assert twin.state().actuation == mode
     calls: list = []
     twin.actuator = Actuator(
-        {n: (lambda n=n: _FakeKme(calls, n)) for n in ("A", "B")},
+        {n: (lambda n=n: _FakeKme(calls, n)) for n in ("A", "B", "C")},
         mode,
         on_done=twin._actions_done,
     )
@@ -667,16 +671,17 @@ def test_the_closed_loop_acts_on_both_kmes_only_when_on(tmp_path, mode):
     twin.actuator.close()  # wait for the worker (on)
     acted = [e for e in alarm.events if e.what in ("actuated", "would-actuate")]
     assert [(e.detail["action"], e.detail["kme"]) for e in acted] == [
-        ("disable", "A"), ("disable", "B"), ("discard", "A"), ("discard", "B"),
+        ("disable", "A"), ("disable", "B"), ("avoid", "C"), ("discard", "A"), ("discard", "B"),
     ]  # fmt: skip
-    assert all(e.detail["since"] == alarm.onset for e in acted if e.detail["action"] == "discard")
+    since = twin.attach.clock.wall_time(alarm.onset)
+    assert all(e.detail["since"] == since for e in acted if e.detail["action"] == "discard")
     if mode == "off":
         assert calls == []
         assert all(e.what == "would-actuate" and not e.detail["performed"] for e in acted)
     else:
         assert calls == [
-            ("A", "state", "B", False), ("B", "state", "A", False),
-            ("A", "discard", "B", alarm.onset), ("B", "discard", "A", alarm.onset),
+            ("A", "state", "B", False), ("B", "state", "A", False), ("C", "route", "A-B", False),
+            ("A", "discard", "B", since), ("B", "discard", "A", since),
         ]  # fmt: skip
         for e in acted:
             assert e.what == "actuated"

@@ -247,6 +247,18 @@ class OperatorClient:
         """
         return self._post(f"{LINKS_PATH}/{peer}/state", {"enabled": bool(enabled)})
 
+    def set_route_state(self, a: str, b: str, enabled: bool) -> dict[str, Any]:
+        """Stop (``False``) or allow this KME's relays over the link ``a``-``b``.
+
+        ``POST /kme/v1/network/{a}/{b}/state``.
+
+        Raises
+        ------
+        KmeUnreachableError, KeyAccessError, KmsError
+            As :meth:`links`.
+        """
+        return self._post(f"/kme/v1/network/{a}/{b}/state", {"enabled": bool(enabled)})
+
     def discard_since(self, peer: str, since: float) -> dict[str, Any]:
         """Erase the link's available keys added at or after ``since`` (Unix s).
 

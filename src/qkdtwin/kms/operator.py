@@ -48,6 +48,7 @@ __all__ = [
     "LinkCounts",
     "LinkStateBody",
     "LinkStateResponse",
+    "RouteStateResponse",
     "StoreHealth",
     "caller_operator_id",
     "install_operator_routes",
@@ -91,6 +92,14 @@ class LinkStateResponse(BaseModel):
 
     kme_id: str
     peer: str
+    enabled: bool
+
+
+class RouteStateResponse(BaseModel):
+    """Answer of ``POST /kme/v1/network/{a}/{b}/state``."""
+
+    kme_id: str
+    link: str
     enabled: bool
 
 
@@ -414,6 +423,33 @@ def install_operator_routes(
         obeys. Audited (``link-disable`` / ``link-enable``) in the link store.
         """
         return await run(lambda: set_state(operator, peer, body.enabled))
+
+    def set_route(operator: str, a: str, b: str, enabled: bool) -> RouteStateResponse:
+        node.set_pair_down(a, b, not enabled)
+        if node.relayed is not None:
+            node.relayed.record_operation(
+                f"operator:{operator}", "route-enable" if enabled else "route-disable"
+            )
+        log.warning("operator %s %s relays over %s-%s", operator,
+                    "allowed" if enabled else "stopped", a, b)  # fmt: skip
+        return RouteStateResponse(kme_id=kme_id, link=f"{a}-{b}", enabled=node.pair_enabled(a, b))
+
+    @app.post(
+        "/kme/v1/network/{a}/{b}/state",
+        response_model=RouteStateResponse,
+        responses=responses or {},
+        tags=["operator"],
+    )
+    async def post_route_state(
+        a: str, b: str, body: LinkStateBody, operator: Operator
+    ) -> RouteStateResponse:
+        """Stop or allow this KME's relays over any link ``a``-``b`` of the network.
+
+        The ends of a disabled link stop it themselves (``/kme/v1/links/{peer}/state``); every
+        other KME is told here, so relays are routed around it from their source. Audited
+        (``route-disable`` / ``route-enable``) in the relay store.
+        """
+        return await run(lambda: set_route(operator, a, b, body.enabled))
 
     @app.post(
         LINKS_PATH + "/{peer}/discard",

@@ -283,6 +283,26 @@ class KmeNode:
         pair = frozenset((self.kme_id, peer))
         (self.down.add if down else self.down.discard)(pair)
 
+    def set_pair_down(self, a: str, b: str, down: bool = True) -> None:
+        """Mark any link ``a``-``b`` of the network out of service for this KME's relays.
+
+        What an operator (the twin's closed loop) tells every KME about a link it disabled at
+        its two ends, so that relays are routed around it from their source.
+
+        Raises
+        ------
+        KmsRequestError
+            If ``a``-``b`` is not a link of the network.
+        """
+        if (a, b) not in self.network.links and (b, a) not in self.network.links:
+            raise KmsRequestError("no such QKD link", details=[{"link": f"{a}-{b}"}])
+        pair = frozenset((a, b))
+        (self.down.add if down else self.down.discard)(pair)
+
+    def pair_enabled(self, a: str, b: str) -> bool:
+        """Return whether this KME routes relays over the link ``a``-``b``."""
+        return frozenset((a, b)) not in self.down
+
     def link_enabled(self, peer: str) -> bool:
         """Return whether the link to ``peer`` is in service (not :meth:`set_link_down`)."""
         return frozenset((self.kme_id, peer)) not in self.down

@@ -4,12 +4,15 @@ On an alarm on link ``A-B`` the twin asks both KMEs, through their operator inte
 (operator certificate; SAE and peer-KME certificates get 401), to
 
 1. stop key delivery and relaying over the link: ``POST /kme/v1/links/{peer}/state
-   {"enabled": false}`` at A (peer B) and at B (peer A);
+   {"enabled": false}`` at A (peer B) and at B (peer A), and have every other KME route its
+   relays around it: ``POST /kme/v1/network/A/B/state {"enabled": false}``;
 2. erase the link's keys added since the estimated change point: ``POST
-   /kme/v1/links/{peer}/discard {"since": onset}`` at both;
+   /kme/v1/links/{peer}/discard {"since": onset}`` at both (the onset converted from the
+   modules' clock to wall-clock time, the KMEs' clock, with the attach file's clock);
 
 and reads the effect back from ``GET /kme/v1/links`` (the link reported ``enabled: false``).
-When the link is restored it re-enables it at both KMEs, and reads that back too. Rerouting
+When the link is restored it discards the keys stored since the onset again (those distilled
+while in alarm) and re-enables it at both KMEs, and reads that back too. Rerouting
 the relay paths is the twin's own (:mod:`qkdtwin.twin.respond`).
 
 Actuation is **off by default** (``--actuate off``): the twin may be pointed at someone's real
@@ -42,6 +45,10 @@ class OperatorApi(Protocol):
         """Stop or resume the link to ``peer``."""
         ...
 
+    def set_route_state(self, a: str, b: str, enabled: bool) -> dict[str, Any]:
+        """Stop or allow relays over the link ``a``-``b``."""
+        ...
+
     def discard_since(self, peer: str, since: float) -> dict[str, Any]:
         """Erase the link's keys added since ``since``."""
         ...
@@ -62,9 +69,11 @@ class Action:
     Attributes
     ----------
     kind
-        ``disable``, ``discard`` or ``enable``.
+        ``disable``, ``discard`` or ``enable`` (at an end of the link), ``avoid`` or ``allow``
+        (relays over the link, at every other KME).
     kme, peer
-        The KME acted on and the other end of the link.
+        The KME acted on and the other end of the link (``avoid``/``allow``: the link's
+        ends, ``peer`` holding ``A-B``).
     link
         The link id.
     reason
@@ -73,8 +82,9 @@ class Action:
         ``discard`` only: erase keys added at or after this network time, s.
     performed
         Whether it was sent (``False``: actuation off, or a replay).
-    sent_at, acked_at, effect_at
-        Wall-clock times (Unix s): sent, acknowledged by the KME, effect read back.
+    planned_at, sent_at, acked_at, effect_at
+        Wall-clock times (Unix s): planned (when the twin raised the alarm or restored the
+        link), sent, acknowledged by the KME, effect read back.
     answer
         The KME's answer (``enabled``, ``discarded``...).
     effect
@@ -83,13 +93,15 @@ class Action:
         Why it failed, if it did.
     """
 
-    kind: Literal["disable", "discard", "enable"]
+    kind: Literal["disable", "discard", "enable", "avoid", "allow"]
     kme: str
     peer: str
     link: str
     reason: str
     since: float | None = None
+    pair: tuple[str, str] | None = None
     performed: bool = False
+    planned_at: float | None = None
     sent_at: float | None = None
     acked_at: float | None = None
     effect_at: float | None = None
@@ -106,6 +118,7 @@ class Action:
             "reason": self.reason,
             "since": self.since,
             "performed": self.performed,
+            "planned_at": self.planned_at,
             "sent_at": self.sent_at,
             "acked_at": self.acked_at,
             "effect_at": self.effect_at,
@@ -163,17 +176,26 @@ class Actuator:
     def plan_alarm(self, link: str, a: str, b: str, onset: float, reason: str) -> list[Action]:
         """Plan an alarm on ``link`` (ends ``a``, ``b``): disable, then discard, at both."""
         ends = [(n, p) for n, p in ((a, b), (b, a)) if n in self._factories]
-        return [Action("disable", n, p, link, reason) for n, p in ends] + [
-            Action("discard", n, p, link, reason, since=onset) for n, p in ends
-        ]
+        others = [n for n in self._factories if n not in (a, b)]
+        return (
+            [Action("disable", n, p, link, reason) for n, p in ends]
+            + [Action("avoid", n, f"{a}-{b}", link, reason, pair=(a, b)) for n in others]
+            + [Action("discard", n, p, link, reason, since=onset) for n, p in ends]
+        )
 
-    def plan_restore(self, link: str, a: str, b: str) -> list[Action]:
-        """Plan a restored link: enable it at both ends."""
-        return [
-            Action("enable", n, p, link, "restored")
-            for n, p in ((a, b), (b, a))
-            if n in self._factories
-        ]
+    def plan_restore(self, link: str, a: str, b: str, since: float) -> list[Action]:
+        """Plan a restored link: discard its keys stored since ``since``, then enable it.
+
+        Keys the link distilled while in alarm may still come from the attack (the twin
+        cannot date its end to the key): they are discarded before the link serves again.
+        """
+        ends = [(n, p) for n, p in ((a, b), (b, a)) if n in self._factories]
+        others = [n for n in self._factories if n not in (a, b)]
+        return (
+            [Action("discard", n, p, link, "restored", since=since) for n, p in ends]
+            + [Action("enable", n, p, link, "restored") for n, p in ends]
+            + [Action("allow", n, f"{a}-{b}", link, "restored", pair=(a, b)) for n in others]
+        )
 
     def submit(self, tag: Any, actions: list[Action]) -> None:
         """Perform ``actions`` (in order) if on, then report them with ``tag`` to ``on_done``.
@@ -182,6 +204,9 @@ class Actuator:
         """
         if not actions:
             return
+        now = self._wall()
+        for act in actions:
+            act.planned_at = now
         if not self.on:
             if self.on_done is not None:
                 self.on_done(tag, actions)
@@ -207,10 +232,17 @@ class Actuator:
                 if act.kind == "discard":
                     assert act.since is not None
                     act.answer = c.discard_since(act.peer, act.since)
+                elif act.kind in ("avoid", "allow"):
+                    assert act.pair is not None
+                    x, y = act.pair
+                    act.answer = c.set_route_state(x, y, act.kind == "allow")
                 else:
                     act.answer = c.set_link_state(act.peer, act.kind == "enable")
                 act.acked_at = self._wall()
-                if act.kind != "discard":
+                if act.kind in ("avoid", "allow"):
+                    act.effect = {"enabled": act.answer.get("enabled")}
+                    act.effect_at = act.acked_at
+                elif act.kind != "discard":
                     links = c.links()
                     enabled = next((lk.enabled for lk in links.links if lk.peer == act.peer), None)
                     act.effect = {"enabled": enabled}

@@ -87,6 +87,10 @@ class AttachClock(_Strict):
         """Map a wall-clock receive time to the modules' clock, s."""
         return self.epoch + self.rate * (wall - self.epoch)
 
+    def wall_time(self, network: float) -> float:
+        """Map a time on the modules' clock back to wall-clock time (the KMEs' clock), s."""
+        return self.epoch + (network - self.epoch) / self.rate
+
 
 class AttachLink(_Strict):
     """One QKD link as the operator declares it."""

@@ -587,8 +587,10 @@ class AttachedTwin:
         # each end's store counts every key that left the link's pool (its own enc and the
         # peer's, mirrored): one end's change is the link's
         alarm.exposed_keys = max(delivered) if delivered else None
+        # the KMEs' clock is wall time: the onset goes back through the attach file's clock
+        since = self.attach.clock.wall_time(onset)
         self.actuator.submit(
-            (alarm.id, t), self.actuator.plan_alarm(lk.id, lk.a, lk.b, onset, det.statistic)
+            (alarm.id, t), self.actuator.plan_alarm(lk.id, lk.a, lk.b, since, det.statistic)
         )
         return {"type": "alarm", "alarm": alarm.model_dump(mode="json")}
 
@@ -611,7 +613,10 @@ class AttachedTwin:
         if alarm is not None:
             alarm.active = False
             alarm.events.append(AlarmEvent(what="restored", t=t))
-            self.actuator.submit((alarm.id, t), self.actuator.plan_restore(lk.id, lk.a, lk.b))
+            since = self.attach.clock.wall_time(alarm.onset if alarm.onset is not None else t)
+            self.actuator.submit(
+                (alarm.id, t), self.actuator.plan_restore(lk.id, lk.a, lk.b, since)
+            )
             return {"type": "restored", "alarm": alarm.model_dump(mode="json")}
         return {"type": "restored", "link": lk.id}
 
