@@ -241,6 +241,18 @@ function drawAlarms(st) {
     const det = alarmDetail(a);
     if (det) li.append(h("div", "a-stat", det));
     if (a.suspected.length) li.append(h("div", "a-sens", `statistic sensitive to: ${a.suspected.join(", ")}`));
+    const acts = a.events.filter((e) => e.what === "actuated" || e.what === "would-actuate");
+    const stops = acts.filter((e) => e.detail.action === "disable");
+    if (acts.length) {
+      const done = stops.filter((e) => isNum(e.detail.effect_at));
+      const slow = done.length ? Math.max(...done.map((e) => e.detail.effect_at - e.detail.planned_at)) : null;
+      const bad = acts.filter((e) => e.detail.error).length;
+      li.append(h("div", "a-act", acts[0].what === "actuated"
+        ? `closed loop: link disabled at ${done.length} of ${stops.length} KMEs` + (isNum(slow) ? ` in ${fmt(slow, 2)} s` : "") +
+          `, ${acts.length} actions${bad ? `, ${bad} failed` : ""}`
+        : `closed loop off: ${acts.length} actions logged, none sent`));
+    }
+    if (isNum(a.exposed_keys)) li.append(h("div", "a-sens", `keys delivered from the link since the onset: ${a.exposed_keys}`));
     if (a.events.length) li.append(h("div", "ev", eventsText(a.events)));
     li.title = a.message || "";
     li.addEventListener("click", () => selectLink(a.link));
@@ -402,6 +414,7 @@ async function refresh() {
     $("#k-ingest").textContent = `${ig.accepted || 0} / ${rej}`;
     $("#k-kmes").textContent = `${st.kmes.filter((k) => k.status === "ok").length} / ${st.kmes.length}`;
     $("#k-arl").textContent = `${fmt(st.arl_days, 0)} days`;
+    $("#k-act").textContent = st.actuation === "on" ? "acting on KMEs" : (st.replay ? "off (replay)" : "off: logged only");
     const sel = $("#sel-link");
     if (!sel.options.length && st.links.length) {
       for (const l of st.links) sel.append(new Option(l.id, l.id));
