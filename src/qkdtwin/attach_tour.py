@@ -55,6 +55,12 @@ class AttackOutcome:
     delay_s: float | None = None
     onset: float | None = None
     intervals: float | None = None
+    #: closed loop (actuate on): seconds from the alarm to delivery stopped and read back at
+    #: both KMEs, KMEs told to route around the link, keys discarded since the onset
+    stop_s: float | None = None
+    rerouted_kmes: int = 0
+    discarded: int | None = None
+    exposed_keys: int | None = None
 
 
 @dataclass
@@ -68,8 +74,43 @@ class TourResult:
     #: Devices whose readings the twin decrypted (the plant grants it an aggregator identity).
     readings_devices: int = 0
     readings_delivered: int = 0
+    actuation: str = "off"
+    forecast_warnings: int = 0
+    what_if_success: float | None = None
+    what_if_horizon_s: float | None = None
     url: str | None = None
     control_url: str | None = None
+
+
+def _report_actions(
+    twin: Any, alarm_id: int, out: AttackOutcome, timeout_s: float, log: Callable[[str], None]
+) -> None:
+    """Wait for the closed loop's actions on an alarm; record and print what they did."""
+    deadline = time.monotonic() + min(timeout_s, 30.0)
+    alarm = twin.alarms[alarm_id - 1]
+
+    def acts() -> list[Any]:
+        return [e.detail for e in alarm.events if e.what == "actuated"]
+
+    others = len(twin.attach.kmes) - 2
+    while len(acts()) < 4 + others and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done = acts()
+    stops = [d for d in done if d["action"] == "disable" and d["effect_at"] is not None]
+    if stops:
+        out.stop_s = max(d["effect_at"] - d["planned_at"] for d in stops)
+    out.rerouted_kmes = sum(1 for d in done if d["action"] == "avoid" and not d["error"])
+    disc = [d["answer"].get("discarded", 0) for d in done if d["action"] == "discard"]
+    out.discarded = sum(disc) if disc else None
+    out.exposed_keys = alarm.exposed_keys
+    failed = [d for d in done if d["error"]]
+    log(
+        f"twin: disabled {out.link} at {len(stops)} KMEs (read back"
+        + (f" {out.stop_s:.2f} s after the alarm" if out.stop_s is not None else "")
+        + f"), {out.rerouted_kmes} KMEs route around it, {out.discarded} keys discarded since "
+        f"the onset, {out.exposed_keys} delivered before the alarm"
+        + (f"; {len(failed)} actions failed: {failed[0]['error']}" if failed else "")
+    )
 
 
 def _post(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -97,6 +138,7 @@ def run_attach_tour(
         ("M2-M3", "fiber-tap", 0.2),
     ),
     timeout_s: float = 120.0,
+    actuate: str = "on",
     keep: Callable[[AttachedRunner, TourResult], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> TourResult:
@@ -126,7 +168,8 @@ def run_attach_tour(
         result.control_url = control
         log(f"plant: {info['modules']} QKD modules, {len(info['kmes'])} KMEs, speed x{speed:g}")
         log(f"  attach file {info['attach_file']}")
-        runner = AttachedRunner(info["attach_file"], port=port).start()
+        runner = AttachedRunner(info["attach_file"], port=port, actuate=actuate).start()
+        result.actuation = actuate
         result.url = runner.url
         twin = runner.twin
         log(f"twin attached: dashboard at {runner.url}/")
@@ -161,6 +204,8 @@ def run_attach_tour(
                 f"twin: alarm on {link}: statistic {alarm.kind}, raised {out.delay_s:.0f} s "
                 f"({out.intervals:.0f} intervals) after the attack began"
             )
+            if actuate == "on":
+                _report_actions(twin, alarm.id, out, timeout_s, log)
         window = runner.twin.window_s
         log(f"(waiting one estimation window, {window:g} s of plant time, for the estimates)")
         after = max((a.raised_at or 0.0) for a in result.attacks) + window + 1.0
@@ -194,6 +239,26 @@ def run_attach_tour(
                     "true_loss_db": tl,
                 }
             )
+        warn = [
+            (f"{k.node}->{lk.peer}", lk.forecast)
+            for k in st.kmes
+            for lk in k.links
+            if lk.forecast is not None and lk.forecast.warning
+        ]
+        result.forecast_warnings = len(warn)
+        log(
+            f"key-supply forecast: {len(warn)} KME store(s) expected to run dry within "
+            f"{twin.forecast_lead_s:g} s"
+            + "".join(f"; {sid}: {f.level} keys, ~{f.ttd_s or 0:.0f} s" for sid, f in warn[:3])
+        )
+        wi = twin.what_if()
+        result.what_if_success = wi["success_rate"]
+        result.what_if_horizon_s = wi["params"]["duration"]
+        log(
+            f"what-if from the present (links in alarm removed, pools from the KMEs' keys now): "
+            f"predicted service success {100 * (wi['success_rate'] or 0):.1f} % over the next "
+            f"{wi['params']['duration']:g} s"
+        )
         rd = st.readings
         result.readings_devices = len(rd.devices)
         result.readings_delivered = int(rd.counters.get("delivered", 0))

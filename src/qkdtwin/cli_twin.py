@@ -486,11 +486,21 @@ def twin_attach_demo(
         float, typer.Option("--timeout", help="Longest wait for calibration or an alarm, s.")
     ] = 180.0,
     as_json: JsonOpt = False,
+    actuate: Annotated[
+        str,
+        typer.Option(
+            "--actuate",
+            help="Closed loop on the plant's KMEs: on (default in the demo) or off (log only).",
+        ),
+    ] = "on",
 ) -> None:
     """Run a plant process and an attached twin; a PNS attack and a fibre tap are detected."""
     from dataclasses import asdict
 
     from qkdtwin.attach_tour import run_attach_tour
+
+    if actuate not in ("off", "on"):
+        raise ConfigError(f"--actuate must be off or on, got {actuate!r}", field="actuate")
 
     if not (0 <= port <= 65535):
         raise ConfigError(f"port must be in [0, 65535], got {port}", field="port", value=port)
@@ -513,6 +523,7 @@ def twin_attach_demo(
         speed=speed,
         port=port,
         timeout_s=timeout_s,
+        actuate=actuate,
         keep=keep,
         log=(lambda _s: None) if as_json else typer.echo,
     )

@@ -33,6 +33,13 @@ def test_attach_demo_detects_pns_and_a_fibre_tap_from_statistics(tmp_path):
     # the plant grants the twin the aggregator's identity: every device's readings decrypted
     assert res["readings_devices"] == 12
     assert res["readings_delivered"] > 0
+    # the closed loop (on in the demo): each alarmed link stopped at both KMEs within 2 s
+    assert res["actuation"] == "on"
+    for a in res["attacks"]:
+        assert a["stop_s"] is not None
+        assert a["stop_s"] < 2.0
+        assert a["rerouted_kmes"] == 10
+    assert res["what_if_success"] is not None
 
 
 def test_live_record_then_replay_gives_the_same_alarms(tmp_path):
