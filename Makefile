@@ -91,6 +91,7 @@ bench: venv services
 	$(BIN)/python benchmarks/twin_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_attach.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/forecast.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/closed_loop.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
