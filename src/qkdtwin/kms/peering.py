@@ -173,7 +173,14 @@ class PeerClient:
         with self._lock:
             client = self._clients.get(base_url)
             if client is None:
-                client = httpx.Client(base_url=base_url, verify=self._ctx, timeout=self._timeout_s)
+                # idle connections expire before the peer's keep-alive timeout (5 s by
+                # default), so a request never goes out on one the peer is closing
+                client = httpx.Client(
+                    base_url=base_url,
+                    verify=self._ctx,
+                    timeout=self._timeout_s,
+                    limits=httpx.Limits(keepalive_expiry=2.0),
+                )
                 self._clients[base_url] = client
         try:
             resp = client.post(path, json=body)
