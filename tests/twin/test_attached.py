@@ -690,3 +690,15 @@ def test_the_closed_loop_acts_on_both_kmes_only_when_on(tmp_path, mode):
         assert [e.detail["effect"] for e in acted[:2]] == [{"enabled": False}] * 2
     # a replay never acts, whatever it is asked
     assert AttachedTwin(load_attach_file(doc), actuate="on", replay=True).actuator.mode == "off"
+
+
+def test_a_plant_in_a_relative_directory_writes_a_usable_attach_file(tmp_path, monkeypatch):
+    # make demo runs the plant with --data-dir out/demo/attach/plant: relative
+    monkeypatch.chdir(tmp_path)
+    plant = Plant(TRIANGLE, "rel/plant", broker="mqtt://127.0.0.1:1883", iot=False)
+    plant.start(loop=False)
+    try:
+        att = load_attach_file(plant.attach_file)  # certificates resolved and found
+        assert all(k.cert.is_absolute() and k.cert.is_file() for k in att.kmes.values())
+    finally:
+        plant.stop()

@@ -143,7 +143,9 @@ class Plant:
             raise ConfigError(f"speed must be in (0, 100000], got {speed!r}", field="speed")
         self.scenario = sc
         self.cfg = sc.plant
-        self.data_dir = Path(data_dir)
+        # absolute: the attach file names its certificates by these paths, and the twin reads
+        # relative ones relative to the attach file
+        self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.speed = float(speed)
         self.broker_spec = broker
