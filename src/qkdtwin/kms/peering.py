@@ -62,6 +62,7 @@ from qkdtwin.errors import (
     KmsRequestError,
 )
 from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, ThreadLimiter
+from qkdtwin.kms.mirror import MirrorBatcher
 from qkdtwin.kms.store import DeliveredKey, KeyStore, UnreserveResult
 
 __all__ = [
@@ -282,6 +283,32 @@ class KmeNode:
         self.local = local
         self.peers = peers
         self.down: set[frozenset[str]] = set()
+        self._mirrors: dict[str, MirrorBatcher] = {}
+        self._mirrors_lock = threading.Lock()
+
+    def mirror_batcher(self, peer: str) -> MirrorBatcher:
+        """Return the batcher of mirror requests to ``peer`` (:mod:`qkdtwin.kms.mirror`)."""
+        with self._mirrors_lock:
+            b = self._mirrors.get(peer)
+            if b is None:
+                url = self.network.kmes[peer]
+
+                def one(body: dict[str, Any], url: str = url, peer: str = peer) -> Any:
+                    return self.peers.post(url, "/kme/v1/reservations", body, peer=peer)
+
+                def many(
+                    bodies: list[dict[str, Any]], url: str = url, peer: str = peer
+                ) -> list[dict[str, Any]]:
+                    answer = self.peers.post(
+                        url, "/kme/v1/reservations/batch", {"reservations": bodies}, peer=peer
+                    )
+                    results = answer.get("results")
+                    if not isinstance(results, list):
+                        raise KeyExhaustedError("the peer KME sent a malformed answer")
+                    return [r if isinstance(r, dict) else {"ok": False} for r in results]
+
+                b = self._mirrors[peer] = MirrorBatcher(one, many)
+            return b
 
     # -- routing -------------------------------------------------------------------------
 
@@ -420,16 +447,14 @@ class KmeNode:
         )
         ids = [k.key_id for k in keys]
         try:
-            self.peers.post(
-                self.network.kmes[peer],
-                "/kme/v1/reservations",
+            # concurrent mirrors to the same peer go out together (one HTTPS round trip)
+            self.mirror_batcher(peer).mirror(
                 {
                     "master_SAE_ID": master,
                     "slave_SAE_IDs": slaves,
                     "key_IDs": ids,
                     "size": size_bits,
-                },
-                peer=peer,
+                }
             )
         except KmsError as exc:
             store.revoke(ids, by=f"mirror-failed:{peer}")
@@ -632,6 +657,28 @@ class KmeNode:
                 body.relay_ID, route, pos, body.master_SAE_ID, body.slave_SAE_IDs, body.size, keys
             )
 
+    def accept_reservations(
+        self, caller: str, bodies: list[ReservationBody]
+    ) -> list[dict[str, Any]]:
+        """Mirror several reservations of a neighbour; the outcome of each, in order.
+
+        A refusal of one (keys unknown or not available, the link out of service) does not
+        affect the others: ``{"ok": false, "status": 400|401|503, "message": ...}``. A store
+        failure fails the whole request (the caller revokes every reservation of it).
+        """
+        out: list[dict[str, Any]] = []
+        for body in bodies:
+            try:
+                self.accept_reservation(caller, body)
+            except KmsError as exc:
+                status = next(
+                    (code for code, cls in _BY_STATUS.items() if isinstance(exc, cls)), 503
+                )
+                out.append({"ok": False, "status": status, "message": str(exc)})
+            else:
+                out.append({"ok": True})
+        return out
+
     def accept_undo(self, caller: str, key_ids: list[str]) -> UnreserveResult:
         """Undo mirrored reservations of the calling neighbour (its master never got them).
 
@@ -660,6 +707,14 @@ class ReservationBody(BaseModel):
     slave_SAE_IDs: list[str]  # noqa: N815
     key_IDs: list[str] = Field(min_length=1)  # noqa: N815
     size: int = Field(ge=8, multiple_of=8)
+
+
+class ReservationBatchBody(BaseModel):
+    """``POST /kme/v1/reservations/batch``: several mirrors at once (:mod:`qkdtwin.kms.mirror`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reservations: list[ReservationBody] = Field(min_length=1, max_length=512)
 
 
 class RelayItem(BaseModel):
@@ -720,6 +775,11 @@ def install_peer_routes(app: FastAPI, node: KmeNode, threads: ThreadLimiter | No
     async def reservations(request: Request, body: ReservationBody) -> dict[str, Any]:
         await run(node.accept_reservation, _caller_kme(request, node), body)
         return {"key_IDs": body.key_IDs}
+
+    @app.post("/kme/v1/reservations/batch", include_in_schema=False)
+    async def reservations_batch(request: Request, body: ReservationBatchBody) -> dict[str, Any]:
+        caller = _caller_kme(request, node)
+        return {"results": await run(node.accept_reservations, caller, body.reservations)}
 
     @app.post("/kme/v1/reservations/undo", include_in_schema=False)
     async def undo(request: Request, body: UndoBody) -> dict[str, Any]:
