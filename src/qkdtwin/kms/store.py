@@ -531,6 +531,8 @@ class KeyStore:
         :meth:`erase_delivered`, then, with ``reserved_ttl_s``, :meth:`expire_reservations`
         and, with ``ttl_s``, :meth:`expire`.
         """
+        if self._closed:  # closed while the sweeper held it in its round
+            return 0
         n = self.erase_delivered()
         self.rotate_epochs()
         if self.reserved_ttl_s is not None:
