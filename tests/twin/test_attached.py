@@ -702,3 +702,26 @@ def test_a_plant_in_a_relative_directory_writes_a_usable_attach_file(tmp_path, m
         assert all(k.cert.is_absolute() and k.cert.is_file() for k in att.kmes.values())
     finally:
         plant.stop()
+
+
+def test_a_disabled_links_store_gets_no_forecast(tmp_path):
+    plant, _twin, sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    pem = tmp_path / "op.pem"
+    pem.write_text("x")
+    doc["kmes"] = {"A": {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem),
+                         "ca": str(pem)}}  # fmt: skip
+    twin = AttachedTwin(load_attach_file(doc))
+    url = "https://127.0.0.1:9/kme/v1/links"
+    for k in range(1, 41):
+        feed(plant, twin, sink, 1)
+        t = plant.clock_epoch + plant.t + 0.05
+        store = {"peer": "B", "enabled": k < 40, "available": 500 - 5 * k, "owned": 0,
+                 "reserved": 0, "added_total": 0, "delivered_total": 10 * k,
+                 "erased_total": 0, "discarded_total": 0}  # fmt: skip
+        body = {"kme_id": "A", "time": t, "relayed": None, "links": [store]}
+        twin.on_poll("A", RawPoll(url, 200, json.dumps(body)), t)
+        if k == 39:
+            assert twin.state().kmes[0].links[0].forecast is not None
+    assert twin.state().kmes[0].links[0].forecast is None  # disabled at the last poll

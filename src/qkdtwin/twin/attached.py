@@ -314,7 +314,8 @@ class AttachedTwin:
                     )
                     tracker.observe(now, lk.delivered_total)
             for kv in view.links:
-                if kv.peer is not None:
+                # a disabled link delivers nothing: no depletion to forecast (nor to warn of)
+                if kv.peer is not None and kv.enabled:
                     kv.forecast = self._store_forecast(node, kv.peer, kv.available, now)
 
     def _store_forecast(self, node: str, peer: str, level: int, now: float) -> ForecastView | None:
