@@ -129,11 +129,24 @@ class EdgeGateway:
         self._epoch_started = 0.0
         self._epoch_readings = 0
         self._sealers: dict[str, Sealer] = {}
+        self._rekey_requested = False
+        #: Rekeys requested by command (:meth:`request_rekey`).
+        self.rekey_requests = 0
 
     # -- keys ------------------------------------------------------------------------------
+    def request_rekey(self) -> None:
+        """Start a new epoch before the next reading is sealed (an operator's command).
+
+        What a digital twin asks when a QKD link this gateway's keys crossed is in alarm: the
+        current epoch's key may be known to Eve.
+        """
+        self._rekey_requested = True
+        self.rekey_requests += 1
+
     def _need_rekey(self) -> bool:
         return (
             self._keys is None
+            or self._rekey_requested
             or self._epoch_readings >= self.rekey_messages
             or self._now() - self._epoch_started >= self.rekey_seconds
         )
@@ -156,6 +169,7 @@ class EdgeGateway:
             return None
         self.epoch_no += 1
         self.epochs_started += 1
+        self._rekey_requested = False
         self.qkd_bits_used += keys.qkd_bits
         self._keys = keys
         self._sealers = {}

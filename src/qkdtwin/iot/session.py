@@ -332,6 +332,8 @@ class TelemetrySession:
                 will=(topic(cfg.group_id, "NDEATH", cfg.edge_id), death),
                 protocol=cfg.mqtt_protocol,
             )
+            # Sparkplug-like command topic: {"rekey": true} starts a new epoch at once
+            self._gw_t.subscribe(topic(cfg.group_id, "NCMD", cfg.edge_id), self._on_command)
             self._gw_t.publish(topic(cfg.group_id, "NBIRTH", cfg.edge_id), self._birth())
             self._wait(lambda: self._edge_online(), "the gateway's birth")
         except BaseException:
@@ -339,6 +341,22 @@ class TelemetrySession:
             raise
         self.started_at = time.perf_counter()
         return self
+
+    def _on_command(self, _topic: str, payload: bytes) -> None:
+        """Handle an ``NCMD``: ``{"rekey": true}`` starts a new epoch before the next reading.
+
+        A digital twin sends it after an alarm on a QKD link this gateway's keys crossed.
+        """
+        try:
+            cmd = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            self.totals["commands.malformed"] += 1
+            return
+        if isinstance(cmd, dict) and cmd.get("rekey") is True and self.gateway is not None:
+            self.gateway.request_rekey()
+            self.totals["commands.rekey"] += 1
+        else:
+            self.totals["commands.ignored"] += 1
 
     def _birth(self) -> bytes:
         cfg = self.config

@@ -246,6 +246,8 @@ class IotMetadataStream:
         self._senders: dict[str, _Sender] = {}
         self._messages = 0
         self._malformed = 0
+        #: Command messages (NCMD) seen: not telemetry, not malformed.
+        self.commands = 0
         self._untracked = 0
 
     # -- feeding ---------------------------------------------------------------------------
@@ -265,7 +267,7 @@ class IotMetadataStream:
         if (
             len(parts) != len(_ROOT_PARTS) + 3
             or parts[: len(_ROOT_PARTS)] != _ROOT_PARTS
-            or parts[-2] not in ("NBIRTH", "NDEATH", "NDATA", "DDATA")
+            or parts[-2] not in ("NBIRTH", "NDEATH", "NDATA", "DDATA", "NCMD")
             or not parts[-1]
             or not parts[-3]
             or not isinstance(payload, bytes | bytearray)
@@ -273,6 +275,9 @@ class IotMetadataStream:
             self._malformed += 1
             return
         group, msg_type, edge_id = parts[-3], parts[-2], parts[-1]
+        if msg_type == "NCMD":  # a command to the edge (the twin's own rekey requests)
+            self.commands += 1
+            return
         edge = self._edges.get(edge_id)
         if edge is None:
             if len(self._edges) >= self.max_sources:
