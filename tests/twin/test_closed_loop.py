@@ -22,8 +22,8 @@ def _wait(cond, timeout_s: float, what: str) -> None:
 
 @pytest.fixture
 def attached(tmp_path):
-    plant = Plant("examples/plant-seed.yaml", tmp_path / "plant", broker=MOSQUITTO, speed=10.0,
-                  iot=False).start()  # fmt: skip
+    plant = Plant("examples/plant-seed.yaml", tmp_path / "plant", broker=MOSQUITTO,
+                  speed=10.0).start()  # fmt: skip
     runner = AttachedRunner(plant.attach_file, serve=False, actuate="on").start()
     yield plant, runner
     runner.stop()
@@ -47,11 +47,13 @@ def test_an_attack_stops_the_links_key_delivery_at_both_kmes(attached):
         return [e for e in alarm.events if e.what == "actuated"]
 
     others = set(twin.attach.kmes) - {"M1", "M2"}
-    _wait(lambda: len(acted()) >= 4 + len(others), 10, "the actions")
+    # the gateways whose keys reach the aggregator (M1) over M1-M2: those behind M2
+    crossing = {"GW2.1", "GW2.2"}
+    _wait(lambda: len(acted()) >= 4 + len(others) + len(crossing), 10, "the actions")
     acts = {(e.detail["action"], e.detail["kme"]): e.detail for e in acted()}
     assert set(acts) == {(k, n) for k in ("disable", "discard") for n in ("M1", "M2")} | {
         ("avoid", n) for n in others
-    }
+    } | {("rekey", e) for e in crossing}
     assert all(d["error"] is None for d in acts.values()), acts
     # delivery stopped at both KMEs, read back, within 2 s of the alarm
     for n in ("M1", "M2"):
@@ -80,3 +82,7 @@ def test_an_attack_stops_the_links_key_delivery_at_both_kmes(attached):
     time.sleep(1.0)
     assert [st.counters().delivered_total for st in stores] == before
     assert alarm.exposed_keys is not None
+    # the gateways behind M2 were asked to rekey, and did; the others were not asked
+    by_edge = {sess.config.edge_id: sess for sess in plant.sessions}
+    _wait(lambda: all(by_edge[e].gateway.rekey_requests >= 1 for e in crossing), 10, "rekeys")
+    assert all(s.gateway.rekey_requests == 0 for e, s in by_edge.items() if e not in crossing)

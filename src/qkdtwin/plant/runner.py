@@ -632,6 +632,12 @@ class Plant:
                 for gw in self._gateways()
                 if f"sae-{gw}" in pki.saes
             ]
+            if self.sessions:
+                doc["iot"] = {
+                    "group": self.sessions[0].config.group_id,
+                    "aggregator": self.scenario.aggregator(),
+                    "edges": {s.config.edge_id: gw for s, gw in self._session_gateways()},
+                }
             if self.grant_readings and self.sessions:
                 cert, key = pki.saes[TWIN_SAE_ID]
                 tcfg = self.sessions[0].config

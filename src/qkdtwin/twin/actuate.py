@@ -24,6 +24,7 @@ answer or the error, and the observed effect.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -70,7 +71,9 @@ class Action:
     ----------
     kind
         ``disable``, ``discard`` or ``enable`` (at an end of the link), ``avoid`` or ``allow``
-        (relays over the link, at every other KME).
+        (relays over the link, at every other KME), ``rekey`` (an IIoT gateway whose keys
+        crossed the link: ``kme`` holds the edge ID, ``peer`` its node, ``topic`` the command
+        topic).
     kme, peer
         The KME acted on and the other end of the link (``avoid``/``allow``: the link's
         ends, ``peer`` holding ``A-B``).
@@ -93,13 +96,14 @@ class Action:
         Why it failed, if it did.
     """
 
-    kind: Literal["disable", "discard", "enable", "avoid", "allow"]
+    kind: Literal["disable", "discard", "enable", "avoid", "allow", "rekey"]
     kme: str
     peer: str
     link: str
     reason: str
     since: float | None = None
     pair: tuple[str, str] | None = None
+    topic: str | None = None
     performed: bool = False
     planned_at: float | None = None
     sent_at: float | None = None
@@ -155,6 +159,7 @@ class Actuator:
         *,
         on_done: Callable[[Any, list[Action]], None] | None = None,
         wall: Callable[[], float] = time.time,
+        publish: Callable[[str, bytes], None] | None = None,
     ) -> None:
         if mode not in ACTUATE_MODES:
             raise ConfigError(
@@ -165,6 +170,8 @@ class Actuator:
         self._clients: dict[str, OperatorApi] = {}
         self.on_done = on_done
         self._wall = wall
+        #: Publishes on the IIoT broker (the gateways' rekey commands); set by the runner.
+        self.publish = publish
         self._queue: queue.Queue[tuple[Any, list[Action]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
@@ -228,6 +235,14 @@ class Actuator:
             act.performed = True
             act.sent_at = self._wall()
             try:
+                if act.kind == "rekey":
+                    if self.publish is None or act.topic is None:
+                        raise ConfigError("no MQTT connection to send the command", field="mqtt")
+                    payload = json.dumps({"rekey": True, "reason": act.reason}).encode()
+                    self.publish(act.topic, payload)
+                    act.acked_at = act.effect_at = self._wall()
+                    act.effect = {"published": act.topic}
+                    continue
                 c = self._client(act.kme)
                 if act.kind == "discard":
                     assert act.since is not None

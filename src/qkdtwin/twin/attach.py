@@ -66,6 +66,7 @@ __all__ = [
     "AttachAggregator",
     "AttachClock",
     "AttachFile",
+    "AttachIot",
     "AttachKme",
     "AttachLink",
     "AttachSaeStatus",
@@ -148,6 +149,18 @@ class AttachAggregator(_Strict):
         return self
 
 
+class AttachIot(_Strict):
+    """Where the IIoT gateways and their aggregator sit.
+
+    The closed loop asks the gateways whose keys crossed an alarmed link to rekey (``NCMD``
+    ``{"rekey": true}`` on ``qkdtwin/v1/<group>/NCMD/<edge>``).
+    """
+
+    group: str = Field(min_length=1, max_length=64)
+    aggregator: str
+    edges: dict[str, str] = Field(min_length=1, description="edge id -> its node")
+
+
 class AttachFile(_Strict):
     """A validated attach file (see the module docstring)."""
 
@@ -160,6 +173,7 @@ class AttachFile(_Strict):
     kmes: dict[str, AttachKme] = Field(default_factory=dict)
     sae_status: list[AttachSaeStatus] = Field(default_factory=list)
     aggregator: AttachAggregator | None = None
+    iot: AttachIot | None = None
     key_size_bits: int = Field(default=256, ge=8, le=65_536)
 
     @field_validator("links")
@@ -252,6 +266,16 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
                 value=pair.kme,
             )
         resolve_files(pair, f"sae_status.{i}", ("cert", "key", "ca"))
+    if att.iot is not None:
+        for where, node in [("iot.aggregator", att.iot.aggregator)] + [
+            (f"iot.edges.{e}", n) for e, n in att.iot.edges.items()
+        ]:
+            if node not in topo.graph:
+                raise UnknownNameError(
+                    f"attach file {label}: {where}: {node!r} is not a node of the topology",
+                    field=where,
+                    value=node,
+                )
     if att.aggregator is not None:
         if att.aggregator.kme not in att.kmes:
             raise UnknownNameError(

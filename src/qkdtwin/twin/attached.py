@@ -591,9 +591,45 @@ class AttachedTwin:
         # the KMEs' clock is wall time: the onset goes back through the attach file's clock
         since = self.attach.clock.wall_time(onset)
         self.actuator.submit(
-            (alarm.id, t), self.actuator.plan_alarm(lk.id, lk.a, lk.b, since, det.statistic)
+            (alarm.id, t),
+            self.actuator.plan_alarm(lk.id, lk.a, lk.b, since, det.statistic)
+            + self._rekey_plan(lk, det.statistic),
         )
         return {"type": "alarm", "alarm": alarm.model_dump(mode="json")}
+
+    def _rekey_plan(self, lk: _Link, reason: str) -> list[Action]:
+        """Rekey requests for the gateways whose keys crossed ``lk`` to reach the aggregator.
+
+        Their path is the fewest-hop one over the links that were up before this alarm (the
+        KMEs' relay route).
+        """
+        iot = self.attach.iot
+        if iot is None:
+            return []
+        import networkx as nx
+
+        from qkdtwin.iot.transport import topic as iot_topic
+        from qkdtwin.twin.keynet import topology_without
+
+        graph = topology_without(self.topology, self._down() - {lk.id}).graph
+        out = []
+        for edge, node in iot.edges.items():
+            try:
+                path = nx.shortest_path(graph, node, iot.aggregator)
+            except (nx.NetworkXNoPath, nx.NodeNotFound):
+                continue
+            if any({u, v} == {lk.a, lk.b} for u, v in itertools.pairwise(path)):
+                out.append(
+                    Action(
+                        "rekey",
+                        edge,
+                        node,
+                        lk.id,
+                        reason,
+                        topic=iot_topic(iot.group, "NCMD", edge),
+                    )
+                )
+        return out
 
     def _actions_done(self, tag: tuple[int, float], actions: list[Action]) -> None:
         """Log a batch of closed-loop actions in its alarm (``tag``: alarm id, network time)."""

@@ -148,6 +148,7 @@ class AttachedRunner:
             self.ingest = MqttIngest(
                 self.attach.broker, DEFAULT_TOPICS, self.twin.on_mqtt, on_state=self.twin.on_state
             ).start()
+            self.twin.actuator.publish = self.ingest.publish  # the gateways' rekey commands
             if self.attach.kmes:
                 self.poller = KmePoller(
                     {n: (k.url, k.cert, k.key, k.ca) for n, k in self.attach.kmes.items()},

@@ -217,6 +217,21 @@ class MqttIngest:
             raise TransportError(f"MQTT broker {self.url} refused or did not answer: {why}")
         return self
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish on the broker (QoS 1): the twin's commands, e.g. a gateway's rekey.
+
+        Raises
+        ------
+        TransportError
+            When not connected.
+        """
+        from qkdtwin.errors import TransportError
+
+        client = self._client
+        if client is None or not self.connected:
+            raise TransportError(f"not connected to {self.url}: cannot publish on {topic}")
+        client.publish(topic, payload, qos=1)
+
     def close(self) -> None:
         """Disconnect and stop the network thread (idempotent)."""
         self._closing = True
