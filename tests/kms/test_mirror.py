@@ -105,8 +105,11 @@ def test_batches_are_bounded_by_key_ids():
 
 def test_concurrent_enc_keys_through_real_kmes_share_mirror_requests(tmp_path):
     saes = {f"sae-a{i}": "kme-a" for i in range(16)} | {"sae-b": "kme-b"}
+    # a queue wait long enough that a busy CI machine never answers 503 (admission control
+    # is tested in test_admission.py; here every request must get its keys)
     net = DevNetwork(tmp_path, ["kme-a", "kme-b"], [("kme-a", "kme-b")], saes,
-                     initial_keys=2000, run_feeders=False).start()  # fmt: skip
+                     initial_keys=2000, run_feeders=False,
+                     kme_options={"queue_timeout_s": 60.0}).start()  # fmt: skip
     try:
 
         def client(i: int) -> list:
