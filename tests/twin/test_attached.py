@@ -64,6 +64,21 @@ def make(tmp_path: Path, *, seed: int = 7, **twin_options) -> tuple[Plant, Attac
     return plant, twin, sink
 
 
+def make_with_kmes(tmp_path: Path, *nodes: str) -> tuple[Plant, dict, list]:
+    """An offline plant and its attach document naming (unreachable) KMEs at ``nodes``.
+
+    The tests feed the twin the KMEs' answers themselves (``twin.on_poll``).
+    """
+    plant, _twin, sink = make(tmp_path)
+    doc = plant.attach_document()
+    doc["broker"] = "mqtt://127.0.0.1:1"
+    pem = tmp_path / "op.pem"
+    pem.write_text("x")
+    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
+    doc["kmes"] = dict.fromkeys(nodes, kme)
+    return plant, doc, sink
+
+
 def feed(plant: Plant, twin: AttachedTwin, sink: list, n: int, latency_s: float = 0.05) -> None:
     """Run ``n`` plant intervals; deliver each message to the twin as MQTT would."""
     for _ in range(n):
@@ -483,13 +498,7 @@ def test_an_unusable_aggregator_certificate_is_one_error_naming_it(tmp_path):
 
 
 def test_an_alarm_assesses_the_keys_to_discard_at_both_ends(tmp_path):
-    plant, _twin, sink = make(tmp_path)
-    doc = plant.attach_document()
-    doc["broker"] = "mqtt://127.0.0.1:1"
-    pem = tmp_path / "op.pem"
-    pem.write_text("x")
-    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
-    doc["kmes"] = {"A": kme, "B": kme}
+    plant, doc, sink = make_with_kmes(tmp_path, "A", "B")
     twin = AttachedTwin(load_attach_file(doc))
     url = "https://127.0.0.1:9/kme/v1/links"
     polls: list[tuple[float, int]] = []
@@ -532,13 +541,7 @@ def test_an_alarm_assesses_the_keys_to_discard_at_both_ends(tmp_path):
 
 
 def test_forecasts_from_the_calibrated_supply_and_the_polled_consumption(tmp_path):
-    plant, _twin, sink = make(tmp_path)
-    doc = plant.attach_document()
-    doc["broker"] = "mqtt://127.0.0.1:1"
-    pem = tmp_path / "op.pem"
-    pem.write_text("x")
-    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
-    doc["kmes"] = {"A": kme}
+    plant, doc, sink = make_with_kmes(tmp_path, "A")
     twin = AttachedTwin(load_attach_file(doc), forecast_lead_s=600.0)
     url = "https://127.0.0.1:9/kme/v1/links"
     for k in range(1, 201):
@@ -573,13 +576,7 @@ def test_what_if_starts_from_the_keys_the_kmes_hold_now(tmp_path):
 
     from qkdtwin.network import Demand, simulate
 
-    plant, _twin, sink = make(tmp_path)
-    doc = plant.attach_document()
-    doc["broker"] = "mqtt://127.0.0.1:1"
-    pem = tmp_path / "op.pem"
-    pem.write_text("x")
-    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
-    doc["kmes"] = {"A": kme}
+    plant, doc, sink = make_with_kmes(tmp_path, "A")
     att = load_attach_file(doc)
     twin = AttachedTwin(att)
     feed(plant, twin, sink, 5)
@@ -646,13 +643,7 @@ class _FakeKme:
 def test_the_closed_loop_acts_on_both_kmes_only_when_on(tmp_path, mode):
     from qkdtwin.twin.actuate import Actuator
 
-    plant, _twin, sink = make(tmp_path)
-    doc = plant.attach_document()
-    doc["broker"] = "mqtt://127.0.0.1:1"
-    pem = tmp_path / "op.pem"
-    pem.write_text("x")
-    kme = {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem), "ca": str(pem)}
-    doc["kmes"] = {"A": kme, "B": kme, "C": kme}
+    plant, doc, sink = make_with_kmes(tmp_path, "A", "B", "C")
     twin = AttachedTwin(load_attach_file(doc), actuate=mode)
     assert twin.state().actuation == mode
     calls: list = []
@@ -705,13 +696,7 @@ def test_a_plant_in_a_relative_directory_writes_a_usable_attach_file(tmp_path, m
 
 
 def test_a_disabled_links_store_gets_no_forecast(tmp_path):
-    plant, _twin, sink = make(tmp_path)
-    doc = plant.attach_document()
-    doc["broker"] = "mqtt://127.0.0.1:1"
-    pem = tmp_path / "op.pem"
-    pem.write_text("x")
-    doc["kmes"] = {"A": {"url": "https://127.0.0.1:9", "cert": str(pem), "key": str(pem),
-                         "ca": str(pem)}}  # fmt: skip
+    plant, doc, sink = make_with_kmes(tmp_path, "A")
     twin = AttachedTwin(load_attach_file(doc))
     url = "https://127.0.0.1:9/kme/v1/links"
     for k in range(1, 41):

@@ -189,20 +189,7 @@ class OperatorClient:
         Every message names the URL called.
         """
         url = self.base_url + LINKS_PATH
-        try:
-            r = self._http.get(LINKS_PATH)
-        except httpx.HTTPError as exc:
-            kind = type(exc).__name__
-            raise KmeUnreachableError(f"cannot reach KME at {url}: {kind}: {exc}", url=url) from exc
-        if r.status_code == 401:
-            raise KeyAccessError(
-                f"KME at {url} refused this certificate (401): not an operator certificate",
-                details=[{"url": url}],
-            )
-        if r.status_code != 200:
-            raise KmsError(
-                f"KME at {url} answered {r.status_code} {r.reason_phrase}", details=[{"url": url}]
-            )
+        r = self._request("GET", LINKS_PATH)
         try:
             return KmeLinksResponse.model_validate_json(r.content)
         except ValidationError as exc:
@@ -211,10 +198,11 @@ class OperatorClient:
                 details=[{"url": url}],
             ) from exc
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One call to the operator interface; every failure as :meth:`links` documents."""
         url = self.base_url + path
         try:
-            r = self._http.post(path, json=body)
+            r = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             kind = type(exc).__name__
             raise KmeUnreachableError(f"cannot reach KME at {url}: {kind}: {exc}", url=url) from exc
@@ -226,14 +214,17 @@ class OperatorClient:
         if r.status_code != 200:
             try:
                 msg = str(r.json().get("message", ""))
-            except ValueError:
+            except (ValueError, AttributeError):
                 msg = ""
             raise KmsError(
                 f"KME at {url} answered {r.status_code} {r.reason_phrase}"
                 + (f": {msg}" if msg else ""),
                 details=[{"url": url}],
             )
-        return dict(r.json())
+        return r
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._request("POST", path, body).json())
 
     def set_link_state(self, peer: str, enabled: bool) -> dict[str, Any]:
         """Stop (``False``) or resume key delivery and relaying over the link to ``peer``.

@@ -22,7 +22,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "BodySizeLimit"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "BodySizeLimit", "send_etsi_error"]
 
 #: Default largest request body, in bytes (64 KiB).
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -87,21 +87,31 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        content = json.dumps(
-            {
-                "message": "request body too large",
-                "details": [{"max_body_bytes": self.max_bytes}],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_etsi_error(
+            send, 413, "request body too large", [{"max_body_bytes": self.max_bytes}]
         )
-        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+
+async def send_etsi_error(
+    send: Callable[[Any], Awaitable[None]],
+    status: int,
+    message: str,
+    details: list[dict[str, Any]],
+) -> None:
+    """Answer at the ASGI level with an ETSI Error body, and close the connection.
+
+    For refusals made before any route runs (a body too large, too many connections).
+    """
+    content = json.dumps({"message": message, "details": details}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(content)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content, "more_body": False})

@@ -1584,7 +1584,7 @@ class KeyStore:
 
         A reservation whose slave never calls ``dec_keys`` (its master lost the key IDs, or
         never passed them on) would keep the material forever; past this age it is erased
-        (audited ``expire`` under :data:`EXPIRY_AUDIT_BY`). Counted in ``erased_total``.
+        (audited ``stale`` under :data:`EXPIRY_AUDIT_BY`). Counted in ``erased_total``.
 
         Returns
         -------

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import json
 import ssl
 import threading
 import time
@@ -476,21 +475,11 @@ class MtlsH11Protocol(H11Protocol):
 
 async def _too_many_connections(send: Any, limit: int) -> None:
     """Answer 503 with an ETSI Error body and close the connection."""
-    content = json.dumps(
-        {"message": "too many concurrent connections", "details": [{"max_connections": limit}]}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(content)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+    from qkdtwin.kms.limits import send_etsi_error
+
+    await send_etsi_error(
+        send, 503, "too many concurrent connections", [{"max_connections": limit}]
     )
-    await send({"type": "http.response.body", "body": content, "more_body": False})
 
 
 class _HandshakeTimeoutLoop(asyncio.SelectorEventLoop):
