@@ -279,8 +279,147 @@ def _cpu_model() -> str:
 
 
 def _pg_schemas(prefix: str) -> dict[tuple[str, str], str]:
-    names = [("kme-a", "kme-b"), ("kme-a", "relayed"), ("kme-b", "kme-a"), ("kme-b", "relayed")]
+    names = [
+        (kme, name)
+        for kme, peer in (("kme-a", "kme-b"), ("kme-b", "kme-a"))
+        for name in (peer, "relayed", "local")
+    ]
     return {k: f"{prefix}_{k[0][-1]}_{k[1].replace('-', '_')}" for k in names}
+
+
+#: How the two KMEs run: ``one`` process (``DevNetwork``, as ``kms dev-pair``) or ``two``
+#: processes (one ``qkdtwin kms serve`` per KME, as a deployment runs them).
+TOPOLOGIES = ("one", "two")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    rest = stat[stat.rfind(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / _TICK
+
+
+class _InProcessPair:
+    """Both KMEs in this process (:class:`~qkdtwin.kms.devnet.DevNetwork`)."""
+
+    def __init__(self, row_dir: Path, sae_ids: dict[str, str], store_url: Any) -> None:
+        from qkdtwin.kms.devnet import DevNetwork
+
+        self.net = DevNetwork(
+            row_dir,
+            ["kme-a", "kme-b"],
+            [("kme-a", "kme-b")],
+            sae_ids,
+            store_url=store_url,
+            initial_keys=0,
+            run_feeders=False,
+        )
+        self.pki_dir = self.net.directory
+
+    def start(self, imported: list[tuple[str, bytes]]) -> dict[str, int]:
+        self.net.start()
+        # The pool of the link, owned by kme-a (the masters' end), in both stores: what
+        # `kms import-keys` does at each end of a link.
+        for a, b in (("kme-a", "kme-b"), ("kme-b", "kme-a")):
+            self.net.stores[a][b].add_keys(imported, owner="kme-a")
+        return {k: self.net.servers[k].port for k in ("kme-a", "kme-b")}
+
+    def cpu_s(self) -> float:
+        return _self_cpu_s()
+
+    def stop(self) -> None:
+        self.net.stop()
+
+
+class _TwoProcessPair:
+    """Each KME its own ``qkdtwin kms serve`` process, configured as docs/kms.md shows."""
+
+    def __init__(self, row_dir: Path, sae_ids: dict[str, str], store_url: Any) -> None:
+        from qkdtwin.kms.tls import init_pki
+
+        self.row_dir = row_dir
+        self.pki = init_pki(row_dir / "pki", kme_ids=["kme-a", "kme-b"], sae_ids=list(sae_ids))
+        self.pki_dir = row_dir / "pki"
+        self.sae_ids = sae_ids
+        self.url = store_url or (lambda kme, name: f"sqlite:///{row_dir / f'{kme}-{name}.db'}")
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def _config(self, kme: str, ports: dict[str, int]) -> Path:
+        peer = "kme-b" if kme == "kme-a" else "kme-a"
+        cert, key = self.pki.kmes[kme]
+        cfg = {
+            "host": "127.0.0.1",
+            "port": ports[kme],
+            "db": self.url(kme, "local"),
+            "cert": str(cert),
+            "key": str(key),
+            "ca": str(self.pki.ca_cert),
+            "kek_file": str(self.pki.kek),
+            "kme": {"kme_id": kme, "saes": self.sae_ids},
+            "network": {
+                "kmes": {k: f"https://127.0.0.1:{p}" for k, p in ports.items()},
+                "links": [["kme-a", "kme-b"]],
+            },
+            "link_dbs": {peer: self.url(kme, peer)},
+            "relayed_db": self.url(kme, "relayed"),
+        }
+        path = self.row_dir / f"{kme}.yaml"
+        path.write_text(json.dumps(cfg))  # JSON is YAML
+        return path
+
+    def start(self, imported: list[tuple[str, bytes]]) -> dict[str, int]:
+        from qkdtwin.kms.kek import load_kek
+        from qkdtwin.kms.store import KeyStore
+
+        assert self.pki.kek is not None
+        kek = load_kek(self.pki.kek)
+        for a, b in (("kme-a", "kme-b"), ("kme-b", "kme-a")):  # `kms import-keys` at each end
+            url = self.url(a, b)
+            epochs = None if url.startswith("sqlite") else self.pki_dir / "epochs"
+            st = KeyStore(url, kek=kek, epoch_dir=epochs)
+            try:
+                st.add_keys(imported, owner="kme-a")
+            finally:
+                st.close()
+        ports = {"kme-a": _free_port(), "kme-b": _free_port()}
+        for kme in ports:
+            cmd = [sys.executable, "-m", "qkdtwin", "kms", "serve", "--json"]
+            proc = subprocess.Popen(
+                [*cmd, "--config", str(self._config(kme, ports))],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self.procs.append(proc)
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.startswith("{"):
+                raise RuntimeError(f"kms serve for {kme} failed to start: {line!r}")
+        return ports
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def cpu_s(self) -> float:
+        return sum(_proc_cpu_s(p) for p in self.pids)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def run_row(
@@ -293,11 +432,10 @@ def run_row(
     pool: int,
     tmp: Path,
     profile: Path | None = None,
+    topology: str = "one",
 ) -> dict[str, Any]:
     """Start a fresh KME pair, import ``pool`` keys, run one client load; return its row."""
     import sqlalchemy as sa
-
-    from qkdtwin.kms.devnet import DevNetwork
 
     row_dir = Path(tempfile.mkdtemp(dir=tmp))
     sae_ids = {f"sae-a{i}": "kme-a" for i in range(saes)}
@@ -315,26 +453,14 @@ def run_row(
         def store_url(kme: str, name: str) -> str:
             return f"{PG_URL}?options=-csearch_path%3D{schemas[kme, name]}"
 
-    net = DevNetwork(
-        row_dir,
-        ["kme-a", "kme-b"],
-        [("kme-a", "kme-b")],
-        sae_ids,
-        store_url=store_url,
-        initial_keys=0,
-        run_feeders=False,
-    )
+    pair = (_InProcessPair if topology == "one" else _TwoProcessPair)(row_dir, sae_ids, store_url)
     try:
-        net.start()
-        # The pool of the link, owned by kme-a (the masters' end), in both stores: what
-        # `kms import-keys` does at each end of a link.
         imported = [(str(uuid.uuid4()), os.urandom(SIZE_BITS // 8)) for _ in range(pool)]
-        for a, b in (("kme-a", "kme-b"), ("kme-b", "kme-a")):
-            net.stores[a][b].add_keys(imported, owner="kme-a")
+        ports = pair.start(imported)
         spec = {
-            "pki": str(net.directory),
-            "port_a": net.servers["kme-a"].port,
-            "port_b": net.servers["kme-b"].port,
+            "pki": str(pair.pki_dir),
+            "port_a": ports["kme-a"],
+            "port_b": ports["kme-b"],
             "mode": mode,
             "batch": batch,
             "saes": saes,
@@ -352,16 +478,18 @@ def run_row(
             if line.strip() != "GO":
                 raise RuntimeError(f"load generator failed to start: {line!r}")
             t0 = time.perf_counter()
-            busy0, pg0, self0 = _machine_busy_s(), _postgres_cpu(), _self_cpu_s()
+            busy0, pg0, kmes0 = _machine_busy_s(), _postgres_cpu(), pair.cpu_s()
+            self0 = _self_cpu_s() if topology == "two" else 0.0
             if profile is not None:
                 spy = _start_profile(profile, duration)
             line = proc.stdout.readline()
             wall = time.perf_counter() - t0
-            busy, pg, own = (
+            busy, pg, kmes = (
                 _machine_busy_s() - busy0,
                 _postgres_cpu_s(pg0),
-                _self_cpu_s() - self0,
+                pair.cpu_s() - kmes0,
             )
+            own = _self_cpu_s() - self0 if topology == "two" else 0.0  # the harness idles
             if line.strip() != "END":
                 raise RuntimeError(f"load generator failed: {line!r}")
             res = json.loads(proc.stdout.read().strip().splitlines()[-1])
@@ -377,14 +505,15 @@ def run_row(
             batch=batch,
             saes=saes,
             rate=rate,
-            kme_cores=own / wall,
+            topology=topology,
+            kme_cores=kmes / wall,
             client_cores=client / wall,
             pg_cores=pg / wall,
-            other_cores=max(0.0, busy - own - client - pg) / wall,
+            other_cores=max(0.0, busy - kmes - own - client - pg) / wall,
         )
         return res
     finally:
-        net.stop()
+        pair.stop()
         if admin is not None:
             time.sleep(1.2)  # let a running erasure sweep (1 s period) finish before the DROP
             with admin.begin() as conn:
@@ -520,6 +649,11 @@ def main() -> None:
     ap.add_argument("--saes", default="1,16,64", help="concurrent SAE pairs (closed loop)")
     ap.add_argument("--batches", default="1,100")
     ap.add_argument("--stores", default="sqlite,postgresql")
+    ap.add_argument(
+        "--topologies",
+        default="one,two",
+        help="KMEs in one process (DevNetwork) and/or two (one `kms serve` each)",
+    )
     ap.add_argument("--open-rate", type=float, default=5000.0, help="keys/s offered (0: none)")
     ap.add_argument("--open-saes", type=int, default=16)
     ap.add_argument("--open-batch", type=int, default=100)
@@ -543,13 +677,21 @@ def main() -> None:
     batches = [int(x) for x in args.batches.split(",")]
     # KeyStore's default max_key_count, as DevNetwork opens its stores (--quick: less to import)
     cap = 30_000 if args.quick else 100_000
-    loads: list[tuple[str, str, int, int, float, float]] = [
-        (s, "roundtrip", b, n, 0.0, args.duration) for s in stores for b in batches for n in saes
+    topologies = args.topologies.split(",")
+    if set(topologies) - set(TOPOLOGIES):
+        ap.error(f"--topologies: each one of {', '.join(TOPOLOGIES)}")
+    loads: list[tuple[str, str, int, int, float, float, str]] = [
+        (s, "roundtrip", b, n, 0.0, args.duration, t)
+        for s in stores
+        for b in batches
+        for n in saes
+        for t in topologies
     ]
     if args.open_rate > 0:
         loads += [
-            (s, "enc", args.open_batch, args.open_saes, args.open_rate, args.open_duration)
+            (s, "enc", args.open_batch, args.open_saes, args.open_rate, args.open_duration, t)
             for s in stores
+            for t in topologies
         ]
     spy = _py_spy() if args.profile else None
     if args.profile and spy is None:
@@ -560,10 +702,9 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for store, mode, batch, n, rate, duration in loads:
-            res = run_row(
-                store, mode, batch, n, rate, duration, _pool(cap, batch, n, rate, duration), tmp
-            )
+        for store, mode, batch, n, rate, duration, topology in loads:
+            pool = _pool(cap, batch, n, rate, duration)
+            res = run_row(store, mode, batch, n, rate, duration, pool, tmp, topology=topology)
             print(json.dumps(res), flush=True)
             rows.append(res)
         if spy is not None:
@@ -617,10 +758,13 @@ def _report(
         "The full ETSI 014 path through a KME pair over mutual TLS: the master SAE's `POST "
         "enc_keys` at kme-a (which reserves the keys and mirrors the reservation at kme-b with "
         "`POST /kme/v1/reservations`, KME-to-KME mutual TLS), then the slave SAE's `POST "
-        "dec_keys` at kme-b; the slave's keys are checked against the master's. Both KMEs run "
-        "in one process as `qkdtwin kms dev-pair` does (`DevNetwork`, one uvicorn server each, "
-        "feeders off); a fresh pair and fresh stores serve each row, the link's pool imported "
-        "up front (column *pool*, owned by kme-a, in both stores). The load comes from a "
+        "dec_keys` at kme-b; the slave's keys are checked against the master's. Column *KME "
+        "processes*: **one**, both KMEs in one process as `qkdtwin kms dev-pair` runs them "
+        "(`DevNetwork`, one uvicorn server each, feeders off), or **two**, each KME its own "
+        "`qkdtwin kms serve --config` process as a deployment runs them (key-encryption key "
+        "on, link and relayed stores as in docs/kms.md). A fresh pair and fresh stores serve "
+        "each row, the link's pool imported up front (column *pool*, owned by kme-a, in both "
+        "stores; material wrapped at rest in both topologies). The load comes from a "
         "separate process: one asyncio client per **SAE pair** (master `sae-a<i>` at kme-a, "
         "slave `sae-b<i>` at kme-b, each its own certificate and one keep-alive HTTP/1.1 "
         "connection), 256-bit keys.",
@@ -641,13 +785,14 @@ def _report(
         "",
         "**Closed loop** (each SAE pair starts its next round trip when the last one "
         f"returned; {args.duration:g} s per row). keys/s: keys delivered to both ends; "
-        "latency: one round trip (enc_keys + dec_keys). *CPU/req*: CPU time of the KME process "
-        "per round trip. Then the cores used during the row by the KME process (both KMEs), "
+        "latency: one round trip (enc_keys + dec_keys). *CPU/req*: CPU time of the KMEs "
+        "per round trip. Then the cores used during the row by the KMEs (both, whatever the "
+        "topology), "
         "the load generator, PostgreSQL, and anything else on the machine (*other*).",
         "",
-        "| Store | Batch | SAE pairs | keys/s | p50 (ms) | p99 (ms) | round trips | errors "
-        "| pool | CPU/req (ms) | KMEs | client | PostgreSQL | other |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Store | KME processes | Batch | SAE pairs | keys/s | p50 (ms) | p99 (ms) | round "
+        "trips | errors | pool | CPU/req (ms) | KMEs | client | PostgreSQL | other |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines.extend(_row(r) for r in closed)
     if opened:
@@ -658,9 +803,9 @@ def _report(
             f"{args.open_duration:g} s, spread evenly over {args.open_saes} masters; latency "
             "from each request's scheduled send time (no coordinated omission).",
             "",
-            "| Store | Batch | SAEs | offered keys/s | keys/s | p50 (ms) | p99 (ms) | requests "
-            "| errors | pool | CPU/req (ms) | KMEs | client | PostgreSQL | other |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| Store | KME processes | Batch | SAEs | offered keys/s | keys/s | p50 (ms) | p99 "
+            "(ms) | requests | errors | pool | CPU/req (ms) | KMEs | client | PostgreSQL | other |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         lines.extend(_row(r, offered=True) for r in opened)
     failed = [r for r in rows if r["errors"]]
@@ -679,6 +824,7 @@ def _report(
         ]
     lines += ["", *_verdict(closed, opened)]
     lines += ["", *_profile_text(profiled)]
+    lines += ["", *_changes_text(closed)]
     return "\n".join(lines)
 
 
@@ -689,7 +835,7 @@ def _sqlite_version() -> str:
 
 
 def _row(r: dict[str, Any], offered: bool = False) -> str:
-    cells = [r["store"], str(r["batch"]), str(r["saes"])]
+    cells = [r["store"], str(r.get("topology", "one")), str(r["batch"]), str(r["saes"])]
     if offered:
         cells.append(f"{r['rate']:,.0f}")
     cells += [
@@ -719,23 +865,29 @@ BASELINE_SINGLE_16 = 225.0
 
 def _verdict(closed: list[dict[str, Any]], opened: list[dict[str, Any]]) -> list[str]:
     out = []
-    t = _pick(closed, store="sqlite", batch=1, saes=16)
-    if t is not None:
-        goal = 3 * BASELINE_SINGLE_16
+    goal = 3 * BASELINE_SINGLE_16
+    for topology in TOPOLOGIES:
+        t = _pick(closed, store="sqlite", batch=1, saes=16, topology=topology)
+        if t is None:
+            continue
         out.append(
-            f"Target 1 (single-key round trips, 16 SAE pairs, SQLite): >= 3 x "
-            f"{BASELINE_SINGLE_16:.0f} = {goal:.0f} keys/s: "
-            f"**{'met' if t['keys_per_s'] >= goal else 'not met'}** "
+            f"Target 1 (single-key round trips, 16 SAE pairs, SQLite), KMEs in {topology} "
+            f"process{'es' if topology == 'two' else ''}: >= 3 x {BASELINE_SINGLE_16:.0f} = "
+            f"{goal:.0f} keys/s: **{'met' if t['keys_per_s'] >= goal else 'not met'}** "
             f"({t['keys_per_s']:,.0f} keys/s, {t['keys_per_s'] / BASELINE_SINGLE_16:.1f} x; the "
-            f"KME process used {t['kme_cores']:.2f} cores of {os.cpu_count()})."
+            f"KMEs used {t['kme_cores']:.2f} cores of {os.cpu_count()})."
         )
-    o = _pick(opened, store="sqlite")
-    if o is not None:
+    for topology in TOPOLOGIES:
+        o = _pick(opened, store="sqlite", topology=topology)
+        if o is None:
+            continue
         out.append(
             f"Target 2 (open loop, `enc_keys` at {o['rate']:,.0f} keys/s, batches of "
-            f"{o['batch']}, {o['saes']} SAEs, SQLite): p99 < 50 ms "
+            f"{o['batch']}, {o['saes']} SAEs, SQLite), KMEs in {topology} "
+            f"process{'es' if topology == 'two' else ''}: p99 < 50 ms "
             f"**{'met' if o['p99_ms'] < 50 else 'not met'}** (p99 {o['p99_ms']:.1f} ms, "
-            f"{o['keys_per_s']:,.0f} keys/s delivered)."
+            f"p50 {o['p50_ms']:.1f} ms, {o['keys_per_s']:,.0f} keys/s delivered, "
+            f"{_cpu_ms(o):.1f} ms of KME CPU per request)."
         )
     return out
 
@@ -832,6 +984,45 @@ def _profile_text(profiled: dict[str, Any] | None) -> list[str]:
         "of CPU per round trip, or more cores per KME (one process per KME, several workers): "
         "not a faster store.",
     ]
+    return out
+
+
+def _changes_text(closed: list[dict[str, Any]]) -> list[str]:
+    """What the rows owe to the changes of issue 15's last round, and the two-process rows."""
+    one = _pick(closed, store="sqlite", batch=1, saes=16, topology="one")
+    two = _pick(closed, store="sqlite", batch=1, saes=16, topology="two")
+    out = [
+        "**Tail latency and the store's locks.** SQLite allows one writer at a time; the store "
+        "queues this process's writers on a lock and starts each write transaction with "
+        "`BEGIN IMMEDIATE`. Until this round, reads went through the same engine, so "
+        "`dec_keys`' lookup of its store (`key_info`) took the database's write lock without "
+        "the queue and fell into SQLite's busy handler (sleep and retry): measured with "
+        "per-call timers, that lookup waited up to 2.0 s and the single-key 16-SAE row had "
+        "p99 900 ms (108 keys/s). Reads now go through a second, read-only engine with "
+        "deferred transactions (in WAL mode a reader never waits for the writer), and the "
+        "erasure of handed-over master copies is coalesced across concurrent responses "
+        "(`qkdtwin.kms.handover`: one transaction for all the responses that finished while "
+        "the previous erasure ran): p99 fell to ~170 ms and the row to 140-156 keys/s in "
+        "three runs on the quiet machine.",
+    ]
+    if one is not None and two is not None:
+        out += [
+            "",
+            f"**One process per KME.** With each KME its own process (rows *two*) the same "
+            f"load ran at {two['keys_per_s']:,.0f} keys/s (p99 {two['p99_ms']:.0f} ms) against "
+            f"{one['keys_per_s']:,.0f} (p99 {one['p99_ms']:.0f} ms) in one process; the two "
+            f"KMEs used {two['kme_cores']:.2f} cores together, of 2 shared with the load "
+            "generator. Our reading of the ceiling: py-spy finds the interpreter lock held only "
+            "40-46 % of the time while the in-process pair uses a whole core, so most of the "
+            "rest is SQLite's own C code; each KME's write transactions run one at a time "
+            "under its store's writer lock (SQLite has one writer), SQLite's work and the "
+            "Python around it (SQLAlchemy, wrapping) included, so a KME's store work never "
+            "runs on two cores at once. "
+            "`fsync` is not it (`synchronous=FULL`, needed so that a committed reservation "
+            "survives a power cut: 0.24 ms p50 on this disk). More throughput per KME needs "
+            "several processes per KME sharing its stores, or a store transaction with less "
+            "Python in it.",
+        ]
     return out
 
 

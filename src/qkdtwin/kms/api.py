@@ -44,7 +44,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -72,10 +72,12 @@ from qkdtwin.kms.admission import (
     ThreadLimiter,
     Ticket,
 )
+from qkdtwin.kms.handover import Eraser, HandOverEraser
 from qkdtwin.kms.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from qkdtwin.kms.operator import install_operator_routes
 from qkdtwin.kms.peering import CLIENT_GONE_AUDIT_BY, KmeNode, install_peer_routes
 from qkdtwin.kms.store import (
+    HANDED_OVER_AUDIT_BY,
     STORE_ERRORS,
     DeliveredKey,
     KeyStore,
@@ -397,7 +399,8 @@ class _Reservation:
 
     keys: list[DeliveredKey]
     undo: Callable[[], object]
-    hand_over: Callable[[], object] | None
+    #: erases the master-side copies once the response is sent (None: nothing to erase)
+    hand_over: Eraser | None
 
 
 def _client_gone_response() -> JSONResponse:
@@ -464,6 +467,14 @@ def create_app(
         config.max_active_requests, config.max_queued_requests, config.queue_timeout_s
     )
     sae_threads = ThreadLimiter(config.max_active_requests)
+    # master-side copies erased once sent, in transactions shared by concurrent responses
+    handed_over = HandOverEraser(sae_threads.run)
+    app.state.handed_over = handed_over
+
+    def erase_store_copies(key_ids: Sequence[str]) -> int:
+        assert store is not None
+        return store.erase_handed_over(key_ids, HANDED_OVER_AUDIT_BY)
+
     peer_threads = ThreadLimiter(config.peer_threads)
     app.state.config = config
     app.state.store = store
@@ -581,7 +592,7 @@ def create_app(
                 undo=lambda: node.undo_reservation(slave_kme, ids),
                 # the slaves fetch at their own KME: once the response is sent, nothing here
                 # delivers these keys again (erase_delivered catches a failed response later)
-                hand_over=None if slave_kme == node.kme_id else lambda: node.erase_handed_over(ids),
+                hand_over=None if slave_kme == node.kme_id else node.erase_handed_over,
             )
         assert store is not None
         keys = store.reserve(master, slaves, number, size, slaves_here=sync is None)
@@ -594,7 +605,7 @@ def create_app(
         return _Reservation(
             keys,
             undo=lambda: store.revoke(ids, CLIENT_GONE_AUDIT_BY),
-            hand_over=lambda: store.erase_handed_over(ids, "store:handed-over"),
+            hand_over=erase_store_copies,
         )
 
     async def undo_unsent(res: _Reservation, master: str, when: str) -> None:
@@ -630,7 +641,7 @@ def create_app(
             if ticket is not None and ticket.dropped:
                 await undo_unsent(res, master, "as the response was sent")
             elif res.hand_over is not None:
-                await sae_threads.run(res.hand_over)
+                await handed_over.submit(res.hand_over, [k.key_id for k in res.keys])
 
         background.add_task(after_response)
         return _container(res.keys)

@@ -63,7 +63,7 @@ from qkdtwin.errors import (
 )
 from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, ThreadLimiter
 from qkdtwin.kms.mirror import MirrorBatcher
-from qkdtwin.kms.store import DeliveredKey, KeyStore, UnreserveResult
+from qkdtwin.kms.store import HANDED_OVER_AUDIT_BY, DeliveredKey, KeyStore, UnreserveResult
 
 __all__ = [
     "CLIENT_GONE_AUDIT_BY",
@@ -409,7 +409,7 @@ class KmeNode:
         Called once the master SAE has its ``enc_keys`` response (mirrored reservations and
         relays' source copies: :meth:`KeyStore.erase_handed_over`); returns how many.
         """
-        return sum(st.erase_handed_over(key_ids, "store:handed-over") for st in self.stores())
+        return sum(st.erase_handed_over(key_ids, HANDED_OVER_AUDIT_BY) for st in self.stores())
 
     def reserve_for(
         self, master: str, slaves: list[str], slave_kme: str, number: int, size_bits: int

@@ -95,6 +95,7 @@ from qkdtwin.errors import ConfigError, KeyAccessError, KeyExhaustedError, KmsRe
 from qkdtwin.kms.kek import EpochKeys
 
 __all__ = [
+    "HANDED_OVER_AUDIT_BY",
     "RETRY_WINDOW_S",
     "STORE_ERRORS",
     "CheckpointHealth",
@@ -202,8 +203,19 @@ DISCARD_ACTIONS = ("discard", "expire")
 EXPIRY_AUDIT_BY = "store:ttl"
 #: ``sae_id`` of the ``erase`` rows of :meth:`KeyStore.erase_delivered` for master-side copies
 #: whose :meth:`KeyStore.erase_handed_over` never ran (the response was not sent). The copies
-#: erased after a sent response are audited under ``store:handed-over`` instead.
+#: erased after a sent response are audited under :data:`HANDED_OVER_AUDIT_BY` instead.
 RETRY_WINDOW_AUDIT_BY = "store:retry-window"
+#: ``sae_id`` of the ``erase`` rows of the master-side copies erased once their ``enc_keys``
+#: response was sent (:meth:`KeyStore.erase_handed_over` as the KME calls it).
+HANDED_OVER_AUDIT_BY = "store:handed-over"
+
+
+def _is_sqlite_file(url: str) -> bool:
+    """Return whether a SQLite URL names a file (not an in-memory database)."""
+    if not url.startswith("sqlite:///"):
+        return False
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return bool(path) and not path.startswith(":memory:") and "mode=memory" not in url
 
 
 def _available_name(owner: str | None) -> str:
@@ -444,6 +456,9 @@ class KeyStore:
         _private_sqlite_file(self.url)
         self.engine: Engine = self._make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._read_engine: Engine | None = (
+            self._make_read_engine(self.url) if _is_sqlite_file(self.url) else None
+        )
         self._write_lock = threading.Lock()
         self._erase_mark: float | None = None  # erase_delivered's previous cutoff
         self._stats_lock = threading.Lock()  # _refresh_statistics
@@ -718,12 +733,20 @@ class KeyStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        """Open a connection for reading; on SQLite, queued behind this process's writers.
+        """Open a connection for reading (a consistent snapshot until the block ends).
 
-        On SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see :meth:`_make_engine`),
-        so a reader that did not queue would send a writer into the busy handler's backoff.
+        On a SQLite file, reads go through a second, read-only engine whose transactions
+        start with a plain (deferred) ``BEGIN``: in WAL mode such a reader never takes the
+        write lock and never waits for a writer, nor a writer for it. (Through the main
+        engine every transaction starts with ``BEGIN IMMEDIATE``, :meth:`_make_engine`, so a
+        read there would hold the write lock: ``dec_keys`` waited up to 2 s for its store
+        lookup under 16 concurrent SAEs.) An in-memory database has no second connection
+        to share it, so its reads queue behind this process's writers instead.
         """
-        if self.is_sqlite:
+        if self._read_engine is not None:
+            with self._read_engine.connect() as conn:
+                yield conn
+        elif self.is_sqlite:
             with self._write_lock, self.engine.connect() as conn:
                 yield conn
         else:
@@ -780,6 +803,30 @@ class KeyStore:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    @staticmethod
+    def _make_read_engine(url: str) -> Engine:
+        """Engine for :meth:`_read` on a SQLite file: read-only, deferred transactions."""
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30.0},
+            pool_size=20,
+            hide_parameters=True,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA query_only=ON")  # a write through it is a bug: refused
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN")  # deferred: a WAL snapshot, no write lock
 
         return engine
 
@@ -1023,7 +1070,7 @@ class KeyStore:
         )
         if owner is not None:
             stmt = stmt.where(_keys.c.owner.is_(None) | (_keys.c.owner == owner))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     @staticmethod
@@ -1722,7 +1769,7 @@ class KeyStore:
 
     def key_info(self, key_id: str) -> StoredKey | None:
         """Return the metadata of one key, or ``None`` if unknown."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 select(
                     _keys.c.key_id, _keys.c.size_bits, _keys.c.state, _keys.c.master_sae_id
@@ -1732,7 +1779,7 @@ class KeyStore:
 
     def audit_log(self) -> list[dict[str, Any]]:
         """Return the audit log in order: dicts with ``at, sae_id, key_id, action``."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(_audit.c.at, _audit.c.sae_id, _audit.c.key_id, _audit.c.action).order_by(
                     _audit.c.id
@@ -1742,7 +1789,7 @@ class KeyStore:
 
     def raw_material(self, key_id: str) -> bytes | None:
         """Return the stored (possibly wrapped) blob of a key; for tests of wrapping at rest."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(
                 select(_keys.c.material).where(_keys.c.key_id == key_id)
             ).scalar_one_or_none()
@@ -1764,6 +1811,8 @@ class KeyStore:
                 log.warning("WAL checkpoint at close failed: %s", describe_error(exc))
         with self._checkpoint_lock:
             self._closed = True
+            if self._read_engine is not None:
+                self._read_engine.dispose()
             self.engine.dispose()
 
 
