@@ -126,12 +126,22 @@ class KmsError(QkdTwinError):
         Human-readable, one line; becomes the ``message`` of the ETSI 014 Error object.
     details
         Extra entries for the Error object's ``details`` array (no key material, ever).
+    retry_after_s
+        When a retry may succeed, after how many seconds (the KME's ``Retry-After``
+        header); ``None``: no advice.
     """
 
-    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.retry_after_s = retry_after_s
 
 
 class KmsRequestError(KmsError):

@@ -628,6 +628,18 @@ class _FakeKme:
         self.log.append((self.node, "discard", peer, since))
         return {"discarded": 7}
 
+    def set_relay_quota(self, destination, keys_per_s, burst=None):
+        self.log.append((self.node, "quota", destination, keys_per_s, burst))
+        self.quotas = getattr(self, "quotas", {})
+        if keys_per_s is None:
+            self.quotas.pop(destination, None)
+        else:
+            self.quotas[destination] = keys_per_s
+        return {"quota": None if keys_per_s is None else {"keys_per_s": keys_per_s}}
+
+    def relay_quotas(self):
+        return [{"destination": d, "keys_per_s": r} for d, r in getattr(self, "quotas", {}).items()]
+
     def links(self):
         from types import SimpleNamespace
 
@@ -681,6 +693,52 @@ def test_the_closed_loop_acts_on_both_kmes_only_when_on(tmp_path, mode):
         assert [e.detail["effect"] for e in acted[:2]] == [{"enabled": False}] * 2
     # a replay never acts, whatever it is asked
     assert AttachedTwin(load_attach_file(doc), actuate="on", replay=True).actuator.mode == "off"
+
+
+def test_the_closed_loop_sets_static_relay_quotas_on_the_detour_and_lifts_them(tmp_path):
+    from qkdtwin.twin.actuate import QUOTA_BURST_S, Actuator
+
+    plant, doc, sink = make_with_kmes(tmp_path, "A", "B", "C")
+    # a gateway behind A whose aggregator sits at B: direct over A-B, relayed A-C-B after
+    doc["iot"] = {"group": "plant", "aggregator": "B", "edges": {"GW": "A"}}
+    twin = AttachedTwin(load_attach_file(doc), actuate="on")
+    calls: list = []
+    twin.actuator = Actuator(
+        {n: (lambda n=n: _FakeKme(calls, n)) for n in ("A", "B", "C")},
+        "on",
+        on_done=twin._actions_done,
+    )
+    feed(plant, twin, sink, 300)
+    caps = {lk.id: lk.estimate.key_rate_bps / 256 for lk in twin.state().links}
+    plant.attack("A-B", "fiber-tap", 0.5)
+    for _ in range(60):
+        feed(plant, twin, sink, 1)
+        if twin.alarms:
+            break
+    twin.actuator.close()
+    # static policy: A-C and C-B each carry their own pool and the relayed pair A->B
+    rate = min(caps["A-C"], caps["B-C"]) / 2
+    quota = [c for c in calls if c[1] == "quota"]
+    assert len(quota) == 1
+    node, _, dest, got, burst = quota[0]
+    assert (node, dest) == ("A", "B")
+    assert got == pytest.approx(rate, rel=0.05)  # the estimates moved on a little since
+    assert burst == max(1, math.ceil(got * QUOTA_BURST_S))
+    acted = [e.detail for e in twin.alarms[0].events if e.what == "actuated"]
+    q = next(d for d in acted if d["action"] == "quota")
+    assert q["effect"] == {"keys_per_s": got}
+    assert q["error"] is None
+    # restored: A-B is direct again, the quota is lifted
+    calls.clear()
+    twin.actuator = Actuator(
+        {n: (lambda n=n: _FakeKme(calls, n)) for n in ("A", "B", "C")},
+        "on",
+        on_done=twin._actions_done,
+    )
+    lk = twin.links["A-B"]
+    twin._restore(lk, twin.alarms[0].onset or 0.0)
+    twin.actuator.close()
+    assert [c for c in calls if c[1] == "quota"] == [("A", "quota", "B", None, None)]
 
 
 def test_a_plant_in_a_relative_directory_writes_a_usable_attach_file(tmp_path, monkeypatch):

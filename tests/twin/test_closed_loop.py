@@ -51,10 +51,20 @@ def test_an_attack_stops_the_links_key_delivery_at_both_kmes(attached):
     crossing = {"GW2.1", "GW2.2"}
     _wait(lambda: len(acted()) >= 4 + len(others) + len(crossing), 10, "the actions")
     acts = {(e.detail["action"], e.detail["kme"]): e.detail for e in acted()}
-    assert set(acts) == {(k, n) for k in ("disable", "discard") for n in ("M1", "M2")} | {
-        ("avoid", n) for n in others
-    } | {("rekey", e) for e in crossing}
+    quotas = {k: d for k, d in acts.items() if k[0] == "quota"}
+    assert set(acts) - set(quotas) == {
+        (k, n) for k in ("disable", "discard") for n in ("M1", "M2")
+    } | {("avoid", n) for n in others} | {("rekey", e) for e in crossing}
     assert all(d["error"] is None for d in acts.values()), acts
+    # relay quotas (static policy) at the gateways' KMEs whose relays now take a detour,
+    # toward the aggregator's KME, read back from those KMEs
+    assert quotas, "no relay quota set"
+    for (_, node), d in quotas.items():
+        assert d["peer"] == twin.attach.iot.aggregator
+        assert d["keys_per_s"] > 0
+        assert d["effect"] == {"keys_per_s": d["keys_per_s"]}
+        state = plant.net.nodes[node].relay_quotas[d["peer"]].state()
+        assert state.keys_per_s == d["keys_per_s"]
     # delivery stopped at both KMEs, read back, within 2 s of the alarm
     for n in ("M1", "M2"):
         d = acts[("disable", n)]

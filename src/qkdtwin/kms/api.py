@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -335,8 +336,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def kms_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, KmsError)
         status = next((c for cls, c in codes if isinstance(exc, cls)), 400)
+        wait = exc.retry_after_s
+        headers = None
+        if wait is not None and math.isfinite(wait):
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
         return JSONResponse(
-            status_code=status, content={"message": exc.message, "details": exc.details}
+            status_code=status,
+            content={"message": exc.message, "details": exc.details},
+            headers=headers,
         )
 
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:

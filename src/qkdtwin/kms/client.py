@@ -262,6 +262,34 @@ class OperatorClient:
         """
         return self._post(f"{LINKS_PATH}/{peer}/discard", {"since": float(since)})
 
+    def set_relay_quota(
+        self, destination: str, keys_per_s: float | None, burst: int | None = None
+    ) -> dict[str, Any]:
+        """Limit the keys this KME relays toward ``destination`` (``None``: no limit).
+
+        ``POST /kme/v1/relays/{destination}/quota``; returns the KME's answer (``quota``:
+        rate, burst, tokens, counts; ``None`` once removed).
+
+        Raises
+        ------
+        KmeUnreachableError, KeyAccessError, KmsError
+            As :meth:`links`.
+        """
+        body: dict[str, Any] = {"keys_per_s": None if keys_per_s is None else float(keys_per_s)}
+        if burst is not None:
+            body["burst"] = int(burst)
+        return self._post(f"/kme/v1/relays/{destination}/quota", body)
+
+    def relay_quotas(self) -> list[dict[str, Any]]:
+        """Return this KME's relay quotas (``GET /kme/v1/relays/quotas``).
+
+        Raises
+        ------
+        KmeUnreachableError, KeyAccessError, KmsError
+            As :meth:`links`.
+        """
+        return list(self._request("GET", "/kme/v1/relays/quotas").json()["quotas"])
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from qkdtwin.errors import ConfigError, KeyAccessError, KmsRequestError
 from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, AdmissionCounts, ThreadLimiter
 from qkdtwin.kms.peering import KmeNode
+from qkdtwin.kms.quota import QuotaState
 from qkdtwin.kms.store import KeyCounts, KeyStore
 
 __all__ = [
@@ -48,6 +49,10 @@ __all__ = [
     "LinkCounts",
     "LinkStateBody",
     "LinkStateResponse",
+    "RelayQuotaBody",
+    "RelayQuotaResponse",
+    "RelayQuotaView",
+    "RelayQuotasResponse",
     "RouteStateResponse",
     "StoreHealth",
     "caller_operator_id",
@@ -117,6 +122,58 @@ class DiscardResponse(BaseModel):
     peer: str
     since: float
     discarded: int
+
+
+class RelayQuotaBody(BaseModel):
+    """Body of ``POST /kme/v1/relays/{destination}/quota``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    keys_per_s: float | None = Field(
+        ge=0,
+        allow_inf_nan=False,
+        description="relayed keys per second toward the destination; null removes the quota",
+    )
+    burst: int | None = Field(
+        default=None, ge=1, description="most keys relayed at once (default: 1 s of quota)"
+    )
+
+
+class RelayQuotaView(BaseModel):
+    """One relay quota of a KME: settings, tokens now, counts since it was set."""
+
+    destination: str
+    keys_per_s: float
+    burst: int
+    tokens: float = Field(description="keys that may be relayed right now")
+    granted_keys: int
+    refused_requests: int
+
+    @classmethod
+    def of(cls, q: QuotaState) -> RelayQuotaView:
+        """Build the view of a quota's state."""
+        return cls(
+            destination=q.destination,
+            keys_per_s=q.keys_per_s,
+            burst=q.burst,
+            tokens=q.tokens,
+            granted_keys=q.granted_keys,
+            refused_requests=q.refused_requests,
+        )
+
+
+class RelayQuotaResponse(BaseModel):
+    """Answer of ``POST /kme/v1/relays/{destination}/quota``: the quota now (null: none)."""
+
+    kme_id: str
+    destination: str
+    quota: RelayQuotaView | None
+
+
+class RelayQuotasResponse(BaseModel):
+    """Answer of ``GET /kme/v1/relays/quotas``."""
+
+    kme_id: str
+    quotas: list[RelayQuotaView]
 
 
 class KeyCountsModel(BaseModel):
@@ -450,6 +507,51 @@ def install_operator_routes(
         (``route-disable`` / ``route-enable``) in the relay store.
         """
         return await run(lambda: set_route(operator, a, b, body.enabled))
+
+    def set_quota(operator: str, destination: str, body: RelayQuotaBody) -> RelayQuotaResponse:
+        if body.keys_per_s is None and body.burst is not None:
+            raise KmsRequestError(
+                "burst without keys_per_s", details=[{"burst": body.burst, "keys_per_s": None}]
+            )
+        state = node.set_relay_quota(destination, body.keys_per_s, body.burst)
+        if node.relayed is not None:
+            node.relayed.record_operation(f"operator:{operator}", "relay-quota")
+        log.warning("operator %s set the relay quota toward %s to %s keys/s (burst %s)",
+                    operator, destination, body.keys_per_s, body.burst)  # fmt: skip
+        return RelayQuotaResponse(
+            kme_id=kme_id,
+            destination=destination,
+            quota=None if state is None else RelayQuotaView.of(state),
+        )
+
+    @app.post(
+        "/kme/v1/relays/{destination}/quota",
+        response_model=RelayQuotaResponse,
+        responses=responses or {},
+        tags=["operator"],
+    )
+    async def post_relay_quota(
+        destination: str, body: RelayQuotaBody, operator: Operator
+    ) -> RelayQuotaResponse:
+        """Limit the keys this KME relays toward ``destination`` (a token bucket).
+
+        ``keys_per_s`` keys per second, at most ``burst`` at once; ``null`` removes the
+        limit. A relay that finds too few tokens gets 503 with ``Retry-After`` before any link
+        key is consumed; direct-link and local keys are never limited. Audited
+        (``relay-quota``) in the relay store.
+        """
+        return await run(lambda: set_quota(operator, destination, body))
+
+    @app.get(
+        "/kme/v1/relays/quotas",
+        response_model=RelayQuotasResponse,
+        responses=responses or {},
+        tags=["operator"],
+    )
+    async def get_relay_quotas(_operator: Operator) -> RelayQuotasResponse:
+        """Return this KME's relay quotas, with their tokens and counts."""
+        quotas = [RelayQuotaView.of(q.state()) for _, q in sorted(node.relay_quotas.items())]
+        return RelayQuotasResponse(kme_id=kme_id, quotas=quotas)
 
     @app.post(
         LINKS_PATH + "/{peer}/discard",

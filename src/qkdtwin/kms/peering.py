@@ -63,6 +63,7 @@ from qkdtwin.errors import (
 )
 from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, ThreadLimiter
 from qkdtwin.kms.mirror import MirrorBatcher
+from qkdtwin.kms.quota import QuotaState, RelayQuota
 from qkdtwin.kms.store import HANDED_OVER_AUDIT_BY, DeliveredKey, KeyStore, UnreserveResult
 
 __all__ = [
@@ -283,6 +284,8 @@ class KmeNode:
         self.local = local
         self.peers = peers
         self.down: set[frozenset[str]] = set()
+        #: Relay quotas per destination KME (:meth:`set_relay_quota`).
+        self.relay_quotas: dict[str, RelayQuota] = {}
         self._mirrors: dict[str, MirrorBatcher] = {}
         self._mirrors_lock = threading.Lock()
 
@@ -432,7 +435,46 @@ class KmeNode:
             raise KmsRequestError(
                 "no key pool with that SAE's KME", details=[{"target_KME_ID": slave_kme}]
             )
-        return self._relay_out(master, slaves, self.route(slave_kme), number, size_bits)
+        route = self.route(slave_kme)
+        quota = self.relay_quotas.get(slave_kme)
+        if quota is not None:
+            wait = quota.take(number)
+            if wait > 0:
+                raise KeyExhaustedError(
+                    f"relay quota toward {slave_kme} spent",
+                    details=[
+                        {
+                            "relay_quota": slave_kme,
+                            "keys_per_s": quota.keys_per_s,
+                            "burst": quota.burst,
+                        }
+                    ],
+                    retry_after_s=wait,
+                )
+        return self._relay_out(master, slaves, route, number, size_bits)
+
+    def set_relay_quota(
+        self, destination: str, keys_per_s: float | None, burst: int | None = None
+    ) -> QuotaState | None:
+        """Limit the keys relayed from here toward ``destination`` (``None``: no limit).
+
+        See :mod:`qkdtwin.kms.quota`; returns the new quota's state.
+
+        Raises
+        ------
+        KmsRequestError
+            For an unknown destination or this KME itself.
+        ConfigError
+            For a bad rate or burst.
+        """
+        if destination not in self.network.kmes or destination == self.kme_id:
+            raise KmsRequestError("unknown destination KME", details=[{"destination": destination}])
+        if keys_per_s is None:
+            self.relay_quotas.pop(destination, None)
+            return None
+        quota = RelayQuota(destination, keys_per_s, burst)
+        self.relay_quotas[destination] = quota
+        return quota.state()
 
     def _reserve_mirrored(
         self, master: str, slaves: list[str], peer: str, number: int, size_bits: int

@@ -25,6 +25,7 @@ answer or the error, and the observed effect.
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 import time
@@ -34,9 +35,11 @@ from typing import Any, Literal, Protocol
 
 from qkdtwin.errors import ConfigError, QkdTwinError
 
-__all__ = ["ACTUATE_MODES", "Action", "Actuator", "OperatorApi"]
+__all__ = ["ACTUATE_MODES", "QUOTA_BURST_S", "Action", "Actuator", "OperatorApi"]
 
 ACTUATE_MODES = ("off", "on")
+#: A relay quota set by the closed loop holds this many seconds of its rate (its burst).
+QUOTA_BURST_S = 10.0
 
 
 class OperatorApi(Protocol):
@@ -52,6 +55,16 @@ class OperatorApi(Protocol):
 
     def discard_since(self, peer: str, since: float) -> dict[str, Any]:
         """Erase the link's keys added since ``since``."""
+        ...
+
+    def set_relay_quota(
+        self, destination: str, keys_per_s: float | None, burst: int | None = None
+    ) -> dict[str, Any]:
+        """Limit the keys relayed toward ``destination`` (``None``: no limit)."""
+        ...
+
+    def relay_quotas(self) -> list[dict[str, Any]]:
+        """Read the KME's relay quotas (``destination``, ``keys_per_s``, ...)."""
         ...
 
     def links(self) -> Any:
@@ -73,7 +86,8 @@ class Action:
         ``disable``, ``discard`` or ``enable`` (at an end of the link), ``avoid`` or ``allow``
         (relays over the link, at every other KME), ``rekey`` (an IIoT gateway whose keys
         crossed the link: ``kme`` holds the edge ID, ``peer`` its node, ``topic`` the command
-        topic).
+        topic), ``quota`` (a relay quota at ``kme`` toward ``peer``: ``keys_per_s``, or
+        ``None`` to remove it).
     kme, peer
         The KME acted on and the other end of the link (``avoid``/``allow``: the link's
         ends, ``peer`` holding ``A-B``).
@@ -83,6 +97,8 @@ class Action:
         Why (the alarm's statistic, or ``restored``).
     since
         ``discard`` only: erase keys added at or after this network time, s.
+    keys_per_s
+        ``quota`` only: the relay rate set, keys/s (``None``: quota removed).
     performed
         Whether it was sent (``False``: actuation off, or a replay).
     planned_at, sent_at, acked_at, effect_at
@@ -96,7 +112,7 @@ class Action:
         Why it failed, if it did.
     """
 
-    kind: Literal["disable", "discard", "enable", "avoid", "allow", "rekey"]
+    kind: Literal["disable", "discard", "enable", "avoid", "allow", "rekey", "quota"]
     kme: str
     peer: str
     link: str
@@ -104,6 +120,7 @@ class Action:
     since: float | None = None
     pair: tuple[str, str] | None = None
     topic: str | None = None
+    keys_per_s: float | None = None
     performed: bool = False
     planned_at: float | None = None
     sent_at: float | None = None
@@ -121,6 +138,7 @@ class Action:
             "peer": self.peer,
             "reason": self.reason,
             "since": self.since,
+            **({"keys_per_s": self.keys_per_s} if self.kind == "quota" else {}),
             "performed": self.performed,
             "planned_at": self.planned_at,
             "sent_at": self.sent_at,
@@ -204,6 +222,24 @@ class Actuator:
             + [Action("allow", n, f"{a}-{b}", link, "restored", pair=(a, b)) for n in others]
         )
 
+    def plan_quotas(
+        self, link: str, quotas: Mapping[tuple[str, str], float | None], reason: str
+    ) -> list[Action]:
+        """Plan relay quotas: ``{(source KME, destination KME): keys/s or None}``.
+
+        Only sources the twin has an operator client for get one.
+        """
+        return [
+            Action("quota", src, dst, link, reason, keys_per_s=rate)
+            for (src, dst), rate in sorted(quotas.items())
+            if src in self._factories
+        ]
+
+    @staticmethod
+    def quota_burst(keys_per_s: float) -> int:
+        """Return the burst of a closed-loop quota: QUOTA_BURST_S of its rate, >= 1 key."""
+        return max(1, math.ceil(keys_per_s * QUOTA_BURST_S))
+
     def submit(self, tag: Any, actions: list[Action]) -> None:
         """Perform ``actions`` (in order) if on, then report them with ``tag`` to ``on_done``.
 
@@ -244,6 +280,20 @@ class Actuator:
                     act.effect = {"published": act.topic}
                     continue
                 c = self._client(act.kme)
+                if act.kind == "quota":
+                    rate = act.keys_per_s
+                    burst = None if rate is None else self.quota_burst(rate)
+                    act.answer = c.set_relay_quota(act.peer, rate, burst)
+                    act.acked_at = self._wall()
+                    now = {q["destination"]: q["keys_per_s"] for q in c.relay_quotas()}
+                    act.effect = {"keys_per_s": now.get(act.peer)}
+                    act.effect_at = self._wall()
+                    want = act.keys_per_s
+                    if (now.get(act.peer) is None) != (want is None) or (
+                        want is not None and abs(now[act.peer] - want) > 1e-9 * max(1.0, want)
+                    ):
+                        act.error = f"read back keys_per_s={now.get(act.peer)} after quota {want}"
+                    continue
                 if act.kind == "discard":
                     assert act.since is not None
                     act.answer = c.discard_since(act.peer, act.since)

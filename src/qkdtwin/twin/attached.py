@@ -593,9 +593,71 @@ class AttachedTwin:
         self.actuator.submit(
             (alarm.id, t),
             self.actuator.plan_alarm(lk.id, lk.a, lk.b, since, det.statistic)
+            + self._quota_plan(lk, det.statistic)
             + self._rekey_plan(lk, det.statistic),
         )
         return {"type": "alarm", "alarm": alarm.model_dump(mode="json")}
+
+    def _relayed_pairs(self) -> list[tuple[str, str]]:
+        """(gateway node, aggregator node) pairs of the attach file's IIoT section."""
+        iot = self.attach.iot
+        if iot is None:
+            return []
+        return sorted({(node, iot.aggregator) for node in iot.edges.values()})
+
+    def _supply_keys_per_s(self, a: str, b: str) -> float | None:
+        """Link ``a``-``b``'s estimated key supply, keys/s (``None``: not calibrated yet)."""
+        lk = self.links.get(link_id(a, b))
+        est = lk.estimate if lk is not None else None
+        if est is None or not est.converged:
+            return None
+        return max(0.0, est.key_rate_bps) / self.attach.key_size_bits
+
+    def _quota_plan(self, lk: _Link, reason: str, *, release: bool = False) -> list[Action]:
+        """Relay quotas per the ``static`` policy on the network as it is after the alarm.
+
+        Every relayed IIoT pair (gateway node -> aggregator node, more than one hop on the
+        fewest-hop route over the links up) gets the static policy's equal rate (docs/
+        network.md: ``t = min_r cap_r / sum_p A[r,p]``): ``t = min over the route's links l
+        of cap_l / (1 + n_l)``, where ``cap_l`` is the link's estimated key supply
+        (:meth:`_supply_keys_per_s`) and ``1 + n_l`` the pools drawing on it, its own direct
+        pool and the ``n_l`` relayed pairs routed over it. The detours then share the
+        remaining links instead of draining them first come, first served. A pair crossing
+        a link not calibrated yet gets no quota. Each quota holds
+        :data:`~qkdtwin.twin.actuate.QUOTA_BURST_S` seconds of its rate (at least one key). With
+        ``release`` (a link restored), every other relayed pair has its quota removed; once
+        no link is down, all are.
+        """
+        import networkx as nx
+
+        from qkdtwin.twin.keynet import topology_without
+
+        graph = topology_without(self.topology, self._down()).graph
+        routes: dict[tuple[str, str], list[str]] = {}
+        for src, dst in self._relayed_pairs():
+            try:
+                path = nx.shortest_path(graph, src, dst)
+            except (nx.NetworkXNoPath, nx.NodeNotFound):
+                continue
+            if len(path) > 2:  # relayed: a direct link is never limited
+                routes[src, dst] = path
+        crossing: dict[frozenset[str], int] = {}
+        for path in routes.values():
+            for u, v in itertools.pairwise(path):
+                crossing[frozenset((u, v))] = crossing.get(frozenset((u, v)), 0) + 1
+        quotas: dict[tuple[str, str], float | None] = {}
+        for pair, path in routes.items():
+            shares = []
+            for u, v in itertools.pairwise(path):
+                cap = self._supply_keys_per_s(u, v)
+                if cap is None:
+                    break
+                shares.append(cap / (1 + crossing[frozenset((u, v))]))
+            else:
+                quotas[pair] = min(shares) if self._down() else None
+        if release:
+            quotas = {p: quotas.get(p) for p in self._relayed_pairs()}
+        return self.actuator.plan_quotas(lk.id, quotas, reason)
 
     def _rekey_plan(self, lk: _Link, reason: str) -> list[Action]:
         """Rekey requests for the gateways whose keys crossed ``lk`` to reach the aggregator.
@@ -652,7 +714,9 @@ class AttachedTwin:
             alarm.events.append(AlarmEvent(what="restored", t=t))
             since = self.attach.clock.wall_time(alarm.onset if alarm.onset is not None else t)
             self.actuator.submit(
-                (alarm.id, t), self.actuator.plan_restore(lk.id, lk.a, lk.b, since)
+                (alarm.id, t),
+                self.actuator.plan_restore(lk.id, lk.a, lk.b, since)
+                + self._quota_plan(lk, "restored", release=True),
             )
             return {"type": "restored", "alarm": alarm.model_dump(mode="json")}
         return {"type": "restored", "link": lk.id}
