@@ -92,6 +92,7 @@ bench: venv services
 	$(BIN)/python benchmarks/twin_attach.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/forecast.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/closed_loop.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/exposure.py --write BENCHMARKS.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
