@@ -83,6 +83,7 @@ bench: venv services
 	$(BIN)/python benchmarks/link_throughput.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/akr_readings.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_roundtrip.py --write BENCHMARKS.md --profile
 	$(BIN)/python benchmarks/kms_overload.py --write BENCHMARKS.md

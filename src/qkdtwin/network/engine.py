@@ -205,8 +205,10 @@ def _run(
     last = np.zeros(n_pools)
     load = np.zeros(res_cap.size)
     dynamic = policy >= 2
-    if policy == 2:
-        akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates)
+    akr = policy == 2 or policy == 4
+    resplit = policy == 4
+    if akr:
+        akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates, resplit)
     elif policy == 3:
         ttd_rates(level, demand, price, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates)
     for i in range(times.size):
@@ -226,8 +228,8 @@ def _run(
             consumed[p] += keys
         if i < trace_n:
             trace_l[i] = level[p]
-        if policy == 2:
-            akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates)
+        if akr:
+            akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates, resplit)
         elif policy == 3:
             ttd_rates(
                 level, demand, price, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates
@@ -286,7 +288,8 @@ def simulate(
     keys_per_service
         ``X``, keys per service (> 0, at most ``C``).
     policy
-        ``static``, ``proportional``, ``adaptive-key-residue`` or ``ttd-balance``.
+        ``static``, ``proportional``, ``adaptive-key-residue`` (line 21 read as no resplit),
+        ``adaptive-key-residue-resplit`` (read as a resplit) or ``ttd-balance``.
     rng
         Source of all randomness (arrivals and, for Poisson generation, key arrivals).
     services, duration

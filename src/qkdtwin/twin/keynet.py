@@ -189,7 +189,7 @@ class KeyNetwork:
             lvl = self.level[live].astype(np.float64)
             r = np.zeros(live.size)
             res_ptr, res_pool, res_cnt, single = self._csr
-            if self.policy == "adaptive-key-residue":
+            if self.policy in ("adaptive-key-residue", "adaptive-key-residue-resplit"):
                 akr_rates(
                     lvl,
                     np.full(live.size, self.capacity),
@@ -199,6 +199,7 @@ class KeyNetwork:
                     res_cnt,
                     single,
                     r,
+                    self.policy == "adaptive-key-residue-resplit",
                 )
             else:
                 ttd_rates(

@@ -5,7 +5,10 @@ name                       rule
 =========================  =====================================================================
 ``static``                 equal constant rate for every pool
 ``proportional``           constant rate proportional to the pool's expected key demand
-``adaptive-key-residue``   the seed paper's Algorithm 1, recomputed at every service arrival
+``adaptive-key-residue``   the seed paper's Algorithm 1, recomputed at every service arrival;
+                           line 21 read as *no resplit* (an OLT's unused offer stays unspent)
+``adaptive-key-residue-    the same, line 21 read as a *resplit* of each OLT's remainder after
+resplit``                  the minimum (docs/adaptive-key-residue.md)
 ``ttd-balance``            ours: balance the expected time to depletion (coverage water-filling)
 =========================  =====================================================================
 """
@@ -29,9 +32,16 @@ __all__ = [
 ]
 
 #: Policy names and the engine's integer code for each.
-POLICIES = {"static": 0, "proportional": 1, "adaptive-key-residue": 2, "ttd-balance": 3}
+POLICIES = {
+    "static": 0,
+    "proportional": 1,
+    "adaptive-key-residue": 2,
+    "ttd-balance": 3,
+    "adaptive-key-residue-resplit": 4,
+}
 _ALIASES = {
     "akr": "adaptive-key-residue",
+    "akr-resplit": "adaptive-key-residue-resplit",
     "equal": "static",
     "ttd": "ttd-balance",
     "ours": "ttd-balance",

@@ -9,6 +9,19 @@ paper's OLTs-QKP) and its *cross* pools (COLT-QKP) in proportion to the summed k
 pool's utilization; a cross pool receives the *minimum* of the offers of the resources it
 crosses (lines 19-20: "the same key generation rate ... under the two OLTs ... the minimum"),
 converted from resource keys to delivered keys by the number of hops on that resource (line 22).
+
+Line 21 ("update v_in^x and v_out^x"), which follows the minimum, has two defensible readings,
+both implemented (``resplit``):
+
+* **no resplit** (policy ``adaptive-key-residue``): the minimum is the last step; when a cross
+  pool takes the smaller of its two OLTs' offers, the rest of the larger offer stays unspent;
+* **resplit** (policy ``adaptive-key-residue-resplit``): after the minimum, each resource's
+  remaining budget ``L_r = V_r - sum_p a_rp v_p`` is re-split among its pools in proportion to
+  their utilization ``u_p`` (the rule of line 22), every pool with ``u_p > 0`` taking part, intra
+  and cross alike; an intra pool takes its extra offer whole, a cross pool the minimum of the
+  extra offers of its resources (a relayed key costs a key on each); repeated until no rate
+  grows by more than ``1e-9`` of the largest budget, at most :data:`RESPLIT_PASSES` passes.
+  Every pass keeps ``A v <= V`` (a pool never takes more than any of its resources offered).
 """
 
 from __future__ import annotations
@@ -17,7 +30,11 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-__all__ = ["akr_rates"]
+__all__ = ["RESPLIT_PASSES", "akr_rates"]
+
+#: Most re-split passes of line 21 (read as "resplit"); each pass hands out what the previous
+#: one left, so the remainder shrinks geometrically and a handful usually suffices.
+RESPLIT_PASSES = 64
 
 
 @njit(cache=True)
@@ -30,6 +47,7 @@ def akr_rates(
     res_cnt: NDArray[np.float64],
     single: NDArray[np.bool_],
     out: NDArray[np.float64],
+    resplit: bool = False,
 ) -> None:  # pragma: no cover - compiled
     """Write the Adaptive Key Residue rates of every pool into ``out``.
 
@@ -47,6 +65,9 @@ def akr_rates(
         ``True`` for pools whose path uses one resource only (intra pools).
     out
         Rates, keys per time unit, written in place. ``A @ out <= res_cap`` holds.
+    resplit
+        Line 21 read as a re-split of each resource's remainder after the minimum (see the
+        module docstring); ``False``: the remainder stays unspent.
     """
     n_pools = level.size
     for p in range(n_pools):
@@ -85,3 +106,46 @@ def akr_rates(
     for p in range(n_pools):
         if not np.isfinite(out[p]):
             out[p] = 0.0
+    if resplit:
+        _resplit(level, capacity, res_cap, res_ptr, res_pool, res_cnt, out)
+
+
+@njit(cache=True)
+def _resplit(
+    level: NDArray[np.float64],
+    capacity: NDArray[np.float64],
+    res_cap: NDArray[np.float64],
+    res_ptr: NDArray[np.int64],
+    res_pool: NDArray[np.int64],
+    res_cnt: NDArray[np.float64],
+    out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """Hand each resource's remaining budget to its pools, as line 22 does (see module doc)."""
+    n_pools = level.size
+    extra = np.empty(n_pools)
+    tol = 1e-9 * max(1.0, res_cap.max()) if res_cap.size else 0.0
+    for _ in range(RESPLIT_PASSES):
+        for p in range(n_pools):
+            extra[p] = np.inf
+        for r in range(res_cap.size):
+            used = 0.0
+            r_u = 0.0
+            for k in range(res_ptr[r], res_ptr[r + 1]):
+                p = res_pool[k]
+                used += res_cnt[k] * out[p]
+                r_u += 1.0 - level[p] / capacity[p]
+            left = max(0.0, res_cap[r] - used)
+            for k in range(res_ptr[r], res_ptr[r + 1]):
+                p = res_pool[k]
+                u = 1.0 - level[p] / capacity[p]
+                offer = left * u / r_u / res_cnt[k] if r_u > 0.0 else 0.0
+                if offer < extra[p]:
+                    extra[p] = offer
+        grown = 0.0
+        for p in range(n_pools):
+            if np.isfinite(extra[p]) and extra[p] > 0.0:
+                out[p] += extra[p]
+                if extra[p] > grown:
+                    grown = extra[p]
+        if grown <= tol:
+            return
