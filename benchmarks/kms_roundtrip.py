@@ -131,6 +131,7 @@ async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
     batch, n, rate = int(spec["batch"]), int(spec["saes"]), float(spec["rate"])
     roundtrip = spec["mode"] == "roundtrip"
     lat: list[float] = []
+    when: list[float] = []  # each request's (scheduled) start, s after t0
     keys = errors = 0
     why: Counter[str] = Counter()  # errors by kind: "enc 503", "dec 400", "lost", ...
     t0 = stop_at = 0.0
@@ -186,6 +187,7 @@ async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
                     got = 0
                 if got:
                     lat.append(time.perf_counter() - t)
+                    when.append(t - t0)
                     keys += got
                 else:
                     errors += 1
@@ -206,6 +208,8 @@ async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     print("END", flush=True)
+    # the slowest 1 %, with when they started: clustered = a stall, spread = queueing
+    slowest = sorted(zip(lat, when, strict=True), reverse=True)[: max(1, len(lat) // 100)]
     lat.sort()
 
     def pct(p: float) -> float:
@@ -220,6 +224,7 @@ async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": pct(0.99),
         "elapsed_s": elapsed,
         "client_cpu_s": cpu,
+        "slowest": [[round(w, 3), round(x * 1e3, 1)] for x, w in slowest],
     }
 
 
