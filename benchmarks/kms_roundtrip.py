@@ -225,6 +225,7 @@ async def _client_main(spec: dict[str, Any]) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "client_cpu_s": cpu,
         "slowest": [[round(w, 3), round(x * 1e3, 1)] for x, w in slowest],
+        "t0_monotonic": t0,  # time.perf_counter is CLOCK_MONOTONIC: comparable across processes
     }
 
 

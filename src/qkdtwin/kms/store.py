@@ -1130,9 +1130,12 @@ class KeyStore:
         """
         if number < 1 or size_bits < 8 or size_bits % 8:
             raise KmsRequestError("number must be >= 1 and size a positive multiple of 8")
-        now = self._now()
         out: list[DeliveredKey] = []
         with self._write() as conn:
+            # stamped under the write lock: on SQLite the stamps then follow the commit order,
+            # so a reservation or fetch that waited for the lock behind an erasure sweep is
+            # never stamped before that sweep's cutoff (erase_delivered would skip it)
+            now = self._now()
             stmt = (
                 select(_keys.c.key_id, _keys.c.material, _keys.c.owner)
                 .where(self._usable(now))
@@ -1217,7 +1220,6 @@ class KeyStore:
             raise KmsRequestError("no key_ID given")
         if len(set(key_ids)) != len(key_ids):
             raise KmsRequestError("a key_ID is repeated")
-        now = self._now()
         out: list[DeliveredKey] = []
         # Set-based: one SELECT, at most one UPDATE and one INSERT, whatever the number of
         # key_IDs (it was ~4 statements per key). Plain DB-API statements, as in reserve().
@@ -1238,6 +1240,7 @@ class KeyStore:
                 "WHERE key_id = k.key_id AND sae_id = %s AND role = 'slave' LIMIT 1) g ON TRUE"
             )
         with self._write() as conn:
+            now = self._now()  # under the write lock, as in reserve()
             found = {
                 r[0]: r
                 for r in conn.exec_driver_sql(
@@ -1530,9 +1533,9 @@ class KeyStore:
         ConfigError
             If a key_ID is not a UUID, already exists, or a key is empty.
         """
-        now = self._now()
         action = "enc" if delivered_to_master else "sync"
         with self._write() as conn:
+            now = self._now()  # under the write lock, as in reserve()
             seq = conn.execute(select(func.coalesce(func.max(_keys.c.seq), 0))).scalar_one()
             ids = [str(uuid.UUID(k)) for k, _ in keys]
             if conn.execute(
