@@ -166,6 +166,11 @@ def test_max_distance_json(capsys):
         (("link", "max-distance", "--protocol", "bb84", "--preset", "x"), "unknown preset"),
         (("link", "simulate", "--no-such-option"), "no such option"),
         (("link", "simulate", "--seed", "x"), "seed"),
+        (("link", "rate", "--protocol", "bb84", "--cv-xi", "0.1"), "only apply to"),
+        (("link", "rate", "--protocol", "cv-gg02", "--cv-va", "lots"), "--cv-va"),
+        (("link", "rate", "--protocol", "cv-gg02", "--cv-va", "-1"), "v_a"),
+        (("link", "rate", "--protocol", "cv-gg02", "--cv-beta", "1.5"), "beta"),
+        (("link", "max-distance", "--protocol", "cv-gg02", "--cv-detection", "x"), "detection"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_with_exit_code_2(capsys, args, needle):
@@ -198,3 +203,39 @@ def test_rate_json_writes_infinite_plob_as_null(capsys):
     pts = json.loads(out)["points"]
     assert pts[0]["rate_per_pulse"] is None  # -log2(1 - 1) is infinite at 0 km
     assert pts[1]["rate_per_pulse"] > 0
+
+
+def test_cv_options_reach_the_rate_and_the_reach(capsys):
+    from qkdtwin.qkd import analytic_key_rate
+    from qkdtwin.qkd.keyrate import CvParameters, optimal_v_a
+    from qkdtwin.qkd.model import build_link_model
+
+    code, out, _ = run_cli(capsys, "link", "rate", "-p", "cv-gg02", "--distance-km", "25:100:75",
+                           "--cv-va", "18.5", "--cv-xi", "0.01", "--json")  # fmt: skip
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["cv"]["v_a"] == 18.5
+    assert doc["cv"]["xi"] == 0.01
+    model = build_link_model("cv-gg02", 25.0, "gys")
+    want = analytic_key_rate("cv-gg02", model, cv=CvParameters(v_a=18.5, xi=0.01))
+    assert doc["points"][0]["rate_per_pulse"] == pytest.approx(want.rate_per_pulse)
+    assert doc["points"][1]["rate_per_pulse"] == 0.0  # V_A = 18.5 gives nothing at 100 km
+    # by default the modulation is optimised at each distance, and reported
+    code, out, _ = run_cli(capsys, "link", "rate", "-p", "cv-gg02", "--distance-km", "100",
+                           "--json")  # fmt: skip
+    pt = json.loads(out)["points"][0]
+    va, k = optimal_v_a(build_link_model("cv-gg02", 100.0, "gys").transmittance)
+    assert pt["v_a"] == pytest.approx(va)
+    assert pt["rate_per_pulse"] == pytest.approx(k)
+    assert json.loads(out)["cv"]["v_a"] == "optimal"
+    # beyond the model's numerical range: null, not a number
+    code, out, _ = run_cli(capsys, "link", "rate", "-p", "cv-gg02", "--distance-km", "600",
+                           "--json")  # fmt: skip
+    assert json.loads(out)["points"][0]["rate_per_pulse"] is None
+    code, out, _ = run_cli(capsys, "link", "max-distance", "-p", "cv-gg02", "--json")
+    doc = json.loads(out)
+    assert doc["max_distance_km"] is None
+    assert doc["positive_beyond_km"] > 400
+    code, out, _ = run_cli(capsys, "link", "max-distance", "-p", "cv-gg02", "--cv-xi", "0.03",
+                           "--json")  # fmt: skip
+    assert 100 < json.loads(out)["max_distance_km"] < 300

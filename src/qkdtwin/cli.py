@@ -108,6 +108,80 @@ RepOpt = Annotated[
 SpsOpt = Annotated[
     bool, typer.Option("--single-photon", help="Ideal single-photon source (bb84, sarg04).")
 ]
+# CV-QKD (cv-gg02) system; defaults: Lodewyck et al. 2007 hardware, V_A optimised per distance
+CvVaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cv-va",
+        help="cv-gg02 modulation variance V_A (shot-noise units) or 'optimal' (default:"
+        " optimal at each distance).",
+    ),
+]
+CvXiOpt = Annotated[
+    float | None,
+    typer.Option("--cv-xi", help="cv-gg02 excess noise, input-referred, SNU (default 0.005)."),
+]
+CvBetaOpt = Annotated[
+    float | None,
+    typer.Option("--cv-beta", help="cv-gg02 reconciliation efficiency (default 0.898)."),
+]
+CvEtaOpt = Annotated[
+    float | None,
+    typer.Option("--cv-eta", help="cv-gg02 homodyne/heterodyne efficiency (default 0.606)."),
+]
+CvVelOpt = Annotated[
+    float | None,
+    typer.Option("--cv-vel", help="cv-gg02 electronic noise, SNU (default 0.041)."),
+]
+CvDetOpt = Annotated[
+    str | None,
+    typer.Option("--cv-detection", help="cv-gg02 detection: homodyne (default) or heterodyne."),
+]
+
+
+def _cv_params(
+    names: list[str],
+    v_a: str | None,
+    xi: float | None,
+    beta: float | None,
+    eta: float | None,
+    v_el: float | None,
+    detection: str | None,
+) -> Any:
+    """Build the CV system from the --cv-* options (None when none is given)."""
+    given = {
+        "--cv-va": v_a,
+        "--cv-xi": xi,
+        "--cv-beta": beta,
+        "--cv-eta": eta,
+        "--cv-vel": v_el,
+        "--cv-detection": detection,
+    }
+    used = [k for k, x in given.items() if x is not None]
+    if not used:
+        return None
+    if "cv-gg02" not in names:
+        raise ConfigError(
+            f"{', '.join(used)} only apply to --protocol cv-gg02", field=used[0].lstrip("-")
+        )
+    from qkdtwin.qkd import CvParameters
+
+    kw: dict[str, Any] = {}
+    if v_a is not None:
+        if v_a.strip().lower() == "optimal":
+            kw["v_a"] = "optimal"
+        else:
+            try:
+                kw["v_a"] = float(v_a)
+            except ValueError:
+                raise ConfigError(
+                    f"--cv-va must be a number > 0 or 'optimal', got {v_a!r}", field="cv-va"
+                ) from None
+    numbers = {"xi": xi, "beta": beta, "eta_det": eta, "v_el": v_el}
+    kw.update({key: x for key, x in numbers.items() if x is not None})
+    if detection is not None:
+        kw["detection"] = detection
+    return CvParameters(**kw)
 
 
 def _model(
@@ -395,15 +469,27 @@ def link_rate(
     insertion_loss_db: InsOpt = None,
     repetition_rate_hz: RepOpt = None,
     single_photon: SpsOpt = False,
+    cv_va: CvVaOpt = None,
+    cv_xi: CvXiOpt = None,
+    cv_beta: CvBetaOpt = None,
+    cv_eta: CvEtaOpt = None,
+    cv_vel: CvVelOpt = None,
+    cv_detection: CvDetOpt = None,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write a key-rate plot (.png or .svg).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Analytic secret key rate against distance; PROTOCOL may be a comma list or 'all'."""
-    from qkdtwin.qkd import analytic_key_rate
+    """Analytic secret key rate against distance; PROTOCOL may be a comma list or 'all'.
+
+    cv-gg02 optimises its modulation variance at each distance unless --cv-va fixes it; its
+    rate is computed down to a transmittance of 1e-10 (beyond: null in JSON, n/a in the table).
+    """
+    from qkdtwin.qkd import CvParameters, analytic_key_rate
+    from qkdtwin.qkd.keyrate import GG02_MIN_TRANSMITTANCE
 
     names = _protocols(protocol)
+    cv = _cv_params(names, cv_va, cv_xi, cv_beta, cv_eta, cv_vel, cv_detection)
     distances = parse_range(distance_km, field="distance_km")
     if distances.min() < 0:
         raise ConfigError(
@@ -431,15 +517,35 @@ def link_rate(
                 repetition_rate_hz=repetition_rate_hz,
                 single_photon=single_photon,
             )
-            kr = analytic_key_rate(name, model)
-            points.append(
-                {
+            if name == "cv-gg02" and model.transmittance < GG02_MIN_TRANSMITTANCE:
+                point: dict[str, Any] = {
+                    "distance_km": float(d),
+                    "rate_per_pulse": None,
+                    "rate_bps": None,
+                    "v_a": None,
+                }
+            else:
+                kr = analytic_key_rate(name, model, cv=cv if name == "cv-gg02" else None)
+                point = {
                     "distance_km": float(d),
                     "rate_per_pulse": float(kr.rate_per_pulse),
                     "rate_bps": float(kr.rate_bps),
                 }
-            )
-        curves.append({"protocol": name, "preset": preset, "points": points})
+                if name == "cv-gg02":
+                    point["v_a"] = kr.v_a
+            points.append(point)
+        curve: dict[str, Any] = {"protocol": name, "preset": preset, "points": points}
+        if name == "cv-gg02":
+            p = cv if cv is not None else CvParameters()
+            curve["cv"] = {
+                "v_a": p.v_a,
+                "xi": p.xi,
+                "beta": p.beta,
+                "eta_det": p.eta_det,
+                "v_el": p.v_el,
+                "detection": p.detection,
+            }
+        curves.append(curve)
     if plot is not None:
         from qkdtwin.qkd.plots import plot_rate_curves
 
@@ -455,8 +561,12 @@ def link_rate(
         *[c["protocol"] for c in curves],
         title=f"secret key rate (bits/pulse), preset {preset}",
     )
+
+    def cell(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3e}"
+
     for i, d in enumerate(distances):
-        table.add_row(f"{d:g}", *[f"{c['points'][i]['rate_per_pulse']:.3e}" for c in curves])
+        table.add_row(f"{d:g}", *[cell(c["points"][i]["rate_per_pulse"]) for c in curves])
     console = Console()
     console.width = max(console.width, 14 + 12 * len(curves))
     console.print(table)
@@ -476,6 +586,12 @@ def link_max_distance(
     misalignment: MisOpt = None,
     attenuation_db_per_km: AttOpt = None,
     single_photon: SpsOpt = False,
+    cv_va: CvVaOpt = None,
+    cv_xi: CvXiOpt = None,
+    cv_beta: CvBetaOpt = None,
+    cv_eta: CvEtaOpt = None,
+    cv_vel: CvVelOpt = None,
+    cv_detection: CvDetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Longest fibre over which the protocol still yields a positive key rate."""
@@ -484,6 +600,7 @@ def link_max_distance(
     (name,) = _protocols(protocol) if "," not in protocol else (None,)
     if name is None:
         raise ConfigError("max-distance takes one protocol", field="protocol", value=protocol)
+    cv = _cv_params([name], cv_va, cv_xi, cv_beta, cv_eta, cv_vel, cv_detection)
     base = _model(
         name,
         0.0,
@@ -497,9 +614,28 @@ def link_max_distance(
         single_photon=single_photon,
     )
     optimize = mu is None and name in ("bb84", "sarg04") and not single_photon
-    dist = max_distance(name, base, optimize_mu=optimize)
+    beyond = None
+    try:
+        dist = max_distance(name, base, optimize_mu=optimize, **({"cv": cv} if cv else {}))
+    except SimulationError:
+        if name != "cv-gg02":
+            raise
+        from qkdtwin.qkd.keyrate import gg02_range_km
+
+        # positive as far as the GG02 formula is computed: a result, not an error
+        dist, beyond = None, gg02_range_km(base)
     if as_json:
-        emit_json({"protocol": name, "preset": preset, "max_distance_km": dist})
+        out: dict[str, Any] = {"protocol": name, "preset": preset, "max_distance_km": dist}
+        if beyond is not None:
+            out["positive_beyond_km"] = beyond
+        emit_json(out)
+        return
+    if beyond is not None:
+        typer.echo(
+            f"{name} ({preset}): key rate still positive at {beyond:.0f} km, where the GG02 "
+            "model's numerical range ends (transmittance 1e-10); the reach is set by the "
+            "excess noise and the reconciliation efficiency (--cv-xi, --cv-beta)"
+        )
         return
     typer.echo(
         f"{name} ({preset}): maximum distance {dist:.2f} km"

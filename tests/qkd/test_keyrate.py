@@ -21,17 +21,20 @@ from qkdtwin.errors import ConfigError, SimulationError, UnknownNameError
 from qkdtwin.qkd.channel import FiberChannel
 from qkdtwin.qkd.detector import ThresholdDetector
 from qkdtwin.qkd.keyrate import (
+    GG02_MIN_TRANSMITTANCE,
     CvParameters,
     KeyRate,
     analytic_key_rate,
     bbm92_expected,
     bbm92_rate,
     binary_entropy,
+    gg02_range_km,
     gg02_rate,
     gllp_no_decoy_rate,
     gllp_rate,
     max_distance,
     optimal_mu,
+    optimal_v_a,
     photon_error,
     photon_yield,
     plob_bound,
@@ -460,18 +463,86 @@ def test_gg02_pure_loss_limit_is_half_plob(t):
 
 
 def test_gg02_lodewyck_defaults_give_key_at_the_experiments_distance():
-    # Lodewyck et al., PRA 76, 042305 (2007) distributed keys over 25 km of fibre
+    # Lodewyck et al., PRA 76, 042305 (2007) distributed keys over 25 km of fibre with
+    # V_A = 18.5: with that modulation fixed, the rate is positive there and ends near 35 km
     assert gg02_rate(1.0, 18.5, 0.0, 1.0, 0.0, 1.0) > 0  # ideal, zero distance
     model = replace(build_link_model("decoy-bb84", 25.0, "gys"), channel=FiberChannel(25.0, 0.2))
-    kr = analytic_key_rate("cv-gg02", model)
-    assert kr.rate_per_pulse > 0
+    fixed = CvParameters(v_a=18.5)
+    kr = analytic_key_rate("cv-gg02", model, cv=fixed)
+    assert kr.rate_per_pulse == pytest.approx(float(gg02_rate(10 ** (-0.5), 18.5)), rel=1e-12)
+    assert kr.v_a == 18.5
     assert kr.gain is None
     assert kr.qber is None
     assert kr.rate_bps == pytest.approx(kr.rate_per_pulse * model.repetition_rate_hz)
-    d = max_distance("cv-gg02", model.with_distance(0.0))
-    assert 25.0 < d < 100.0
+    d = max_distance("cv-gg02", model.with_distance(0.0), cv=fixed)
+    assert 30.0 < d < 40.0
+    assert float(gg02_rate(10 ** (-0.02 * (d - 0.01)), 18.5)) > 0
+    assert float(gg02_rate(10 ** (-0.02 * (d + 0.01)), 18.5)) == 0
     hetero = analytic_key_rate("cv-gg02", model, cv=CvParameters(detection="heterodyne"))
     assert hetero.rate_per_pulse >= 0
+
+
+@pytest.mark.parametrize(
+    ("t", "params"),
+    [
+        (10 ** (-0.5), CvParameters()),  # 25 km
+        (1e-2, CvParameters()),  # 100 km
+        (1e-6, CvParameters()),  # 300 km
+        (1e-2, CvParameters(xi=0.02, beta=0.95)),
+        (0.3, CvParameters(detection="heterodyne", v_el=0.1)),
+    ],
+)
+def test_optimal_v_a_against_a_dense_grid(t, params):
+    va, k = optimal_v_a(t, params)
+    p = params
+
+    def rate(x: float) -> float:
+        return float(gg02_rate(t, x, p.xi, p.eta_det, p.v_el, p.beta, p.detection))
+
+    grid = np.geomspace(0.05, 100.0, 4001)
+    rates = np.array([rate(float(x)) for x in grid])
+    best = int(np.argmax(rates))
+    assert k >= rates[best] * (1 - 1e-9)  # at least the grid's best
+    assert k == pytest.approx(rate(va), rel=1e-12)
+    assert grid[max(best - 2, 0)] <= va <= grid[min(best + 2, grid.size - 1)]
+
+
+def test_the_default_cv_system_optimises_v_a_at_each_distance():
+    model = build_link_model("cv-gg02", 0.0, "gys")
+    near, far = (analytic_key_rate("cv-gg02", model.with_distance(x)) for x in (25.0, 100.0))
+    for kr in (near, far):
+        va, k = optimal_v_a(model.with_distance(kr.distance_km).transmittance)
+        assert kr.v_a == pytest.approx(va)
+        assert kr.rate_per_pulse == pytest.approx(k)
+    assert far.v_a < near.v_a < 18.5  # with beta < 1 the optimum falls with distance
+    fixed = analytic_key_rate("cv-gg02", model.with_distance(25.0), cv=CvParameters(v_a=18.5))
+    assert near.rate_per_pulse > fixed.rate_per_pulse
+    assert far.rate_per_pulse > 0  # where V_A = 18.5 gives none (it ends near 35 km)
+
+
+def test_gg02_reach_and_numerical_range():
+    model = build_link_model("cv-gg02", 0.0, "gys")
+    # with the default excess noise the rate is positive as far as it is computed
+    assert gg02_range_km(model) == pytest.approx(
+        10
+        * math.log10(model.transmittance / GG02_MIN_TRANSMITTANCE)
+        / model.channel.attenuation_db_per_km
+    )
+    with pytest.raises(SimulationError, match="numerical range"):
+        max_distance("cv-gg02", model)
+    with pytest.raises(ConfigError, match="numerical range"):
+        gg02_rate(1e-11, 2.0)
+    # more excess noise ends it: the reach is set by xi (and beta)
+    noisy = CvParameters(xi=0.03)
+    d = max_distance("cv-gg02", model, cv=noisy)
+    assert 100.0 < d < gg02_range_km(model)
+    t_in, t_out = (model.with_distance(x).transmittance for x in (d - 0.5, d + 0.5))
+    assert optimal_v_a(t_in, noisy)[1] > 0
+    assert optimal_v_a(t_out, noisy)[1] == 0
+    with pytest.raises(ConfigError, match="optimal"):
+        CvParameters(v_a="best")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="numeric"):
+        gg02_rate(0.5, "optimal")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- all protocols
@@ -494,8 +565,12 @@ def test_every_rate_is_below_plob(protocol, distance):
 @settings(max_examples=15, deadline=None)
 @given(d1=st.floats(0.0, 400.0), step=st.floats(0.0, 200.0))
 def test_rates_do_not_increase_with_distance(protocol, d1, step):
+    d2 = d1 + step
+    if protocol == "cv-gg02":  # computed within the model's numerical range only
+        end = gg02_range_km(model_for(protocol, 0.0))
+        d1, d2 = min(d1, end), min(d2, end)
     r1 = analytic_key_rate(protocol, model_for(protocol, d1)).rate_per_pulse
-    r2 = analytic_key_rate(protocol, model_for(protocol, d1 + step)).rate_per_pulse
+    r2 = analytic_key_rate(protocol, model_for(protocol, d2)).rate_per_pulse
     assert r2 <= r1 * (1 + 1e-9) + 1e-300
 
 

@@ -43,6 +43,8 @@ from qkdtwin.qkd.protocols import canonical_protocol
 from qkdtwin.qkd.source import EntangledPairSource, SinglePhotonSource, WeakCoherentSource
 
 __all__ = [
+    "GG02_MIN_TRANSMITTANCE",
+    "V_A_BOUNDS",
     "CvParameters",
     "KeyRate",
     "Sarg04Observables",
@@ -50,11 +52,13 @@ __all__ = [
     "bbm92_expected",
     "bbm92_rate",
     "binary_entropy",
+    "gg02_range_km",
     "gg02_rate",
     "gllp_no_decoy_rate",
     "gllp_rate",
     "max_distance",
     "optimal_mu",
+    "optimal_v_a",
     "photon_error",
     "photon_yield",
     "plob_bound",
@@ -1068,16 +1072,20 @@ def bbm92_rate(q: ArrayLike, e: ArrayLike, f: ArrayLike, sifting: ArrayLike = 0.
 class CvParameters:
     """Parameters of a Gaussian-modulated coherent-state CV-QKD system (GG02).
 
-    The defaults are those of the 25 km all-fibre experiment of Lodewyck et al. (2007), as
-    also used by Fossier et al. (2009): modulation variance ``V_A = 18.5``, excess noise
-    ``xi = 0.005`` (channel input), homodyne efficiency ``eta = 0.606``, electronic noise
-    ``v_el = 0.041`` and reconciliation efficiency ``beta = 0.898``, with homodyne detection
-    and reverse reconciliation.
+    The hardware defaults are those of the 25 km all-fibre experiment of Lodewyck et al.
+    (2007), as also used by Fossier et al. (2009): excess noise ``xi = 0.005`` (channel input),
+    homodyne efficiency ``eta = 0.606``, electronic noise ``v_el = 0.041`` and reconciliation
+    efficiency ``beta = 0.898``, with homodyne detection and reverse reconciliation. The
+    modulation variance is a setting, not hardware: by default it is **optimised per distance**
+    (``"optimal"``, :func:`optimal_v_a`), as the discrete-variable intensities are; the
+    experiment's fixed ``V_A = 18.5`` is one choice (``v_a=18.5``), the best one near 25 km
+    only. With ``beta < 1`` a large ``V_A`` costs more in reconciliation than it gains, so the
+    optimum falls with distance and the reach is set by ``beta`` and ``xi``.
 
     Attributes
     ----------
     v_a
-        Alice's modulation variance in shot-noise units (> 0).
+        Alice's modulation variance in shot-noise units (> 0), or ``"optimal"`` (default).
     xi
         Excess noise referred to the channel input, in shot-noise units (>= 0).
     eta_det
@@ -1097,7 +1105,7 @@ class CvParameters:
     J. Phys. B 42, 114014 (2009).
     """
 
-    v_a: float = 18.5
+    v_a: float | Literal["optimal"] = "optimal"
     xi: float = 0.005
     eta_det: float = 0.606
     v_el: float = 0.041
@@ -1105,7 +1113,16 @@ class CvParameters:
     detection: Literal["homodyne", "heterodyne"] = "homodyne"
 
     def __post_init__(self) -> None:
-        v.in_range("v_a", self.v_a, 0.0, None, low_open=True)
+        if isinstance(self.v_a, str):
+            if self.v_a != "optimal":
+                raise ConfigError(
+                    f"v_a must be a number > 0 or 'optimal', got {self.v_a!r}",
+                    field="v_a",
+                    value=self.v_a,
+                    allowed="> 0, optimal",
+                )
+        else:
+            v.in_range("v_a", self.v_a, 0.0, None, low_open=True)
         v.in_range("xi", self.xi, 0.0)
         v.in_range("eta_det", self.eta_det, 0.0, 1.0, low_open=True)
         v.in_range("v_el", self.v_el, 0.0)
@@ -1202,7 +1219,21 @@ def gg02_rate(
     practical implementations", Adv. Quantum Technol. 1, 1800011 (2018), Sec. 4.
     """
     t = _arr("transmittance", transmittance, 0.0, 1.0, low_open=True)
+    if np.any(t < GG02_MIN_TRANSMITTANCE):
+        raise ConfigError(
+            f"transmittance {float(t.min()):.3g} is below the GG02 model's numerical range "
+            f"(>= {GG02_MIN_TRANSMITTANCE:g}, 500 km of 0.2 dB/km fibre)",
+            field="transmittance",
+            value=float(t.min()),
+            allowed=f">= {GG02_MIN_TRANSMITTANCE:g}",
+        )
     params = CvParameters(v_a, xi, eta_det, v_el, beta, detection)  # type: ignore[arg-type]
+    if isinstance(params.v_a, str):
+        raise ConfigError(
+            "gg02_rate needs a numeric v_a (optimal_v_a finds the best one)",
+            field="v_a",
+            value=params.v_a,
+        )
     big_v = params.v_a + 1.0
     eta = params.eta_det
     chi_line = 1.0 / t - 1.0 + params.xi
@@ -1242,6 +1273,76 @@ def gg02_rate(
     return _out(np.maximum(k, 0.0), transmittance)
 
 
+#: Search interval of :func:`optimal_v_a`, shot-noise units.
+V_A_BOUNDS = (0.05, 100.0)
+#: Smallest transmittance at which :func:`gg02_rate` is computed (500 km of 0.2 dB/km fibre).
+#: The rate is a small difference of entropies that grow like ``log2(1/T)``; below ~1e-12
+#: the rounding error of that difference exceeds the rate (checked: ``K/T`` drifts smoothly
+#: to 5e-11 and jumps about below 1e-12), so the model stops two decades earlier.
+GG02_MIN_TRANSMITTANCE = 1e-10
+
+
+def optimal_v_a(
+    transmittance: float,
+    params: CvParameters | None = None,
+    *,
+    bounds: tuple[float, float] = V_A_BOUNDS,
+) -> tuple[float, float]:
+    r"""Modulation variance that maximises :func:`gg02_rate` at one transmittance.
+
+    Parameters
+    ----------
+    transmittance
+        Channel transmittance :math:`T`, (0, 1].
+    params
+        The CV system (its ``v_a`` is ignored); default :class:`CvParameters`.
+    bounds
+        Search interval of :math:`V_A`, SNU, ``0 < low < high``.
+
+    Returns
+    -------
+    (float, float)
+        The optimal :math:`V_A` and the rate there (bits per symbol). Where no :math:`V_A`
+        gives key, the rate is 0 and :math:`V_A` the grid point with the largest (zero)
+        rate, which is meaningless.
+
+    Examples
+    --------
+    >>> va, k = optimal_v_a(10 ** (-0.2 * 25 / 10))
+    >>> k >= gg02_rate(10 ** (-0.2 * 25 / 10), 18.5) > 0
+    True
+
+    Notes
+    -----
+    As :func:`optimal_mu`: a logarithmic grid of 61 points over ``bounds``, then a bounded
+    Brent refinement (``scipy.optimize.minimize_scalar``) in :math:`\log V_A` around the best
+    grid point. The rate is unimodal in :math:`V_A` for the parameters here (checked against
+    a dense grid in the tests).
+    """
+    p = params if params is not None else CvParameters()
+    t = v.in_range("transmittance", transmittance, 0.0, 1.0, low_open=True)
+    lo = v.in_range("bounds[0]", bounds[0], 0.0, None, low_open=True)
+    hi = v.in_range("bounds[1]", bounds[1], lo, None, low_open=True)
+
+    def rate(log_va: NDArray[np.float64] | float) -> NDArray[np.float64]:
+        return np.asarray(
+            gg02_rate(t, np.exp(log_va), p.xi, p.eta_det, p.v_el, p.beta, p.detection)  # type: ignore[arg-type]
+        )
+
+    grid = np.linspace(math.log(lo), math.log(hi), 61)
+    values = np.array([float(rate(float(x))) for x in grid])
+    i = int(np.argmax(values))
+    if values[i] <= 0.0:
+        return float(math.exp(grid[i])), 0.0
+    a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    res = minimize_scalar(
+        lambda x: -float(rate(float(x))), bounds=(a, b), method="bounded", options={"xatol": 1e-7}
+    )
+    if -float(res.fun) >= values[i]:
+        return float(math.exp(float(res.x))), -float(res.fun)
+    return float(math.exp(grid[i])), float(values[i])
+
+
 # --------------------------------------------------------------------------- recipes
 @dataclass(frozen=True)
 class KeyRate:
@@ -1263,6 +1364,9 @@ class KeyRate:
         gain for ``bbm92``/``e91``), ``None`` for ``cv-gg02`` and ``plob``.
     qber
         The QBER behind the rate, ``None`` for ``cv-gg02`` and ``plob``.
+    v_a
+        ``cv-gg02`` only: the modulation variance used, SNU (the optimum when the
+        parameters ask for ``"optimal"``); ``None`` otherwise.
     """
 
     protocol: str
@@ -1271,6 +1375,7 @@ class KeyRate:
     rate_bps: float
     gain: float | None
     qber: float | None
+    v_a: float | None = None
 
 
 _DECOY_METHODS = ("infinite", "vacuum+weak")
@@ -1402,7 +1507,8 @@ def analytic_key_rate(
         :math:`Y_0` is used as if measured); ``"infinite"`` uses the true single-photon
         yield and error rate.
     cv
-        ``cv-gg02`` only: the CV system; defaults to :class:`CvParameters` (Lodewyck 2007).
+        ``cv-gg02`` only: the CV system; defaults to :class:`CvParameters` (Lodewyck 2007
+        hardware, modulation variance optimised at this distance).
         The transmittance is ``model.transmittance``; the single-photon detector of the model
         plays no role.
 
@@ -1460,9 +1566,13 @@ def analytic_key_rate(
         rate, gain, qber = _bbm92(name, model)
     elif name == "cv-gg02":
         p = cv if cv is not None else CvParameters()
-        rate = float(
-            gg02_rate(model.transmittance, p.v_a, p.xi, p.eta_det, p.v_el, p.beta, p.detection)
-        )
+        if p.v_a == "optimal":
+            v_a, rate = optimal_v_a(model.transmittance, p)
+        else:
+            v_a = float(p.v_a)
+            rate = float(
+                gg02_rate(model.transmittance, v_a, p.xi, p.eta_det, p.v_el, p.beta, p.detection)
+            )
         gain = qber = None
     else:  # plob
         rate = float(plob_bound(model.transmittance))
@@ -1474,6 +1584,7 @@ def analytic_key_rate(
         rate_bps=rate * model.repetition_rate_hz,
         gain=gain,
         qber=qber,
+        v_a=v_a if name == "cv-gg02" else None,
     )
 
 
@@ -1578,6 +1689,18 @@ def optimal_mu(
     return float(math.exp(best))
 
 
+def gg02_range_km(model: LinkModel) -> float:
+    """Fibre length at which ``model``'s transmittance reaches :data:`GG02_MIN_TRANSMITTANCE`.
+
+    Where :func:`gg02_rate` stops being computed; ``inf`` for a lossless fibre.
+    """
+    t0 = model.with_distance(0.0).transmittance
+    loss_db_per_km = model.channel.attenuation_db_per_km
+    if loss_db_per_km <= 0:
+        return math.inf
+    return max(0.0, 10.0 * math.log10(t0 / GG02_MIN_TRANSMITTANCE) / loss_db_per_km)
+
+
 def max_distance(
     protocol: str,
     model: LinkModel,
@@ -1659,6 +1782,18 @@ def max_distance(
             )
         return analytic_key_rate(name, m, decoys=decoys, cv=cv).rate_per_pulse > 0.0
 
+    if name == "cv-gg02":
+        # the GG02 formula is computed down to GG02_MIN_TRANSMITTANCE only
+        reach = gg02_range_km(model)
+        if reach < limit:
+            limit = reach
+            if positive(limit):
+                raise SimulationError(
+                    f"cv-gg02 still has a positive key rate at {limit:.0f} km, where the GG02 "
+                    f"model's numerical range ends (transmittance {GG02_MIN_TRANSMITTANCE:g}); "
+                    "with constant input-referred excess noise the reach is set by xi and beta "
+                    "(e.g. xi = 0.03 ends it before 200 km)"
+                )
     if not positive(0.0):
         return 0.0
     if positive(limit):
