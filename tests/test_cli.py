@@ -167,6 +167,8 @@ def test_max_distance_json(capsys):
         (("link", "simulate", "--no-such-option"), "no such option"),
         (("link", "simulate", "--seed", "x"), "seed"),
         (("link", "rate", "--protocol", "bb84", "--cv-xi", "0.1"), "only apply to"),
+        (("link", "max-distance", "--protocol", "bb84", "--decoy-bound", "infinite"), "decoy"),
+        (("link", "rate", "--protocol", "decoy-bb84", "--decoy-bound", "many"), "decoy-bound"),
         (("link", "rate", "--protocol", "cv-gg02", "--cv-va", "lots"), "--cv-va"),
         (("link", "rate", "--protocol", "cv-gg02", "--cv-va", "-1"), "v_a"),
         (("link", "rate", "--protocol", "cv-gg02", "--cv-beta", "1.5"), "beta"),
@@ -239,3 +241,30 @@ def test_cv_options_reach_the_rate_and_the_reach(capsys):
     code, out, _ = run_cli(capsys, "link", "max-distance", "-p", "cv-gg02", "--cv-xi", "0.03",
                            "--json")  # fmt: skip
     assert 100 < json.loads(out)["max_distance_km"] < 300
+
+
+def test_the_decoy_bound_is_chosen_and_named(capsys):
+    from qkdtwin.qkd import analytic_key_rate, build_link_model, max_distance
+
+    base = build_link_model("decoy-bb84", 0.0, "gys")
+    for flag, decoys in ((None, "vacuum+weak"), ("vacuum-weak", "vacuum+weak"),
+                         ("infinite", "infinite")):  # fmt: skip
+        extra = () if flag is None else ("--decoy-bound", flag)
+        code, out, _ = run_cli(capsys, "link", "max-distance", "-p", "decoy-bb84", *extra,
+                               "--json")  # fmt: skip
+        assert code == 0
+        doc = json.loads(out)
+        assert doc["decoy_bound"] == (flag or "vacuum-weak")
+        assert doc["max_distance_km"] == pytest.approx(max_distance("decoy-bb84", base,
+                                                                    decoys=decoys))  # fmt: skip
+        code, out, _ = run_cli(capsys, "link", "rate", "-p", "decoy-bb84", "--distance-km",
+                               "100", *extra, "--json")  # fmt: skip
+        doc = json.loads(out)
+        assert doc["decoy_bound"] == (flag or "vacuum-weak")
+        want = analytic_key_rate("decoy-bb84", base.with_distance(100.0), decoys=decoys)
+        assert doc["points"][0]["rate_per_pulse"] == pytest.approx(want.rate_per_pulse)
+    # the infinite-decoy reach is Lo-Ma-Chen's ~142 km, the vacuum + weak one shorter
+    code, out, _ = run_cli(capsys, "link", "max-distance", "-p", "decoy-bb84")
+    assert code == 0
+    assert "decoy bound vacuum-weak" in out
+    assert "139.1" in out

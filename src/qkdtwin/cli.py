@@ -108,6 +108,38 @@ RepOpt = Annotated[
 SpsOpt = Annotated[
     bool, typer.Option("--single-photon", help="Ideal single-photon source (bb84, sarg04).")
 ]
+DecoyBoundOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--decoy-bound",
+        help="decoy-bb84: 'vacuum-weak' (default: what a system with a vacuum and one weak"
+        " decoy, the preset's, can prove) or 'infinite' (infinitely many decoys, the true"
+        " single-photon yield: Lo-Ma-Chen's curve).",
+    ),
+]
+#: The CLI's names of the decoy bounds -> analytic_key_rate's ``decoys``.
+DECOY_BOUNDS = {"vacuum-weak": "vacuum+weak", "infinite": "infinite"}
+
+
+def _decoy_bound(value: str | None, names: list[str]) -> tuple[str, str]:
+    """Return ``--decoy-bound``'s name and :func:`analytic_key_rate`'s ``decoys`` for it."""
+    if value is None:
+        return "vacuum-weak", DECOY_BOUNDS["vacuum-weak"]
+    if "decoy-bb84" not in names:
+        raise ConfigError(
+            "--decoy-bound only applies to --protocol decoy-bb84", field="decoy-bound"
+        )
+    key = value.strip().lower()
+    if key not in DECOY_BOUNDS:
+        raise ConfigError(
+            f"--decoy-bound must be one of {', '.join(DECOY_BOUNDS)}, got {value!r}",
+            field="decoy-bound",
+            value=value,
+            allowed=", ".join(DECOY_BOUNDS),
+        )
+    return key, DECOY_BOUNDS[key]
+
+
 # CV-QKD (cv-gg02) system; defaults: Lodewyck et al. 2007 hardware, V_A optimised per distance
 CvVaOpt = Annotated[
     str | None,
@@ -469,6 +501,7 @@ def link_rate(
     insertion_loss_db: InsOpt = None,
     repetition_rate_hz: RepOpt = None,
     single_photon: SpsOpt = False,
+    decoy_bound: DecoyBoundOpt = None,
     cv_va: CvVaOpt = None,
     cv_xi: CvXiOpt = None,
     cv_beta: CvBetaOpt = None,
@@ -490,6 +523,7 @@ def link_rate(
 
     names = _protocols(protocol)
     cv = _cv_params(names, cv_va, cv_xi, cv_beta, cv_eta, cv_vel, cv_detection)
+    decoy_bound, bound = _decoy_bound(decoy_bound, names)
     distances = parse_range(distance_km, field="distance_km")
     if distances.min() < 0:
         raise ConfigError(
@@ -525,7 +559,9 @@ def link_rate(
                     "v_a": None,
                 }
             else:
-                kr = analytic_key_rate(name, model, cv=cv if name == "cv-gg02" else None)
+                kr = analytic_key_rate(
+                    name, model, cv=cv if name == "cv-gg02" else None, decoys=bound
+                )
                 point = {
                     "distance_km": float(d),
                     "rate_per_pulse": float(kr.rate_per_pulse),
@@ -535,6 +571,8 @@ def link_rate(
                     point["v_a"] = kr.v_a
             points.append(point)
         curve: dict[str, Any] = {"protocol": name, "preset": preset, "points": points}
+        if name == "decoy-bb84":
+            curve["decoy_bound"] = decoy_bound
         if name == "cv-gg02":
             p = cv if cv is not None else CvParameters()
             curve["cv"] = {
@@ -556,11 +594,10 @@ def link_rate(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        "distance_km",
-        *[c["protocol"] for c in curves],
-        title=f"secret key rate (bits/pulse), preset {preset}",
-    )
+    title = f"secret key rate (bits/pulse), preset {preset}"
+    if "decoy-bb84" in names:
+        title += f", decoy bound {decoy_bound}"
+    table = Table("distance_km", *[c["protocol"] for c in curves], title=title)
 
     def cell(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.3e}"
@@ -586,6 +623,7 @@ def link_max_distance(
     misalignment: MisOpt = None,
     attenuation_db_per_km: AttOpt = None,
     single_photon: SpsOpt = False,
+    decoy_bound: DecoyBoundOpt = None,
     cv_va: CvVaOpt = None,
     cv_xi: CvXiOpt = None,
     cv_beta: CvBetaOpt = None,
@@ -594,13 +632,19 @@ def link_max_distance(
     cv_detection: CvDetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Longest fibre over which the protocol still yields a positive key rate."""
+    """Longest fibre over which the protocol still yields a positive key rate.
+
+    decoy-bb84 uses the vacuum + weak decoy bound by default (the preset's decoys, nu = 0.1
+    for gys: 139.1 km); --decoy-bound infinite gives Lo-Ma-Chen's infinite-decoy figure
+    (142.0 km).
+    """
     from qkdtwin.qkd import max_distance
 
     (name,) = _protocols(protocol) if "," not in protocol else (None,)
     if name is None:
         raise ConfigError("max-distance takes one protocol", field="protocol", value=protocol)
     cv = _cv_params([name], cv_va, cv_xi, cv_beta, cv_eta, cv_vel, cv_detection)
+    decoy_bound, bound = _decoy_bound(decoy_bound, [name])
     base = _model(
         name,
         0.0,
@@ -616,7 +660,9 @@ def link_max_distance(
     optimize = mu is None and name in ("bb84", "sarg04") and not single_photon
     beyond = None
     try:
-        dist = max_distance(name, base, optimize_mu=optimize, **({"cv": cv} if cv else {}))
+        dist = max_distance(
+            name, base, optimize_mu=optimize, decoys=bound, **({"cv": cv} if cv else {})
+        )
     except SimulationError:
         if name != "cv-gg02":
             raise
@@ -624,8 +670,11 @@ def link_max_distance(
 
         # positive as far as the GG02 formula is computed: a result, not an error
         dist, beyond = None, gg02_range_km(base)
+    tag = f", decoy bound {decoy_bound}" if name == "decoy-bb84" else ""
     if as_json:
         out: dict[str, Any] = {"protocol": name, "preset": preset, "max_distance_km": dist}
+        if name == "decoy-bb84":
+            out["decoy_bound"] = decoy_bound
         if beyond is not None:
             out["positive_beyond_km"] = beyond
         emit_json(out)
@@ -638,9 +687,9 @@ def link_max_distance(
         )
         return
     typer.echo(
-        f"{name} ({preset}): maximum distance {dist:.2f} km"
+        f"{name} ({preset}{tag}): maximum distance {dist:.2f} km"
         if dist is not None
-        else f"{name} ({preset}): no finite maximum distance"
+        else f"{name} ({preset}{tag}): no finite maximum distance"
     )
 
 
