@@ -318,6 +318,14 @@ def link_simulate(
     ] = 100_000,
     eps_sec: Annotated[float, typer.Option("--eps-sec", help="Secrecy parameter.")] = 1e-10,
     eps_cor: Annotated[float, typer.Option("--eps-cor", help="Correctness parameter.")] = 1e-15,
+    failed_frames: Annotated[
+        str,
+        typer.Option(
+            "--failed-frames",
+            help="A frame that fails verification: 'disclose' (its bits count as leaked) or"
+            " 'abort' (no key from the block).",
+        ),
+    ] = "disclose",
     keys_out: Annotated[
         Path | None,
         typer.Option("--keys-out", help="Write the final keys, 'KEY_ID HEX' per line."),
@@ -365,6 +373,7 @@ def link_simulate(
             frame_bits=frame_bits,
             eps_sec=eps_sec,
             eps_cor=eps_cor,
+            failed_frames=failed_frames,
         )
         if key_size < 8 or key_size % 8:
             raise ConfigError(

@@ -15,6 +15,20 @@ keep_bits=True)``) and runs the whole classical chain the way a real system does
 4. **Privacy amplification** of all verified frames at once with one Toeplitz hash, to the
    length given by the finite-key formula (Lim et al. 2014 for decoy-state BB84, Tomamichel et
    al. 2012 otherwise) with the exact leakage.
+
+**Failed frames, provably** (``PostprocessConfig.failed_frames``). The finite-key bound is a
+bound on the smooth min-entropy of the *whole* block's key bits given Eve. Keeping only the
+verified frames and scaling the bound by the fraction kept (what this module did before) is not
+a proven bound: the failed frames are chosen by an event that depends on the errors. Two
+provable treatments:
+
+* ``"disclose"`` (default): the failed frames' bits are counted as disclosed to Eve. By the
+  chain rule of the smooth min-entropy, ``H_min(kept | E, failed) >= H_min(all | E) -
+  |failed|``, so the bound of the whole block is used with the leakage increased by the
+  number of failed bits, and the kept bits are hashed to that length. No epsilon changes:
+  ``eps_sec`` is the whole block's (the chain rule is deterministic), and ``eps_cor`` still
+  splits over all frames, the kept ones each verified at ``eps_cor / frames``.
+* ``"abort"``: a block with a failed frame gives no key at all (``aborted``).
 """
 
 from __future__ import annotations
@@ -47,9 +61,17 @@ from qkdtwin.qkd.postprocess.finite_key import (
 from qkdtwin.qkd.postprocess.verify import verify_keys
 from qkdtwin.qkd.source import WeakCoherentSource
 
-__all__ = ["PostprocessConfig", "PostprocessResult", "postprocess", "write_keys"]
+__all__ = [
+    "FAILED_FRAME_TREATMENTS",
+    "PostprocessConfig",
+    "PostprocessResult",
+    "postprocess",
+    "write_keys",
+]
 
 SUPPORTED = ("bb84", "decoy-bb84", "bbm92", "e91")
+#: How a frame that fails verification is paid for (see the module docstring).
+FAILED_FRAME_TREATMENTS = ("disclose", "abort")
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,9 @@ class PostprocessConfig:
         Secrecy and correctness parameters of the final key, in (0, 1).
     abort_threshold
         Abort when the estimated QBER bound exceeds this.
+    failed_frames
+        What a frame that fails verification costs (module docstring): ``"disclose"``
+        (default; its bits count as leaked) or ``"abort"`` (the block gives no key).
     """
 
     reconciliation: str = DEFAULT_VARIANT
@@ -76,6 +101,7 @@ class PostprocessConfig:
     eps_sec: float = 1e-10
     eps_cor: float = 1e-15
     abort_threshold: float = 0.11
+    failed_frames: str = "disclose"
 
     def __post_init__(self) -> None:
         if self.reconciliation not in CASCADE_VARIANTS:
@@ -93,6 +119,14 @@ class PostprocessConfig:
         v.in_range("eps_sec", self.eps_sec, 0.0, 1.0, low_open=True, high_open=True)
         v.in_range("eps_cor", self.eps_cor, 0.0, 1.0, low_open=True, high_open=True)
         v.in_range("abort_threshold", self.abort_threshold, 0.0, 0.5, low_open=True)
+        if self.failed_frames not in FAILED_FRAME_TREATMENTS:
+            raise ConfigError(
+                f"failed_frames must be one of {', '.join(FAILED_FRAME_TREATMENTS)}, "
+                f"got {self.failed_frames!r}",
+                field="failed_frames",
+                value=self.failed_frames,
+                allowed=", ".join(FAILED_FRAME_TREATMENTS),
+            )
 
 
 @dataclass
@@ -283,16 +317,26 @@ def postprocess(
     q_kept = errors_in_kept / n_rec if n_rec else 0.0
     f_eff = leaked / (n_in * h2(true_qber)) if true_qber > 0 else None
     # ------------------------------------------------------------ 4. key length and PA
-    leak_total = leaked + tag_bits
+    failed_bits = n_in - n_rec
+    details["failed_frames"] = {
+        "treatment": cfg.failed_frames,
+        "frames": failed,
+        "bits_counted_as_disclosed": failed_bits if cfg.failed_frames == "disclose" else 0,
+    }
+    if failed and cfg.failed_frames == "abort":
+        return _aborted(
+            result, cfg, t0, f"{failed} frame(s) failed verification (failed_frames: abort)",
+            q_est, q_up, true_qber, n_in,
+        )  # fmt: skip
+    # the whole block's bound, the failed frames' bits counted as leaked (chain rule)
+    leak_total = leaked + tag_bits + failed_bits
     if decoy:
-        share = n_rec / n_in
         length, lim = lim_decoy_key_length(
-            counts, leak_total / max(share, 1e-300), eps_sec=cfg.eps_sec, eps_cor=cfg.eps_cor
+            counts, leak_total, eps_sec=cfg.eps_sec, eps_cor=cfg.eps_cor
         )
-        length = math.floor(length * share)
         details["finite_key"] = {"analysis": "Lim et al. 2014", **lim}
     else:
-        n_key, k = n_rec, k_sample
+        n_key, k = n_in, k_sample
         src = model.source
         if isinstance(src, WeakCoherentSource):
             # GLLP tagging: only single-photon signals are secure; Delta from the gain
