@@ -65,6 +65,21 @@ def test_simulate_json_contract(capsys):
     assert data["protocol"] == "decoy-bb84"
     assert 0 < data["sifted_bits"] <= data["detections"] <= data["pulses"]
     assert data["secret_key_rate_bps"] == pytest.approx(data["secret_key_rate_per_pulse"] * 2e6)
+    # the analytic rate both ways, each next to the simulated rate of the same unit
+    from qkdtwin.qkd import analytic_key_rate, build_link_model
+
+    ana = analytic_key_rate("decoy-bb84", build_link_model("decoy-bb84", 25.0, "gys"))
+    assert data["analytic_rate_per_signal_pulse"] == pytest.approx(ana.rate_per_pulse)
+    assert data["analytic_rate_per_pulse"] == pytest.approx(
+        ana.rate_per_pulse * data["signal_fraction"]
+    )
+    assert data["secret_key_rate_per_signal_pulse"] == pytest.approx(
+        data["secret_key_rate_per_pulse"] / data["signal_fraction"]
+    )
+    # the secure figure of the block, named: 2x10^6 pulses are far too few for a key
+    fk = data["finite_key"]
+    assert fk["analysis"] == "Lim et al. 2014"
+    assert (fk["bits"], fk["eps_sec"], fk["eps_cor"]) == (0, 1e-10, 1e-15)
 
 
 def test_simulate_same_seed_is_reproducible(capsys):

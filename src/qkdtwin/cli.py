@@ -407,6 +407,11 @@ def link_simulate(
                 f"cannot write {bits_out}: {exc.strerror}", field="bits_out", value=str(bits_out)
             ) from None
     out = res.to_dict() | {"preset": preset, "seed": seed}
+    if res.protocol not in ("cv-gg02", "plob"):
+        from qkdtwin.qkd.postprocess import finite_key_estimate
+
+        # the secure figure of this block, next to the asymptotic diagnostic
+        out["finite_key"] = finite_key_estimate(res, model, eps_sec=eps_sec, eps_cor=eps_cor)
     if pp_config is not None:
         from qkdtwin.qkd.postprocess import postprocess, write_keys
 
@@ -434,20 +439,36 @@ def _print_simulation(out: dict[str, Any]) -> None:
         f"attack: {out['attack']}",
         show_header=False,
     )
+    labels = {
+        "secret_key_rate_per_pulse": "asymptotic rate on these counts, bits/pulse (diagnostic)",
+        "secret_key_rate_per_signal_pulse": "  same, bits/signal pulse (diagnostic)",
+        "analytic_rate_per_pulse": "analytic rate, no attack, bits/pulse",
+        "analytic_rate_per_signal_pulse": "  same, bits/signal pulse",
+        "secret_key_rate_bps": "asymptotic rate on these counts, bit/s (diagnostic)",
+    }
     for key in (
         "pulses",
         "detections",
         "sifted_bits",
         "qber",
         "secret_key_rate_per_pulse",
+        "secret_key_rate_per_signal_pulse",
         "analytic_rate_per_pulse",
+        "analytic_rate_per_signal_pulse",
         "secret_key_rate_bps",
         "elapsed_s",
         "pulses_per_s",
     ):
         val = out[key]
-        label = "analytic_rate_per_pulse (no attack)" if key.startswith("analytic") else key
-        t.add_row(label, f"{val:.6g}" if isinstance(val, float) else str(val))
+        t.add_row(labels.get(key, key), f"{val:.6g}" if isinstance(val, float) else str(val))
+    fk = out.get("finite_key")
+    if fk is not None:
+        bits = "n/a" if fk["bits"] is None else str(fk["bits"])
+        t.add_row(
+            f"secure key of this block, bits ({fk['analysis']}, eps_sec {fk['eps_sec']:g},"
+            f" eps_cor {fk['eps_cor']:g})",
+            bits,
+        )
     for key in ("eve_known_fraction", "chsh_s"):
         if key in out:
             t.add_row(key, f"{out[key]:.4g}")

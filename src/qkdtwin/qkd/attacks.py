@@ -67,6 +67,10 @@ class InterceptResend:
 class PhotonNumberSplitting:
     """Photon-number-splitting attack tuned to the signal intensity's honest gain.
 
+    A gain-matching PNS attacker, not the strongest PNS attack: she does not exploit Bob's
+    detector inefficiency (she forwards to his detectors of efficiency ``eta_bob``) and
+    matches the signal class's gain only (she cannot tell the decoy classes apart).
+
     Parameters
     ----------
     fraction

@@ -76,10 +76,17 @@ class LinkResult:
     qber
         Error rate of those sifted bits.
     secret_key_rate_per_pulse, secret_key_rate_bps
-        Asymptotic secret key rate computed from the simulated statistics with the protocol's
-        key-rate formula (bits per pulse, and times the repetition rate).
+        The *asymptotic* key-rate formula evaluated on the simulated (finite) counts, bits per
+        pulse sent and times the repetition rate: a **diagnostic** of the link, not a secure
+        rate (its estimated single-photon error bound can fall below the true value on small
+        counts). The secure figure of a finite block is a finite-key length
+        (``qkdtwin.qkd.postprocess.finite_key_estimate``, or the post-processing itself).
     analytic_rate_per_pulse
-        The analytic rate of the same protocol on the same link, for comparison.
+        The analytic rate of the same protocol on the same link, for comparison, in the
+        analytic module's convention: **per signal pulse** for decoy-state BB84 (decoys a
+        vanishing fraction, Lo-Ma-Chen), per pulse otherwise. ``to_dict`` gives it under
+        ``analytic_rate_per_signal_pulse`` and its per-pulse value (times the signal fraction)
+        under ``analytic_rate_per_pulse``.
     elapsed_s
         Wall time of the simulation in seconds.
     details
@@ -131,7 +138,9 @@ class LinkResult:
                 if self.details.get("signal_fraction")
                 else self.secret_key_rate_per_pulse
             ),
-            "analytic_rate_per_pulse": self.analytic_rate_per_pulse,
+            "analytic_rate_per_signal_pulse": self.analytic_rate_per_pulse,
+            "analytic_rate_per_pulse": self.analytic_rate_per_pulse
+            * float(self.details.get("signal_fraction") or 1.0),
             "elapsed_s": self.elapsed_s,
             "pulses_per_s": self.pulses_per_s,
             **self.details,

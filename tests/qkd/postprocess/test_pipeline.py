@@ -88,6 +88,23 @@ def test_a_failed_frame_costs_its_bits_provably(decoy_run, monkeypatch):
     assert bad.final_key_bits < math.floor(ok.final_key_bits * kept)
 
 
+def test_the_finite_key_estimate_is_the_chain_with_the_model_leak(decoy_run):
+    from qkdtwin.qkd.postprocess import finite_key_estimate
+
+    model, res = decoy_run
+    pp = postprocess(res, model, np.random.default_rng(2), PostprocessConfig(frame_bits=20_000))
+    est = finite_key_estimate(res, model)
+    assert est["analysis"] == "Lim et al. 2014"
+    # same counts, same bound; the length is linear in the leak: the two differ by the
+    # difference of their leaks (floor: within one bit)
+    z = res.details["per_intensity"]
+    n_z = sum(r["detected_zz"] for r in z)
+    q = sum(r["errors_zz"] for r in z) / n_z
+    assert est["leak_ec_bits"] == pytest.approx(model.ec_efficiency * n_z * _h2(q))
+    real_leak = pp.leaked_bits + pp.verification_bits
+    assert abs(est["bits"] - pp.final_key_bits - (real_leak - est["leak_ec_bits"])) <= 1
+
+
 def test_a_failed_frame_aborts_the_block_when_asked(decoy_run, monkeypatch):
     model, res = decoy_run
     _fail_frames(monkeypatch, {0})

@@ -29,6 +29,7 @@ from qkdtwin.qkd.postprocess.finite_key import (
 from qkdtwin.qkd.postprocess.pipeline import (
     PostprocessConfig,
     PostprocessResult,
+    finite_key_estimate,
     postprocess,
     write_keys,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ToeplitzHasher",
     "VerificationResult",
     "fft_backend_name",
+    "finite_key_estimate",
     "lim_decoy_key_length",
     "polynomial_hash",
     "postprocess",
