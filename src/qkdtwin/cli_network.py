@@ -199,12 +199,25 @@ def network_compare_architectures(
         float, typer.Option("--service-rate", help="Services per device and time unit.")
     ] = 0.01,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1,
+    traffic: Annotated[
+        str,
+        typer.Option(
+            "--traffic",
+            help="uniform (random device pairs), local (pairs within an edge node's site) or"
+            " central (every device to one server).",
+        ),
+    ] = "uniform",
     as_json: JsonOpt = False,
 ) -> None:
-    """Grow each architecture until it no longer serves its devices; report the largest size."""
+    """Grow each architecture until it no longer serves its devices; report the largest size.
+
+    Every row gives the hardware it took (QKD links, modules, fibre-km), and the result is
+    re-read at equal module count and at equal fibre-km.
+    """
     from qkdtwin.network.architectures import compare_architectures
 
     res = compare_architectures(
+        traffic=traffic,
         target=target,
         start=start,
         max_devices=max_devices,
@@ -224,16 +237,23 @@ def network_compare_architectures(
         "architecture",
         "devices",
         "QKD nodes",
+        "links",
+        "modules",
+        "fibre-km",
         "success",
         "hops",
         "key cost/device",
-        title=f"success rate and key cost (keys per device per time unit), target {target:g}",
+        title=f"success rate and key cost (keys per device per time unit), target {target:g},"
+        f" {res['traffic']} traffic",
     )
     for r in res["rows"]:
         table.add_row(
             r["architecture"],
             str(r["devices"]),
             str(r["qkd_nodes"]),
+            str(r["links"]),
+            str(r["modules"]),
+            f"{r['fiber_km']:,.0f}",
             f"{r['success_rate']:.4f}",
             f"{r['mean_hops']:.2f}",
             f"{r['key_cost_per_device']:.4g}",
@@ -243,6 +263,16 @@ def network_compare_architectures(
     for arch, n in res["served"].items():
         more = " (still served at --max-devices)" if res["capped"][arch] else ""
         console.print(f"{arch}: serves {n} devices at success >= {target:g}{more}")
+    for key, what in (("equal_modules", "QKD modules"), ("equal_fiber_km", "fibre-km")):
+        archs = list(res["served"])
+        t = Table(
+            f"{what} budget",
+            *archs,
+            title=f"devices served at equal hardware ({what}; within --max-devices)",
+        )
+        for budget, best in res[key].items():
+            t.add_row(budget, *[str(best.get(a, 0)) for a in archs])
+        console.print(t)
 
 
 @network_app.command("sweep")

@@ -226,3 +226,74 @@ def test_sweep_bad_point_names_field(capsys, tmp_path):
     code, _, err = run_cli(capsys, "network", "sweep", path, "--out", tmp_path / "o.csv")
     assert code == 2
     assert "pool_capacity" in err
+
+
+def test_hardware_of_small_topologies_counted_by_hand():
+    from qkdtwin.network.architectures import hardware
+    from qkdtwin.network.topology import (
+        centralized_topology,
+        distributed_topology,
+        hierarchical_topology,
+    )
+
+    # 4 access links of 5 km
+    assert hardware(centralized_topology(4, node_rate=1.0)) == {
+        "links": 4, "modules": 8, "fiber_km": 20.0,
+    }  # fmt: skip
+    # 3 mesh links of 30 km + 6 access links of 5 km
+    assert hardware(distributed_topology(3, 2, node_rate=1.0)) == {
+        "links": 9, "modules": 18, "fiber_km": 120.0,
+    }  # fmt: skip
+    # 1 backbone link (30) + 2 metro-OLT uplinks (15) + 4 access links (5)
+    assert hardware(hierarchical_topology(2, 1, 2)) == {
+        "links": 7, "modules": 14, "fiber_km": 80.0,
+    }  # fmt: skip
+
+
+def test_within_budget_takes_the_largest_size_served_inside_it():
+    from qkdtwin.network.architectures import within_budget
+
+    rows = [
+        {"architecture": "a", "devices": 100, "modules": 200, "success_rate": 1.0},
+        {"architecture": "a", "devices": 200, "modules": 500, "success_rate": 1.0},
+        {"architecture": "a", "devices": 400, "modules": 900, "success_rate": 0.5},
+        {"architecture": "b", "devices": 100, "modules": 600, "success_rate": 1.0},
+    ]
+    got = within_budget(rows, "modules", [300, 1000], 0.99)
+    assert got == {"300": {"a": 100, "b": 0}, "1000": {"a": 200, "b": 100}}
+
+
+def test_traffic_patterns_shape_the_demand():
+    import numpy as np
+
+    from qkdtwin.network.architectures import _demands, build_architecture
+
+    topo = build_architecture("hierarchical", 400, node_rate=10, core_rate=10, fanout=100)
+    gws = topo.nodes_with_role("edge_gateway")
+    rng = np.random.default_rng(0)
+    local = _demands(topo, gws, "local", 0.01, rng)
+    site = {g: next(iter(topo.graph.neighbors(g))) for g in gws}
+    assert all(site[d.src] == site[d.dst] for d in local)  # within one OLT
+    assert sum(d.rate for d in local) == pytest.approx(0.01 * len(gws))  # same keys per device
+    central = _demands(topo, gws, "central", 0.01, rng)
+    assert {d.dst for d in central} == {gws[0]}
+    assert len(central) == len(gws) - 1
+
+
+def test_local_traffic_lets_the_hierarchy_scale(capsys):
+    args = ["--node-rate", "10", "--core-rate", "10", "--fanout", "10", "--start", "20",
+            "--max-devices", "320", "--json"]  # fmt: skip
+    served = {}
+    for traffic in ("uniform", "local"):
+        code, out, err = run_cli(
+            capsys, "network", "compare-architectures", *args, "--traffic", traffic
+        )
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["traffic"] == traffic
+        served[traffic] = data["served"]
+        rows = data["rows"]
+        assert all({"links", "modules", "fiber_km"} <= set(r) for r in rows)
+        assert set(data["equal_modules"]) == {"1000", "10000", "100000"}
+    # east-west traffic crosses the small metro ring; kept within the OLT it never does
+    assert served["local"]["hierarchical"] == 320 > served["uniform"]["hierarchical"]

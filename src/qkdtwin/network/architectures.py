@@ -20,6 +20,16 @@ grown by its own rule until the twin says it no longer serves its devices.
 rate of an exact simulation (equal split, pools of ``C`` keys starting full, ``duration`` time
 units) falls below ``target`` or ``max_devices`` is reached, and reports the largest size
 served and the key cost per device (keys consumed on all hops, per device and time unit).
+
+Holding hardware equal *per link* favours the families that use many links (a full mesh of
+256 nodes is 32,640 core links). Every row therefore also gives the hardware it took
+(:func:`hardware`: QKD links, QKD modules, fibre-km) and the result is re-read at **equal
+module count** and at **equal fibre-km**: for each budget, the most devices each family
+served within it (:func:`within_budget`).
+
+Traffic patterns (``traffic``): ``uniform`` (devices matched at random into pairs:
+east-west device-to-device), ``local`` (pairs within the same edge node: a site's machines
+talking to each other) and ``central`` (every device to one server device: north-south).
 """
 
 from __future__ import annotations
@@ -35,20 +45,81 @@ from qkdtwin.network.engine import Demand, simulate
 from qkdtwin.network.topology import (
     Topology,
     centralized_topology,
+    default_length_km,
     distributed_topology,
     hierarchical_topology,
     hybrid_topology,
 )
 
-__all__ = ["ARCHITECTURES", "build_architecture", "compare_architectures"]
+__all__ = [
+    "ARCHITECTURES",
+    "TRAFFIC_PATTERNS",
+    "build_architecture",
+    "compare_architectures",
+    "hardware",
+    "within_budget",
+]
 
 ARCHITECTURES = ("centralized", "distributed", "hierarchical", "hybrid")
+TRAFFIC_PATTERNS = ("uniform", "local", "central")
 
 
 def _pairs(gws: list[str], rng: np.random.Generator) -> list[tuple[str, str]]:
     """Match the devices at random into pairs (east-west traffic, one partner each)."""
     order = rng.permutation(len(gws))
     return [(gws[order[i]], gws[order[i + 1]]) for i in range(0, len(order) - 1, 2)]
+
+
+def _demands(
+    topo: Topology, gws: list[str], traffic: str, service_rate: float, rng: np.random.Generator
+) -> list[Demand]:
+    """Return the services of ``gws`` under a traffic pattern (the same keys per device)."""
+    if traffic == "uniform":
+        # both ends of a pair request services: 2 * service_rate per pair
+        return [Demand(a, b, 2.0 * service_rate) for a, b in _pairs(gws, rng)]
+    if traffic == "local":
+        sites: dict[str, list[str]] = {}
+        for g in gws:  # a device's site: the edge QKD node it hangs off
+            sites.setdefault(next(iter(topo.graph.neighbors(g))), []).append(g)
+        return [
+            Demand(a, b, 2.0 * service_rate)
+            for members in sites.values()
+            for a, b in _pairs(members, rng)
+        ]
+    # central: every device to one server device, each at its own rate
+    server, clients = gws[0], gws[1:]
+    return [Demand(c, server, service_rate) for c in clients]
+
+
+def hardware(topo: Topology) -> dict[str, float]:
+    """QKD hardware of a topology: links, modules (two per link) and fibre-km.
+
+    Fibre lengths follow :func:`~qkdtwin.network.topology.default_length_km` (5 km access link,
+    15 km OLT uplink, 30 km backbone or mesh link): the layout every family is given, stated
+    so that the figures can be redone with another.
+    """
+    links = topo.graph.number_of_edges()
+    fiber = sum(default_length_km(topo.role(a), topo.role(b)) for a, b in topo.graph.edges())
+    return {"links": links, "modules": 2 * links, "fiber_km": float(fiber)}
+
+
+def within_budget(
+    rows: Sequence[dict[str, Any]], key: str, budgets: Sequence[float], target: float
+) -> dict[str, dict[str, int]]:
+    """Most devices each architecture served (success >= target) with ``rows[key] <= budget``.
+
+    ``key`` is ``"modules"`` or ``"fiber_km"``; the result is keyed by the budget (as text,
+    ``f"{budget:g}"``); an architecture that served nothing within a budget gets 0.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for budget in budgets:
+        best: dict[str, int] = {}
+        for r in rows:
+            best.setdefault(r["architecture"], 0)
+            if r[key] <= budget and r["success_rate"] >= target:
+                best[r["architecture"]] = max(best[r["architecture"]], int(r["devices"]))
+        out[f"{budget:g}"] = best
+    return out
 
 
 def build_architecture(
@@ -118,6 +189,9 @@ def compare_architectures(
     pool_capacity: float = 100.0,
     duration: float = 5_000.0,
     seed: int = 1,
+    traffic: str = "uniform",
+    module_budgets: Sequence[float] = (1_000.0, 10_000.0, 100_000.0),
+    fiber_budgets: Sequence[float] = (10_000.0, 100_000.0, 1_000_000.0),
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Largest number of devices each architecture serves at ``target``, found by simulation.
@@ -137,16 +211,21 @@ def compare_architectures(
         Services per device and time unit, ``X`` keys each.
     pool_capacity, duration, seed
         ``C``, simulated window and seed of each run.
+    traffic
+        ``uniform``, ``local`` or ``central`` (module docstring).
+    module_budgets, fiber_budgets
+        Budgets of the equal-hardware re-reading (QKD modules; fibre-km).
     progress
         Called with (architecture, size) before each run.
 
     Returns
     -------
     dict
-        ``rows`` (architecture, devices, qkd_nodes, success_rate, mean_hops,
-        key_cost_per_device, services), ``served`` (architecture -> largest size with success
-        >= target, 0 if none) and ``capped`` (architecture -> True if it never failed up to
-        ``max_devices``).
+        ``rows`` (architecture, devices, qkd_nodes, links, modules, fiber_km, success_rate,
+        mean_hops, key_cost_per_device, services), ``served`` (architecture -> largest size
+        with success >= target, 0 if none), ``capped`` (architecture -> True if it never failed
+        up to ``max_devices``), ``equal_modules`` and ``equal_fiber_km`` (budget ->
+        architecture -> most devices served within it, :func:`within_budget`).
 
     Raises
     ------
@@ -162,6 +241,13 @@ def compare_architectures(
     ):
         if not value > 0:
             raise ConfigError(f"{field} must be > 0, got {value}", field=field, allowed="> 0")
+    if traffic not in TRAFFIC_PATTERNS:
+        raise ConfigError(
+            f"traffic must be one of {', '.join(TRAFFIC_PATTERNS)}, got {traffic!r}",
+            field="traffic",
+            value=traffic,
+            allowed=", ".join(TRAFFIC_PATTERNS),
+        )
     if start < 2 or max_devices < start or fanout < 1:
         raise ConfigError(
             f"sizes: need 2 <= start <= max_devices and fanout >= 1, got start {start}, "
@@ -183,8 +269,7 @@ def compare_architectures(
             )
             gws = topo.nodes_with_role("edge_gateway")[:n]
             rng = np.random.default_rng([seed, n])
-            # both ends of a pair request services: 2 * service_rate per pair
-            demands = [Demand(a, b, 2.0 * service_rate) for a, b in _pairs(gws, rng)]
+            demands = _demands(topo, gws, traffic, service_rate, rng)
             res = simulate(
                 topo,
                 demands,
@@ -200,6 +285,7 @@ def compare_architectures(
                     "architecture": arch,
                     "devices": n,
                     "qkd_nodes": len(topo.groups) or len(topo.nodes_with_role("kme")),
+                    **hardware(topo),
                     "success_rate": res.success_rate,
                     "mean_hops": float(np.mean([p.hops for p in res.pools])),
                     "key_cost_per_device": hop_keys / (n * res.duration),
@@ -220,7 +306,10 @@ def compare_architectures(
         "service_rate": service_rate,
         "keys_per_service": keys_per_service,
         "max_devices": max_devices,
+        "traffic": traffic,
         "rows": rows,
         "served": served,
         "capped": capped,
+        "equal_modules": within_budget(rows, "modules", module_budgets, target),
+        "equal_fiber_km": within_budget(rows, "fiber_km", fiber_budgets, target),
     }
