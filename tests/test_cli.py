@@ -182,6 +182,7 @@ def test_max_distance_json(capsys):
         (("link", "simulate", "--no-such-option"), "no such option"),
         (("link", "simulate", "--seed", "x"), "seed"),
         (("link", "rate", "--protocol", "bb84", "--cv-xi", "0.1"), "only apply to"),
+        (("link", "simulate", "--pulses", "1e20"), "--force"),
         (("link", "max-distance", "--protocol", "bb84", "--decoy-bound", "infinite"), "decoy"),
         (("link", "rate", "--protocol", "decoy-bb84", "--decoy-bound", "many"), "decoy-bound"),
         (("link", "rate", "--protocol", "cv-gg02", "--cv-va", "lots"), "--cv-va"),
@@ -283,3 +284,32 @@ def test_the_decoy_bound_is_chosen_and_named(capsys):
     assert code == 0
     assert "decoy bound vacuum-weak" in out
     assert "139.1" in out
+
+
+def test_run_time_guard_and_quiet_flags(capsys):
+    from qkdtwin.cli import FASTEST_PULSES_PER_S, MAX_UNFORCED_RUN_S, guard_run_time
+    from qkdtwin.errors import ConfigError
+
+    limit = int(FASTEST_PULSES_PER_S * MAX_UNFORCED_RUN_S)
+    guard_run_time(limit, force=False)  # an hour at the fastest rate: allowed
+    with pytest.raises(ConfigError, match=r"1\.58e\+04 years"):
+        guard_run_time(10**20, force=False)  # 1e20 / 2e8 s = 15,844 years
+    guard_run_time(10**20, force=True)
+    code, out, _ = run_cli(capsys, "link", "simulate", "--help")
+    assert code == 0
+    assert "--force" in out
+    assert "<bool>" not in out
+
+
+def test_twin_demo_formats_event_fields():
+    from qkdtwin.cli_twin import _fields_text
+
+    text = _fields_text({"qber": 0.26202603282399545, "pools": ["A|B", "C|D"], "ok": True})
+    assert text == "qber 0.262, pools [A|B, C|D], ok True"
+
+
+def test_iot_latency_note_names_the_start_up():
+    from qkdtwin.cli_iot import latency_note
+
+    assert "5 %" in latency_note(20, 1)  # 20 intervals: the first holds 5 %
+    assert "first interval" not in latency_note(200, 1)  # 0.5 %: below the p99

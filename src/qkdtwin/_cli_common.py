@@ -14,6 +14,27 @@ __all__ = ["JsonOpt", "emit_json", "request_json"]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
 
+def _hide_flag_types() -> None:
+    """Show no type for on/off flags in ``--help`` (typer 0.29 prints ``<bool>`` for them).
+
+    A flag takes no value, so a type column entry only adds noise to every help screen. The
+    type of options that take a value is left as typer shows it.
+    """
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
+
 def _finite(obj: Any) -> Any:
     """Replace non-finite floats by ``None``: strict JSON has no NaN or Infinity."""
     if isinstance(obj, float):

@@ -70,6 +70,38 @@ def _root(
     """Digital twin of a quantum-secured industrial IoT network."""
 
 
+#: Pulses per second of the fastest simulation on one core (plain BB84, BENCHMARKS.md): the
+#: run-time guard's optimistic rate, so that it only stops runs that are surely too long.
+FASTEST_PULSES_PER_S = 2e8
+#: Longest run, s, that ``link simulate`` starts without ``--force``.
+MAX_UNFORCED_RUN_S = 3600.0
+
+
+def _duration_text(seconds: float) -> str:
+    """Say how long ``seconds`` is, in the largest unit that keeps the number readable."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:,.3g} {unit}"
+    return f"{seconds / 60:.3g} minutes"
+
+
+def guard_run_time(pulses: int, force: bool) -> None:
+    """Refuse a pulse count whose run time is clearly a typo, unless ``--force``.
+
+    The estimate uses the fastest measured rate (:data:`FASTEST_PULSES_PER_S`), so every
+    refused run would take at least that long.
+    """
+    seconds = pulses / FASTEST_PULSES_PER_S
+    if seconds > MAX_UNFORCED_RUN_S and not force:
+        raise ConfigError(
+            f"--pulses {pulses:.3g} would take at least {_duration_text(seconds)} "
+            f"(at {FASTEST_PULSES_PER_S:.0e} pulses/s, the fastest measured); "
+            "pass --force to run it anyway",
+            field="pulses",
+            value=pulses,
+        )
+
+
 # --------------------------------------------------------------------------- shared options
 ProtocolOpt = Annotated[
     str,
@@ -280,6 +312,12 @@ def link_simulate(
     protocol: ProtocolOpt = "decoy-bb84",
     distance_km: Annotated[float, typer.Option("--distance-km", help="Fibre length (km).")] = 25.0,
     pulses: Annotated[str, typer.Option("--pulses", "-n", help="Pulses to send (1e7 ok).")] = "1e7",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Run even when --pulses would take more than an hour (see help)."
+        ),
+    ] = False,
     preset: PresetOpt = "gys",
     attack: Annotated[
         str | None,
@@ -337,6 +375,7 @@ def link_simulate(
     from qkdtwin.qkd import parse_attack, simulate_link
 
     n = parse_count(pulses)
+    guard_run_time(n, force)
     name = _protocols(protocol)[0] if "," not in protocol else protocol
     if name in ("cv-gg02", "plob"):
         raise SimulationError(

@@ -410,6 +410,24 @@ def twin_state(url: UrlOpt = "http://127.0.0.1:8000", as_json: JsonOpt = False) 
         )
 
 
+def _value_text(value: Any) -> str:
+    """Format one event field for people: 4 significant digits, lists joined."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + _fields_text(value) + "}"
+    return str(value)
+
+
+def _fields_text(fields: dict[str, Any]) -> str:
+    """``key value, key value``; empty for no fields."""
+    return ", ".join(f"{k} {_value_text(v)}" for k, v in fields.items())
+
+
 @twin_app.command("demo")
 def twin_demo(
     scenario: ScenarioOpt = None,
@@ -447,7 +465,7 @@ def twin_demo(
             typer.echo(f"   alarm #{a['id']}: {a['message']}")
             for ev in a["events"]:
                 extra = {k: v for k, v in ev.items() if k not in ("what", "t_sim", "wall_time")}
-                typer.echo(f"   t={ev['t_sim']:g} s  {ev['what']}  {extra if extra else ''}")
+                typer.echo(f"   t={ev['t_sim']:g} s  {ev['what']}  {_fields_text(extra)}")
             typer.echo(
                 f"   event -> dashboard {res['event_to_dashboard_ms']:.1f} ms, "
                 f"alarm -> reroute {res['alarm_to_reroute_ms']:.2f} ms"
