@@ -768,3 +768,29 @@ def test_a_disabled_links_store_gets_no_forecast(tmp_path):
         if k == 39:
             assert twin.state().kmes[0].links[0].forecast is not None
     assert twin.state().kmes[0].links[0].forecast is None  # disabled at the last poll
+
+
+def test_the_attached_service_reports_health_and_metrics(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    plant, twin, sink = make(tmp_path)
+    c = AsgiClient(create_attached_app(twin))
+    assert c.get("/healthz").json() == {"status": "ok"}
+    r = c.get("/readyz")  # nothing heard yet: not ready, each link named
+    assert r.status_code == 503
+    assert sorted(r.json()["reasons"]) == [
+        f"link {lk}: telemetry never-seen" for lk in ("A-B", "A-C", "B-C")
+    ]
+    feed(plant, twin, sink, 80)
+    plant.attack("A-B", "intercept-resend", 1.0)
+    feed(plant, twin, sink, 3)
+    r = c.get("/readyz")
+    assert (r.status_code, r.json()["reasons"]) == (200, [])
+    fams = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+    st = twin.state()
+    want = {lk.id: lk.estimate.qber for lk in st.links if lk.estimate.qber is not None}
+    got = {s.labels["link"]: s.value for s in fams["qkdtwin_link_qber_estimate"].samples}
+    assert got == pytest.approx(want)
+    up = {s.labels["link"]: s.value for s in fams["qkdtwin_link_up"].samples}
+    assert up["A-B"] == 0.0  # in alarm
+    assert fams["qkdtwin_alarms_active"].samples[0].value >= 1

@@ -170,3 +170,55 @@ def test_history_and_devices_and_openapi(client) -> None:
     assert js.status_code == 200
     assert "EventSource" in js.text
     assert "http" not in client.get("/static/style.css").text  # nothing fetched from outside
+
+
+def test_operations_endpoints(client) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")  # a twin stepped by hand is ready
+    assert (r.status_code, r.json()["status"]) == (200, "ready")
+    client.get("/api/state")
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    st = client.twin.state(compact=True)
+    qber = {s.labels["link"]: s.value for s in families["qkdtwin_link_qber"].samples}
+    assert qber == {lk["id"]: lk["qber"] for lk in st["links"]}
+    pools = {s.labels["pool"]: s.value for s in families["qkdtwin_pool_keys"].samples}
+    assert pools == {p["id"]: p["level"] for p in st["pools"]}
+    assert families["qkdtwin_alarms_active"].samples[0].value == 0
+    # the request-latency histogram saw the /api/state request
+    hist = families["qkdtwin_http_request_duration_seconds"]
+    counts = [s for s in hist.samples if s.name.endswith("_count")]
+    assert any(s.labels["route"] == "/api/state" and s.value >= 1 for s in counts)
+
+
+def test_the_api_docs_page_needs_no_network(client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    import re
+
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets
+    assert all(not a.startswith("http") for a in assets), assets  # no CDN
+    for a in assets:
+        if a.endswith((".js", ".css")):
+            assert client.get(a).status_code == 200, a
+
+
+def test_a_twin_whose_engine_is_not_running_is_not_ready(make_twin) -> None:
+    from qkdtwin.twin.service import create_app
+
+    twin = make_twin()
+
+    async def go() -> httpx.Response:
+        app = create_app(twin, run=True)  # ASGITransport runs no lifespan: no tick thread
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://twin") as c:
+            return await c.get("/readyz")
+
+    r = anyio.run(go)
+    assert r.status_code == 503
+    assert r.json()["reasons"] == ["the twin's engine is not running"]

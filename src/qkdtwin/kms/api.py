@@ -75,7 +75,12 @@ from qkdtwin.kms.admission import (
 )
 from qkdtwin.kms.handover import Eraser, HandOverEraser
 from qkdtwin.kms.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from qkdtwin.kms.operator import install_operator_routes
+from qkdtwin.kms.operator import (
+    caller_operator_id,
+    install_operator_routes,
+    links_response,
+    store_health,
+)
 from qkdtwin.kms.peering import CLIENT_GONE_AUDIT_BY, KmeNode, install_peer_routes
 from qkdtwin.kms.store import (
     HANDED_OVER_AUDIT_BY,
@@ -91,6 +96,7 @@ from qkdtwin.kms.tls import (
     MAX_CONNECTIONS,
     TLS_HANDSHAKE_TIMEOUT_S,
 )
+from qkdtwin.ops import StateCollector, install_health_routes
 
 __all__ = [
     "ErrorBody",
@@ -502,6 +508,49 @@ def create_app(
         responses={401: {"model": ErrorBody}},
         threads=peer_threads,
         admission=gate.counts,
+    )
+
+    def ready() -> tuple[bool, list[str]]:
+        health = store_health([st for st in served if st is not None])
+        if health.checkpoint_failing:
+            return False, [f"store checkpoints failing: {health.last_checkpoint_error}"]
+        return True, []
+
+    def gauges() -> list[tuple[str, str, list[str], list[tuple[list[str], float]]]]:
+        res = links_response(config.kme_id, node=node, store=store, admission=gate.counts())
+        links = [(lk.peer or "-", lk) for lk in res.links]
+        adm = res.admission
+        failures = res.store.checkpoint_failures if res.store is not None else 0
+        return [
+            ("qkdtwin_kme_link_available_keys", "Unexpired keys in the link's store.", ["peer"],
+             [([p], lk.available) for p, lk in links]),
+            ("qkdtwin_kme_link_reserved_keys", "Keys reserved for SAEs, not yet erased.",
+             ["peer"], [([p], lk.reserved) for p, lk in links]),
+            ("qkdtwin_kme_link_added_keys_total", "Keys ever stored.", ["peer"],
+             [([p], lk.added_total) for p, lk in links]),
+            ("qkdtwin_kme_link_delivered_keys_total", "Keys that left the pool for use.",
+             ["peer"], [([p], lk.delivered_total) for p, lk in links]),
+            ("qkdtwin_kme_link_enabled", "1 when the link delivers keys, 0 when disabled.",
+             ["peer"], [([p], 1.0 if lk.enabled else 0.0) for p, lk in links]),
+            ("qkdtwin_kme_requests_active", "SAE requests being served.", [],
+             [([], adm.active)] if adm else []),
+            ("qkdtwin_kme_requests_queued", "SAE requests waiting for a slot.", [],
+             [([], adm.queued)] if adm else []),
+            ("qkdtwin_kme_requests_rejected_total", "SAE requests refused with 503 (queue "
+             "full or wait too long).", [],
+             [([], adm.rejected_total + adm.timed_out_total)] if adm else []),
+            ("qkdtwin_kme_store_checkpoint_failures_total", "WAL checkpoints that failed.",
+             [], [([], failures)]),
+        ]  # fmt: skip
+
+    # /healthz, /readyz; /metrics for operator certificates only, never key material
+    install_health_routes(
+        app,
+        ready=ready,
+        collector=StateCollector(gauges),
+        guard=caller_operator_id,
+        time_requests=False,
+        in_schema=False,
     )
 
     def pool_count(slave: str, size_bits: int) -> int:

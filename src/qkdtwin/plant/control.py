@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from qkdtwin.errors import QkdTwinError
+from qkdtwin.ops import service_app
 
 if TYPE_CHECKING:
     from qkdtwin.plant.runner import Plant
@@ -88,7 +89,7 @@ class PlantTruth(BaseModel):
 
 def create_control_app(plant: Plant) -> FastAPI:
     """Build the control app of a running :class:`~qkdtwin.plant.runner.Plant`."""
-    app = FastAPI(
+    app = service_app(
         title="qkdtwin plant control",
         version="1",
         description="Events in, ground truth out. Tests and benchmarks only: the twin never "

@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from qkdtwin.errors import QkdTwinError, UnknownNameError
 from qkdtwin.network.topology import resolve_link
+from qkdtwin.ops import StateCollector, install_health_routes, service_app
 from qkdtwin.twin.attached import AttachedTwin
 from qkdtwin.twin.models import AlarmView, AttachedState, LinkView
 from qkdtwin.twin.service import WhatIfRequest, web_dir
@@ -33,15 +34,53 @@ from qkdtwin.twin.sse import event_stream
 __all__ = ["create_attached_app"]
 
 
+def _attached_ready(twin: AttachedTwin) -> tuple[bool, list[str]]:
+    """Ready when every link's telemetry and every KME's polls are current."""
+    st = twin.state()
+    reasons = [f"link {lk.id}: telemetry {lk.source}" for lk in st.links if lk.source != "ok"]
+    reasons += [f"KME {k.node}: {k.status}" for k in st.kmes if k.status != "ok"]
+    return not reasons, reasons
+
+
+def _attached_gauges(
+    twin: AttachedTwin,
+) -> list[tuple[str, str, list[str], list[tuple[list[str], float]]]]:
+    """Return the attached twin's estimates and alarms as Prometheus gauges."""
+    st = twin.state()
+    est = [(lk.id, lk.estimate) for lk in st.links]
+    stores = [(k.node, kl) for k in st.kmes for kl in k.links if kl.peer is not None]
+    return [
+        ("qkdtwin_link_qber_estimate", "Estimated signal QBER over the window.", ["link"],
+         [([i], e.qber) for i, e in est if e.qber is not None]),
+        ("qkdtwin_link_key_rate_estimate_bps", "Estimated secret key rate, bit/s.", ["link"],
+         [([i], e.key_rate_bps) for i, e in est if e.key_rate_bps is not None]),
+        ("qkdtwin_link_loss_estimate_db", "Estimated link loss, dB.", ["link"],
+         [([i], e.loss_db) for i, e in est if e.loss_db is not None]),
+        ("qkdtwin_link_up", "1 when the link is up, 0 in alarm or recovering.", ["link"],
+         [([lk.id], 1.0 if lk.status == "up" else 0.0) for lk in st.links]),
+        ("qkdtwin_kme_store_available_keys", "Keys in a KME's link store.", ["kme", "peer"],
+         [([n, str(kl.peer)], kl.available) for n, kl in stores]),
+        ("qkdtwin_kme_store_delivered_keys_total", "Keys delivered from a KME's link store.",
+         ["kme", "peer"], [([n, str(kl.peer)], kl.delivered_total) for n, kl in stores]),
+        ("qkdtwin_alarms_active", "Alarms not yet cleared.", [], [([], st.active_alarms)]),
+        ("qkdtwin_alarms_total", "Alarms raised since start.", [], [([], len(st.alarms))]),
+    ]  # fmt: skip
+
+
 def create_attached_app(twin: AttachedTwin) -> FastAPI:
     """Build the service around an attached twin (its inputs are driven from outside)."""
-    app = FastAPI(
+    app = service_app(
         title="qkdtwin attached twin",
         version="1",
         description="Digital twin of an attached QKD-secured IIoT network: estimates with "
         "intervals, alarms from statistics alone. Nothing here is the network's truth.",
     )
     app.state.twin = twin
+    install_health_routes(
+        app,
+        ready=lambda: _attached_ready(twin),
+        collector=StateCollector(lambda: _attached_gauges(twin)),
+    )
 
     @app.exception_handler(QkdTwinError)
     async def _on_error(_req: Request, exc: QkdTwinError) -> JSONResponse:

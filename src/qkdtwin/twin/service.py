@@ -32,6 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from qkdtwin.errors import QkdTwinError
+from qkdtwin.ops import StateCollector, install_health_routes, service_app
 from qkdtwin.twin.loop import Twin
 from qkdtwin.twin.sse import event_stream
 
@@ -76,6 +77,38 @@ def _error(exc: QkdTwinError) -> JSONResponse:
     )
 
 
+def _twin_ready(twin: Twin, run: bool) -> tuple[bool, list[str]]:
+    """Ready when the engine ticks (its thread runs; tests that step it by hand: always)."""
+    thread = getattr(twin, "_thread", None)
+    if run and (thread is None or not thread.is_alive()):
+        return False, ["the twin's engine is not running"]
+    return True, []
+
+
+def _twin_gauges(twin: Twin) -> list[tuple[str, str, list[str], list[tuple[list[str], float]]]]:
+    """Return the live twin's state as Prometheus gauges (read at scrape time)."""
+    st = twin.state(compact=True)
+    links = st["links"]
+    pools = st["pools"]
+    return [
+        ("qkdtwin_link_qber", "QBER of the link's last block.", ["link"],
+         [([lk["id"]], lk["qber"]) for lk in links if lk["qber"] is not None]),
+        ("qkdtwin_link_key_rate_bps", "Secret key rate of the link, bit/s.", ["link"],
+         [([lk["id"]], lk["key_rate_bps"]) for lk in links]),
+        ("qkdtwin_link_up", "1 when the link is up, 0 in alarm or cut.", ["link"],
+         [([lk["id"]], 1.0 if lk["status"] == "up" else 0.0) for lk in links]),
+        ("qkdtwin_pool_keys", "Keys in the pool of a device pair.", ["pool"],
+         [([p["id"]], p["level"]) for p in pools]),
+        ("qkdtwin_pool_services_total", "Services requested from the pool since start.",
+         ["pool"], [([p["id"]], p["requests"]) for p in pools]),
+        ("qkdtwin_pool_services_served_total", "Services served by the pool since start.",
+         ["pool"], [([p["id"]], p["successes"]) for p in pools]),
+        ("qkdtwin_alarms_active", "Alarms not yet cleared.", [], [([], st["active_alarms"])]),
+        ("qkdtwin_alarms_total", "Alarms raised since start.", [], [([], len(st["alarms"]))]),
+        ("qkdtwin_tick", "Ticks of the twin's engine since start.", [], [([], st["tick"])]),
+    ]  # fmt: skip
+
+
 def create_app(twin: Twin, *, run: bool = True) -> FastAPI:
     """Build the service around ``twin``.
 
@@ -98,13 +131,18 @@ def create_app(twin: Twin, *, run: bool = True) -> FastAPI:
             if run:
                 twin.stop()
 
-    app = FastAPI(
+    app = service_app(
         title="qkdtwin live twin",
         version="1",
         description="Digital twin of a quantum-secured IIoT network: state, attacks, what-if.",
         lifespan=lifespan,
     )
     app.state.twin = twin
+    install_health_routes(
+        app,
+        ready=lambda: _twin_ready(twin, run),
+        collector=StateCollector(lambda: _twin_gauges(twin)),
+    )
 
     @app.exception_handler(QkdTwinError)
     async def _on_error(_req: Request, exc: QkdTwinError) -> JSONResponse:
