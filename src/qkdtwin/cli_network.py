@@ -290,9 +290,10 @@ def network_sweep(
     as_json: JsonOpt = False,
 ) -> None:
     """Run every grid point x seed of a sweep; points already in --out are skipped."""
-    from qkdtwin.network.sweep import load_sweep, run_sweep
+    from qkdtwin.network.sweep import finished_points, load_sweep, run_sweep
 
     sweep = load_sweep(sweep_file)
+    finished_points(sweep, out)  # a results file of another sweep: one line, before anything
     if as_json:
         summary = run_sweep(
             sweep, out, workers=workers, scheduler=scheduler, scheduler_timeout=scheduler_timeout

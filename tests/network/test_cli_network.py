@@ -128,6 +128,21 @@ def test_reproduce_fig5_small(capsys, tmp_path):
     assert rates[0] > rates[-1]  # success falls with load
     at_max = {r["value"]: r["success_rate"] for r in data["at_max_load"] if r["policy"] == "static"}
     assert at_max[6.0] > at_max[1.0]  # and grows with V
+    # the per-run rows behind every mean: their mean is the CSV's mean
+    import csv
+
+    with (tmp_path / "fig5_seeds.csv").open(newline="") as fh:
+        runs = list(csv.DictReader(fh))
+    assert len(runs) == 2 * len(data["points"])
+    for p in data["points"][:5]:
+        mine = [
+            float(r["success_rate"])
+            for r in runs
+            if (r["policy"], float(r["value"]), float(r["load"])) == (p["policy"], p["value"],
+                                                                        p["load"])
+        ]  # fmt: skip
+        assert len(mine) == 2
+        assert sum(mine) / 2 == pytest.approx(p["success_rate"], abs=2e-6)
 
 
 def test_reproduce_unknown_policy(capsys):
@@ -201,6 +216,23 @@ def test_sweep_resumable_and_parallel(capsys, tmp_path):
     assert json.loads(stdout)["skipped"] == 8
     assert json.loads(stdout)["computed"] == 4
     assert len(out.read_text().splitlines()) == 13
+    # tidy: one column per parameter, values as they are (pandas reads it unchanged)
+    import csv
+
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[:2] == ["point", "seed"]
+    assert set(list(rows[0])[2:4]) == {"pool_capacity", "policy"}
+    assert {(r["pool_capacity"], r["policy"]) for r in rows} == {
+        (c, p) for c in ("200", "400", "600") for p in ("static", "ttd")
+    }
+    # a results file of another sweep is refused, not mixed
+    other = dict(sweep, grid={"policy": ["static"]})
+    path = write(tmp_path, other, "other.yaml")
+    code, _, err = run_cli(capsys, "network", "sweep", path, "--out", out)
+    assert code == 2
+    assert "columns" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,16 @@ from qkdtwin.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # elapsed_s is wall time, the only column allowed to differ between executors
-_STABLE = ["point", "seed", "params", "services", "successes", "success_rate", "key_utilization"]
+_STABLE = [
+    "point",
+    "seed",
+    "pool_capacity",
+    "policy",
+    "services",
+    "successes",
+    "success_rate",
+    "key_utilization",
+]
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:

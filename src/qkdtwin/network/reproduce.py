@@ -52,6 +52,24 @@ class FigurePoint:
     ci_low: float
     ci_high: float
     seeds: int
+    #: The success rate of each run, run ``k`` seeded ``default_rng([seed, k])``.
+    runs: tuple[float, ...] = ()
+
+    def seed_rows(self, base_seed: int = 0) -> list[dict[str, Any]]:
+        """One CSV row per run (``{figure}_seeds.csv``): the data behind the mean and its CI."""
+        return [
+            {
+                "figure": self.figure,
+                "param": self.param,
+                "value": self.value,
+                "load": self.load,
+                "policy": self.policy,
+                "run": k,
+                "rng_seed": f"[{base_seed}, {k}]",
+                "success_rate": round(r, 6),
+            }
+            for k, r in enumerate(self.runs)
+        ]
 
     def row(self) -> dict[str, Any]:
         """CSV/JSON row."""
@@ -150,8 +168,11 @@ def reproduce_figure(
                 rates = [r if math.isfinite(r) else 1.0 for r in rates]
                 m, lo, hi = _ci(rates)
                 out.append(
-                    FigurePoint(figure, spec["param"], float(value), load, pol, m, lo, hi, seeds)
-                )
+                    FigurePoint(
+                        figure, spec["param"], float(value), load, pol, m, lo, hi, seeds,
+                        tuple(rates),
+                    )
+                )  # fmt: skip
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -159,7 +180,11 @@ def reproduce_figure(
 
 
 def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[str, str]:
-    """Write ``{figure}.csv`` and ``{figure}.png`` (one panel per policy) into ``out_dir``.
+    """Write ``{figure}.csv``, ``{figure}_seeds.csv`` and ``{figure}.png`` into ``out_dir``.
+
+    ``{figure}.csv`` holds the means and confidence intervals, ``{figure}_seeds.csv`` every
+    run's success rate (the same arrivals per run for every policy: paired), the PNG one panel
+    per policy.
 
     Raises
     ------
@@ -174,6 +199,13 @@ def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+        seed_rows = [r for p in points for r in p.seed_rows()]
+        seeds_path = out_dir / f"{figure}_seeds.csv"
+        if seed_rows:  # the per-run data behind every mean, for paired analyses
+            with seeds_path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(seed_rows[0]))
+                writer.writeheader()
+                writer.writerows(seed_rows)
     except OSError as exc:
         raise ConfigError(
             f"cannot write to {str(out_dir)!r}: {exc.strerror}", field="out", value=str(out_dir)
@@ -202,4 +234,7 @@ def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[
     axes_list[-1].legend(fontsize=8)
     fig.suptitle(f"{figure}: success rate vs load (95 % CI over {points[0].seeds} seeds)")
     png_path = save_figure(fig, out_dir / f"{figure}.png", dpi=110)
-    return {"csv": str(csv_path), "png": str(png_path)}
+    out = {"csv": str(csv_path), "png": str(png_path)}
+    if seed_rows:
+        out["seeds_csv"] = str(seeds_path)
+    return out

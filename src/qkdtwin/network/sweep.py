@@ -32,18 +32,20 @@ import yaml
 from qkdtwin.errors import ConfigError
 from qkdtwin.network.scenario import load_scenario, run_scenario
 
-__all__ = ["expand_sweep", "load_sweep", "run_point", "run_sweep"]
+__all__ = ["expand_sweep", "finished_points", "load_sweep", "run_point", "run_sweep"]
 
-_FIELDS = [
-    "point",
-    "seed",
-    "params",
-    "services",
-    "successes",
-    "success_rate",
-    "key_utilization",
-    "elapsed_s",
-]
+#: Result columns after the point's ID, its seed and one column per grid parameter.
+_RESULTS = ["services", "successes", "success_rate", "key_utilization", "elapsed_s"]
+
+
+def _fields(sweep: dict[str, Any]) -> list[str]:
+    """Return the CSV header: tidy, one column per grid parameter (its dotted path)."""
+    return ["point", "seed", *sweep["grid"], *_RESULTS]
+
+
+def _cell(value: Any) -> Any:
+    """Return a parameter value as a CSV cell: a scalar as it is, anything else as JSON."""
+    return value if isinstance(value, str | int | float | bool) else json.dumps(value)
 
 
 def load_sweep(path: Path) -> dict[str, Any]:
@@ -137,13 +139,36 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
     return {
         "point": point["point"],
         "seed": point["seed"],
-        "params": json.dumps(point["params"], sort_keys=True),
+        **{k: _cell(v) for k, v in point["params"].items()},
         "services": d["services"],
         "successes": d["successes"],
         "success_rate": d["success_rate"],
         "key_utilization": d["key_utilization"],
         "elapsed_s": d["elapsed_s"],
     }
+
+
+def finished_points(sweep: dict[str, Any], out: Path) -> set[str]:
+    """Return the points already in the results file ``out`` (empty if there is none).
+
+    Raises
+    ------
+    ConfigError
+        If ``out`` has other columns than this sweep writes (another sweep, an older format):
+        rows are never mixed.
+    """
+    fields = _fields(sweep)
+    if not out.exists() or out.stat().st_size == 0:
+        return set()
+    with out.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != fields:
+            raise ConfigError(
+                f"{str(out)!r} has the columns {reader.fieldnames}, this sweep writes "
+                f"{fields}: another sweep or an older format; write to a new file",
+                field="out",
+            )
+        return {row["point"] for row in reader if row.get("point")}
 
 
 def run_sweep(
@@ -189,10 +214,8 @@ def run_sweep(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}", field="workers", value=workers)
     points = expand_sweep(sweep)
-    done: set[str] = set()
-    if out.exists():
-        with out.open(newline="") as fh:
-            done = {row["point"] for row in csv.DictReader(fh) if row.get("point")}
+    fields = _fields(sweep)
+    done = finished_points(sweep, out)
     todo = [p for p in points if p["point"] not in done]
     try:
         new_file = not out.exists() or out.stat().st_size == 0
@@ -200,7 +223,7 @@ def run_sweep(
     except OSError as exc:
         raise ConfigError(f"cannot write {str(out)!r}: {exc.strerror}", field="out") from None
     with fh:
-        writer = csv.DictWriter(fh, fieldnames=_FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=fields)
         if new_file:
             writer.writeheader()
 
