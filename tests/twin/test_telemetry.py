@@ -63,3 +63,8 @@ def test_bad_telemetry_options_are_named(make_twin) -> None:
     with pytest.raises(ConfigError) as e:
         make_twin(seed_dict(aggregator="M9", telemetry={"broker": "memory"}), telemetry=True)
     assert e.value.field == "twin.aggregator"
+    # the fields the twin sets itself are refused by name (interval_s was a TypeError)
+    for own in ("devices", "edge_id", "seed", "interval_s"):
+        with pytest.raises(ConfigError) as e:
+            make_twin(seed_dict(telemetry={"broker": "memory", own: 1}), telemetry=True)
+        assert e.value.field == f"twin.telemetry.{own}"

@@ -82,6 +82,8 @@ class DevNetwork:
     now
         Clock of every store (seconds since the epoch; default ``time.time``), for tests
         that move time forward (reservation TTL, retry window).
+    max_key_count
+        Capacity of every store, keys (:class:`~qkdtwin.kms.store.KeyStore`).
 
     Raises
     ------
@@ -107,6 +109,7 @@ class DevNetwork:
         wrap: bool = True,
         kme_options: Mapping[str, Any] | None = None,
         now: Callable[[], float] = time.time,
+        max_key_count: int = 100_000,
     ) -> None:
         known = set(kme_ids)
         for a, b in links:
@@ -135,7 +138,9 @@ class DevNetwork:
                 url = url_of(kme, name)
                 # PostgreSQL keeps old row versions until VACUUM: epoch wrap keys there
                 epochs = directory / "epochs" if kek and not url.startswith("sqlite") else None
-                store = opened.get(url) or KeyStore(url, kek=kek, epoch_dir=epochs, now=now)
+                store = opened.get(url) or KeyStore(
+                    url, kek=kek, epoch_dir=epochs, now=now, max_key_count=max_key_count
+                )
                 opened[url] = store
                 self.stores[kme][name] = store
         self._distinct = list(opened.values())

@@ -282,6 +282,7 @@ class Plant:
             initial_keys=0,
             run_feeders=False,
             max_sae_id_count=1 if self.grant_readings else 0,
+            max_key_count=self.cfg.kme_max_keys,
         ).start()
         for f in self.net.feeders:
             a, b = f.owners

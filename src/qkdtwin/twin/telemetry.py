@@ -105,7 +105,7 @@ class IotTelemetry:
         self.aggregator = str(agg)
         opts = dict(cfg.telemetry)
         broker = str(opts.pop("broker", "embedded"))
-        for bad in ("devices", "edge_id", "seed"):
+        for bad in ("devices", "edge_id", "seed", "interval_s"):  # the twin sets these
             if bad in opts:
                 raise ConfigError(
                     f"twin.telemetry.{bad} is set by the twin", field=f"twin.telemetry.{bad}"
