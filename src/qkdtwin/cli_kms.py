@@ -345,8 +345,11 @@ def serve(
     try:
         kme = KmeConfig.model_validate(cfg.kme)
     except ValidationError as exc:
-        msg = _one_line(exc.errors()[0]["msg"])
-        raise ConfigError(f"{config}: kme: {msg}", field="kme") from exc
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = _one_line(first["msg"])
+        where = f"kme.{loc}" if loc else "kme"
+        raise ConfigError(f"{config}: {where}: {msg}", field=where) from exc
     network = None
     if cfg.network is not None:
         from qkdtwin.kms.peering import KmeNetwork

@@ -571,3 +571,10 @@ def test_dev_pair_feed_none_holds_exactly_the_imported_keys(tmp_path: Path) -> N
         finally:
             for store in stores:
                 store.close()
+
+
+def test_serve_bad_kme_field_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write_serve_config(tmp_path)
+    text = cfg.read_text().replace("kme: {kme_id: kme-a,", "kme: {kme_id: kme-a, key_size: 100,")
+    cfg.write_text(text)
+    _fails(capsys, ["kms", "serve", "--config", str(cfg)], "kme.key_size", "multiple of 8")
