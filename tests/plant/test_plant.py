@@ -50,6 +50,14 @@ def test_seed_example_has_every_link_with_role_defaults(tmp_path):
             {"plant": {"events": [{"at_s": 1, "action": "attack", "link": "M1-M2"}]}},
             "plant.events.0",
         ),
+        (
+            {
+                "plant": {
+                    "events": [{"at_s": 1, "action": "attack", "link": "M1-M2", "type": "teleport"}]
+                }
+            },
+            "plant.events.0",
+        ),
         ({"plant": {"reporting_interval_s": 0}}, "plant.reporting_interval_s"),
         ({"plant": {"aggregator": "nowhere"}}, "plant.aggregator"),
         ({"plant": {"surprise": 1}}, "plant.surprise"),

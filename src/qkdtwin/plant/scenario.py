@@ -47,6 +47,7 @@ from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network.scenario import Scenario, load_scenario
 from qkdtwin.network.topology import Topology, default_length_km, link_id, resolve_link
+from qkdtwin.plant.physics import ATTACK_KINDS
 
 __all__ = [
     "DriftSpec",
@@ -115,6 +116,9 @@ class EventSpec(_Strict):
     def _complete(self) -> EventSpec:
         if self.action == "attack" and self.type is None:
             raise ValueError("an attack event needs a type")
+        if self.action == "attack" and self.type not in ATTACK_KINDS:
+            # checked when the file loads, not when the event falls due
+            raise ValueError(f"unknown attack type {self.type!r}; known: {', '.join(ATTACK_KINDS)}")
         if self.action == "drift" and self.loss_db is None:
             raise ValueError("a drift event needs loss_db")
         return self
