@@ -14,7 +14,7 @@ from qkdtwin.errors import ConfigError
 __all__ = ["PLOT_SUFFIXES", "save_figure", "subplots"]
 
 #: File formats every ``--plot`` option writes (chosen by the suffix).
-PLOT_SUFFIXES = (".png", ".svg")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -27,13 +27,23 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return plt.subplots(*args, **kwargs)
 
 
-def save_figure(fig: Any, path: Path | str, *, dpi: float | None = None) -> Path:
-    """Lay out, save and close ``fig``; the format follows the suffix (.png or .svg).
+def save_figure(
+    fig: Any,
+    path: Path | str,
+    *,
+    dpi: float | None = None,
+    close: bool = True,
+    layout: bool = True,
+) -> Path:
+    """Lay out, save and close ``fig``; the format follows the suffix (.png, .svg or .pdf).
+
+    ``close=False`` keeps the figure open (to save it again in another format);
+    ``layout=False`` keeps a layout the caller already made.
 
     Raises
     ------
     ConfigError
-        If the suffix is not .png or .svg, or the file cannot be written.
+        If the suffix is not .png, .svg or .pdf, or the file cannot be written.
     """
     import matplotlib.pyplot as plt
 
@@ -41,17 +51,19 @@ def save_figure(fig: Any, path: Path | str, *, dpi: float | None = None) -> Path
     try:
         if out.suffix.lower() not in PLOT_SUFFIXES:
             raise ConfigError(
-                f"plot file must end in .png or .svg, got {out.name!r}",
+                f"plot file must end in {', '.join(PLOT_SUFFIXES)}, got {out.name!r}",
                 field="plot",
                 value=str(out),
                 allowed=", ".join(PLOT_SUFFIXES),
             )
-        fig.tight_layout()
+        if layout:
+            fig.tight_layout()
         fig.savefig(out, dpi=dpi)
     except OSError as exc:
         raise ConfigError(
             f"cannot write plot {out}: {exc.strerror}", field="plot", value=str(out)
         ) from None
     finally:
-        plt.close(fig)
+        if close:
+            plt.close(fig)
     return out

@@ -578,7 +578,7 @@ def link_rate(
     cv_vel: CvVelOpt = None,
     cv_detection: CvDetOpt = None,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Write a key-rate plot (.png or .svg).")
+        Path | None, typer.Option("--plot", help="Write a key-rate plot (.png, .svg or .pdf).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

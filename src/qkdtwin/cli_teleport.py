@@ -33,19 +33,23 @@ teleport_app = typer.Typer(
 
 TrialsOpt = Annotated[str, typer.Option("--trials", "-n", help="Number of trials (1e4 ok).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a figure (.png or .svg).")]
+PlotOpt = Annotated[
+    Path | None, typer.Option("--plot", help="Write a figure (.png, .svg or .pdf).")
+]
 CharlieOpt = Annotated[
     str, typer.Option("--charlie-basis", help="Charlie's measurement: x (default), y or ghz.")
 ]
 
 
 def _check_plot(plot: Path | None) -> None:
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+    from qkdtwin._plotting import PLOT_SUFFIXES
+
+    if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
         raise ConfigError(
-            f"plot file must end in .png or .svg, got {plot.name!r}",
+            f"plot file must end in {', '.join(PLOT_SUFFIXES)}, got {plot.name!r}",
             field="plot",
             value=str(plot),
-            allowed=".png, .svg",
+            allowed=", ".join(PLOT_SUFFIXES),
         )
 
 

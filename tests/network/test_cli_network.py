@@ -123,6 +123,7 @@ def test_reproduce_fig5_small(capsys, tmp_path):
     data = json.loads(out)
     assert (tmp_path / "fig5.csv").exists()
     assert (tmp_path / "fig5.png").exists()
+    assert (tmp_path / "fig5.pdf").read_bytes().startswith(b"%PDF")
     rows = [r for r in data["points"] if r["policy"] == "static" and r["value"] == 2.0]
     rates = [r["success_rate"] for r in sorted(rows, key=lambda r: r["load"])]
     assert rates[0] > rates[-1]  # success falls with load

@@ -179,12 +179,74 @@ def reproduce_figure(
     return out
 
 
+def _paired_diff(a: FigurePoint, b: FigurePoint) -> tuple[float, float, float]:
+    """Mean of the per-run differences ``a - b`` (same arrivals per run) and its 95 % CI."""
+    if a.runs and len(a.runs) == len(b.runs):
+        return _ci([x - y for x, y in zip(a.runs, b.runs, strict=True)])
+    d = a.mean - b.mean
+    return d, d, d
+
+
+def _paper_figure(points: list[FigurePoint], figure: str) -> Any:
+    """Draw the figure for a paper: one column per curve value, policies overlaid.
+
+    Each column shows the policies with 95 % bands, and below them each policy's paired
+    difference to the static split (percentage points), so sub-point gaps are visible.
+    """
+    from matplotlib import colormaps
+
+    policies = list(dict.fromkeys(p.policy for p in points))
+    values = list(dict.fromkeys(p.value for p in points))
+    param = points[0].param
+    cols = len(values)
+    fig, axes = subplots(
+        2, cols, figsize=(2.9 * cols, 5.6), sharex=True, sharey="row",
+        gridspec_kw={"height_ratios": [3, 2]},
+    )  # fmt: skip
+    axes = np.atleast_2d(axes).reshape(2, cols)
+    colors = colormaps["tab10"]
+    at = {(p.policy, p.value, p.load): p for p in points}
+    for c, val in enumerate(values):
+        top, bottom = axes[0, c], axes[1, c]
+        for k, pol in enumerate(policies):
+            pts = sorted((p for p in points if p.policy == pol and p.value == val),
+                         key=lambda p: p.load)  # fmt: skip
+            x = [p.load for p in pts]
+            color = colors(k % 10)
+            top.plot(x, [p.mean for p in pts], "o-", ms=2.5, lw=1.2, color=color, label=pol)
+            top.fill_between(x, [p.ci_low for p in pts], [p.ci_high for p in pts],
+                             color=color, alpha=0.15)  # fmt: skip
+            if "static" in policies and pol != "static":
+                diffs = [_paired_diff(p, at[("static", val, p.load)]) for p in pts]
+                bottom.plot(x, [100 * d[0] for d in diffs], "o-", ms=2.5, lw=1.2, color=color)
+                bottom.fill_between(x, [100 * d[1] for d in diffs], [100 * d[2] for d in diffs],
+                                    color=color, alpha=0.15)  # fmt: skip
+        top.set_title(f"{param} = {val:g}")
+        top.grid(alpha=0.3)
+        bottom.axhline(0.0, color="black", lw=0.8)
+        bottom.grid(alpha=0.3)
+        bottom.set_xlabel("load (requests per 1000 time units)")
+    axes[0, 0].set_ylabel("service success rate")
+    axes[1, 0].set_ylabel("minus static (pp)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(policies), fontsize=8,
+               frameon=False)  # fmt: skip
+    seeds = points[0].seeds
+    fig.suptitle(
+        f"{figure}: service success rate vs load, every policy (95 % bands over {seeds} "
+        "seeds); below: paired difference to the static split"
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    return fig
+
+
 def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[str, str]:
-    """Write ``{figure}.csv``, ``{figure}_seeds.csv`` and ``{figure}.png`` into ``out_dir``.
+    """Write ``{figure}.csv``, ``{figure}_seeds.csv``, ``{figure}.png`` and ``.pdf``.
 
     ``{figure}.csv`` holds the means and confidence intervals, ``{figure}_seeds.csv`` every
-    run's success rate (the same arrivals per run for every policy: paired), the PNG one panel
-    per policy.
+    run's success rate (the same arrivals per run for every policy: paired), the figure (PNG
+    and PDF) one column per curve value with the policies overlaid and their paired differences
+    to the static split below.
 
     Raises
     ------
@@ -210,31 +272,10 @@ def write_figure(points: list[FigurePoint], out_dir: Path, figure: str) -> dict[
         raise ConfigError(
             f"cannot write to {str(out_dir)!r}: {exc.strerror}", field="out", value=str(out_dir)
         ) from None
-    policies = list(dict.fromkeys(p.policy for p in points))
-    values = list(dict.fromkeys(p.value for p in points))
-    param = points[0].param
-    fig, axes = subplots(1, len(policies), figsize=(4.0 * len(policies), 3.6), sharey=True)
-    axes_list = list(np.atleast_1d(axes))
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    for ax, pol in zip(axes_list, policies, strict=True):
-        for i, val in enumerate(values):
-            pts = [p for p in points if p.policy == pol and p.value == val]
-            x = [p.load for p in pts]
-            color = cmap(i / max(len(values) - 1, 1))
-            ax.plot(x, [p.mean for p in pts], "o-", ms=3, color=color, label=f"{param}={val:g}")
-            ax.fill_between(
-                x, [p.ci_low for p in pts], [p.ci_high for p in pts], color=color, alpha=0.2
-            )
-        ax.set_title(pol)
-        ax.set_xlabel("load (requests per 1000 time units)")
-        ax.grid(alpha=0.3)
-    axes_list[0].set_ylabel("service success rate")
-    axes_list[-1].legend(fontsize=8)
-    fig.suptitle(f"{figure}: success rate vs load (95 % CI over {points[0].seeds} seeds)")
-    png_path = save_figure(fig, out_dir / f"{figure}.png", dpi=110)
-    out = {"csv": str(csv_path), "png": str(png_path)}
+    fig = _paper_figure(points, figure)
+    png_path = save_figure(fig, out_dir / f"{figure}.png", dpi=130, close=False, layout=False)
+    pdf_path = save_figure(fig, out_dir / f"{figure}.pdf", layout=False)
+    out = {"csv": str(csv_path), "png": str(png_path), "pdf": str(pdf_path)}
     if seed_rows:
         out["seeds_csv"] = str(seeds_path)
     return out

@@ -20,7 +20,7 @@ def plot_rate_curves(curves: list[dict[str, Any]], path: Path | str, *, title: s
     Raises
     ------
     ConfigError
-        If the suffix is not .png or .svg, or the file cannot be written.
+        If the suffix is not .png, .svg or .pdf, or the file cannot be written.
     """
     fig, ax = subplots(figsize=(7.5, 5.0), dpi=120)
     for c in curves:

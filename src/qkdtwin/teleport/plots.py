@@ -68,7 +68,7 @@ def plot_noise_sweep(
     Raises
     ------
     ConfigError
-        If the suffix is not .png or .svg, or the file cannot be written.
+        If the suffix is not .png, .svg or .pdf, or the file cannot be written.
     """
     fig, ax = _figure()
     _draw_sweep(ax, curves, marker)
@@ -106,7 +106,7 @@ def plot_fidelity_run(
     Raises
     ------
     ConfigError
-        If the suffix is not .png or .svg, or the file cannot be written.
+        If the suffix is not .png, .svg or .pdf, or the file cannot be written.
     """
     fig, axes = _figure(2 if sweep else 1)
     ax = axes[0] if sweep else axes
@@ -135,7 +135,7 @@ def plot_detection(points: Sequence[dict[str, Any]], path: Path | str, *, title:
     Raises
     ------
     ConfigError
-        If the suffix is not .png or .svg, or the file cannot be written.
+        If the suffix is not .png, .svg or .pdf, or the file cannot be written.
     """
     fig, ax = _figure()
     s = [p["decoys"] for p in points]
