@@ -149,7 +149,7 @@ def test_table_json(capsys):
         ("teleport", "run", "--noise", "bitflip:0.1"),
         ("teleport", "run", "--noise", "depolarizing"),
         ("teleport", "run", "--charlie-basis", "w"),
-        ("teleport", "run", "--plot", "x.pdf"),
+        ("teleport", "run", "--plot", "x.jpg"),
         ("teleport", "eavesdrop", "--decoys", "1:"),
         ("teleport", "eavesdrop", "--decoys", "5:1"),
         ("teleport", "eavesdrop", "--decoys", "a:b"),
