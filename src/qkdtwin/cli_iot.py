@@ -59,6 +59,7 @@ def run_telemetry(
         If the broker cannot be reached.
     """
     from qkdtwin.iot import DevKmePair, LocalKeyPair, TelemetryConfig, TelemetrySession
+    from qkdtwin.iot.transport import redact_broker_url
 
     if keys not in ("kme", "local"):
         raise ConfigError(f"--keys must be kme or local, got {keys!r}", field="keys", value=keys)
@@ -93,7 +94,7 @@ def run_telemetry(
         "mode": cfg.mode,
         "devices": cfg.devices,
         "messages_per_device": messages,
-        "broker": cfg.broker,
+        "broker": redact_broker_url(cfg.broker),
         "keys": keys,
         "payload_bytes": cfg.payload_bytes,
         "sent": tot["sent"],
@@ -142,8 +143,22 @@ def run(
     messages: Annotated[int, typer.Option("--messages", "-m", help="Readings per device.")] = 10,
     mode: Annotated[str, typer.Option("--mode", help="hybrid, qkd-only or pqc-only.")] = "hybrid",
     broker: Annotated[
-        str, typer.Option("--broker", help="embedded, mqtt://HOST:PORT or memory.")
+        str,
+        typer.Option(
+            "--broker",
+            help="embedded, memory, mqtt://[USER[:PASSWORD]@]HOST:PORT or mqtts://... (TLS);"
+            " the password may come from QKDTWIN_MQTT_PASSWORD instead.",
+        ),
     ] = "embedded",
+    mqtt_ca: Annotated[
+        str | None, typer.Option("--mqtt-ca", help="mqtts: CA of the broker's certificate.")
+    ] = None,
+    mqtt_cert: Annotated[
+        str | None, typer.Option("--mqtt-cert", help="mqtts: client certificate (PEM).")
+    ] = None,
+    mqtt_key: Annotated[
+        str | None, typer.Option("--mqtt-key", help="mqtts: client key (PEM).")
+    ] = None,
     keys: Annotated[
         str, typer.Option("--keys", help="kme (ETSI 014 KMEs on loopback) or local.")
     ] = "kme",
@@ -172,6 +187,9 @@ def run(
             "devices": devices,
             "mode": mode,
             "broker": broker,
+            "mqtt_ca": mqtt_ca,
+            "mqtt_cert": mqtt_cert,
+            "mqtt_key": mqtt_key,
             "payload_bytes": payload_bytes,
             "rekey_messages": rekey_messages,
             "rekey_seconds": rekey_seconds,

@@ -43,6 +43,7 @@ from qkdtwin.iot.transport import (
     EmbeddedBroker,
     MemoryBus,
     Transport,
+    broker_security,
     connect_transport,
     parse_broker,
     topic,
@@ -67,8 +68,12 @@ class TelemetryConfig(BaseModel):
     mode
         ``"hybrid"`` (QKD key + ML-KEM-768), ``"qkd-only"`` or ``"pqc-only"``.
     broker
-        ``"embedded"`` (amqtt on loopback, started by the session), ``"mqtt://HOST:PORT"`` or
-        ``"memory"`` (in-process bus, no MQTT: unit tests and fast what-if runs).
+        ``"embedded"`` (amqtt on loopback, started by the session), a broker URL
+        ``mqtt://[USER[:PASSWORD]@]HOST:PORT`` or ``mqtts://...`` (TLS), or ``"memory"``
+        (in-process bus, no MQTT: unit tests and fast what-if runs).
+    mqtt_ca, mqtt_cert, mqtt_key
+        ``mqtts://`` only: the CA that signed the broker's certificate (default: the system's),
+        and a client certificate and key for mutual TLS (PEM files).
     mqtt_protocol
         ``"3.1.1"`` or ``"5"``.
     payload_bytes
@@ -100,6 +105,9 @@ class TelemetryConfig(BaseModel):
     devices: int = Field(10, ge=1, le=100_000)
     mode: Literal["hybrid", "qkd-only", "pqc-only"] = "hybrid"
     broker: str = "embedded"
+    mqtt_ca: str | None = None
+    mqtt_cert: str | None = None
+    mqtt_key: str | None = None
     mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
     payload_bytes: int = Field(256, ge=MIN_PAYLOAD_BYTES, le=262_144)
     rekey_messages: int = Field(100_000, ge=1)
@@ -317,10 +325,13 @@ class TelemetrySession:
             frame_bytes=cfg.frame_bytes,
             tap=self.tap,
         )
+        security = broker_security(cfg.broker, ca=cfg.mqtt_ca, cert=cfg.mqtt_cert,
+                                   key=cfg.mqtt_key)  # fmt: skip
         try:
             self._agg_t = connect_transport(
-                addr, client_id=f"qkdtwin-agg-{tag}", protocol=cfg.mqtt_protocol
-            )
+                addr, client_id=f"qkdtwin-agg-{tag}", protocol=cfg.mqtt_protocol,
+                security=security,
+            )  # fmt: skip
             self._agg_t.subscribe(
                 f"{TOPIC_ROOT}/{cfg.group_id}/+/{cfg.edge_id}", self.aggregator.on_message
             )
@@ -331,6 +342,7 @@ class TelemetrySession:
                 client_id=f"qkdtwin-gw-{cfg.edge_id}-{tag}",
                 will=(topic(cfg.group_id, "NDEATH", cfg.edge_id), death),
                 protocol=cfg.mqtt_protocol,
+                security=security,
             )
             # Sparkplug-like command topic: {"rekey": true} starts a new epoch at once
             self._gw_t.subscribe(topic(cfg.group_id, "NCMD", cfg.edge_id), self._on_command)

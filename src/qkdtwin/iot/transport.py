@@ -23,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from qkdtwin.errors import ConfigError, TransportError
 
@@ -37,10 +39,13 @@ __all__ = [
     "TOPIC_ROOT",
     "EmbeddedBroker",
     "MemoryBus",
+    "MqttSecurity",
     "MqttTransport",
     "Transport",
+    "broker_security",
     "connect_transport",
     "parse_broker",
+    "redact_broker_url",
     "topic",
     "topic_matches",
 ]
@@ -65,8 +70,73 @@ def topic_matches(pattern: str, name: str) -> bool:
     return len(p) == len(n)
 
 
+@dataclass(frozen=True)
+class MqttSecurity:
+    """How a client authenticates to an MQTT broker and protects the connection.
+
+    Attributes
+    ----------
+    tls
+        Connect over TLS (``mqtts://`` URLs).
+    ca
+        CA bundle that signed the broker's certificate (``None``: the system's CAs).
+    cert, key
+        Client certificate and key (mutual TLS), PEM files.
+    username, password
+        MQTT username and password (from the URL's ``user:password@``; the password may be
+        given in ``QKDTWIN_MQTT_PASSWORD`` instead, to keep it out of process listings).
+    """
+
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def broker_security(
+    spec: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None
+) -> MqttSecurity | None:
+    """Return the security of a broker URL and TLS files (``None``: plain and anonymous).
+
+    Raises
+    ------
+    ConfigError
+        For TLS files without ``mqtts://``, a certificate without its key (or the reverse), or
+        a file that does not exist.
+    """
+    if spec in ("embedded", "memory"):
+        if ca or cert or key:
+            raise ConfigError(f"TLS files need an mqtts:// broker, not {spec!r}", field="broker")
+        return None
+    parts = urlsplit(spec)
+    tls = parts.scheme == "mqtts"
+    if (ca or cert or key) and not tls:
+        raise ConfigError(
+            "TLS files (--mqtt-ca/--mqtt-cert/--mqtt-key) need an mqtts:// broker, got "
+            f"{redact_broker_url(spec)!r}",
+            field="broker",
+        )
+    if bool(cert) != bool(key):
+        raise ConfigError("--mqtt-cert and --mqtt-key go together", field="mqtt_cert")
+    for name, path in (("mqtt_ca", ca), ("mqtt_cert", cert), ("mqtt_key", key)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{name}: no such file: {path}", field=name, value=path)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if username and password is None:
+        password = os.environ.get("QKDTWIN_MQTT_PASSWORD")
+    if not tls and username is None:
+        return None
+    return MqttSecurity(tls, ca, cert, key, username, password)
+
+
 def parse_broker(spec: str) -> tuple[str, int] | None:
-    """Parse ``--broker``: ``"embedded"`` (``None``), ``"memory"`` or ``mqtt://HOST:PORT``.
+    """Parse ``--broker``: ``"embedded"`` (``None``), ``"memory"`` or a broker URL.
+
+    A broker URL is ``mqtt://[USER[:PASSWORD]@]HOST:PORT`` (default port 1883) or
+    ``mqtts://...`` over TLS (default port 8883); see :func:`broker_security`.
 
     Returns
     -------
@@ -88,18 +158,28 @@ def parse_broker(spec: str) -> tuple[str, int] | None:
     except ValueError:
         port = -1
     if (
-        parts.scheme not in ("mqtt", "tcp")
+        parts.scheme not in ("mqtt", "tcp", "mqtts")
         or not parts.hostname
         or parts.path not in ("", "/")
         or port == -1
     ):
         raise ConfigError(
-            f"broker must be 'embedded', 'memory' or mqtt://HOST:PORT, got {spec!r}",
+            f"broker must be 'embedded', 'memory', mqtt://HOST:PORT or mqtts://HOST:PORT, "
+            f"got {redact_broker_url(spec)!r}",
             field="broker",
-            value=spec,
-            allowed="embedded|memory|mqtt://HOST:PORT",
+            value=redact_broker_url(spec),
+            allowed="embedded|memory|mqtt://HOST:PORT|mqtts://HOST:PORT",
         )
-    return parts.hostname, port or 1883
+    return parts.hostname, port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+def redact_broker_url(spec: str) -> str:
+    """Return the broker URL with its password replaced by ``***`` (for messages, logs)."""
+    parts = urlsplit(spec)
+    if parts.password is None:
+        return spec
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 class Transport(Protocol):
@@ -191,6 +271,7 @@ class MqttTransport:
         will: tuple[str, bytes] | None = None,
         protocol: str = "3.1.1",
         timeout_s: float = 10.0,
+        security: MqttSecurity | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
 
@@ -208,6 +289,16 @@ class MqttTransport:
         self._client.max_queued_messages_set(0)
         if will is not None:
             self._client.will_set(will[0], will[1], qos=1, retain=False)
+        if security is not None:
+            if security.username is not None:
+                self._client.username_pw_set(security.username, security.password)
+            if security.tls:
+                try:
+                    self._client.tls_set(
+                        ca_certs=security.ca, certfile=security.cert, keyfile=security.key
+                    )
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    raise TransportError(f"TLS set-up for the MQTT broker failed: {exc}") from exc
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._connected = threading.Event()
         self._acked: set[int] = set()
@@ -218,7 +309,7 @@ class MqttTransport:
         self._client.on_message = self._on_message
         try:
             self._client.connect(host, port, keepalive=30)
-        except OSError as exc:
+        except OSError as exc:  # includes a TLS handshake the broker or we refused
             raise TransportError(f"cannot reach MQTT broker {host}:{port}: {exc}") from exc
         self._client.loop_start()
         if not self._connected.wait(timeout_s) or self._rc_failed():
@@ -387,8 +478,11 @@ def connect_transport(
     client_id: str | None = None,
     will: tuple[str, bytes] | None = None,
     protocol: str = "3.1.1",
+    security: MqttSecurity | None = None,
 ) -> Transport:
     """Connect a client to a ``(host, port)`` MQTT broker or an in-process :class:`MemoryBus`."""
     if isinstance(broker, MemoryBus):
         return broker.client(will=will)
-    return MqttTransport(broker[0], broker[1], client_id=client_id, will=will, protocol=protocol)
+    return MqttTransport(
+        broker[0], broker[1], client_id=client_id, will=will, protocol=protocol, security=security
+    )

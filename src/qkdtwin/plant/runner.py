@@ -247,11 +247,22 @@ class Plant:
         return self
 
     def _start_broker(self) -> None:
-        from qkdtwin.iot.transport import EmbeddedBroker, connect_transport, parse_broker
+        from qkdtwin.iot.transport import (
+            EmbeddedBroker,
+            broker_security,
+            connect_transport,
+            parse_broker,
+        )
 
         if self.broker_spec is None:
             return
         spec = parse_broker(self.broker_spec)
+        if spec is not None and spec[0] != "memory" and broker_security(self.broker_spec):
+            raise ConfigError(
+                "the plant publishes to plain, anonymous MQTT only so far (mqtts:// and "
+                "credentials: `qkdtwin iot run`)",
+                field="broker",
+            )
         if spec is None:
             self.broker = EmbeddedBroker().start()
             addr = ("127.0.0.1", int(self.broker.port))

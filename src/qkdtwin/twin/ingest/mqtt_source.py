@@ -34,7 +34,7 @@ from typing import Any, Literal, cast
 from qkdtwin.errors import ConfigError, TransportError
 from qkdtwin.interfaces.link_telemetry import TOPIC_ROOT as LINK_TOPIC_ROOT
 from qkdtwin.iot.transport import TOPIC_ROOT as IOT_TOPIC_ROOT
-from qkdtwin.iot.transport import parse_broker
+from qkdtwin.iot.transport import broker_security, parse_broker, redact_broker_url
 
 __all__ = [
     "DEFAULT_TOPICS",
@@ -135,6 +135,13 @@ class MqttIngest:
         clock: Callable[[], float] = time.time,
     ) -> None:
         spec = parse_broker(broker_url)
+        if spec is not None and spec[0] != "memory" and broker_security(broker_url) is not None:
+            raise ConfigError(
+                "the twin's ingest connects to plain, anonymous MQTT only so far (mqtts:// and "
+                "credentials: `qkdtwin iot run`)",
+                field="broker",
+                value=redact_broker_url(broker_url),
+            )
         if spec is None or spec[0] == "memory":
             raise ConfigError(
                 f"the ingest needs mqtt://HOST:PORT, got {broker_url!r}",
