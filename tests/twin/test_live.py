@@ -105,6 +105,38 @@ def test_dashboard_in_chromium(service) -> None:
             # encrypted telemetry arrives: every device is listed with its latest reading
             expect(page.locator("#devices-table tbody tr")).to_have_count(12, timeout=20_000)
             expect(page.locator("#iot-summary")).to_contain_text("12 devices")
+            # every chart: one legend entry per drawn series, ticks with units, labelled axes
+            links = {lk["id"] for lk in httpx.get(f"{service.url}/api/links").json()}
+            expect(page.locator("#chart-qber-legend .legend-item")).to_have_count(len(links))
+            named = set(
+                page.locator("#chart-qber-legend .legend-item").evaluate_all(
+                    "els => els.map(e => e.dataset.series)"
+                )
+            )
+            drawn_series = set(
+                page.locator("#chart-qber polyline").evaluate_all(
+                    "els => els.map(e => e.dataset.series)"
+                )
+            )
+            assert named == drawn_series == links
+            ticks = page.locator("#chart-qber text.ytick").all_text_contents()
+            assert len(ticks) == 5
+            assert all(t.endswith(" %") for t in ticks)
+            expect(page.locator("#chart-qber text.thr-label")).to_have_text("alarm threshold 8 %")
+            expect(page.locator("#chart-rate text.axis-label").first).to_have_text("twin time (s)")
+            expect(page.locator("#chart-rate text.axis-label").nth(1)).to_contain_text("bit/s")
+            # clicking a legend entry isolates its line; clicking again shows all
+            page.locator('#chart-qber-legend .legend-item[data-series="M1-M2"]').click()
+            expect(page.locator('#chart-qber polyline[data-series="M1-M2"]')).to_have_attribute(
+                "opacity", "1"
+            )
+            expect(page.locator('#chart-qber polyline[data-series="M2-M3"]')).to_have_attribute(
+                "opacity", "0.12"
+            )
+            page.locator('#chart-qber-legend .legend-item[data-series="M1-M2"]').click()
+            expect(page.locator('#chart-qber polyline[data-series="M2-M3"]')).to_have_attribute(
+                "opacity", "1"
+            )
             page.screenshot(path=str(SCREENS / "1-loaded.png"), full_page=True)
             # inject an attack from the dashboard: the link turns red, the alarm is listed
             page.select_option("#attack-link", "M1-M2")

@@ -113,10 +113,19 @@ function recordTick() {
   for (const p of state.pools.slice(0, 30)) push(series.pools, p.id, state.t, p.level);
 }
 
+function ticks(lo, hi, n) {
+  // n + 1 evenly spaced values from lo to hi (axes are linear and start at 0 or t0)
+  const out = [];
+  for (let k = 0; k <= n; k++) out.push(lo + (hi - lo) * k / n);
+  return out;
+}
+
 function drawChart(svgId, map, opts) {
+  // one polyline per series; ticks with units on both axes; the threshold labelled; an HTML
+  // legend under the chart (one entry per series; click an entry to isolate its line)
   const svg = $(svgId);
   svg.replaceChildren();
-  const W = 480, H = 200, L = 42, B = 18, T = 6, R = 6;
+  const W = 480, H = 200, L = 46, B = 30, T = 8, R = 8;
   let t0 = Infinity, t1 = -Infinity, v1 = opts.min_max || 0;
   for (const s of Object.values(map)) for (const [t, v] of s) {
     if (t < t0) t0 = t; if (t > t1) t1 = t; if (v !== null && v > v1) v1 = v;
@@ -128,27 +137,52 @@ function drawChart(svgId, map, opts) {
   const Y = v => H - B - v / v1 * (H - B - T);
   svg.appendChild(el("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }));
   svg.appendChild(el("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }));
-  svg.appendChild(el("text", { x: 2, y: T + 8 }, opts.fmt(v1)));
-  svg.appendChild(el("text", { x: 2, y: H - B }, "0"));
-  svg.appendChild(el("text", { x: L, y: H - 4 }, num(t0, 0) + " s"));
-  svg.appendChild(el("text", { x: W - 50, y: H - 4 }, num(t1, 0) + " s"));
+  for (const v of ticks(0, v1, 4)) {
+    svg.appendChild(el("line", { x1: L - 3, x2: L, y1: Y(v), y2: Y(v), class: "axis" }));
+    svg.appendChild(el("text", { x: L - 5, y: Y(v) + 3, "text-anchor": "end", class: "ytick" }, opts.fmt(v)));
+  }
+  for (const t of ticks(t0, t1, 4)) {
+    svg.appendChild(el("line", { x1: X(t), x2: X(t), y1: H - B, y2: H - B + 3, class: "axis" }));
+    svg.appendChild(el("text", { x: X(t), y: H - B + 13, "text-anchor": "middle", class: "xtick" }, num(t, 0)));
+  }
+  svg.appendChild(el("text", { x: (L + W - R) / 2, y: H - 3, "text-anchor": "middle", class: "axis-label" }, "twin time (s)"));
+  svg.appendChild(el("text", { x: 10, y: (T + H - B) / 2, "text-anchor": "middle", class: "axis-label",
+    transform: `rotate(-90 10 ${(T + H - B) / 2})` }, opts.ylabel));
   if (opts.threshold) {
     svg.appendChild(el("line", { x1: L, x2: W - R, y1: Y(opts.threshold), y2: Y(opts.threshold), class: "thr" }));
+    svg.appendChild(el("text", { x: W - R - 2, y: Y(opts.threshold) - 3, "text-anchor": "end", class: "thr-label" },
+      `alarm threshold ${opts.fmt(opts.threshold)}`));
   }
+  const legend = $(svgId + "-legend");
+  const shown = legend.dataset.only || "";
+  legend.replaceChildren();
   let i = 0;
   for (const [key, s] of Object.entries(map)) {
+    const color = COLORS[i++ % COLORS.length];
     const pts = s.filter(p => p[1] !== null).map(([t, v]) => `${X(t).toFixed(1)},${Y(v).toFixed(1)}`).join(" ");
-    const pl = el("polyline", { points: pts, fill: "none", stroke: COLORS[i++ % COLORS.length], "stroke-width": 1.5 });
+    const dim = shown && shown !== key;
+    const pl = el("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": shown === key ? 2.5 : 1.5,
+      opacity: dim ? 0.12 : 1, "data-series": key });
     pl.appendChild(el("title", {}, key));
     svg.appendChild(pl);
+    const item = document.createElement("button");
+    item.type = "button";
+    item.className = "legend-item" + (shown === key ? " on" : "") + (dim ? " dim" : "");
+    item.dataset.series = key;
+    item.title = `show ${key} alone (click again: all)`;
+    const sw = document.createElement("span");
+    sw.className = "swatch"; sw.style.background = color;
+    item.append(sw, document.createTextNode(key));
+    item.onclick = () => { legend.dataset.only = legend.dataset.only === key ? "" : key; renderCharts(); };
+    legend.appendChild(item);
   }
 }
 
 function renderCharts() {
   const thr = state.links.length ? Math.min(...state.links.map(l => l.qber_threshold)) : null;
-  drawChart("chart-qber", series.qber, { fmt: v => (100 * v).toFixed(0) + "%", threshold: thr, min_max: 0.05 });
-  drawChart("chart-rate", series.rate, { fmt: v => v.toFixed(0) });
-  drawChart("chart-pools", series.pools, { fmt: v => v.toFixed(0) });
+  drawChart("chart-qber", series.qber, { fmt: v => (100 * v).toFixed(0) + " %", threshold: thr, min_max: 0.05, ylabel: "QBER" });
+  drawChart("chart-rate", series.rate, { fmt: v => v.toFixed(0), ylabel: "key rate (bit/s)" });
+  drawChart("chart-pools", series.pools, { fmt: v => v.toFixed(0), ylabel: "pool level (keys)" });
 }
 
 function render() {
