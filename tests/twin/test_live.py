@@ -105,6 +105,23 @@ def test_dashboard_in_chromium(service) -> None:
             # encrypted telemetry arrives: every device is listed with its latest reading
             expect(page.locator("#devices-table tbody tr")).to_have_count(12, timeout=20_000)
             expect(page.locator("#iot-summary")).to_contain_text("12 devices")
+            # no QBER label's box crosses its own link: sample the link's curve, none of its
+            # points may fall inside the label's bounding box
+            crossed = page.evaluate(
+                """() => [...document.querySelectorAll('#topology text.lbl')].filter(t => {
+                    const p = document.querySelector(
+                        `#topology .link[data-link="${t.dataset.link}"]`);
+                    const b = t.getBBox(), n = 60, L = p.getTotalLength();
+                    for (let i = 0; i <= n; i++) {
+                        const q = p.getPointAtLength(L * i / n);
+                        if (q.x >= b.x && q.x <= b.x + b.width && q.y >= b.y
+                            && q.y <= b.y + b.height) return true;
+                    }
+                    return false;
+                }).map(t => t.dataset.link)"""
+            )
+            assert page.locator("#topology text.lbl").count() == len(nodes)  # 12 links
+            assert crossed == []
             # every chart: one legend entry per drawn series, ticks with units, labelled axes
             links = {lk["id"] for lk in httpx.get(f"{service.url}/api/links").json()}
             expect(page.locator("#chart-qber-legend .legend-item")).to_have_count(len(links))

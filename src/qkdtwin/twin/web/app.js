@@ -42,8 +42,15 @@ function renderTopology() {
     path.appendChild(el("title", {}, `${l.id}: ${l.status}, QBER ${pct(l.qber)}, ${num(l.key_rate_bps, 0)} bit/s`));
     svg.appendChild(path);
     if (state.nodes.length <= 40) {
-      svg.appendChild(el("text", { x: cx, y: (y1 + y2) / 2 - bend / 2 - 4, class: "lbl" },
-        l.qber === null ? "" : pct(l.qber)));
+      // beside the link, not on it: at the curve's midpoint, 10 px along its normal (the side
+      // facing up, or left for a vertical link), anchored away from the line
+      const mx = (x1 + x2) / 2, my = 0.25 * y1 + 0.5 * cy + 0.25 * y2;
+      const len = Math.hypot(x2 - x1, y2 - y1) || 1;
+      let nx = -(y2 - y1) / len, ny = (x2 - x1) / len;
+      if (ny > 0 || (Math.abs(ny) < 1e-9 && nx > 0)) { nx = -nx; ny = -ny; }
+      const anchor = nx > 0.3 ? "start" : nx < -0.3 ? "end" : "middle";
+      svg.appendChild(el("text", { x: mx + 10 * nx, y: my + 10 * ny + (ny > -0.3 ? 4 : 0),
+        "text-anchor": anchor, class: "lbl", "data-link": l.id }, l.qber === null ? "" : pct(l.qber)));
     }
   }
   const r = state.nodes.length > 60 ? 5 : 16;
