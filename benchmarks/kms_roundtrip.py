@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -331,11 +332,14 @@ class _InProcessPair:
         self.pki_dir = self.net.directory
 
     def start(self, imported: list[tuple[str, bytes]]) -> dict[str, int]:
+        from qkdtwin.ops import freeze_startup_objects
+
         self.net.start()
         # The pool of the link, owned by kme-a (the masters' end), in both stores: what
         # `kms import-keys` does at each end of a link.
         for a, b in (("kme-a", "kme-b"), ("kme-b", "kme-a")):
             self.net.stores[a][b].add_keys(imported, owner="kme-a")
+        freeze_startup_objects()  # as `kms dev-pair` does once its KMEs serve
         return {k: self.net.servers[k].port for k in ("kme-a", "kme-b")}
 
     def cpu_s(self) -> float:
@@ -343,6 +347,7 @@ class _InProcessPair:
 
     def stop(self) -> None:
         self.net.stop()
+        gc.unfreeze()  # the next row's pair is frozen afresh; this one's objects may go
 
 
 class _TwoProcessPair:
@@ -533,7 +538,12 @@ def run_row(
 
 
 def _py_spy() -> str | None:
-    return os.environ.get("PY_SPY") or shutil.which("py-spy")
+    beside = Path(sys.executable).with_name("py-spy")  # the venv's, when run by its python
+    return (
+        os.environ.get("PY_SPY")
+        or shutil.which("py-spy")
+        or (str(beside) if beside.exists() else None)
+    )
 
 
 _SPY_RATE = 200  # samples per second
@@ -1013,17 +1023,24 @@ def _changes_text(closed: list[dict[str, Any]]) -> list[str]:
     ]
     out += [
         "",
-        "**The open-loop p99.** The slowest 1 % of the open-loop requests cluster (the client "
-        "reports them with their start times, `slowest`): in the same second as the stores' "
-        "erasure sweep (every 1 s) and WAL checkpoints (every 0.5 s), and a full garbage "
-        "collection (50-120 ms in the in-process pair), on a KME process that is near one "
-        "core at 5,000 keys/s in batches of 100 (~20 ms of CPU per request). Measured and "
-        "dropped, each on the two-process 16-SAE row, p99 before -> after: uvloop as the event "
-        "loop (CPU per request -5 %, p99 unchanged, 80 -> 81 ms), `gc.freeze()` after start-up "
-        "(85-88 ms), erase look-back shortened from 60 to 2 s (the sweep's own cost is 7-9 ms "
-        "with 50,000 reserved keys; no change). What would help: less CPU per request "
-        "(HTTP and TLS in C, fewer SQLAlchemy layers) or background work that yields to "
-        "requests.",
+        "**The open-loop p99.** The client reports the slowest 1 % of the requests with "
+        "their start times (`slowest`): spread out, they are queueing; clustered, a stall. "
+        "With per-call timers on the stores' operations and `gc.callbacks` in the in-process "
+        "pair, two stalls stood out, and both are gone: (1) the erasure sweep (every 1 s) "
+        "held kme-b's write lock for 46-57 ms, because it looked for master-side copies "
+        "among every reserved key of the last minute (probing each for a slave grant) and, "
+        "in an enc-only run, kme-b holds all the reservations its slaves have not fetched "
+        "(40,000-60,000 keys); the copies are now listed in a table of their own "
+        "(`kms_handover`, written with the reservation, cleared by the hand-over) and each "
+        "kind of candidate is selected by index before the UPDATE by primary key: 0.3 ms per "
+        "sweep with 40,000 keys waiting. (2) Full garbage collections, 55-62 ms each with the "
+        "event loop stopped, walking the few hundred thousand objects start-up made; a KME "
+        "process now moves those out of the collector's sight once it serves "
+        "(`qkdtwin.ops.freeze_startup_objects`, `gc.freeze`). Two-process 16-SAE row, p99 "
+        "over repeated runs on a quiet machine: 53-67 ms before, 44-56 ms with the sweep "
+        "fixed, 37-40 ms with both; in one process 60-69 -> 39-45 ms. (In an earlier round "
+        "`gc.freeze()` alone had not helped, because the sweep's stalls hid it.) Measured "
+        "and dropped before: uvloop as the event loop (CPU per request -5 %, p99 unchanged).",
     ]
     if one is not None and two is not None:
         out += [

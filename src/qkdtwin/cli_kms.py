@@ -340,6 +340,7 @@ def serve(
     from qkdtwin.kms import KmeConfig, create_app
     from qkdtwin.kms._listen import PreboundServer, listen_socket
     from qkdtwin.kms.tls import make_server
+    from qkdtwin.ops import freeze_startup_objects
 
     cfg = _load_serve_config(config)
     try:
@@ -433,6 +434,7 @@ def serve(
         url = f"https://{host}:{port}"
 
         def announce() -> None:
+            freeze_startup_objects()
             info = {"url": url, "kme_id": kme.kme_id, "host": cfg.host, "port": port}
             if as_json:
                 _announce({**info, "pid": os.getpid()})
@@ -669,6 +671,7 @@ def dev_pair(
         link_rate_bps,
         read_key_file,
     )
+    from qkdtwin.ops import freeze_startup_objects
 
     if feed not in ("random", "pipeline", "none"):
         raise ConfigError(
@@ -728,6 +731,7 @@ def dev_pair(
             link = [net.stores["kme-a"]["kme-b"], net.stores["kme-b"]["kme-a"]]
             import_key_file(link, key_file, owners=("kme-a", "kme-b"))
         net.start()
+        freeze_startup_objects()
         info = {
             "kme_a_url": net.url("kme-a"),
             "kme_b_url": net.url("kme-b"),

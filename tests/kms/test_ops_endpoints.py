@@ -70,3 +70,28 @@ def test_metrics_refuse_sae_and_peer_certificates(net: DevNetwork) -> None:
             assert r.status_code == 401
             assert "qkdtwin_" not in r.text
             assert c.get("/healthz").status_code == 200  # liveness is for everyone
+
+
+def test_freeze_startup_objects_hides_them_from_full_collections() -> None:
+    """After the freeze, a full collection no longer walks start-up's objects, and start-up's
+    garbage (a reference cycle nobody holds) was collected first, not frozen."""
+    import gc
+    import weakref
+
+    from qkdtwin.ops import freeze_startup_objects
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.peer, b.peer = b, a  # a cycle: only the collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    try:
+        freeze_startup_objects()
+        assert gone() is None
+        assert gc.get_freeze_count() > 10_000  # modules, schemas, caches of this process
+        tracked = len(gc.get_objects())
+        assert tracked < gc.get_freeze_count()
+    finally:
+        gc.unfreeze()

@@ -248,6 +248,72 @@ def test_incremental_erasure_matches_a_reference_model(
         s.close()
 
 
+def test_master_copies_erased_after_the_window_match_a_reference_model(
+    db_url: str, clock: FakeClock
+) -> None:
+    """Random master-side reservations (slaves at the peer), hand-overs, undos and clock steps;
+    after each erase_delivered, the erased set equals the rule applied from scratch: a copy
+    still reserved whose reservation is more than RETRY_WINDOW_S old. An undone key reserved
+    again is judged by its new reservation, not by the old one's pending-hand-over entry."""
+    import random
+
+    rnd = random.Random(11)
+    s = KeyStore(db_url, now=clock)
+    try:
+        s.add_keys(_keys(40))
+        reserved_at: dict[str, float] = {}  # the copies still reserved here, by reservation time
+        erased: set[str] = set()
+        for step in range(120):
+            op = rnd.random()
+            if op < 0.35 and s.available_count():
+                n = min(s.available_count(), rnd.choice([1, 2]))
+                for k in s.reserve("a", ["b"], n, 256, slaves_here=False):
+                    reserved_at[k.key_id] = clock.t
+            elif op < 0.5 and reserved_at:  # the response went out: handed over
+                key_id = rnd.choice(list(reserved_at))
+                assert s.erase_handed_over([key_id], "test") == 1
+                del reserved_at[key_id]
+                erased.add(key_id)
+            elif op < 0.7 and reserved_at:  # the client went away: back to the pool
+                key_id = rnd.choice(list(reserved_at))
+                assert s.unreserve([key_id], "test").returned == [key_id]
+                del reserved_at[key_id]
+            else:
+                clock.t += rnd.choice([0.5, 2.0, 4.0])
+            if step % 4 == 3:
+                s.erase_delivered()
+                due = {k for k, t in reserved_at.items() if t <= clock.t - RETRY_WINDOW_S}
+                erased |= due
+                for k in due:
+                    del reserved_at[k]
+                states = {k: s.key_info(k).state for k in erased | set(reserved_at)}  # type: ignore[union-attr]
+                assert {k for k, st in states.items() if st == "erased"} == erased, step
+                assert all(states[k] == "reserved" for k in reserved_at), step
+        assert len(erased) > 5  # the walk did erase copies
+    finally:
+        s.close()
+
+
+def test_an_older_store_lists_its_pending_master_copies(sqlite_url: str, clock: FakeClock) -> None:
+    """A store made before the hand-over table existed: its master-side copies still reserved
+    are found when it is opened, and erased once the retry window has passed."""
+    s = KeyStore(sqlite_url, now=clock)
+    s.add_keys(_keys(10))
+    copies = s.reserve("a", ["b"], 3, 256, slaves_here=False)
+    mirrored = s.reserve("a", ["b"], 2, 256)  # slaves fetch here: not a master-side copy
+    with s.engine.begin() as conn:  # as an older version left it
+        conn.exec_driver_sql("DROP TABLE kms_handover")
+    s.close()
+    s = KeyStore(sqlite_url, now=clock)
+    try:
+        clock.t += RETRY_WINDOW_S + 1
+        assert s.erase_delivered() == 3
+        assert {s.key_info(k.key_id).state for k in copies} == {"erased"}  # type: ignore[union-attr]
+        assert {s.key_info(k.key_id).state for k in mirrored} == {"reserved"}  # type: ignore[union-attr]
+    finally:
+        s.close()
+
+
 def test_sqlite_checkpoints_off_the_commit_path(tmp_path: Path) -> None:
     """Auto-checkpoint is off; checkpoint() copies every WAL frame into the database."""
     from qkdtwin.kms.store import _CHECKPOINTER
