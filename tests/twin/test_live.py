@@ -86,13 +86,42 @@ def test_cli_drives_the_running_twin(service, capsys) -> None:
     assert httpx.get(f"{url}/api/state").json()["network"]["links_down"] == []
 
 
-def test_dashboard_in_chromium(service) -> None:
-    SCREENS.mkdir(parents=True, exist_ok=True)
+SIZES = [(1280, 800), (1920, 1080)]
+
+# The page's layout, measured in the browser: horizontal overflow of the document and of each
+# card (a table wider than its card is cut, even where the card scrolls), and the alarm card's box.
+LAYOUT_JS = """() => {
+    window.scrollTo(0, 0);  // as the page opens: the alarm card must be visible unscrolled
+    const doc = document.documentElement;
+    const cards = [...document.querySelectorAll('.card')]
+        .filter(c => c.scrollWidth > c.clientWidth + 1)
+        .map(c => `${c.id || c.querySelector('h2').textContent}: `
+                  + `${c.scrollWidth - c.clientWidth} px`);
+    const a = document.querySelector('#alarms-card').getBoundingClientRect();
+    return {page: doc.scrollWidth - window.innerWidth, cards,
+            alarms: [a.top, a.bottom, a.left, a.right]};
+}"""
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_dashboard_in_chromium(service, width: int, height: int) -> None:
+    screens = SCREENS / f"{width}x{height}"
+    screens.mkdir(parents=True, exist_ok=True)
     nodes = {n["id"] for n in httpx.get(f"{service.url}/api/state").json()["nodes"]}
+    errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1250})
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.on(
+                "console",
+                lambda m: (
+                    errors.append(f"{m.text} {m.location.get('url')}")
+                    if m.type == "error"
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(service.url + "/")
             expect(page.locator("#topology g.node")).to_have_count(len(nodes))
             drawn = set(
@@ -154,7 +183,40 @@ def test_dashboard_in_chromium(service) -> None:
             expect(page.locator('#chart-qber polyline[data-series="M2-M3"]')).to_have_attribute(
                 "opacity", "1"
             )
-            page.screenshot(path=str(SCREENS / "1-loaded.png"), full_page=True)
+            # the pools chart: one legend entry per pool series the twin keeps (up to 30)
+            hist = httpx.get(f"{service.url}/api/history", params={"prefix": "pool:"}).json()
+            levels = [k for k in hist if k.endswith(":level")]
+            expect(page.locator("#chart-pools-legend .legend-item")).to_have_count(
+                min(30, len(levels))
+            )
+            # windowed KPIs beside the one since start
+            expect(page.locator("#kpi-success-min")).to_contain_text("%")
+            expect(page.locator("#kpi-success-hour")).to_contain_text("%")
+            # the relay routes are drawn: every link that carries a route has its line
+            state = httpx.get(f"{service.url}/api/state").json()
+            hops = {
+                "-".join(sorted(pl["path"][k : k + 2]))
+                for pl in state["pools"]
+                if pl["path"]
+                for k in range(len(pl["path"]) - 1)
+            }
+            routed = set(
+                page.locator("#topology .route:not(.detour)").evaluate_all(
+                    "els => els.map(e => e.dataset.link)"
+                )
+            )
+            assert routed == hops
+            expect(page.locator("#topology .route.detour")).to_have_count(0)
+            # it fits: no horizontal overflow, the alarm card inside the viewport
+            layout = page.evaluate(LAYOUT_JS)
+            assert layout["page"] <= 0, layout
+            assert layout["cards"] == [], layout
+            top, bottom, left, right = layout["alarms"]
+            assert top >= 0, layout
+            assert bottom <= height, layout
+            assert left >= 0, layout
+            assert right <= width, layout
+            page.screenshot(path=str(screens / "1-loaded.png"), full_page=True)
             # inject an attack from the dashboard: the link turns red, the alarm is listed
             page.select_option("#attack-link", "M1-M2")
             page.fill("#attack-fraction", "1")
@@ -165,9 +227,26 @@ def test_dashboard_in_chromium(service) -> None:
                     document.querySelector('#topology .link[data-link="M1-M2"]')).stroke"""
             )
             assert stroke == "rgb(229, 72, 77)"  # --alarm red
-            expect(page.locator('#alarms li[data-link="M1-M2"]')).to_have_count(1)
-            expect(page.locator('#alarms li[data-link="M1-M2"]')).to_contain_text("QBER")
-            page.screenshot(path=str(SCREENS / "2-alarm.png"), full_page=True)
+            alarm = page.locator('#alarms li.active[data-link="M1-M2"]')
+            expect(alarm).to_have_count(1)
+            expect(alarm).to_contain_text("QBER")
+            # the rerouted pairs' detours are drawn: around M1-M2, through M3
+            detours = page.locator("#topology .route.detour")
+            expect(detours.first).to_be_attached()
+            paths = detours.evaluate_all("els => els.map(e => e.dataset.path.split(','))")
+            rerouted = [
+                pl for pl in httpx.get(f"{service.url}/api/state").json()["pools"] if pl["rerouted"]
+            ]
+            assert len(paths) == len(rerouted) > 0
+            for path in paths:
+                hops = {"-".join(sorted(path[k : k + 2])) for k in range(len(path) - 1)}
+                assert "M1-M2" not in hops, path
+                assert "M3" in path, path
+            # the alarm card, now with the alarm, is still in view
+            top, bottom, *_ = page.evaluate(LAYOUT_JS)["alarms"]
+            assert top >= 0
+            assert bottom <= height
+            page.screenshot(path=str(screens / "2-alarm.png"), full_page=False)
             # a what-if shows its result next to the live values
             page.fill("#wi-V", "4")
             page.fill("#wi-C", "400")
@@ -175,20 +254,64 @@ def test_dashboard_in_chromium(service) -> None:
             expect(page.locator("#whatif-summary")).to_contain_text("predicted")
             expect(page.locator("#whatif-table tbody tr")).to_have_count(15)
             expect(page.locator("#whatif-summary")).to_contain_text("links down: M1-M2")
-            page.screenshot(path=str(SCREENS / "3-what-if.png"), full_page=True)
-            # a bad value is reported, the page keeps working
+            # compared on the same horizon: next N s predicted against the last N s lived
+            heads = page.locator("#whatif-table th").all_text_contents()
+            assert heads[1].startswith("predicted, next ")
+            assert heads[2].startswith("live, last ")
+            horizon = heads[1].removeprefix("predicted, next ")
+            assert horizon == heads[2].removeprefix("live, last ")
+            assert page.evaluate(LAYOUT_JS)["cards"] == []
+            page.screenshot(path=str(screens / "3-what-if.png"), full_page=True)
+            assert errors == []  # nothing went wrong in the page so far
+            # a bad value is reported, the page keeps working (the browser logs the 422)
             page.fill("#attack-fraction", "3")
             page.click("#attack-btn")
             expect(page.locator("#attack-msg")).to_contain_text("fraction")
             page.fill("#attack-fraction", "1")
             page.click("#clear-btn")
             expect(line).to_have_attribute("data-status", "up")
-            page.screenshot(path=str(SCREENS / "4-cleared.png"), full_page=True)
+            page.screenshot(path=str(screens / "4-cleared.png"), full_page=True)
         finally:
             browser.close()
+    assert all("status of 422" in e and e.endswith("/M1-M2/attack") for e in errors), errors
     if os.environ.get("QKDTWIN_UPDATE_DOCS_SCREENSHOT"):
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-        shutil.copy(SCREENS / "3-what-if.png", ROOT / "docs" / "img" / "twin-dashboard.png")
+        for shot, name in (("2-alarm", "alarm"), ("3-what-if", "what-if")):
+            shutil.copy(
+                screens / f"{shot}.png",
+                ROOT / "docs" / "img" / f"twin-dashboard-{name}-{width}x{height}.png",
+            )
+
+
+def test_api_docs_page_works_offline(service) -> None:
+    """/docs renders Swagger UI from the twin's own assets: every request to another host is
+    refused, and none is even attempted."""
+    elsewhere: list[str] = []
+    errors: list[str] = []
+
+    def gate(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(service.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", gate)
+            page.goto(service.url + "/docs")
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("qkdtwin")
+            expect(page.locator(".opblock-summary-path").first).to_be_visible()
+            paths = page.locator(".opblock-summary-path").all_text_contents()
+            assert "/api/what-if" in [x.replace("\u200b", "") for x in paths]
+            page.screenshot(path=str(SCREENS / "api-docs-offline.png"))
+        finally:
+            browser.close()
+    assert elsewhere == []
+    assert errors == []
 
 
 def test_cli_what_if_on_a_scenario_file_equals_engine(tmp_path, capsys) -> None:

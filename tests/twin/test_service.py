@@ -222,3 +222,39 @@ def test_a_twin_whose_engine_is_not_running_is_not_ready(make_twin) -> None:
     r = anyio.run(go)
     assert r.status_code == 503
     assert r.json()["reasons"] == ["the twin's engine is not running"]
+
+
+def test_what_if_on_the_live_window_compares_equal_horizons(client) -> None:
+    """window_s: the prediction runs for as long as the live window covers, the live rates are
+    counted over that same window, per pool and overall, and the state's KPIs agree."""
+    twin = client.twin
+    for _ in range(5):
+        twin.step(2.0)
+    levels = {(p.src, p.dst): p.level for p in twin.keynet.pools()}
+    d = client.post("/api/what-if", json={"policy": "static", "window_s": 60}).json()
+    lived = twin.t  # the twin has lived less than the 60 s window
+    assert lived < 60
+    assert d["params"]["duration"] == pytest.approx(lived)
+    assert d["live"]["window"]["seconds"] == pytest.approx(lived)
+    assert d["live"]["window"]["of_horizon_s"] == pytest.approx(lived)
+    ref = simulate(
+        seed_topology(),
+        uniform_demands(seed_topology(), 1.0),
+        pool_capacity=twin.keynet.capacity,
+        keys_per_service=twin.keynet.keys,
+        policy="static",
+        rng=np.random.default_rng(1),
+        duration=lived,
+        initial_levels=levels,
+    )
+    assert d["success_rate"] == ref.success_rate
+    # the whole run so far is inside the window: window and since-start rates coincide
+    assert d["live"]["window"]["success_rate"] == twin.keynet.success_rate()
+    for p in d["pools"]:
+        assert p["live_window_success_rate"] == p["live_success_rate"]
+    st = client.get("/api/state").json()["network"]
+    minute = next(w for w in st["windows"] if w["seconds"] == 60)
+    assert minute["lived_s"] == pytest.approx(lived)
+    assert (minute["requests"], minute["successes"]) == (st["requests"], st["successes"])
+    bad = client.post("/api/what-if", json={"window_s": 0})
+    assert bad.status_code == 422

@@ -63,6 +63,8 @@ class PoolView:
     path: list[str] | None
     requests: int
     successes: int
+    #: The relay path with every link up (``path`` differs from it after a reroute).
+    default_path: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -74,7 +76,9 @@ class PoolView:
             "capacity": self.capacity,
             "rate": self.rate,
             "path": self.path,
+            "default_path": self.default_path,
             "routable": self.path is not None,
+            "rerouted": self.path is not None and self.path != self.default_path,
             "requests": self.requests,
             "successes": self.successes,
             "success_rate": self.successes / self.requests if self.requests else None,
@@ -138,6 +142,8 @@ class KeyNetwork:
         self.recent_gen: deque[NDArray[np.float64]] = deque(maxlen=16)
         self.reroutes = 0
         self.reroute(set())
+        #: Each pool's relay path with every link up: a pool whose path differs was rerouted.
+        self.default_paths = list(self.paths)
 
     def reroute(self, down: set[str]) -> list[int]:
         """Recompute relay paths avoiding the links in ``down``; return pools whose path changed."""
@@ -261,6 +267,7 @@ class KeyNetwork:
                 self.paths[i],
                 int(self.requests[i]),
                 int(self.successes[i]),
+                self.default_paths[i],
             )
             for i, (a, b) in enumerate(self.pairs)
         ]

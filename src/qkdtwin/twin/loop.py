@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +56,7 @@ from qkdtwin.twin.sim_respond import SimResponse, links_down
 from qkdtwin.twin.sim_source import LinkSource, build_links, observed_block, sim_module_id
 from qkdtwin.twin.state import History, TwinDatabase
 from qkdtwin.twin.whatif import parse_sets, what_if
+from qkdtwin.twin.windows import CountWindow, WindowCounts
 
 __all__ = ["TelemetryComponent", "Twin"]
 
@@ -153,8 +153,8 @@ class Twin:
         self.telemetry_summary: dict[str, Any] = {"enabled": False}
         self.telemetry: TelemetryComponent | None = None
         self._last_services = (0, 0)
-        #: (t, requests, served) per tick, for the live window a what-if is compared with.
-        self._services: deque[tuple[float, int, int]] = deque(maxlen=1_000_000)
+        #: Per-pool service counts over trailing windows (KPIs, the live side of a what-if).
+        self.windows = CountWindow(len(self.keynet.pairs))
         if telemetry is True and cfg.devices_per_gateway > 0:
             from qkdtwin.twin.devices import build_telemetry
 
@@ -244,7 +244,7 @@ class Twin:
             self.source.deliver(self.tick)
             req, served = self.keynet.step(dt, self.rng)
             self._last_services = (req, served)
-            self._services.append((self.t, req, served))
+            self.windows.record(self.t, self.keynet.requests, self.keynet.successes)
             tel = self.telemetry
             if tel is not None:
                 tel.prepare(self)
@@ -364,6 +364,7 @@ class Twin:
         policy: str | None = None,
         seed: int | None = None,
         start: str = "present",
+        window_s: float | None = None,
     ) -> dict[str, Any]:
         """Predict success rates with changed parameters on a copy of the current network.
 
@@ -372,7 +373,13 @@ class Twin:
         :func:`qkdtwin.twin.whatif.what_if` plus ``live``: the live success rates (overall
         over the whole run, and over the last ``duration`` seconds: ``window``, the live
         window of the prediction's length, or as much of it as has been lived) to show side
-        by side.
+        by side; each pool carries ``live_success_rate`` (since start) and
+        ``live_window_success_rate`` (over that window).
+
+        ``window_s`` (seconds, without a ``duration`` in ``sets``): compare on the same
+        horizon. The prediction runs for as long as the live window of ``window_s`` seconds
+        actually covers (all of it once the twin has lived that long), so prediction and live
+        rates are counted over windows of equal length, as the dashboard shows them.
 
         Raises
         ------
@@ -383,17 +390,26 @@ class Twin:
             raise ConfigError(
                 f"start must be present or scenario, got {start!r}", field="start", value=start
             )
+        if window_s is not None and not (0 < window_s <= self.windows.max_age_s):
+            raise ConfigError(
+                f"window_s must be in (0, {self.windows.max_age_s:g}] s, got {window_s!r}",
+                field="window_s",
+                value=window_s,
+            )
         ov = parse_sets(sets or [])
         net = self.scenario.network
-        horizon = ov.get("duration", net.duration or 1000.0)
         with self._lock:
+            if window_s is not None and "duration" not in ov:
+                covered = self.windows.over(window_s).lived_s
+                ov["duration"] = covered if covered > 0 else float(window_s)
+            horizon = ov.get("duration", net.duration or 1000.0)
             down = self._down()
             pools_now = self.keynet.pools()
             live_pools = {p.to_dict()["id"]: p.to_dict() for p in pools_now}
             live_rate = self.keynet.success_rate()
             levels = {(p.src, p.dst): float(p.level) for p in pools_now}
-            window = [(t, r, s) for t, r, s in self._services if t > self.t - horizon]
-            lived = min(horizon, self.t)
+            window = self.windows.over(horizon)
+            index = {f"{a}|{b}": i for i, (a, b) in enumerate(self.keynet.pairs)}
         pred = what_if(
             self.topology,
             self.demands,
@@ -411,15 +427,15 @@ class Twin:
         for p in pred["pools"]:
             lp = live_pools.get(p["id"])
             p["live_success_rate"] = None if lp is None else lp["success_rate"]
-        req = sum(r for _t, r, _s in window)
-        served = sum(s for _t, _r, s in window)
+            i = index.get(p["id"])
+            p["live_window_success_rate"] = None if i is None else window.pool_rate(i)
         pred["live"] = {
             "success_rate": live_rate,
             "window": {
-                "seconds": lived,
+                "seconds": window.lived_s,
                 "of_horizon_s": horizon,
-                "requests": req,
-                "success_rate": served / req if req else None,
+                "requests": int(window.requests.sum()),
+                "success_rate": window.success_rate,
             },
             "policy": self.keynet.policy,
             "C": self.keynet.capacity,
@@ -481,6 +497,10 @@ class Twin:
                     "keys_per_service": self.keynet.keys,
                     "reroutes": self.keynet.reroutes,
                     "links_down": sorted(self._down()),
+                    "windows": [
+                        _window_view(label, seconds, self.windows.over(seconds))
+                        for label, seconds in KPI_WINDOWS
+                    ],
                 },
                 "telemetry": dict(self.telemetry_summary),
                 "alarms": self.alarms.to_list(20 if compact else None),
@@ -550,6 +570,21 @@ class Twin:
             self.db.set_meta("t", repr(self.t))
             self.kmes.close()
             self.db.close()
+
+
+#: The trailing windows of the success KPIs (label, seconds), beside the rate since start.
+KPI_WINDOWS = (("last minute", 60.0), ("last hour", 3600.0))
+
+
+def _window_view(label: str, seconds: float, w: WindowCounts) -> dict[str, Any]:
+    return {
+        "label": label,
+        "seconds": seconds,
+        "lived_s": w.lived_s,
+        "requests": int(w.requests.sum()),
+        "successes": int(w.successes.sum()),
+        "success_rate": w.success_rate,
+    }
 
 
 def _pct(xs: list[float], q: float) -> float | None:

@@ -67,6 +67,15 @@ class WhatIfRequest(BaseModel):
         default="present",
         description="start from the pools' current levels or from the scenario's initial fill",
     )
+    window_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description=(
+            "compare on the same horizon: predict for as long as the live window of this many"
+            " seconds covers, and show the live rates over that window (without set.duration)"
+        ),
+    )
 
 
 def _error(exc: QkdTwinError) -> JSONResponse:
@@ -186,7 +195,13 @@ def create_app(twin: Twin, *, run: bool = True) -> FastAPI:
 
     @app.post("/api/what-if", summary="Predict success rates with changed parameters")
     def post_what_if(body: WhatIfRequest) -> dict[str, Any]:
-        return twin.what_if(body.set, policy=body.policy, seed=body.seed, start=body.start)
+        return twin.what_if(
+            body.set,
+            policy=body.policy,
+            seed=body.seed,
+            start=body.start,
+            window_s=body.window_s,
+        )
 
     @app.get("/api/history", summary="Time series kept by the twin")
     def get_history(

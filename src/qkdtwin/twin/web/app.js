@@ -32,11 +32,15 @@ function renderTopology() {
   svg.replaceChildren();
   const pos = {};
   for (const n of state.nodes) pos[n.id] = [30 + n.x * (W - 60), 70 + n.y * (H - 90)];
+  const ctrl = (a, b) => {
+    // links inside one row (a metro ring) are drawn as arcs so that they never overlap
+    const [x1, y1] = pos[a], [x2, y2] = pos[b];
+    const bend = Math.abs(y1 - y2) < 1 ? Math.min(95, 0.12 * Math.abs(x2 - x1)) : 0;
+    return [(x1 + x2) / 2, (y1 + y2) / 2 - bend];
+  };
   for (const l of state.links) {
     const [x1, y1] = pos[l.a], [x2, y2] = pos[l.b];
-    // links inside one row (a metro ring) are drawn as arcs so that they never overlap
-    const bend = Math.abs(y1 - y2) < 1 ? Math.min(95, 0.12 * Math.abs(x2 - x1)) : 0;
-    const cx = (x1 + x2) / 2, cy = (y1 + y2) / 2 - bend;
+    const [cx, cy] = ctrl(l.a, l.b);
     const path = el("path", { d: `M ${x1} ${y1} Q ${cx} ${cy} ${x2} ${y2}`, fill: "none",
       class: "link " + linkClass(l), "data-link": l.id, "data-status": l.status });
     path.appendChild(el("title", {}, `${l.id}: ${l.status}, QBER ${pct(l.qber)}, ${num(l.key_rate_bps, 0)} bit/s`));
@@ -53,6 +57,7 @@ function renderTopology() {
         "text-anchor": anchor, class: "lbl", "data-link": l.id }, l.qber === null ? "" : pct(l.qber)));
     }
   }
+  renderRoutes(svg, pos, ctrl);
   const r = state.nodes.length > 60 ? 5 : 16;
   for (const n of state.nodes) {
     const [x, y] = pos[n.id];
@@ -64,9 +69,56 @@ function renderTopology() {
   }
 }
 
+function hopKey(a, b) { return a < b ? `${a}-${b}` : `${b}-${a}`; }
+
+function renderRoutes(svg, pos, ctrl) {
+  // the active relay routes: a thin line along every link that carries one (its title counts
+  // them), and each rerouted pair's whole path on top, highlighted (a detour around a link
+  // in alarm). Hops follow the links' own curves.
+  const use = {}, detours = [];
+  for (const p of state.pools) {
+    if (!p.path) continue;
+    for (let k = 0; k + 1 < p.path.length; k++) {
+      const key = hopKey(p.path[k], p.path[k + 1]);
+      (use[key] = use[key] || []).push(p.id);
+    }
+    if (p.rerouted) detours.push(p);
+  }
+  const hopD = (a, b) => { const [cx, cy] = ctrl(a, b); return `Q ${cx} ${cy} ${pos[b][0]} ${pos[b][1]}`; };
+  for (const l of state.links) {
+    const pools = use[hopKey(l.a, l.b)];
+    if (!pools) continue;
+    const route = el("path", { d: `M ${pos[l.a][0]} ${pos[l.a][1]} ${hopD(l.a, l.b)}`, fill: "none",
+      class: "route", "data-link": l.id, "data-routes": pools.length });
+    route.appendChild(el("title", {}, `${pools.length} relay route(s) over ${l.id}: ${pools.slice(0, 12).join(", ")}${pools.length > 12 ? ", …" : ""}`));
+    svg.appendChild(route);
+  }
+  for (const p of detours.slice(0, 50)) {
+    // only the hops the reroute added are highlighted (the bypass), each from its own start
+    const ps = p.path, was = new Set();
+    const dp = p.default_path || [];
+    for (let k = 0; k + 1 < dp.length; k++) was.add(hopKey(dp[k], dp[k + 1]));
+    let d = "";
+    for (let k = 0; k + 1 < ps.length; k++) {
+      if (was.has(hopKey(ps[k], ps[k + 1]))) continue;
+      d += ` M ${pos[ps[k]][0]} ${pos[ps[k]][1]} ` + hopD(ps[k], ps[k + 1]);
+    }
+    const path = el("path", { d, fill: "none", class: "route detour", "data-pool": p.id, "data-path": ps.join(",") });
+    path.appendChild(el("title", {}, `${p.id} rerouted: ${ps.join(" → ")} (was ${(p.default_path || []).join(" → ")})`));
+    svg.appendChild(path);
+  }
+}
+
 function renderKpis() {
   $("kpi-t").textContent = num(state.t, 0) + " s";
   $("kpi-success").textContent = pct(state.network.success_rate);
+  for (const w of state.network.windows || []) {
+    const key = w.seconds === 60 ? "min" : "hour";
+    $("kpi-success-" + key).textContent = pct(w.success_rate);
+    // early in a run the window covers less than its name says: say how much
+    $("kpi-success-" + key + "-k").textContent = `success, ${w.seconds === 60 ? "1 min" : "1 h"}` +
+      (w.lived_s + 1e-9 < w.seconds ? ` (${num(w.lived_s, 0)} s)` : "");
+  }
   $("kpi-down").textContent = state.network.links_down.length;
   $("kpi-alarms").textContent = state.active_alarms;
   const tel = state.telemetry || {};
@@ -296,7 +348,7 @@ $("whatif-form").addEventListener("submit", async ev => {
     const v = $("wi-" + k).value;
     if (v !== "") set[k] = Number(v);
   }
-  const body = { set };
+  const body = { set, window_s: Number($("wi-window").value) };
   if ($("wi-policy").value) body.policy = $("wi-policy").value;
   const msg = $("whatif-msg");
   msg.className = "msg"; msg.textContent = "running…";
@@ -305,14 +357,18 @@ $("whatif-form").addEventListener("submit", async ev => {
     msg.textContent = `done in ${num(d.elapsed_s * 1000, 1)} ms (${d.services} services simulated)`;
     const p = d.params;
     const w = d.live.window || {};
-    let html = `<p id="whatif-summary">predicted <b>${pct(d.success_rate)}</b> over the next ${num(p.duration, 0)} s` +
+    const H = num(w.seconds ?? 0, 0);
+    let html = `<p id="whatif-summary">same horizon, <b>${H} s</b>: predicted <b>${pct(d.success_rate)}</b> over the next ${H} s` +
       ` from ${p.start === "present" ? "the pools' present levels" : "the scenario's initial fill"}` +
-      ` vs live <b>${pct(w.success_rate)}</b> over the last ${num(w.seconds ?? 0, 0)} s` +
-      `${(w.seconds ?? 0) < p.duration ? " (all the twin has lived)" : ""} (since start ${pct(d.live.success_rate)})` +
+      ` vs live <b>${pct(w.success_rate)}</b> over the last ${H} s` +
+      `${(w.seconds ?? 0) + 1e-9 < Number($("wi-window").value) ? " (all the twin has lived so far)" : ""}` +
+      ` (since start ${pct(d.live.success_rate)})` +
       ` · policy ${esc(p.policy)} · C=${p.C} · X=${p.X}${p.V ? " · V=" + p.V : ""} · load ${num(p.load, 3)}/s` +
       `${p.links_down.length ? " · links down: " + esc(p.links_down.join(", ")) : ""}</p>`;
-    html += `<table id="whatif-table"><thead><tr><th>pair</th><th>predicted</th><th>live (since start)</th></tr></thead><tbody>` +
-      d.pools.map(x => `<tr><td>${esc(x.id)}</td><td>${pct(x.success_rate)}</td><td>${pct(x.live_success_rate)}</td></tr>`).join("") +
+    html += `<table id="whatif-table"><thead><tr><th>pair</th><th>predicted, next ${H} s</th>` +
+      `<th>live, last ${H} s</th><th>live, since start</th></tr></thead><tbody>` +
+      d.pools.map(x => `<tr><td>${esc(x.id)}</td><td>${pct(x.success_rate)}</td>` +
+        `<td>${pct(x.live_window_success_rate)}</td><td>${pct(x.live_success_rate)}</td></tr>`).join("") +
       `</tbody></table>`;
     if (d.unreachable.length) html += `<p class="muted">unreachable: ${esc(d.unreachable.join(", "))}</p>`;
     $("whatif-result").innerHTML = html;
