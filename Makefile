@@ -3,6 +3,7 @@
 #               the live twin and its dashboard (TWIN_SERVE=--no-serve: stop after its tour)
 #   make test   set up .venv and the test services, then run the whole test suite
 #   make bench  run the benchmarks and rewrite BENCHMARKS.md
+#   make notebook  run the example notebook (Fig. 4, key rate vs distance) into out/notebook/
 #   make lint   ruff (lint + format check) and mypy
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ OUT    ?= out/demo
 TWIN_PORT  ?= 8000
 TWIN_SERVE ?= --serve
 
-.PHONY: all venv demo test test-slow bench lint format services clean
+.PHONY: all venv demo test test-slow bench notebook lint format services clean
 
 all: test
 
@@ -95,6 +96,12 @@ bench: venv services
 	$(BIN)/python benchmarks/forecast.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/closed_loop.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/exposure.py --write BENCHMARKS.md
+	$(MAKE) notebook
+
+# The example notebook at full size (10 seeds per Fig. 4 point, key rates every 1 km, ~15 s):
+# executed copy, figures and summary under out/notebook/; `make test` runs it small.
+notebook: venv
+	$(BIN)/python benchmarks/run_notebook.py --size full --out out/notebook
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
