@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# pysparkplug: the independent Sparkplug B decoder of tests/iot/test_sparkplug*.py. It pins
+	@# paho-mqtt<2 for its own client, which the tests never use; qkdtwin needs paho-mqtt>=2, so
+	@# it is installed without its dependencies (its decoder needs only protobuf, in [dev]).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps pysparkplug==0.6.1
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -73,12 +77,17 @@ services:
 	@bash scripts/ensure-services.sh
 	@bash scripts/ensure-chromium.sh
 
+# CI (CI=true) also measures coverage and prints it (pytest-cov, one line per file below 100 %)
+COV = $(if $(CI),--cov=qkdtwin --cov-report=term:skip-covered,)
+
+# everything but `slow`, in parallel, doctests included; the 20 slowest tests are printed
 test: venv services
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --durations=20 \
+		--doctest-modules src/qkdtwin tests $(COV)
 
-test-slow: venv
-	$(BIN)/python -m pytest -q -m slow
+test-slow: venv services
+	$(BIN)/python -m pytest -q -m slow -n auto --durations=20
 
 bench: venv services
 	$(BIN)/python -m pytest -q -m slow

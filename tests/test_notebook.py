@@ -23,6 +23,9 @@ from nbclient import NotebookClient
 from qkdtwin.cli import main
 from qkdtwin.qkd import build_link_model, max_distance
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "reproduce_fig4_and_key_rate.ipynb"
 PREFIX = "QKDTWIN_SUMMARY "
 CELL_TIMEOUT_S = 120

@@ -25,6 +25,7 @@ from qkdtwin.cli_teleport import teleport_app
 from qkdtwin.cli_twin import twin_app
 from qkdtwin.config import parse_count, parse_float_list, parse_range
 from qkdtwin.errors import ConfigError, QkdTwinError, SimulationError
+from qkdtwin.extras import extra_for_module
 
 app = typer.Typer(
     name="qkdtwin",
@@ -869,6 +870,15 @@ def main(argv: list[str] | None = None) -> int:
         command.main(args=argv, prog_name="qkdtwin", standalone_mode=False)
     except QkdTwinError as exc:
         sys.stderr.write(f"qkdtwin: error: {exc}\n")
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:  # an optional dependency a command reached lazily
+        extra = extra_for_module(exc.name)
+        if extra is None:
+            raise
+        sys.stderr.write(
+            f"qkdtwin: error: this command needs the optional dependency {exc.name!r}: "
+            f"pip install 'qkdtwin[{extra}]' (or 'qkdtwin[all]')\n"
+        )
         return EXIT_USAGE
     except typer.Exit as exc:
         return int(exc.exit_code or 0)

@@ -1,10 +1,12 @@
 """``qkdtwin iot``: quantum-secured IIoT telemetry on the command line.
 
 * ``iot run --scheme fixed|mobile --devices N --messages M [--mode hybrid|qkd-only|pqc-only]
-  [--broker embedded|mqtt://HOST:PORT|memory] [--keys kme|local] [--json]`` — simulate N
-  devices behind one edge gateway, each sending M readings, sealed with keys from the QKD
-  network, over MQTT to the aggregator; report deliveries, rejections, QKD key use, rate and
-  latency.
+  [--broker embedded|mqtt://HOST:PORT|memory] [--keys kme|local]
+  [--topic-style qkdtwin|sparkplug] [--json]`` — simulate N devices behind one edge gateway,
+  each sending M readings, sealed with keys from the QKD network, over MQTT to the
+  aggregator; report deliveries, rejections, QKD key use, rate and latency.
+  ``--topic-style sparkplug`` speaks Sparkplug B 3.0 (``spBv1.0`` topics, protobuf payloads;
+  needs ``pip install 'qkdtwin[sparkplug]'``).
 
 Keys: by default (``--keys kme``) the command starts two KMEs on loopback as ``kms dev-pair``
 does (a fresh PKI in a temporary directory, two stores fed by a simulated decoy-BB84 link)
@@ -87,6 +89,7 @@ def run_telemetry(
         lat = np.concatenate(session.latencies) if session.latencies else np.zeros(0)
         assert session.gateway is not None
         queued = len(session.gateway.queue)
+        sparkplug = None if session.receiver is None else session.receiver.totals()
     delivered = tot["delivered"]
     consumed, reserved = tot["qkd_key_bits_consumed"], tot["qkd_key_bits_reserved"]
     return {
@@ -96,6 +99,7 @@ def run_telemetry(
         "messages_per_device": messages,
         "broker": redact_broker_url(cfg.broker),
         "keys": keys,
+        "topic_style": cfg.topic_style,
         "payload_bytes": cfg.payload_bytes,
         "sent": tot["sent"],
         "delivered": delivered,
@@ -116,6 +120,7 @@ def run_telemetry(
         "envelopes_per_s": tot["envelopes"] / elapsed if elapsed > 0 else None,
         "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
         "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+        **({"sparkplug": sparkplug} if sparkplug is not None else {}),
     }
 
 
@@ -178,9 +183,25 @@ def run(
         str, typer.Option("--mqtt-protocol", help="MQTT version: 3.1.1 or 5.")
     ] = "3.1.1",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the device simulation.")] = 0,
+    topic_style: Annotated[
+        str,
+        typer.Option(
+            "--topic-style",
+            help="qkdtwin (qkdtwin/v1 topics, JSON births, binary frames) or sparkplug"
+            " (Sparkplug B 3.0: spBv1.0 topics, protobuf payloads, the sealed envelopes in a"
+            " Bytes metric; birth metric names, datatypes and units travel in clear; needs"
+            " pip install 'qkdtwin[sparkplug]').",
+        ),
+    ] = "qkdtwin",
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate devices -> edge gateway -> MQTT -> aggregator with QKD-derived keys."""
+    if topic_style not in ("qkdtwin", "sparkplug"):
+        raise ConfigError(
+            f"--topic-style must be qkdtwin or sparkplug, got {topic_style!r}",
+            field="topic_style",
+            value=topic_style,
+        )
     out = run_telemetry(
         {
             "scheme": scheme,
@@ -195,6 +216,7 @@ def run(
             "rekey_seconds": rekey_seconds,
             "mqtt_protocol": mqtt_protocol,
             "seed": seed,
+            "topic_style": topic_style,
         },
         messages=messages,
         per_interval=per_interval,
@@ -212,7 +234,10 @@ def run(
         show_header=False,
     )
     for k, v in out.items():
-        if k not in ("scheme", "mode", "devices", "broker", "keys"):
+        if k == "sparkplug":
+            for sk, sv in v.items():
+                table.add_row(f"sparkplug.{sk}", str(sv))
+        elif k not in ("scheme", "mode", "devices", "broker", "keys"):
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console = Console()
     console.print(table)

@@ -8,6 +8,9 @@ import pytest
 
 from qkdtwin.cli import main
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 KEYS = {
     "scheme",
     "devices",

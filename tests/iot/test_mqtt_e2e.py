@@ -19,6 +19,9 @@ from qkdtwin.iot.envelope import iter_records
 
 from .conftest import MOSQUITTO
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 
 def group() -> str:
     return f"t{uuid.uuid4().hex[:10]}"  # one group per test: no crosstalk on the shared broker

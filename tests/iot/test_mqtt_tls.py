@@ -21,6 +21,9 @@ import pytest
 from qkdtwin.cli import main
 from qkdtwin.kms.tls import Pki, init_pki
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 

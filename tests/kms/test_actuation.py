@@ -13,6 +13,9 @@ from qkdtwin.errors import KeyAccessError, KeyExhaustedError, KmsError
 from qkdtwin.kms.client import KmeClient, OperatorClient
 from qkdtwin.kms.devnet import DevNetwork
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 SAES = {"sae-a": "kme-a", "sae-b": "kme-b"}
 
 

@@ -58,6 +58,9 @@ from qkdtwin.kms.store import RETRY_WINDOW_AUDIT_BY, KeyStore
 
 from .conftest import FakeClock
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 log = logging.getLogger("qkdtwin.tests.admission")
 
 LOAD = Path(__file__).with_name("sae_load.py")

@@ -19,6 +19,9 @@ import pytest
 from qkdtwin.cli import main
 from qkdtwin.kms.client import KmeClient
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 
 def test_pki_init_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kms", "pki", "init", str(tmp_path / "pki"), "--sae", "s1", "--json"]) == 0

@@ -14,10 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from qkdtwin.errors import KmsError
 from qkdtwin.kms import KeyStore
 from qkdtwin.kms.client import KmeClient
 from qkdtwin.kms.tls import Pki, init_pki
+
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
 
 
 def _free_port() -> int:

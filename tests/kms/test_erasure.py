@@ -17,6 +17,9 @@ from qkdtwin.kms.client import KmeClient
 from qkdtwin.kms.devnet import DevNetwork
 from qkdtwin.kms.kek import create_kek, load_kek
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 SAES = {"sae-a": "kme-a", "sae-b": "kme-b"}
 
 

@@ -38,6 +38,9 @@ from qkdtwin.kms.operator import caller_operator_id
 
 from .conftest import PG_URL
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 CONFIG = KmeConfig(kme_id="kme-1", saes={"sae-a": "kme-1", "sae-b": "kme-1"})
 POOL = 10
 RESERVE_SQL = "UPDATE kms_keys SET state = 'reserved'"

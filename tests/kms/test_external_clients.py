@@ -40,6 +40,9 @@ from qkdtwin.kms.tls import Pki, RunningServer, init_pki, make_server
 
 from .conftest import FakeClock
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 SAES = {"sae-a": "kme-a", "sae-b": "kme-b", "sae-x": "kme-b"}
 KEY_BYTES = 32  # every stored key: 256 bits, the KMEs' default key_size
 POOL = 80

@@ -21,6 +21,9 @@ import pytest
 from qkdtwin.kms import KeyStore, KmeConfig, create_app
 from qkdtwin.kms.tls import Pki, RunningServer, init_pki, make_server
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 HANDSHAKE_S = 1.0
 HEADER_S = 1.5
 KEEP_ALIVE_S = 1.0

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from qkdtwin.kms._listen import listen_socket
+
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
 
 
 def test_accepted_connections_have_tcp_nodelay() -> None:

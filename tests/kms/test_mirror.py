@@ -13,6 +13,9 @@ from qkdtwin.kms.client import KmeClient
 from qkdtwin.kms.devnet import DevNetwork
 from qkdtwin.kms.mirror import MAX_BATCH_KEYS, MirrorBatcher
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 
 def _body(i: int, n: int = 1) -> dict:
     return {"master_SAE_ID": "m", "slave_SAE_IDs": ["s"], "key_IDs": [f"{i}-{k}" for k in

@@ -41,6 +41,9 @@ from qkdtwin.kms.tls import (
 
 from .conftest import FakeClock
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 KMES = ["kme-a", "kme-b", "kme-c"]
 LINKS = [("kme-a", "kme-b"), ("kme-b", "kme-c")]
 SAES = {"sae-a": "kme-a", "sae-b": "kme-b", "sae-c": "kme-c"}

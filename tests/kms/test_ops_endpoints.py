@@ -13,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from qkdtwin.kms.client import KmeClient
 from qkdtwin.kms.devnet import DevNetwork
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 SAES = {"sae-a": "kme-a", "sae-b": "kme-b"}
 
 

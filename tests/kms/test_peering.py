@@ -19,6 +19,9 @@ from qkdtwin.kms.client import KmeClient
 from qkdtwin.kms.devnet import DevNetwork
 from qkdtwin.kms.peering import KmeNetwork
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 KMES = ["kme-a", "kme-b", "kme-c"]
 LINKS = [("kme-a", "kme-b"), ("kme-b", "kme-c"), ("kme-a", "kme-c")]
 SAES = {"sae-a": "kme-a", "sae-b": "kme-b", "sae-c": "kme-c"}

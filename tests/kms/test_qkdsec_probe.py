@@ -33,6 +33,9 @@ from qkdsec.doctor import ProbeStatus, Report, run_all
 
 from .test_external_clients import Pair, two_kmes
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 #: Probes whose expectation is the standard's: they must pass against our KME.
 CONFORMANT = {
     "reachability",

@@ -15,6 +15,9 @@ from qkdtwin.kms.client import KmeClient, OperatorClient
 from qkdtwin.kms.devnet import DevNetwork
 from qkdtwin.kms.quota import RelayQuota
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 # A chain: sae-a's keys for sae-c are relayed a -> b -> c; sae-b sits on a's direct link.
 KMES = ["kme-a", "kme-b", "kme-c"]
 LINKS = [("kme-a", "kme-b"), ("kme-b", "kme-c")]

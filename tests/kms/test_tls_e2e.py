@@ -17,6 +17,9 @@ from qkdtwin.kms.tls import Pki, RunningServer, init_pki, issue_certificate, mak
 
 from .conftest import FakeClock
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:

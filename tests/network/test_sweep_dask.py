@@ -12,6 +12,9 @@ import yaml
 
 from qkdtwin.cli import main
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # elapsed_s is wall time, the only column allowed to differ between executors
 _STABLE = [

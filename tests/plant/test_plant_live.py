@@ -16,6 +16,9 @@ from qkdtwin.plant import Plant
 from qkdtwin.twin.attach import load_attach_file
 from qkdtwin.twin.ingest import KmePoller
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 MOSQUITTO = "mqtt://127.0.0.1:1883"
 
 

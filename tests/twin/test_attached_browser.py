@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from qkdtwin.attach_tour import TourResult, run_attach_tour
 from qkdtwin.twin.attached_runner import AttachedRunner
+
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENS = ROOT / "out" / "twin-screens"

@@ -12,6 +12,9 @@ import httpx
 import pytest
 import yaml
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 QKDTWIN = [sys.executable, "-m", "qkdtwin"]
 
 

@@ -10,6 +10,9 @@ from qkdtwin.kms.client import KmeClient
 from qkdtwin.plant import Plant
 from qkdtwin.twin.attached_runner import AttachedRunner
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 MOSQUITTO = "mqtt://127.0.0.1:1883"
 
 

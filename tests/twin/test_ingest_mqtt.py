@@ -26,6 +26,9 @@ from qkdtwin.twin.ingest import (
     StreamCounters,
 )
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 MOSQUITTO = "mqtt://127.0.0.1:1883"
 
 

@@ -18,6 +18,9 @@ from qkdtwin.twin.runner import EventListener, ServiceThread
 
 from .conftest import seed_dict
 
+# starts real servers or processes (see tests/conftest.py for the markers)
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENS = ROOT / "out" / "twin-screens"
 CHROMIUM = "/usr/bin/chromium"
@@ -103,6 +106,7 @@ LAYOUT_JS = """() => {
 }"""
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize(("width", "height"), SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_dashboard_in_chromium(service, width: int, height: int) -> None:
     screens = SCREENS / f"{width}x{height}"
@@ -283,6 +287,7 @@ def test_dashboard_in_chromium(service, width: int, height: int) -> None:
             )
 
 
+@pytest.mark.browser
 def test_api_docs_page_works_offline(service) -> None:
     """/docs renders Swagger UI from the twin's own assets: every request to another host is
     refused, and none is even attempted."""

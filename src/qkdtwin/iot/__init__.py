@@ -5,7 +5,11 @@ aggregator), key supplies :class:`DevKmePair` (real ETSI GS QKD 014 KMEs on loop
 :class:`LocalKeyPair` (in process), :class:`GatedKeySource` to cut a key supply. Lower level:
 :mod:`qkdtwin.iot.keys` (key hierarchy), :mod:`qkdtwin.iot.envelope` (wire format),
 :mod:`qkdtwin.iot.devices`, :mod:`qkdtwin.iot.gateway`, :mod:`qkdtwin.iot.aggregator`,
-:mod:`qkdtwin.iot.transport`. See ``docs/iot.md``.
+:mod:`qkdtwin.iot.transport`. The optional Sparkplug B 3.0 mode
+(``TelemetryConfig(topic_style="sparkplug")``, extra ``qkdtwin[sparkplug]``):
+:mod:`qkdtwin.iot.sparkplug` (topics, protobuf codec, ``seq``), :class:`SparkplugEdgeNode`
+(the publishing side) and :class:`SparkplugHost` / :class:`SparkplugReceiver` (the receiving
+side). See ``docs/iot.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from qkdtwin.iot.keys import (
     derive_sender_key,
 )
 from qkdtwin.iot.session import IntervalReport, TelemetryConfig, TelemetrySession
+from qkdtwin.iot.sparkplug_edge import SparkplugEdgeNode
+from qkdtwin.iot.sparkplug_host import SparkplugHost, SparkplugReceiver
 from qkdtwin.iot.transport import EmbeddedBroker, MemoryBus, MqttTransport
 
 __all__ = [
@@ -47,6 +53,9 @@ __all__ = [
     "Reading",
     "ReplayWindow",
     "Sealer",
+    "SparkplugEdgeNode",
+    "SparkplugHost",
+    "SparkplugReceiver",
     "StoreKeySource",
     "TelemetryConfig",
     "TelemetrySession",

@@ -160,6 +160,10 @@ class Aggregator:
             bd_seq = int(json.loads(payload).get("bdSeq", -1))
         except (ValueError, AttributeError, TypeError):
             bd_seq = -1
+        self.lifecycle(edge, msg_type, bd_seq)
+
+    def lifecycle(self, edge: str, msg_type: str, bd_seq: int) -> None:
+        """Take an edge's birth (``"NBIRTH"``) or death (``"NDEATH"``) with its ``bdSeq``."""
         with self.cv:
             self.cv.notify_all()
             st = self.edges.setdefault(edge, EdgeState())
@@ -171,8 +175,20 @@ class Aggregator:
                 st.online = False
                 st.deaths += 1
 
-    def handle_frame(self, edge: str, frame: bytes, msg_type: str | None = None) -> None:
-        """Process one frame of ``edge``: every record is delivered or counted as rejected."""
+    def notify(self) -> None:
+        """Wake the threads waiting on :attr:`cv` (a message that changed no count)."""
+        with self.cv:
+            self.cv.notify_all()
+
+    def handle_frame(
+        self, edge: str, frame: bytes, msg_type: str | None = None, *, sender: str | None = None
+    ) -> None:
+        """Process one frame of ``edge``: every record is delivered or counted as rejected.
+
+        ``msg_type`` is the ``qkdtwin/v1`` topic's (NDATA or DDATA, checked against the
+        scheme); ``sender`` is the sender a Sparkplug topic names (the edge for NDATA, the
+        device for DDATA): a record of another sender is refused (``sender_mismatch``).
+        """
         with self.cv:
             self.cv.notify_all()  # wakes waiters once the lock is released, after this frame
             self.frames_seen += 1
@@ -184,6 +200,11 @@ class Aggregator:
                     try:
                         if msg_type is not None and msg_type != expected:
                             raise EnvelopeError("data on the wrong topic", reason="kind_mismatch")
+                        if sender is not None and header.sender_id != sender:
+                            raise EnvelopeError(
+                                "record of another sender than its topic's",
+                                reason="sender_mismatch",
+                            )
                         self._record(edge, st, header, body)
                     except EnvelopeError as exc:
                         self.rejected[exc.reason] += 1

@@ -49,6 +49,7 @@ __all__ = [
     "KINDS",
     "MIN_PAYLOAD_BYTES",
     "VALUE_NAMES",
+    "VALUE_UNITS",
     "DeviceFleet",
     "Reading",
     "decode_aggregate",
@@ -63,6 +64,21 @@ VALUE_NAMES: dict[str, tuple[str, ...]] = {
     "vibration": ("rms_mm_s", "peak_mm_s", "crest_factor", "kurtosis"),
     "power": ("active_kw", "reactive_kvar", "power_factor", "voltage_v"),
     "energy": ("energy_kwh", "line_power_kw"),
+}
+#: Engineering unit of each value (Sparkplug ``engUnit``; ``""``: dimensionless).
+VALUE_UNITS: dict[str, str] = {
+    "temperature_c": "°C",
+    "ambient_c": "°C",
+    "rms_mm_s": "mm/s",
+    "peak_mm_s": "mm/s",
+    "crest_factor": "",
+    "kurtosis": "",
+    "active_kw": "kW",
+    "reactive_kvar": "kvar",
+    "power_factor": "",
+    "voltage_v": "V",
+    "energy_kwh": "kWh",
+    "line_power_kw": "kW",
 }
 _REC = struct.Struct("!BBBBHdQ")
 _U32 = struct.Struct("!I")

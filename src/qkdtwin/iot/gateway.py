@@ -44,10 +44,14 @@ __all__ = ["EdgeGateway", "GatewayOutput"]
 class GatewayOutput:
     """What one call of :meth:`EdgeGateway.process` produced."""
 
-    __slots__ = ("envelopes", "frames", "readings_sent", "records")
+    __slots__ = ("envelopes", "frames", "readings_sent", "records", "sealed", "senders")
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        #: Every sealed record in order, and its sender ID (the gateway for KEX and aggregate
+        #: records, the device for a mobile reading): the Sparkplug mode groups them by sender.
+        self.sealed: list[bytes] = []
+        self.senders: list[str] = []
         self.readings_sent = 0
         self.records = 0
         self.envelopes = 0
@@ -212,17 +216,27 @@ class EdgeGateway:
                 self.queue.popleft()
             self.dropped["queue_full"] += excess
 
-    def process(self, readings: list[tuple[str, bytes]]) -> GatewayOutput:
+    def process(self, readings: list[tuple[str, bytes]], *, frames: bool = True) -> GatewayOutput:
         """Queue ``readings``, then seal as many queued readings as keys allow.
+
+        Parameters
+        ----------
+        readings
+            ``(device_id, encoded reading)`` pairs.
+        frames
+            Build the frames (``False``: only :attr:`GatewayOutput.sealed`, for the Sparkplug
+            mode, which frames per sender itself).
 
         Returns
         -------
         GatewayOutput
-            The frames to publish (KEX records first within their epoch), and counts.
+            The frames to publish (KEX records first within their epoch), the records, counts.
         """
         self.enqueue(readings)
         out = GatewayOutput()
         records: list[bytes] = []
+        senders: list[str] = []
+        edge = self.edge_id
         epochs_before = self.epochs_started
         while self.queue:
             if self._need_rekey():
@@ -230,20 +244,25 @@ class EdgeGateway:
                 if kex is None:
                     break  # fail closed: readings stay queued
                 records.append(kex)
+                senders.append(edge)
             budget = min(len(self.queue), self.rekey_messages - self._epoch_readings)
             batch = [self.queue.popleft() for _ in range(budget)]
             if self.scheme == "fixed":
                 agg = encode_aggregate([rec for _dev, rec in batch])
-                records.append(self._sealer(self.edge_id, KIND_AGGREGATE).seal(agg))
+                records.append(self._sealer(edge, KIND_AGGREGATE).seal(agg))
+                senders.append(edge)
             else:
                 for dev, rec in batch:
                     records.append(self._sealer(dev, KIND_DEVICE).seal(rec))
+                senders.extend(dev for dev, _rec in batch)
             self._epoch_readings += budget
             out.readings_sent += budget
         self.sent_readings += out.readings_sent
         out.records = len(records)
         out.envelopes = len(records) - (self.epochs_started - epochs_before)
-        out.frames = self._frames(records)
+        out.sealed, out.senders = records, senders
+        if frames:
+            out.frames = self._frames(records)
         return out
 
     def _frames(self, records: list[bytes]) -> list[bytes]:

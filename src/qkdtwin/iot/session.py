@@ -17,6 +17,12 @@ start one :class:`~qkdtwin.iot.transport.EmbeddedBroker` and give each its ``url
 :meth:`TelemetrySession.run_interval` samples every device, seals, publishes, and waits (up
 to ``delivery_timeout_s``) until the aggregator has processed every record published in the
 interval, then reports what happened in it.
+
+With ``topic_style="sparkplug"`` the gateway is a Sparkplug B 3.0 edge node
+(:class:`~qkdtwin.iot.sparkplug_edge.SparkplugEdgeNode`: NBIRTH and a DBIRTH per device at
+start, the sealed records in the ``Bytes`` metric of NDATA/DDATA, DDEATHs and NDEATH at a clean
+close, NDEATH as the will) and the aggregator receives through a
+:class:`~qkdtwin.iot.sparkplug_host.SparkplugReceiver` (:attr:`TelemetrySession.receiver`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from qkdtwin.iot.devices import MIN_PAYLOAD_BYTES, DeviceFleet, Reading
 from qkdtwin.iot.envelope import check_sender_id
 from qkdtwin.iot.gateway import EdgeGateway
 from qkdtwin.iot.keys import QkdKeySource, mlkem_keypair
+from qkdtwin.iot.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
 from qkdtwin.iot.transport import (
     TOPIC_ROOT,
     EmbeddedBroker,
@@ -51,6 +58,9 @@ from qkdtwin.iot.transport import (
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import mlkem
+
+    from qkdtwin.iot.sparkplug_edge import SparkplugEdgeNode
+    from qkdtwin.iot.sparkplug_host import SparkplugReceiver
 
 __all__ = ["IntervalReport", "TelemetryConfig", "TelemetrySession"]
 
@@ -83,7 +93,16 @@ class TelemetryConfig(BaseModel):
     seed
         Seed of the device simulation (signals, faults). Key material is never seeded.
     group_id, edge_id
-        Sparkplug-like group and edge node IDs (topics, key derivation, device IDs).
+        Sparkplug group and edge node IDs (topics, key derivation, device IDs).
+    topic_style
+        ``"qkdtwin"`` (``qkdtwin/v1/...`` topics, JSON births, binary frames) or
+        ``"sparkplug"`` (Sparkplug B 3.0: ``spBv1.0/...`` topics, protobuf payloads, the sealed
+        envelopes in a ``Bytes`` metric; needs ``pip install 'qkdtwin[sparkplug]'``; see
+        :mod:`qkdtwin.iot.sparkplug_edge`).
+    bd_seq
+        Birth/death sequence number of this session's MQTT connection (in NBIRTH and the
+        NDEATH will), 0..255; a restarted gateway passes its previous value plus one, modulo
+        256, so that a host can tell the new session's death from the old one's.
     interval_s
         Simulated time per interval, s.
     queue_limit
@@ -115,6 +134,8 @@ class TelemetryConfig(BaseModel):
     seed: int = 0
     group_id: str = "plant-1"
     edge_id: str = "edge-1"
+    topic_style: Literal["qkdtwin", "sparkplug"] = "qkdtwin"
+    bd_seq: int = Field(0, ge=0, le=255)
     interval_s: float = Field(1.0, gt=0)
     queue_limit: int = Field(10_000, ge=0)
     replay_window: int = Field(1024, ge=1, le=65_536)
@@ -277,6 +298,9 @@ class TelemetrySession:
         )
         self.gateway: EdgeGateway | None = None
         self.aggregator: Aggregator | None = None
+        #: Sparkplug mode: the gateway's edge node and the aggregator's receiving side.
+        self.sparkplug: SparkplugEdgeNode | None = None
+        self.receiver: SparkplugReceiver | None = None
         self.broker: EmbeddedBroker | None = None
         self._gw_t: Transport | None = None
         self._agg_t: Transport | None = None
@@ -293,6 +317,10 @@ class TelemetrySession:
     def start(self) -> TelemetrySession:
         """Connect the aggregator and the gateway, publish the birth, wait until it is seen."""
         cfg = self.config
+        if cfg.topic_style == "sparkplug":
+            from qkdtwin.iot.sparkplug import require_protobuf
+
+            require_protobuf()
         spec = parse_broker(cfg.broker)
         addr: tuple[str, int] | MemoryBus
         if spec is None:
@@ -332,10 +360,14 @@ class TelemetrySession:
                 addr, client_id=f"qkdtwin-agg-{tag}", protocol=cfg.mqtt_protocol,
                 security=security,
             )  # fmt: skip
+            if cfg.topic_style == "sparkplug":
+                self._start_sparkplug(addr, tag, security)
+                self.started_at = time.perf_counter()
+                return self
             self._agg_t.subscribe(
                 f"{TOPIC_ROOT}/{cfg.group_id}/+/{cfg.edge_id}", self.aggregator.on_message
             )
-            self.bd_seq = 0
+            self.bd_seq = cfg.bd_seq
             death = json.dumps({"bdSeq": self.bd_seq, "edge": cfg.edge_id}).encode()
             self._gw_t = connect_transport(
                 addr,
@@ -353,6 +385,72 @@ class TelemetrySession:
             raise
         self.started_at = time.perf_counter()
         return self
+
+    def _start_sparkplug(self, addr: tuple[str, int] | MemoryBus, tag: str, security: Any) -> None:
+        """Connect the Sparkplug edge node (NDEATH as the will), publish its births, wait."""
+        from qkdtwin.iot.sparkplug import sparkplug_topic
+        from qkdtwin.iot.sparkplug_edge import SparkplugEdgeNode
+        from qkdtwin.iot.sparkplug_host import SparkplugReceiver
+
+        cfg = self.config
+        agg, tr = self.aggregator, self._agg_t
+        assert agg is not None
+        assert tr is not None
+        self.receiver = SparkplugReceiver({cfg.edge_id: agg}, cfg.group_id)
+        for pattern in ("+/{e}", "+/{e}/+"):
+            tr.subscribe(
+                f"{SPARKPLUG_NAMESPACE}/{cfg.group_id}/{pattern.format(e=cfg.edge_id)}",
+                self.receiver.on_message,
+            )
+        info = json.loads(self._birth())
+        self.bd_seq = cfg.bd_seq
+        edge = self.sparkplug = SparkplugEdgeNode(
+            cfg.group_id,
+            cfg.edge_id,
+            list(zip(self.fleet.device_ids, self.fleet.kinds, strict=True)),
+            node_info={k: info[k] for k in ("scheme", "mode", "devices", "kem",
+                                            "kem_key_sha256", "envelope_version")},
+            bd_seq=self.bd_seq,
+            frame_bytes=cfg.frame_bytes,
+        )  # fmt: skip
+        self._gw_t = connect_transport(
+            addr,
+            client_id=f"qkdtwin-gw-{cfg.edge_id}-{tag}",
+            will=edge.death(),
+            protocol=cfg.mqtt_protocol,
+            security=security,
+        )
+        self._gw_t.subscribe(
+            sparkplug_topic(cfg.group_id, "NCMD", cfg.edge_id), self._on_sparkplug_command
+        )
+        edge.publish_births(self._gw_t)
+        self._wait(self._births_seen, "the gateway's NBIRTH and DBIRTHs")
+
+    def _births_seen(self) -> bool:
+        rec = self.receiver
+        node = None if rec is None else rec.node(self.config.edge_id)
+        if node is None or not node.online:
+            return False
+        return sum(1 for d in node.devices.values() if d.online) >= self.config.devices
+
+    def _on_sparkplug_command(self, _topic: str, payload: bytes) -> None:
+        """Handle a Sparkplug NCMD: ``Node Control/Rebirth`` and ``qkdtwin/rekey``."""
+        from qkdtwin.errors import EnvelopeError
+        from qkdtwin.iot.sparkplug_edge import parse_command
+
+        try:
+            asked = parse_command(payload)
+        except EnvelopeError:
+            self.totals["commands.malformed"] += 1
+            return
+        if not asked:
+            self.totals["commands.ignored"] += 1
+        if "rekey" in asked and self.gateway is not None:
+            self.gateway.request_rekey()
+            self.totals["commands.rekey"] += 1
+        if "rebirth" in asked and self.sparkplug is not None and self._gw_t is not None:
+            self.sparkplug.publish_births(self._gw_t)
+            self.totals["commands.rebirth"] += 1
 
     def _on_command(self, _topic: str, payload: bytes) -> None:
         """Handle an ``NCMD``: ``{"rekey": true}`` starts a new epoch before the next reading.
@@ -408,7 +506,11 @@ class TelemetrySession:
         """Publish the death (graceful) or drop the connection (the broker sends the will)."""
         if self._gw_t is not None:
             try:
-                if graceful:
+                if graceful and self.sparkplug is not None:
+                    self.sparkplug.publish_deaths(self._gw_t)
+                    if self.aggregator is not None:
+                        self._wait(lambda: not self._edge_online(), "", timeout=2.0)
+                elif graceful:
                     death = json.dumps({"bdSeq": self.bd_seq, "edge": self.config.edge_id})
                     self._gw_t.publish(
                         topic(self.config.group_id, "NDEATH", self.config.edge_id), death.encode()
@@ -460,11 +562,16 @@ class TelemetrySession:
         bits0, epochs0 = gw.qkd_bits_used, gw.epochs_started
         res0 = int(getattr(self.gateway_keys, "reserved_bits", 0))
         readings = self.fleet.step(self.config.interval_s, messages_per_device)
-        out = gw.process(readings)
+        edge = self.sparkplug
+        out = gw.process(readings, frames=edge is None)
         nbytes = 0
-        for frame in out.frames:
-            tr.publish(self.data_topic, frame, qos=1)
-            nbytes += len(frame)
+        if edge is not None:
+            n_msgs, nbytes = edge.publish_records(tr, out.senders, out.sealed)
+        else:
+            for frame in out.frames:
+                tr.publish(self.data_topic, frame, qos=1)
+                nbytes += len(frame)
+            n_msgs = len(out.frames)
         self._published += out.records
         target = self._published
         self._wait(lambda: agg.records_seen >= target, "", self.config.delivery_timeout_s)
@@ -492,7 +599,7 @@ class TelemetrySession:
             epochs_started=gw.epochs_started - epochs0,
             key_failures=_diff(gw.key_failures, fail0),
             envelopes=out.envelopes,
-            frames=len(out.frames),
+            frames=n_msgs,
             bytes_published=nbytes,
             latency_ms_p50=p50,
             latency_ms_p99=p99,

@@ -92,12 +92,15 @@ def load_kek(path: Path) -> bytes:
 
 
 def kek_check(kek: bytes) -> str:
-    """Return a check value of a KEK (HMAC-SHA-256 of a fixed label; it reveals nothing).
+    r"""Return a check value of a KEK (HMAC-SHA-256 of a fixed label; it reveals nothing).
 
     Examples
     --------
-    >>> kek_check(bytes(32)) == kek_check(bytes(32)) != kek_check(bytes(16))
+    >>> kek_check(bytes(32)) == kek_check(bytes(32)) != kek_check(b"\x01" * 32)
     True
+
+    (HMAC pads its key with zeros to the hash's block size, so the all-zero keys of 16 and 32
+    bytes give the same value; a KEK is random, never all zeros.)
     """
     return hmac.new(kek, b"qkdtwin kek check v1", hashlib.sha256).hexdigest()[:32]
 

@@ -9,9 +9,13 @@ section), :class:`QkdModule` (one link's module), and the physics of
 
 from __future__ import annotations
 
-from qkdtwin.plant.control import LinkTruth, PlantTruth, create_control_app
-from qkdtwin.plant.module import IntervalTruth, QkdModule
-from qkdtwin.plant.physics import (
+from qkdtwin.extras import require_extra
+
+require_extra("kms", "iot", what="qkdtwin.plant")
+
+from qkdtwin.plant.control import LinkTruth, PlantTruth, create_control_app  # noqa: E402
+from qkdtwin.plant.module import IntervalTruth, QkdModule  # noqa: E402
+from qkdtwin.plant.physics import (  # noqa: E402
     ATTACK_KINDS,
     IntervalCounts,
     IntervalLaw,
@@ -23,8 +27,8 @@ from qkdtwin.plant.physics import (
     interval_law,
     module_secret_bits,
 )
-from qkdtwin.plant.runner import Plant, module_id_for
-from qkdtwin.plant.scenario import (
+from qkdtwin.plant.runner import Plant, module_id_for  # noqa: E402
+from qkdtwin.plant.scenario import (  # noqa: E402
     DriftSpec,
     EventSpec,
     LinkTruthSpec,

@@ -12,28 +12,32 @@ link with :class:`LinkEstimator` and watches it with :class:`LinkDetector`;
 
 from __future__ import annotations
 
-from qkdtwin.twin.alarms import Alarm, AlarmLog
-from qkdtwin.twin.attach import AttachFile, load_attach_file
-from qkdtwin.twin.attached import AttachedTwin
-from qkdtwin.twin.attached_runner import AttachedRunner, replay
-from qkdtwin.twin.attached_service import create_attached_app
-from qkdtwin.twin.config import (
+from qkdtwin.extras import require_extra
+
+require_extra("kms", "iot", "twin", what="qkdtwin.twin")
+
+from qkdtwin.twin.alarms import Alarm, AlarmLog  # noqa: E402
+from qkdtwin.twin.attach import AttachFile, load_attach_file  # noqa: E402
+from qkdtwin.twin.attached import AttachedTwin  # noqa: E402
+from qkdtwin.twin.attached_runner import AttachedRunner, replay  # noqa: E402
+from qkdtwin.twin.attached_service import create_attached_app  # noqa: E402
+from qkdtwin.twin.config import (  # noqa: E402
     LinkPhysics,
     TwinScenario,
     TwinSettings,
     default_scenario_path,
     load_twin_scenario,
 )
-from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector
-from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator, fit_link
-from qkdtwin.twin.keynet import KeyNetwork, topology_without
-from qkdtwin.twin.links import ATTACK_TYPES, Block, LinkEngine, link_id, make_attack, windowed_qber
-from qkdtwin.twin.loop import TelemetryComponent, Twin
-from qkdtwin.twin.models import AlarmView, AttachedState, LinkStatus, LinkView
-from qkdtwin.twin.runner import EventListener, ServiceThread, run_tour
-from qkdtwin.twin.service import create_app
-from qkdtwin.twin.state import History, TwinDatabase
-from qkdtwin.twin.whatif import WHATIF_PARAMS, parse_sets, what_if
+from qkdtwin.twin.detect import DetectionAlarm, DetectorConfig, LinkDetector  # noqa: E402
+from qkdtwin.twin.estimate import IntervalObservation, LinkEstimate, LinkEstimator, fit_link  # noqa: E402
+from qkdtwin.twin.keynet import KeyNetwork, topology_without  # noqa: E402
+from qkdtwin.twin.links import ATTACK_TYPES, Block, LinkEngine, link_id, make_attack, windowed_qber  # noqa: E402
+from qkdtwin.twin.loop import TelemetryComponent, Twin  # noqa: E402
+from qkdtwin.twin.models import AlarmView, AttachedState, LinkStatus, LinkView  # noqa: E402
+from qkdtwin.twin.runner import EventListener, ServiceThread, run_tour  # noqa: E402
+from qkdtwin.twin.service import create_app  # noqa: E402
+from qkdtwin.twin.state import History, TwinDatabase  # noqa: E402
+from qkdtwin.twin.whatif import WHATIF_PARAMS, parse_sets, what_if  # noqa: E402
 
 __all__ = [
     "ATTACK_TYPES",

@@ -86,7 +86,8 @@ class Action:
         ``disable``, ``discard`` or ``enable`` (at an end of the link), ``avoid`` or ``allow``
         (relays over the link, at every other KME), ``rekey`` (an IIoT gateway whose keys
         crossed the link: ``kme`` holds the edge ID, ``peer`` its node, ``topic`` the command
-        topic), ``quota`` (a relay quota at ``kme`` toward ``peer``: ``keys_per_s``, or
+        topic, ``payload`` the command when it is not the JSON one, e.g. a Sparkplug NCMD),
+        ``quota`` (a relay quota at ``kme`` toward ``peer``: ``keys_per_s``, or
         ``None`` to remove it).
     kme, peer
         The KME acted on and the other end of the link (``avoid``/``allow``: the link's
@@ -120,6 +121,7 @@ class Action:
     since: float | None = None
     pair: tuple[str, str] | None = None
     topic: str | None = None
+    payload: bytes | None = field(default=None, repr=False)
     keys_per_s: float | None = None
     performed: bool = False
     planned_at: float | None = None
@@ -274,7 +276,9 @@ class Actuator:
                 if act.kind == "rekey":
                     if self.publish is None or act.topic is None:
                         raise ConfigError("no MQTT connection to send the command", field="mqtt")
-                    payload = json.dumps({"rekey": True, "reason": act.reason}).encode()
+                    payload = act.payload
+                    if payload is None:  # the qkdtwin/v1 command; Sparkplug's is prebuilt
+                        payload = json.dumps({"rekey": True, "reason": act.reason}).encode()
                     self.publish(act.topic, payload)
                     act.acked_at = act.effect_at = self._wall()
                     act.effect = {"published": act.topic}

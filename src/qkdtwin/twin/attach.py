@@ -36,6 +36,12 @@ identity, so that it decrypts the device readings instead of showing envelope me
       mode: hybrid                     # hybrid | qkd-only | pqc-only
       edges: {M4_GW1: sae-M4/GW1}      # edge id -> the gateway's (master) SAE ID
 
+``iot_topic_style`` says how the gateways publish: ``qkdtwin`` (default, ``qkdtwin/v1/...``
+topics) or ``sparkplug`` (Sparkplug B 3.0, ``spBv1.0/<group>/...``, protobuf payloads; the
+twin then needs ``pip install 'qkdtwin[sparkplug]'``); the twin subscribes to
+``spBv1.0/<group>/#`` of the ``iot`` or ``aggregator`` group, and sends its rekey commands as
+Sparkplug NCMDs.
+
 ``key_size_bits`` (default 256) is the size of the keys the modules hand their KMEs: the
 forecasts turn a link's key rate (bit/s) into keys per second with it. Relative certificate
 paths are read relative to the attach
@@ -153,7 +159,8 @@ class AttachIot(_Strict):
     """Where the IIoT gateways and their aggregator sit.
 
     The closed loop asks the gateways whose keys crossed an alarmed link to rekey (``NCMD``
-    ``{"rekey": true}`` on ``qkdtwin/v1/<group>/NCMD/<edge>``).
+    ``{"rekey": true}`` on ``qkdtwin/v1/<group>/NCMD/<edge>``; in the Sparkplug topic style a
+    Sparkplug NCMD on ``spBv1.0/<group>/NCMD/<edge>`` with ``qkdtwin/rekey = true``).
     """
 
     group: str = Field(min_length=1, max_length=64)
@@ -174,6 +181,7 @@ class AttachFile(_Strict):
     sae_status: list[AttachSaeStatus] = Field(default_factory=list)
     aggregator: AttachAggregator | None = None
     iot: AttachIot | None = None
+    iot_topic_style: Literal["qkdtwin", "sparkplug"] = "qkdtwin"
     key_size_bits: int = Field(default=256, ge=8, le=65_536)
 
     @field_validator("links")
@@ -190,6 +198,12 @@ class AttachFile(_Strict):
     def module_map(self) -> dict[str, str]:
         """Return the map module id -> link id."""
         return {lk.module_id: lid for lid, lk in self.links.items()}
+
+    def iot_group(self) -> str | None:
+        """Return the IIoT gateways' group (of the ``iot`` section, else of ``aggregator``)."""
+        if self.iot is not None:
+            return self.iot.group
+        return None if self.aggregator is None else self.aggregator.group
 
     def broker_address(self) -> tuple[str, int]:
         """``(host, port)`` of the broker."""
@@ -284,6 +298,18 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
                 value=att.aggregator.kme,
             )
         resolve_files(att.aggregator, "aggregator", ("cert", "key", "ca", "kem_seed_file"))
+    if att.iot_topic_style == "sparkplug":
+        from qkdtwin.iot.sparkplug import INSTALL_HINT
+
+        try:
+            import google.protobuf  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f"attach file {label}: iot_topic_style: sparkplug needs the protobuf runtime: "
+                f"{INSTALL_HINT}",
+                field="iot_topic_style",
+                value="sparkplug",
+            ) from None
     if len(set(att.module_map())) != len(att.links):
         raise ConfigError(f"attach file {label}: links: module ids must be unique", field="links")
     return att

@@ -170,10 +170,13 @@ class AttachedTwin:
             attach.module_map(),
             stale_intervals=max(3.0, 2.0 * attach.clock.rate / interval),
         )
-        self.iot = IotMetadataStream()
+        style = attach.iot_topic_style
+        self.iot = IotMetadataStream(topic_style=style, group=attach.iot_group())
         self.readings: IotReadings | None = None
         if attach.aggregator is not None and not replay:
-            self.readings = IotReadings(attach.aggregator, attach.kmes[attach.aggregator.kme].url)
+            self.readings = IotReadings(
+                attach.aggregator, attach.kmes[attach.aggregator.kme].url, topic_style=style
+            )
         self.detector_config = DetectorConfig(arl_days=self.arl_days)
         self.estimate_every = max(1, int(estimate_every))
         self.links: dict[str, _Link] = {}
@@ -670,7 +673,6 @@ class AttachedTwin:
             return []
         import networkx as nx
 
-        from qkdtwin.iot.transport import topic as iot_topic
         from qkdtwin.twin.keynet import topology_without
 
         graph = topology_without(self.topology, self._down() - {lk.id}).graph
@@ -688,10 +690,30 @@ class AttachedTwin:
                         node,
                         lk.id,
                         reason,
-                        topic=iot_topic(iot.group, "NCMD", edge),
+                        **self._rekey_command(iot.group, edge),
                     )
                 )
         return out
+
+    def _rekey_command(self, group: str, edge: str) -> dict[str, Any]:
+        """Topic (and, for Sparkplug, the protobuf NCMD payload) of a gateway's rekey command."""
+        if self.attach.iot_topic_style != "sparkplug":
+            from qkdtwin.iot.transport import topic as iot_topic
+
+            return {"topic": iot_topic(group, "NCMD", edge)}
+        from qkdtwin.iot.sparkplug import (
+            REKEY_METRIC,
+            DataType,
+            Metric,
+            Payload,
+            encode_payload,
+            now_ms,
+            sparkplug_topic,
+        )
+
+        ts = now_ms()
+        cmd = Payload(ts, None, (Metric(REKEY_METRIC, DataType.BOOLEAN, True, ts),))
+        return {"topic": sparkplug_topic(group, "NCMD", edge), "payload": encode_payload(cmd)}
 
     def _actions_done(self, tag: tuple[int, float], actions: list[Action]) -> None:
         """Log a batch of closed-loop actions in its alarm (``tag``: alarm id, network time)."""
@@ -866,6 +888,7 @@ class AttachedTwin:
                         **counts,
                         "offered": snap.offered,
                         "model_rejected": self.model_rejected,
+                        **self._iot_counts(),
                     },
                     version_mismatch=[{"version": k, "count": v} for k, v in snap.versions.items()],
                 ),
@@ -873,6 +896,12 @@ class AttachedTwin:
                 replay=self.replay,
                 actuation=self.actuator.mode,
             )
+
+    def _iot_counts(self) -> dict[str, int]:
+        """Sparkplug mode: lost gateway messages (``seq`` gaps) and rebirths a host would ask."""
+        if self.attach.iot_topic_style != "sparkplug":
+            return {}
+        return {f"iot_{k}": v for k, v in self.iot.sequence_totals().items()}
 
     def _readings_view(self) -> ReadingsView:
         if self.attach.aggregator is None:

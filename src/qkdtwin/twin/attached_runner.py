@@ -28,12 +28,12 @@ from qkdtwin.twin.attach import AttachFile, load_attach_file
 from qkdtwin.twin.attached import AttachedTwin
 from qkdtwin.twin.attached_service import create_attached_app
 from qkdtwin.twin.ingest import (
-    DEFAULT_TOPICS,
     KmePoller,
     MqttIngest,
     RawPoll,
     Recorder,
     Replayer,
+    ingest_topics,
 )
 
 __all__ = ["AttachedRunner", "attach_copy_path", "replay"]
@@ -145,8 +145,9 @@ class AttachedRunner:
     def start(self) -> AttachedRunner:
         """Connect to the broker, start polling and ticking, start the service."""
         try:
+            topics = ingest_topics(self.attach.iot_topic_style, self.attach.iot_group())
             self.ingest = MqttIngest(
-                self.attach.broker, DEFAULT_TOPICS, self.twin.on_mqtt, on_state=self.twin.on_state
+                self.attach.broker, topics, self.twin.on_mqtt, on_state=self.twin.on_state
             ).start()
             self.twin.actuator.publish = self.ingest.publish  # the gateways' rekey commands
             if self.attach.kmes:

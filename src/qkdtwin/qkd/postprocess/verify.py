@@ -46,9 +46,13 @@ def _words(bits: NDArray[np.uint8]) -> list[int]:
 def polynomial_hash(bits: NDArray[np.uint8], point: int) -> int:
     """Evaluate the key polynomial at ``point`` in GF(2^61 - 1) (Horner's rule).
 
+    The bits are packed into 60-bit words (big-endian, zero-padded) followed by the bit count,
+    and the words are the polynomial's coefficients, highest power first.
+
     Examples
     --------
-    >>> polynomial_hash(np.array([1, 0, 1], dtype=np.uint8), 5) == (5 * 5 + 3) % MERSENNE_61
+    >>> word = 0b101 << 57  # the bits 1, 0, 1 at the top of a 60-bit word
+    >>> polynomial_hash(np.array([1, 0, 1], dtype=np.uint8), 5) == (word * 5 + 3) % MERSENNE_61
     True
     """
     if not 0 <= point < MERSENNE_61:

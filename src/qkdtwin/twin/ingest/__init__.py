@@ -56,6 +56,7 @@ from qkdtwin.twin.ingest.mqtt_source import (
     ConnectionState,
     MqttIngest,
     MqttIngestStats,
+    ingest_topics,
 )
 from qkdtwin.twin.ingest.record import (
     BadLine,
@@ -106,6 +107,7 @@ __all__ = [
     "SourceState",
     "SourceStatus",
     "StreamCounters",
+    "ingest_topics",
     "perf_topic_module",
     "read_records",
 ]

@@ -20,6 +20,12 @@ What it can and cannot do:
   readings are live only (the replayed twin shows metadata, as without the grant).
 * A KME that refuses or cannot be reached counts as ``unknown_key_id`` (the aggregator's own
   reason) for that epoch; the twin keeps running and tries again at the next rekey.
+
+With ``topic_style="sparkplug"`` the gateways speak Sparkplug B 3.0: a
+:class:`~qkdtwin.iot.sparkplug_host.SparkplugReceiver` takes the ``spBv1.0/<group>/...``
+messages, follows births, deaths and ``seq`` (its counts appear as ``sparkplug.*`` in
+:meth:`IotReadings.counters`), and hands each ``qkdtwin/envelope`` metric to the same
+aggregators, which open it exactly as a ``qkdtwin/v1`` frame.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import functools
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from qkdtwin.errors import ConfigError
 from qkdtwin.iot.aggregator import Aggregator
@@ -38,6 +44,7 @@ from qkdtwin.iot.transport import TOPIC_ROOT
 from qkdtwin.kms.client import KmeClient
 
 if TYPE_CHECKING:
+    from qkdtwin.iot.sparkplug_host import SparkplugReceiver
     from qkdtwin.twin.attach import AttachAggregator
 
 __all__ = ["DeviceReading", "IotReadings"]
@@ -102,16 +109,28 @@ class IotReadings:
         The attach file's ``aggregator`` section (paths resolved).
     kme_url
         URL of the KME the twin's SAE sits behind.
+    topic_style
+        ``"qkdtwin"`` (``qkdtwin/v1`` topics) or ``"sparkplug"`` (Sparkplug B 3.0).
 
     Raises
     ------
     ConfigError
         If the ML-KEM seed file is unreadable or not a 64-byte hex seed, or the SAE
-        certificate, key or CA cannot be loaded.
+        certificate, key or CA cannot be loaded; the Sparkplug mode without protobuf.
     """
 
-    def __init__(self, spec: AttachAggregator, kme_url: str) -> None:
+    def __init__(
+        self,
+        spec: AttachAggregator,
+        kme_url: str,
+        *,
+        topic_style: Literal["qkdtwin", "sparkplug"] = "qkdtwin",
+    ) -> None:
         self.spec = spec
+        if topic_style == "sparkplug":
+            from qkdtwin.iot.sparkplug import require_protobuf
+
+            require_protobuf()
         kem = mlkem_keypair(_load_kem_seed(spec)) if spec.mode != "qkd-only" else None
         self._client: KmeClient | None = None
         if spec.mode != "pqc-only":
@@ -139,6 +158,11 @@ class IotReadings:
                 mode=spec.mode,
                 on_reading=functools.partial(self._on_reading, edge),
             )
+        self._receiver: SparkplugReceiver | None = None
+        if topic_style == "sparkplug":
+            from qkdtwin.iot.sparkplug_host import SparkplugReceiver
+
+            self._receiver = SparkplugReceiver(self.aggregators, spec.group)
 
     def _on_reading(self, edge: str, reading: Reading) -> None:
         # called under the edge aggregator's lock, in the MQTT thread: book-keeping only
@@ -148,6 +172,16 @@ class IotReadings:
 
     def offer(self, topic: str, payload: bytes, now: float) -> None:
         """One MQTT message of the IIoT tree (never raises); ``now`` is network time, s."""
+        if self._receiver is not None:
+            with self._lock:
+                self._now = now
+            before = self._receiver.host.ignored
+            self._receiver.on_message(topic, payload)
+            self.ignored += self._receiver.host.ignored - before
+            for each in self.aggregators.values():
+                with each.lock:
+                    each.latencies_ms.clear()
+            return
         parts = topic.split("/")
         if len(parts) != _ROOT_PARTS + 3 or parts[_ROOT_PARTS] != self.spec.group:
             self.ignored += 1
@@ -194,6 +228,10 @@ class IotReadings:
                 for reason, n in agg.rejected.items():
                     total[f"rejected.{reason}"] += n
         total["ignored"] = self.ignored
+        if self._receiver is not None:
+            for k, v in self._receiver.totals().items():
+                if k != "ignored":
+                    total[f"sparkplug.{k}"] = v
         return dict(total)
 
     def close(self) -> None:

@@ -28,6 +28,15 @@ Health per sender: ``"stale"`` when more than ``stale_intervals`` of its message
 Garbage never raises: a topic outside the tree, an unknown message type or an unparseable
 frame is counted (``malformed``); records before the first malformed one in a frame count
 normally (the rest of the frame cannot be delimited).
+
+Sparkplug B mode (``topic_style="sparkplug"``, :mod:`qkdtwin.iot.sparkplug_edge`): the topics
+are ``spBv1.0/<group>/<type>/<edge>[/<device>]`` and the payloads protobuf. A
+:class:`~qkdtwin.iot.sparkplug_host.SparkplugHost` follows each edge node's session: NBIRTH and
+NDEATH (``bdSeq``) give the edge's online state, each DBIRTH a device with its metric names and
+units (so a device is listed from its birth, before any record), DDEATH and NDEATH mark devices
+``offline``, and the Sparkplug ``seq`` of each edge node counts lost messages
+(:attr:`EdgeMetadata.seq_gaps`). The ``qkdtwin/envelope`` bytes of NDATA and DDATA are read
+exactly as a ``qkdtwin/v1`` frame.
 """
 
 from __future__ import annotations
@@ -37,11 +46,14 @@ import json
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from qkdtwin.errors import ConfigError, EnvelopeError
 from qkdtwin.iot.envelope import KIND_AGGREGATE, KIND_DEVICE, KIND_KEX, iter_records
 from qkdtwin.iot.transport import TOPIC_ROOT
+
+if TYPE_CHECKING:
+    from qkdtwin.iot.sparkplug_host import SparkplugHost
 
 __all__ = [
     "EdgeMetadata",
@@ -51,7 +63,7 @@ __all__ = [
     "SenderMetadata",
 ]
 
-IotHealth = Literal["ok", "stale", "gap", "never-seen"]
+IotHealth = Literal["ok", "stale", "gap", "offline", "never-seen"]
 
 _ROOT_PARTS = TOPIC_ROOT.split("/")
 _KIND_NAMES = {KIND_KEX: "kex", KIND_AGGREGATE: "aggregate", KIND_DEVICE: "device"}
@@ -82,7 +94,12 @@ class SenderMetadata:
     interval_s
         Its message interval (given, or the median gap between its frames), s.
     health
-        ``"ok"``, ``"stale"`` or ``"gap"``.
+        ``"ok"``, ``"stale"``, ``"gap"`` or (Sparkplug, after DDEATH or NDEATH) ``"offline"``.
+    online
+        Sparkplug: ``True`` after its DBIRTH, ``False`` after DDEATH or its node's death
+        (``None``: no birth seen, or not Sparkplug).
+    units
+        Sparkplug: measurement name -> unit from its DBIRTH (``""``: dimensionless).
     """
 
     sender_id: str
@@ -99,6 +116,8 @@ class SenderMetadata:
     rate: float
     interval_s: float | None
     health: IotHealth
+    online: bool | None = None
+    units: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +142,12 @@ class EdgeMetadata:
         Birth and death messages.
     last_seen
         Receive time of its last message, Unix s.
+    bd_seq
+        ``bdSeq`` of its current birth.
+    seq_gaps
+        Sparkplug: messages lost, from the edge node's ``seq`` (0 otherwise).
+    rebirths_wanted
+        Sparkplug: times a standard host would have asked this node for a rebirth.
     """
 
     edge: str
@@ -138,6 +163,9 @@ class EdgeMetadata:
     births: int
     deaths: int
     last_seen: float
+    bd_seq: int | None = None
+    seq_gaps: int = 0
+    rebirths_wanted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +202,8 @@ class _Sender:
     gaps: int = 0
     out_of_order: int = 0
     last_gap_t: float | None = None
+    online: bool | None = None
+    units: dict[str, str] = field(default_factory=dict)
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=17))
     window: deque[tuple[float, int]] = field(default_factory=deque)
 
@@ -193,6 +223,8 @@ class _Edge:
     births: int = 0
     deaths: int = 0
     last_seen: float = 0.0
+    seq_gaps: int = 0
+    rebirths_wanted: int = 0
 
 
 class IotMetadataStream:
@@ -210,11 +242,15 @@ class IotMetadataStream:
     max_sources
         Most edges and most senders tracked (each); messages of further new ones are
         counted ``untracked`` (so forged IDs cannot grow memory without bound).
+    topic_style
+        ``"qkdtwin"`` (``qkdtwin/v1`` topics) or ``"sparkplug"`` (Sparkplug B 3.0).
+    group
+        Sparkplug: only this group (``None``: every group).
 
     Raises
     ------
     ConfigError
-        For a parameter out of range.
+        For a parameter out of range, or the Sparkplug mode without the protobuf runtime.
 
     Notes
     -----
@@ -228,6 +264,8 @@ class IotMetadataStream:
         stale_intervals: float = 3.0,
         rate_window_s: float = 30.0,
         max_sources: int = 4096,
+        topic_style: Literal["qkdtwin", "sparkplug"] = "qkdtwin",
+        group: str | None = None,
     ) -> None:
         for name, value in (
             ("stale_intervals", stale_intervals),
@@ -249,6 +287,18 @@ class IotMetadataStream:
         #: Command messages (NCMD) seen: not telemetry, not malformed.
         self.commands = 0
         self._untracked = 0
+        self.topic_style = topic_style
+        self._spb: SparkplugHost | None = None
+        if topic_style == "sparkplug":
+            from qkdtwin.iot.sparkplug import require_protobuf
+            from qkdtwin.iot.sparkplug_host import SparkplugHost
+
+            require_protobuf()
+            self._spb = SparkplugHost(group, max_nodes=max_sources, max_devices=max_sources)
+        elif topic_style != "qkdtwin":
+            raise ConfigError(
+                "topic_style must be qkdtwin or sparkplug", field="topic_style", value=topic_style
+            )
 
     # -- feeding ---------------------------------------------------------------------------
     def offer(self, topic: str, payload: bytes, now: float) -> None:
@@ -263,6 +313,9 @@ class IotMetadataStream:
             self._malformed += 1
 
     def _offer(self, topic: str, payload: bytes, now: float) -> None:
+        if self._spb is not None:
+            self._offer_sparkplug(self._spb, topic, payload, now)
+            return
         parts = topic.split("/") if isinstance(topic, str) else []
         if (
             len(parts) != len(_ROOT_PARTS) + 3
@@ -278,21 +331,71 @@ class IotMetadataStream:
         if msg_type == "NCMD":  # a command to the edge (the twin's own rekey requests)
             self.commands += 1
             return
-        edge = self._edges.get(edge_id)
+        edge = self._edge(edge_id, group)
         if edge is None:
-            if len(self._edges) >= self.max_sources:
-                self._untracked += 1
-                return
-            edge = self._edges[edge_id] = _Edge(group)
+            return
         edge.last_seen = now
         if msg_type in ("NBIRTH", "NDEATH"):
             self._lifecycle(edge, msg_type, bytes(payload))
             return
+        self._frame(edge, edge_id, bytes(payload), len(payload), now)
+
+    def _edge(self, edge_id: str, group: str) -> _Edge | None:
+        edge = self._edges.get(edge_id)
+        if edge is None:
+            if len(self._edges) >= self.max_sources:
+                self._untracked += 1
+                return None
+            edge = self._edges[edge_id] = _Edge(group)
+        return edge
+
+    def _offer_sparkplug(self, host: SparkplugHost, topic: str, payload: bytes, now: float) -> None:
+        before = host.malformed, host.ignored, host.untracked, host.commands
+        msg = host.offer(topic, bytes(payload)) if isinstance(topic, str) else None
+        self._malformed += (host.malformed - before[0]) + (host.ignored - before[1])
+        self._untracked += host.untracked - before[2]
+        self.commands += host.commands - before[3]
+        if msg is None:
+            if not isinstance(topic, str):
+                self._malformed += 1
+            return
+        t = msg.topic
+        edge = self._edge(t.edge, t.group)
+        if edge is None:
+            return
+        node = host.nodes[t.edge]
+        edge.last_seen = now
+        edge.online, edge.bd_seq = node.online, node.bd_seq
+        edge.births, edge.deaths = node.births, node.deaths
+        edge.seq_gaps, edge.rebirths_wanted = node.seq_gaps, node.rebirths_wanted
+        if t.message_type in ("NBIRTH", "NDEATH"):
+            for dev_id, dev in node.devices.items():  # a new birth or a death: devices wait
+                known = self._senders.get(dev_id)  # for their DBIRTH
+                if known is not None:
+                    known.online = dev.online
+        elif t.message_type in ("DBIRTH", "DDEATH") and t.device is not None:
+            s = self._senders.get(t.device)
+            if s is None:
+                if len(self._senders) >= self.max_sources:
+                    self._untracked += 1
+                    return
+                s = self._senders[t.device] = _Sender(t.edge, now)
+            dev = node.devices[t.device]
+            s.edge, s.online = t.edge, dev.online
+            s.units = {
+                name: unit
+                for name, (_dtype, unit) in dev.metrics.items()
+                if not name.startswith("qkdtwin/")  # the envelope, the kind: not measurements
+            }
+        elif msg.envelope is not None:
+            self._frame(edge, t.edge, msg.envelope, len(payload), now)
+
+    def _frame(self, edge: _Edge, edge_id: str, frame: bytes, nbytes: int, now: float) -> None:
         edge.frames += 1
-        edge.nbytes += len(payload)
+        edge.nbytes += nbytes
         frame_senders: set[str] = set()
         try:
-            for header, _body in iter_records(bytes(payload)):
+            for header, _body in iter_records(frame):
                 edge.records += 1
                 size = len(header.aad) + header.body_length
                 if header.kind == KIND_KEX:
@@ -372,7 +475,9 @@ class IotMetadataStream:
         interval = self._interval(s)
         horizon = None if interval is None else self.stale_intervals * interval
         health: IotHealth = "ok"
-        if horizon is not None and now - s.last_seen > horizon:
+        if s.online is False:
+            health = "offline"
+        elif horizon is not None and now - s.last_seen > horizon:
             health = "stale"
         elif s.last_gap_t is not None and (horizon is None or now - s.last_gap_t <= horizon):
             health = "gap"
@@ -392,6 +497,8 @@ class IotMetadataStream:
             rate=recent / self.rate_window_s,
             interval_s=interval,
             health=health,
+            online=s.online,
+            units=dict(s.units),
         )
 
     def sender(self, sender_id: str, now: float) -> SenderMetadata | None:
@@ -403,6 +510,14 @@ class IotMetadataStream:
         """Return ``"ok"``, ``"stale"``, ``"gap"`` or ``"never-seen"`` for one sender."""
         view = self.sender(sender_id, now)
         return "never-seen" if view is None else view.health
+
+    def sequence_totals(self) -> dict[str, int]:
+        """Sparkplug: ``seq_gaps`` (messages lost) and ``rebirths_wanted`` over every edge."""
+        edges = self._edges.values()
+        return {
+            "seq_gaps": sum(e.seq_gaps for e in edges),
+            "rebirths_wanted": sum(e.rebirths_wanted for e in edges),
+        }
 
     def snapshot(self, now: float) -> IotMetadataSnapshot:
         """Return every edge and sender as seen at ``now``."""
@@ -421,6 +536,9 @@ class IotMetadataStream:
                 births=e.births,
                 deaths=e.deaths,
                 last_seen=e.last_seen,
+                bd_seq=e.bd_seq,
+                seq_gaps=e.seq_gaps,
+                rebirths_wanted=e.rebirths_wanted,
             )
             for eid, e in sorted(self._edges.items())
         }

@@ -2,7 +2,8 @@
 
 One paho-mqtt client (MQTT 3.1.1, clean session, QoS 1 subscriptions) on its own network
 thread, subscribed to the link-telemetry tree (``qkdtwin/link/v1/+/perf`` and ``.../state``)
-and the IIoT tree (``qkdtwin/v1/#``) by default. Every message is handed to
+and the IIoT tree (``qkdtwin/v1/#``) by default; :func:`ingest_topics` gives the filters of
+gateways speaking Sparkplug B instead (``spBv1.0/<group>/#``). Every message is handed to
 ``on_payload(topic, payload, t_recv)`` with its receive time (``clock()``, Unix s) taken as
 soon as paho delivers it; an exception raised by the callback is counted and logged, never
 allowed to end the network thread.
@@ -33,6 +34,7 @@ from typing import Any, Literal, cast
 
 from qkdtwin.errors import ConfigError, TransportError
 from qkdtwin.interfaces.link_telemetry import TOPIC_ROOT as LINK_TOPIC_ROOT
+from qkdtwin.iot.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
 from qkdtwin.iot.transport import TOPIC_ROOT as IOT_TOPIC_ROOT
 from qkdtwin.iot.transport import broker_security, parse_broker, redact_broker_url
 
@@ -41,6 +43,7 @@ __all__ = [
     "ConnectionState",
     "MqttIngest",
     "MqttIngestStats",
+    "ingest_topics",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,23 @@ DEFAULT_TOPICS: tuple[str, ...] = (
     f"{LINK_TOPIC_ROOT}/+/state",
     f"{IOT_TOPIC_ROOT}/#",
 )
+
+
+def ingest_topics(topic_style: str = "qkdtwin", group: str | None = None) -> tuple[str, ...]:
+    """Return the filters of the link telemetry and of the IIoT gateways' topic style.
+
+    ``"qkdtwin"``: :data:`DEFAULT_TOPICS`; ``"sparkplug"``: the link telemetry and
+    ``spBv1.0/<group>/#`` (``spBv1.0/#`` without a group).
+    """
+    if topic_style == "qkdtwin":
+        return DEFAULT_TOPICS
+    if topic_style != "sparkplug":
+        raise ConfigError(
+            "topic_style must be qkdtwin or sparkplug", field="topic_style", value=topic_style
+        )
+    iot = f"{SPARKPLUG_NAMESPACE}/{group}/#" if group else f"{SPARKPLUG_NAMESPACE}/#"
+    return (*DEFAULT_TOPICS[:2], iot)
+
 
 ConnectionState = Literal["idle", "connecting", "connected", "reconnecting", "closed"]
 PayloadHandler = Callable[[str, bytes, float], None]

@@ -3,7 +3,8 @@
 The router is the ``on_payload``/``on_state`` target of an
 :class:`~qkdtwin.twin.ingest.mqtt_source.MqttIngest` (or of a
 :class:`~qkdtwin.twin.ingest.record.Replayer`): it records every message, sends link
-telemetry to the :class:`~qkdtwin.twin.ingest.link_stream.LinkStream`, IIoT traffic to the
+telemetry to the :class:`~qkdtwin.twin.ingest.link_stream.LinkStream`, IIoT traffic
+(``qkdtwin/v1/...`` or Sparkplug B ``spBv1.0/...``) to the
 :class:`~qkdtwin.twin.ingest.iot_stream.IotMetadataStream`, and queues the released link
 telemetry for the twin (:meth:`IngestRouter.drain`). When the MQTT connection is lost it marks
 every link source stale. It serialises the stages with one lock (MQTT callbacks arrive on
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from qkdtwin.interfaces.link_telemetry import TOPIC_ROOT as LINK_TOPIC_ROOT
 from qkdtwin.interfaces.link_telemetry import LinkTelemetry
+from qkdtwin.iot.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
 from qkdtwin.iot.transport import TOPIC_ROOT as IOT_TOPIC_ROOT
 from qkdtwin.twin.ingest.iot_stream import IotMetadataStream
 from qkdtwin.twin.ingest.link_stream import LinkStream
@@ -110,7 +112,7 @@ class IngestRouter:
                 self._link += 1
                 released = self.links.offer(topic, payload, t)
                 self._release(released)
-            elif topic.startswith(IOT_TOPIC_ROOT + "/"):
+            elif topic.startswith((IOT_TOPIC_ROOT + "/", SPARKPLUG_NAMESPACE + "/")):
                 self._iot += 1
                 if self.iot is not None:
                     self.iot.offer(topic, payload, t)
