@@ -1038,7 +1038,11 @@ def _changes_text(closed: list[dict[str, Any]]) -> list[str]:
         "process now moves those out of the collector's sight once it serves "
         "(`qkdtwin.ops.freeze_startup_objects`, `gc.freeze`). Two-process 16-SAE row, p99 "
         "over repeated runs on a quiet machine: 53-67 ms before, 44-56 ms with the sweep "
-        "fixed, 37-40 ms with both; in one process 60-69 -> 39-45 ms. (In an earlier round "
+        "fixed, 37-40 ms with both; in one process 60-69 -> 39-45 ms. In full benchmark "
+        "runs the same row gave 38.4 ms and 51.3 ms (two processes) and 49.0 ms (one "
+        "process, with 0.3 cores of other work on the machine): at 5,000 keys/s the KMEs use "
+        "~0.8 of the 2 shared cores, so the target holds on a quiet machine and sits at its "
+        "edge when other work takes a third of a core. (In an earlier round "
         "`gc.freeze()` alone had not helped, because the sweep's stalls hid it.) Measured "
         "and dropped before: uvloop as the event loop (CPU per request -5 %, p99 unchanged).",
     ]
