@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdtwin needs Python >= 3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,conformance,dev]'
 	@# pysparkplug: the independent Sparkplug B decoder of tests/iot/test_sparkplug*.py. It pins
 	@# paho-mqtt<2 for its own client, which the tests never use; qkdtwin needs paho-mqtt>=2, so
-	@# it is installed without its dependencies (its decoder needs only protobuf, in [dev]).
+	@# it is installed without its dependencies (its decoder needs only protobuf: [sparkplug]).
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps pysparkplug==0.6.1
 	@touch $(STAMP)
 
