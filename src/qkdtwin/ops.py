@@ -24,12 +24,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import anyio.to_thread
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from qkdtwin.extras import require_extra
+
+require_extra("kms", what="qkdtwin.ops")
+
+import anyio.to_thread  # noqa: E402
+from fastapi import FastAPI, Request, Response  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
 
 __all__ = [
     "ReadyCheck",

@@ -14,11 +14,15 @@ side). See ``docs/iot.md``.
 
 from __future__ import annotations
 
-from qkdtwin.iot.aggregator import Aggregator
-from qkdtwin.iot.devices import KINDS, DeviceFleet, Reading
-from qkdtwin.iot.envelope import Header, ReplayWindow, Sealer, open_envelope, seal_envelope
-from qkdtwin.iot.gateway import EdgeGateway
-from qkdtwin.iot.keys import (
+from qkdtwin.extras import require_extra
+
+require_extra("kms", "iot", what="qkdtwin.iot")
+
+from qkdtwin.iot.aggregator import Aggregator  # noqa: E402
+from qkdtwin.iot.devices import KINDS, DeviceFleet, Reading  # noqa: E402
+from qkdtwin.iot.envelope import Header, ReplayWindow, Sealer, open_envelope, seal_envelope  # noqa: E402
+from qkdtwin.iot.gateway import EdgeGateway  # noqa: E402
+from qkdtwin.iot.keys import (  # noqa: E402
     DevKmePair,
     EpochKeys,
     GatedKeySource,
@@ -29,10 +33,10 @@ from qkdtwin.iot.keys import (
     derive_master_key,
     derive_sender_key,
 )
-from qkdtwin.iot.session import IntervalReport, TelemetryConfig, TelemetrySession
-from qkdtwin.iot.sparkplug_edge import SparkplugEdgeNode
-from qkdtwin.iot.sparkplug_host import SparkplugHost, SparkplugReceiver
-from qkdtwin.iot.transport import EmbeddedBroker, MemoryBus, MqttTransport
+from qkdtwin.iot.session import IntervalReport, TelemetryConfig, TelemetrySession  # noqa: E402
+from qkdtwin.iot.sparkplug_edge import SparkplugEdgeNode  # noqa: E402
+from qkdtwin.iot.sparkplug_host import SparkplugHost, SparkplugReceiver  # noqa: E402
+from qkdtwin.iot.transport import EmbeddedBroker, MemoryBus, MqttTransport  # noqa: E402
 
 __all__ = [
     "KINDS",
