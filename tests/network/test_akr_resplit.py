@@ -17,8 +17,7 @@ from qkdtwin.network import (
     simulate,
     uniform_demands,
 )
-from qkdtwin.network.engine import resource_csr
-from qkdtwin.network.policies import akr_rates
+from qkdtwin.network.policies import akr_rates, resource_csr
 
 RES_PTR = np.array([0, 2, 4])
 RES_POOL = np.array([0, 2, 1, 2])  # x: a, c; y: b, c

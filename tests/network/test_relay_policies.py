@@ -17,11 +17,11 @@ from qkdtwin.network import (
     simulate,
     uniform_demands,
 )
-from qkdtwin.network.engine import resource_csr
 from qkdtwin.network.policies import (
     akr_rates,
     price_weights,
     proportional_rates,
+    resource_csr,
     static_rates,
     ttd_rates,
 )

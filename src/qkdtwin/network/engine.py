@@ -31,13 +31,12 @@ from numpy.typing import NDArray
 from qkdtwin._validate import in_range
 from qkdtwin.errors import ConfigError
 from qkdtwin.network.policies import (
-    POLICIES,
-    akr_rates,
-    canonical_policy,
+    Routing,
+    constant_rates,
+    get_policy,
+    plan_dynamic,
     price_weights,
-    proportional_rates,
-    static_rates,
-    ttd_rates,
+    routing_arrays,
 )
 from qkdtwin.network.pools import PoolStats
 from qkdtwin.network.relay import RelayCosts, relay_costs
@@ -177,14 +176,8 @@ def _run(
     level: NDArray[np.float64],
     rates: NDArray[np.float64],
     policy: int,
-    pool_ptr: NDArray[np.int64],
-    hop_res: NDArray[np.int64],
-    hop_cnt: NDArray[np.float64],
-    res_cap: NDArray[np.float64],
-    res_ptr: NDArray[np.int64],
-    res_pool: NDArray[np.int64],
-    res_cnt: NDArray[np.float64],
-    single: NDArray[np.bool_],
+    dynamic: bool,
+    routing: Routing,
     demand: NDArray[np.float64],
     price: NDArray[np.float64],
     horizon: float,
@@ -203,14 +196,9 @@ def _run(
         # numba's own per-thread state (not numpy's global one), seeded from the caller's rng
         np.random.seed(seed)  # noqa: NPY002
     last = np.zeros(n_pools)
-    load = np.zeros(res_cap.size)
-    dynamic = policy >= 2
-    akr = policy == 2 or policy == 4
-    resplit = policy == 4
-    if akr:
-        akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates, resplit)
-    elif policy == 3:
-        ttd_rates(level, demand, price, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates)
+    load = np.zeros(routing.res_cap.size)
+    if dynamic:
+        plan_dynamic(policy, level, cap, routing, demand, price, horizon, load, rates)
     for i in range(times.size):
         t = times[i]
         p = req_pool[i]
@@ -228,34 +216,10 @@ def _run(
             consumed[p] += keys
         if i < trace_n:
             trace_l[i] = level[p]
-        if akr:
-            akr_rates(level, cap, res_cap, res_ptr, res_pool, res_cnt, single, rates, resplit)
-        elif policy == 3:
-            ttd_rates(
-                level, demand, price, horizon, res_cap, pool_ptr, hop_res, hop_cnt, load, rates
-            )
+        if dynamic:
+            plan_dynamic(policy, level, cap, routing, demand, price, horizon, load, rates)
     for q in range(n_pools):
         _advance(q, t_end, level, last, rates, cap, generated, dropped, poisson)
-
-
-def resource_csr(
-    costs: RelayCosts,
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Invert the pool -> hop map of ``costs`` into resource -> (pool, key count) CSR arrays.
-
-    Returns ``(res_ptr, res_pool, res_cnt, single)``: the pools drawing on resource ``r`` are
-    ``res_pool[res_ptr[r]:res_ptr[r + 1]]`` with ``res_cnt`` keys each; ``single`` marks the
-    pools of one hop. Shared with the live twin's key network.
-    """
-    n_pools = costs.pool_ptr.size - 1
-    pool_of_hop = np.repeat(np.arange(n_pools), np.diff(costs.pool_ptr))
-    order = np.argsort(costs.hop_res, kind="stable")
-    res_pool = pool_of_hop[order].astype(np.int64)
-    res_cnt = costs.hop_cnt[order]
-    counts = np.bincount(costs.hop_res, minlength=costs.capacity.size)
-    res_ptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    single = np.diff(costs.pool_ptr) == 1
-    return res_ptr, res_pool, res_cnt, single
 
 
 def simulate(
@@ -333,7 +297,8 @@ def simulate(
     >>> 0.0 < res.success_rate <= 1.0
     True
     """
-    name = canonical_policy(policy)
+    pol = get_policy(policy)
+    name = pol.name
     cap_c = in_range("pool_capacity", pool_capacity, 0.0, low_open=True)
     x = in_range("keys_per_service", keys_per_service, 0.0, cap_c, low_open=True)
     if (services is None) == (duration is None):
@@ -365,13 +330,7 @@ def simulate(
         costs = relay_costs(topology, pairs)
     n_pools = len(pairs)
     demand_keys = lam * x
-    code = POLICIES[name]
-    if code == 0:
-        rates = static_rates(costs)
-    elif code == 1:
-        rates = proportional_rates(costs, demand_keys)
-    else:
-        rates = np.zeros(n_pools)
+    rates = constant_rates(pol, costs, demand_keys)
     total = float(lam.sum())
     if services is not None:
         n = int(in_range("services", services, 1.0))
@@ -406,7 +365,7 @@ def simulate(
         costs.capacity, costs.pool_ptr, costs.hop_res, costs.hop_cnt, demand_keys, stock
     )
     initial = level.copy()
-    res_ptr, res_pool, res_cnt, single = resource_csr(costs)
+    routing = routing_arrays(costs)
     requests = np.zeros(n_pools, dtype=np.int64)
     successes = np.zeros(n_pools, dtype=np.int64)
     consumed = np.zeros(n_pools)
@@ -415,14 +374,8 @@ def simulate(
     trace_n = min(int(trace), n)
     trace_l = np.zeros(trace_n)
     args = (
-        costs.pool_ptr,
-        costs.hop_res,
-        costs.hop_cnt,
-        costs.capacity,
-        res_ptr,
-        res_pool,
-        res_cnt,
-        single,
+        pol.dynamic,
+        routing,
         demand_keys,
         price,
         float(horizon),
@@ -439,7 +392,7 @@ def simulate(
             cap,
             level.copy(),
             rates.astype(np.float64),
-            code,
+            pol.code,
             *args,
             0,
             requests.copy(),
@@ -459,7 +412,7 @@ def simulate(
         cap,
         level,
         rates.astype(np.float64),
-        code,
+        pol.code,
         *args,
         trace_n,
         requests,

@@ -27,14 +27,13 @@ import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
-from qkdtwin.network import Demand, RelayCosts, Topology, canonical_policy, relay_costs
-from qkdtwin.network.engine import resource_csr
+from qkdtwin.network import Demand, RelayCosts, Topology, relay_costs
 from qkdtwin.network.policies import (
-    akr_rates,
+    constant_rates,
+    get_policy,
+    plan_dynamic,
     price_weights,
-    proportional_rates,
-    static_rates,
-    ttd_rates,
+    routing_arrays,
 )
 
 __all__ = ["KeyNetwork", "PoolView", "topology_without"]
@@ -118,7 +117,8 @@ class KeyNetwork:
         initial_fill: str = "full",
     ) -> None:
         self.topology = topology
-        self.policy = canonical_policy(policy)
+        self._policy = get_policy(policy)
+        self.policy = self._policy.name
         self.capacity = float(pool_capacity)
         self.keys = float(keys_per_service)
         self.horizon_s = float(horizon_s)
@@ -161,7 +161,7 @@ class KeyNetwork:
             self.costs: RelayCosts | None = relay_costs(topo, [self.pairs[i] for i in live])
             for j, i in enumerate(live):
                 self.paths[i] = list(self.costs.paths[j])
-            self._csr = resource_csr(self.costs)
+            self._routing = routing_arrays(self.costs)
             dk = self.lam[self._live] * self.keys
             self._demand_keys = dk
             stock = 0.5 * self.capacity / self.horizon_s
@@ -187,39 +187,22 @@ class KeyNetwork:
         if self.costs is None:
             return
         live = self._live
-        if self.policy == "static":
-            r = static_rates(self.costs)
-        elif self.policy == "proportional":
-            r = proportional_rates(self.costs, self._demand_keys)
+        pol = self._policy
+        if not pol.dynamic:
+            r = constant_rates(pol, self.costs, self._demand_keys)
         else:
-            lvl = self.level[live].astype(np.float64)
             r = np.zeros(live.size)
-            res_ptr, res_pool, res_cnt, single = self._csr
-            if self.policy in ("adaptive-key-residue", "adaptive-key-residue-resplit"):
-                akr_rates(
-                    lvl,
-                    np.full(live.size, self.capacity),
-                    self.costs.capacity,
-                    res_ptr,
-                    res_pool,
-                    res_cnt,
-                    single,
-                    r,
-                    self.policy == "adaptive-key-residue-resplit",
-                )
-            else:
-                ttd_rates(
-                    lvl,
-                    self._demand_keys,
-                    self._price,
-                    self._horizon,
-                    self.costs.capacity,
-                    self.costs.pool_ptr,
-                    self.costs.hop_res,
-                    self.costs.hop_cnt,
-                    self._load,
-                    r,
-                )
+            plan_dynamic(
+                pol.code,
+                self.level[live].astype(np.float64),
+                np.full(live.size, self.capacity),
+                self._routing,
+                self._demand_keys,
+                self._price,
+                self._horizon,
+                self._load,
+                r,
+            )
         self.rates[live] = np.where(np.isfinite(r), r, 0.0)
 
     def step(self, dt: float, rng: np.random.Generator) -> tuple[int, int]:

@@ -1,5 +1,8 @@
 """Key-rate allocation policies: who gets how much of the shared generation budgets.
 
+Every policy is registered once in :mod:`qkdtwin.network.policies.registry` (name, integer
+code, constant or dynamic), which the network engine and the live twin both plan through.
+
 =========================  =====================================================================
 name                       rule
 =========================  =====================================================================
@@ -15,59 +18,37 @@ resplit``                  the minimum (docs/adaptive-key-residue.md)
 
 from __future__ import annotations
 
-from qkdtwin.errors import UnknownNameError
 from qkdtwin.network.policies.adaptive_residue import akr_rates
 from qkdtwin.network.policies.proportional import proportional_rates
+from qkdtwin.network.policies.registry import (
+    POLICIES,
+    REGISTRY,
+    Policy,
+    Routing,
+    canonical_policy,
+    constant_rates,
+    get_policy,
+    plan_dynamic,
+    resource_csr,
+    routing_arrays,
+)
 from qkdtwin.network.policies.static import static_rates
 from qkdtwin.network.policies.ttd_balance import price_weights, ttd_rates
 
 __all__ = [
     "POLICIES",
+    "REGISTRY",
+    "Policy",
+    "Routing",
     "akr_rates",
     "canonical_policy",
+    "constant_rates",
+    "get_policy",
+    "plan_dynamic",
     "price_weights",
     "proportional_rates",
+    "resource_csr",
+    "routing_arrays",
     "static_rates",
     "ttd_rates",
 ]
-
-#: Policy names and the engine's integer code for each.
-POLICIES = {
-    "static": 0,
-    "proportional": 1,
-    "adaptive-key-residue": 2,
-    "ttd-balance": 3,
-    "adaptive-key-residue-resplit": 4,
-}
-_ALIASES = {
-    "akr": "adaptive-key-residue",
-    "akr-resplit": "adaptive-key-residue-resplit",
-    "equal": "static",
-    "ttd": "ttd-balance",
-    "ours": "ttd-balance",
-}
-
-
-def canonical_policy(name: str) -> str:
-    """Canonical policy name (aliases ``akr``, ``equal``, ``ttd``, ``ours`` accepted).
-
-    Raises
-    ------
-    UnknownNameError
-        If the policy does not exist.
-
-    Examples
-    --------
-    >>> canonical_policy("akr")
-    'adaptive-key-residue'
-    """
-    key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in POLICIES:
-        raise UnknownNameError(
-            f"unknown policy {name!r}; known: {', '.join(POLICIES)}",
-            field="policy",
-            value=name,
-            allowed=", ".join(POLICIES),
-        )
-    return key
