@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from qkdtwin import _validate as v
 from qkdtwin.qkd.channel import FiberChannel
 from qkdtwin.qkd.detector import ThresholdDetector
+from qkdtwin.qkd.keyrate.dispatch import analytic_key_rate
+from qkdtwin.qkd.keyrate.optimize import optimal_mu
 from qkdtwin.qkd.presets import Preset, get_preset
 from qkdtwin.qkd.source import EntangledPairSource, SinglePhotonSource, WeakCoherentSource
 
@@ -135,8 +137,6 @@ def build_link_model(
         ec_efficiency=p.ec_efficiency,
     )
     if mu is None and isinstance(source, WeakCoherentSource) and name in ("bb84", "sarg04"):
-        from qkdtwin.qkd.keyrate import analytic_key_rate, optimal_mu
-
         best = optimal_mu(name, model)
         candidate = replace(model, source=WeakCoherentSource(best))
         if analytic_key_rate(name, candidate).rate_per_pulse <= 0.0:
