@@ -2,10 +2,14 @@
 
 Three layers, lowest first:
 
-* :mod:`~qkdtwin.teleport.statevector` — a small exact engine: :class:`StateVector` and
-  :class:`DensityMatrix` over labelled qubits, gates applied by tensor contraction,
-  measurements in the Z, X, Y, Bell and GHZ bases (sampled or enumerated), partial trace,
-  state and process fidelity; :mod:`~qkdtwin.teleport.noise` adds Kraus noise channels.
+* a small exact engine: :class:`StateVector` (:mod:`~qkdtwin.teleport.states`) and
+  :class:`DensityMatrix` (:mod:`~qkdtwin.teleport.density`) over labelled qubits (their
+  common base in :mod:`~qkdtwin.teleport.qubits`), gates (:mod:`~qkdtwin.teleport.gates`)
+  applied by tensor contraction, measurements in the Z, X, Y, Bell and GHZ bases (sampled or
+  enumerated), partial trace, state and process fidelity (:mod:`~qkdtwin.teleport.fidelity`)
+  and Haar-random states (:mod:`~qkdtwin.teleport.random_states`); all of it is also
+  importable from :mod:`~qkdtwin.teleport.statevector`, its former single module;
+  :mod:`~qkdtwin.teleport.noise` adds Kraus noise channels.
 * :mod:`~qkdtwin.teleport.controlled` — the scheme: GHZ5 on particles 1, 2, 3, 5, 6 and a
   Bell pair on 4, 7; Bob's corrections derived by simulation (:func:`derive_corrections`),
   sampled runs (:func:`teleport`, :func:`run_trials`) and the exact channel
@@ -67,28 +71,17 @@ from qkdtwin.teleport.decoy import (
     simulate_unnoticed,
     unnoticed_probability,
 )
-from qkdtwin.teleport.noise import NOISE_MODELS, NoiseModel, apply_noise, parse_noise
-from qkdtwin.teleport.statevector import (
-    BELL_NAMES,
-    CNOT,
-    CZ,
-    SWAP,
-    DensityMatrix,
-    H,
-    S,
-    StateVector,
-    X,
-    Y,
-    Z,
+from qkdtwin.teleport.density import DensityMatrix
+from qkdtwin.teleport.fidelity import (
     average_gate_fidelity,
-    basis_unitary,
     choi_matrix,
     process_fidelity,
-    random_product_state,
-    random_state,
-    random_unitary,
     state_fidelity,
 )
+from qkdtwin.teleport.gates import BELL_NAMES, CNOT, CZ, SWAP, H, S, X, Y, Z, basis_unitary
+from qkdtwin.teleport.noise import NOISE_MODELS, NoiseModel, apply_noise, parse_noise
+from qkdtwin.teleport.random_states import random_product_state, random_state, random_unitary
+from qkdtwin.teleport.states import StateVector
 
 __all__ = [
     "ALICE_PARTICLES",

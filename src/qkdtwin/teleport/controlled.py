@@ -40,25 +40,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qkdtwin.errors import ConfigError, SimulationError, UnknownNameError
-from qkdtwin.teleport.noise import NoiseModel, apply_noise
-from qkdtwin.teleport.statevector import (
-    BELL_NAMES,
-    I2,
-    SDG,
-    DensityMatrix,
-    H,
-    S,
-    StateVector,
-    X,
-    Y,
-    Z,
-    basis_unitary,
+from qkdtwin.teleport.density import DensityMatrix
+from qkdtwin.teleport.fidelity import (
     haar_average_fidelity,
     product_average_fidelity,
-    random_product_state,
-    random_state,
     state_fidelity,
 )
+from qkdtwin.teleport.gates import BELL_NAMES, I2, SDG, H, S, X, Y, Z, basis_unitary
+from qkdtwin.teleport.noise import NoiseModel, apply_noise
+from qkdtwin.teleport.random_states import random_product_state, random_state
+from qkdtwin.teleport.states import StateVector
 
 __all__ = [
     "ALICE_PARTICLES",
@@ -209,7 +200,7 @@ class Correction:
     ----------
     alice_a5, alice_b7
         Alice's Bell outcomes on ``(A, 5)`` and ``(B, 7)`` (index into
-        :data:`~qkdtwin.teleport.statevector.BELL_NAMES`).
+        :data:`~qkdtwin.teleport.gates.BELL_NAMES`).
     charlie
         Charlie's outcome on ``(1, 3, 6)`` (see :func:`charlie_outcome_name`).
     probability
@@ -873,7 +864,7 @@ def expected_fidelity(
     """Exact mean fidelity over random messages, from the protocol's Choi state.
 
     ``haar``: ``(d F_pro + 1)/(d + 1)`` with ``d = 4``; ``product``: the average over
-    products of Haar qubits (:func:`~qkdtwin.teleport.statevector.product_average_fidelity`).
+    products of Haar qubits (:func:`~qkdtwin.teleport.fidelity.product_average_fidelity`).
 
     Examples
     --------

@@ -50,7 +50,8 @@ from scipy import stats
 
 from qkdtwin import _validate as v
 from qkdtwin.errors import ConfigError, UnknownNameError
-from qkdtwin.teleport.statevector import StateVector, basis_unitary, controlled, ry
+from qkdtwin.teleport.gates import basis_unitary, controlled, ry
+from qkdtwin.teleport.states import StateVector
 
 __all__ = [
     "ATTACKS",
@@ -207,7 +208,7 @@ def outcome_table(attack: Attack) -> NDArray[np.float64]:
 
     ``e`` is Eve's measurement result, ``r = 1`` when the receiver's result in the decoy's
     basis differs from the decoy's bit. Computed by enumerating the measurement branches of
-    :class:`~qkdtwin.teleport.statevector.StateVector` (Born rule, no sampling).
+    :class:`~qkdtwin.teleport.states.StateVector` (Born rule, no sampling).
 
     Returns
     -------

@@ -32,15 +32,10 @@ from numpy.typing import NDArray
 
 from qkdtwin import _validate as v
 from qkdtwin.errors import ConfigError, UnknownNameError
-from qkdtwin.teleport.statevector import (
-    I2,
-    DensityMatrix,
-    Qubit,
-    StateVector,
-    X,
-    Y,
-    Z,
-)
+from qkdtwin.teleport.density import DensityMatrix
+from qkdtwin.teleport.gates import I2, X, Y, Z
+from qkdtwin.teleport.qubits import Qubit
+from qkdtwin.teleport.states import StateVector
 
 __all__ = [
     "NOISE_MODELS",
