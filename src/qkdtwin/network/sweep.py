@@ -242,7 +242,7 @@ def run_sweep(
                     field="scheduler",
                 ) from None
             try:
-                client = Client(scheduler, timeout=scheduler_timeout)
+                client = Client(scheduler, timeout=scheduler_timeout)  # type: ignore[no-untyped-call]
             except (OSError, ValueError, TypeError) as exc:
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ConfigError(
@@ -252,7 +252,7 @@ def run_sweep(
                 ) from None
             with client:
                 futures = client.map(run_point, todo, pure=False)
-                for k, fut in enumerate(as_completed(futures), 1):
+                for k, fut in enumerate(as_completed(futures), 1):  # type: ignore[no-untyped-call]
                     emit(fut.result(), k)
         elif workers == 1:
             for k, p in enumerate(todo, 1):

@@ -446,7 +446,8 @@ def build_topology(name: str, **params: Any) -> Topology:
             allowed=", ".join(sorted(BUILDERS)),
         )
     try:
-        return BUILDERS[name](**params)  # type: ignore[operator]
+        topo: Topology = BUILDERS[name](**params)  # type: ignore[operator]
+        return topo
     except TypeError as exc:
         raise ConfigError(
             f"bad parameters for topology {name!r}: {exc}", field="topology.params"

@@ -60,7 +60,8 @@ def categorical(u: NDArray[np.float64], cumulative: NDArray[np.float64]) -> NDAr
         Index of the first column whose cumulative probability exceeds ``u``.
     """
     idx = (u[:, np.newaxis] >= cumulative).sum(axis=1)
-    return np.minimum(idx, cumulative.shape[1] - 1)
+    first: NDArray[np.intp] = np.minimum(idx, cumulative.shape[1] - 1)
+    return first
 
 
 def random_bits(rng: np.random.Generator, n: int) -> NDArray[np.uint8]:

@@ -107,7 +107,8 @@ class WeakCoherentSource:
         self, rng: np.random.Generator, intensity_idx: NDArray[np.integer]
     ) -> NDArray[np.int64]:
         """Draw a Poisson photon number for each pulse of the given intensity classes."""
-        return rng.poisson(self.intensities[intensity_idx])
+        n: NDArray[np.int64] = rng.poisson(self.intensities[intensity_idx])
+        return n
 
 
 @dataclass(frozen=True)

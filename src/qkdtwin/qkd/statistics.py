@@ -94,9 +94,9 @@ class PrepareMeasureStats:
     def gain(self) -> NDArray[np.float64]:
         """Gain ``Q_k``: fraction of the class-``k`` pulses that Bob detected."""
         sent = self.sent.sum(axis=(1, 2))
-        return np.divide(
-            self.detected.sum(axis=(1, 2)), sent, out=np.zeros(self.n_classes), where=sent > 0
-        )
+        out: NDArray[np.float64] = np.zeros(self.n_classes)
+        np.divide(self.detected.sum(axis=(1, 2)), sent, out=out, where=sent > 0)
+        return out
 
     def sifted_qber(self) -> NDArray[np.float64]:
         """Error rate ``E_k`` of the sifted bits of each class."""
@@ -113,9 +113,9 @@ class PrepareMeasureStats:
     def tagged_gain(self) -> NDArray[np.float64]:
         """Sifted gain per emitted photon number: sifted_n / pulses sent, ``(K, tags)``."""
         sent = self.sent.sum(axis=(1, 2)).astype(np.float64)[:, np.newaxis]
-        return np.divide(
-            self.tagged_sifted, sent, out=np.zeros(self.tagged_sifted.shape), where=sent > 0
-        )
+        out: NDArray[np.float64] = np.zeros(self.tagged_sifted.shape)
+        np.divide(self.tagged_sifted, sent, out=out, where=sent > 0)
+        return out
 
     def tagged_qber(self) -> NDArray[np.float64]:
         """Sifted error rate per emitted photon number, ``(K, tags)``."""

@@ -170,7 +170,7 @@ def average_gate_fidelity(choi: ArrayLike, target: ArrayLike) -> float:
     0.666666666667
     """
     d = np.asarray(target).shape[0]
-    return (d * process_fidelity(choi, target) + 1.0) / (d + 1.0)
+    return float((d * process_fidelity(choi, target) + 1.0) / (d + 1.0))
 
 
 def haar_average_fidelity(choi: ArrayLike) -> float:

@@ -313,7 +313,9 @@ class Twin:
             value=name,
         )
 
-    def attack(self, link: str, kind: str = "intercept-resend", fraction: float = 1.0) -> dict:
+    def attack(
+        self, link: str, kind: str = "intercept-resend", fraction: float = 1.0
+    ) -> dict[str, Any]:
         """Inject an attack on ``link`` and run its next block at once; return the link's state.
 
         Raises

@@ -283,4 +283,5 @@ def toeplitz_hash_naive(
     i = np.arange(m)[:, None]
     j = np.arange(n)[None, :]
     t = s[i - j + n - 1]
-    return ((t @ x) & 1).astype(np.uint8)
+    out: NDArray[np.uint8] = ((t @ x) & 1).astype(np.uint8)
+    return out

@@ -120,11 +120,11 @@ def _ceil(x: float) -> int:
 
 
 def _original_k(q: float, n: int, i: int) -> int:
-    return _ceil(0.73 / q) * 2 ** (i - 1)
+    return _ceil(0.73 / q) * (1 << (i - 1))  # pass i >= 1
 
 
 def _biconf_k(q: float, n: int, i: int) -> int:
-    return _ceil(0.92 / q) * 3 ** (i - 1)
+    return int(_ceil(0.92 / q) * 3 ** (i - 1))  # pass i >= 1: an integer
 
 
 def _yanetal_k(q: float, n: int, i: int) -> int:
@@ -140,9 +140,9 @@ def _option7_k(q: float, n: int, i: int) -> int:
 def _option8_k(q: float, n: int, i: int) -> int:
     a = math.log2(1.0 / q) - 0.5
     if i == 1:
-        return 2 ** _ceil(a)
+        return int(2 ** _ceil(a))
     if i == 2:
-        return 2 ** _ceil((a + 12.0) / 2.0)
+        return int(2 ** _ceil((a + 12.0) / 2.0))
     return 4096 if i == 3 else -(-n // 2)
 
 

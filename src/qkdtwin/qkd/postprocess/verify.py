@@ -38,7 +38,7 @@ def _words(bits: NDArray[np.uint8]) -> list[int]:
     weights = 1 << np.arange(29, -1, -1, dtype=np.int64)
     hi = b[:, :30].astype(np.int64) @ weights
     lo = b[:, 30:].astype(np.int64) @ weights
-    words = ((hi << 30) | lo).tolist()
+    words: list[int] = ((hi << 30) | lo).tolist()
     words.append(n)  # binds the length, so keys of different lengths never collide
     return words
 

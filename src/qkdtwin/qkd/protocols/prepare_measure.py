@@ -192,7 +192,8 @@ class PrepareMeasureEngine:
         for c in range(self.n_classes):
             sel = k == c
             out[sel] = np.searchsorted(cum[c], u[sel], side="right")
-        return np.minimum(out, cum.shape[1] - 1)
+        first: NDArray[np.intp] = np.minimum(out, cum.shape[1] - 1)
+        return first
 
     def _eve(
         self,
