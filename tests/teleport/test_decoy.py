@@ -13,7 +13,7 @@ from scipy import stats
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.teleport.decoy import (
     EntangleMeasure,
-    InterceptResend,
+    ParticleInterceptResend,
     decoy_round,
     detection_curve,
     detection_probability,
@@ -29,9 +29,9 @@ from qkdtwin.teleport.decoy import (
 )
 
 ATTACKS = [
-    InterceptResend(),
-    InterceptResend("z"),
-    InterceptResend("x"),
+    ParticleInterceptResend(),
+    ParticleInterceptResend("z"),
+    ParticleInterceptResend("x"),
     EntangleMeasure(1.0),
     EntangleMeasure(0.4),
 ]
@@ -49,11 +49,11 @@ def test_outcome_table_is_a_distribution_with_the_derived_error(attack):
 
 
 def test_intercept_resend_details():
-    t = outcome_table(InterceptResend())
+    t = outcome_table(ParticleInterceptResend())
     # Z decoys measured by Eve in Z: never an error; in X: error 1/2
     assert t[0, 0, :, 1].sum() == pytest.approx(0.0)
     assert t[0, 1, :, 1].sum() == pytest.approx(0.5)
-    assert error_probability(InterceptResend(fraction=0.4)) == pytest.approx(0.1)
+    assert error_probability(ParticleInterceptResend(fraction=0.4)) == pytest.approx(0.1)
     assert error_probability(EntangleMeasure(0.0)) == 0.0
 
 
@@ -61,7 +61,7 @@ def test_engine_rounds_agree_with_table():
     # every measurement sampled by the state-vector engine, one decoy at a time
     rng = np.random.default_rng(3)
     n = 2500
-    for attack in (InterceptResend(), EntangleMeasure(1.0)):
+    for attack in (ParticleInterceptResend(), EntangleMeasure(1.0)):
         errs = np.array([decoy_round(int(rng.integers(4)), attack, rng)[1] for _ in range(n)])
         e = error_probability(attack)
         assert abs(errs.mean() - e) < 5 * math.sqrt(e * (1 - e) / n)
@@ -82,7 +82,7 @@ def test_detection_matches_one_minus_three_quarters_power(s):
 
 def test_detection_with_partial_and_weak_attacks():
     rng = np.random.default_rng(11)
-    for attack in (InterceptResend(fraction=0.3), EntangleMeasure(0.5)):
+    for attack in (ParticleInterceptResend(fraction=0.3), EntangleMeasure(0.5)):
         est = simulate_detection(6, 30_000, rng, attack)
         p = detection_probability(6, attack)
         assert abs(est.probability - p) < 5 * math.sqrt(p * (1 - p) / est.trials)
@@ -126,7 +126,7 @@ def test_unnoticed_hypergeometric_against_monte_carlo_and_scipy():
 @settings(max_examples=30, deadline=None)
 @given(s=st.integers(0, 60), f=st.floats(0, 1), strength=st.floats(0, 1))
 def test_detection_probability_properties(s, f, strength):
-    for attack in (InterceptResend(fraction=f), EntangleMeasure(strength, f)):
+    for attack in (ParticleInterceptResend(fraction=f), EntangleMeasure(strength, f)):
         p = detection_probability(s, attack)
         assert 0.0 <= p <= 1.0
         assert detection_probability(s + 1, attack) >= p
@@ -134,8 +134,8 @@ def test_detection_probability_properties(s, f, strength):
 
 
 def test_parse_attack_and_validation():
-    assert parse_eve_attack(None) == InterceptResend()
-    assert parse_eve_attack("intercept-resend:z", 0.5) == InterceptResend("z", 0.5)
+    assert parse_eve_attack(None) == ParticleInterceptResend()
+    assert parse_eve_attack("intercept-resend:z", 0.5) == ParticleInterceptResend("z", 0.5)
     assert parse_eve_attack("entangle-measure:0.25").strength == 0.25
     with pytest.raises(UnknownNameError):
         parse_eve_attack("photon-splitting")
@@ -146,7 +146,7 @@ def test_parse_attack_and_validation():
     with pytest.raises(ConfigError):
         parse_eve_attack("entangle-measure:x")
     with pytest.raises(ConfigError):
-        InterceptResend(fraction=1.5)
+        ParticleInterceptResend(fraction=1.5)
     with pytest.raises(ConfigError):
         simulate_detection(-1, 10, np.random.default_rng(0))
     with pytest.raises(ConfigError):

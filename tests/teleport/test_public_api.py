@@ -40,6 +40,6 @@ def test_core_names():
         "paper_detection_probability",
         "unnoticed_probability",
         "paper_unnoticed_probability",
-        "InterceptResend",
+        "ParticleInterceptResend",
         "EntangleMeasure",
     }

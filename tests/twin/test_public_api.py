@@ -10,7 +10,7 @@ def test_twin_exports():
         assert hasattr(api, name), name
     assert {
         "Twin",
-        "create_app",
+        "create_twin_app",
         "load_twin_scenario",
         "what_if",
         "windowed_qber",

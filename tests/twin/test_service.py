@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qkdtwin.network import seed_topology, simulate, uniform_demands
-from qkdtwin.twin.service import create_app
+from qkdtwin.twin.service import create_twin_app
 
 
 class Client:
@@ -16,7 +16,7 @@ class Client:
 
     def __init__(self, twin) -> None:
         self.twin = twin
-        self.app = create_app(twin, run=False)
+        self.app = create_twin_app(twin, run=False)
 
     def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         async def go() -> httpx.Response:
@@ -209,12 +209,12 @@ def test_the_api_docs_page_needs_no_network(client) -> None:
 
 
 def test_a_twin_whose_engine_is_not_running_is_not_ready(make_twin) -> None:
-    from qkdtwin.twin.service import create_app
+    from qkdtwin.twin.service import create_twin_app
 
     twin = make_twin()
 
     async def go() -> httpx.Response:
-        app = create_app(twin, run=True)  # ASGITransport runs no lifespan: no tick thread
+        app = create_twin_app(twin, run=True)  # ASGITransport runs no lifespan: no tick thread
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://twin") as c:
             return await c.get("/readyz")

@@ -60,7 +60,7 @@ from qkdtwin.teleport.decoy import (
     DECOY_STATES,
     DetectionEstimate,
     EntangleMeasure,
-    InterceptResend,
+    ParticleInterceptResend,
     detection_curve,
     detection_probability,
     error_probability,
@@ -105,8 +105,8 @@ __all__ = [
     "EntangleMeasure",
     "FidelityRun",
     "H",
-    "InterceptResend",
     "NoiseModel",
+    "ParticleInterceptResend",
     "S",
     "StateVector",
     "TeleportResult",
@@ -144,3 +144,22 @@ __all__ = [
     "teleport_branch",
     "unnoticed_probability",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``InterceptResend``: the old name of :class:`ParticleInterceptResend`, deprecated.
+
+    It clashed with :class:`qkdtwin.qkd.InterceptResend` (the link engine's attack on
+    photons); the teleportation scheme's attack on decoy particles is now
+    ``ParticleInterceptResend``.
+    """
+    if name == "InterceptResend":
+        import warnings
+
+        warnings.warn(
+            "qkdtwin.teleport.InterceptResend is deprecated: use ParticleInterceptResend",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ParticleInterceptResend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

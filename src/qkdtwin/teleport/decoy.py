@@ -8,7 +8,7 @@ assumed, so honest errors do not occur).
 
 Attacks on each particle Eve touches:
 
-* :class:`InterceptResend` — Eve measures in Z or X (at random by default) and resends the
+* :class:`ParticleInterceptResend` — Eve measures in Z or X (at random by default) and resends the
   eigenstate she found. A decoy is disturbed when her basis is wrong (1/2) *and* the
   resent state then gives the other result (1/2): error probability ``e = 1/4`` per attacked
   decoy. With a fixed basis the error is again ``1/4`` on average (1/2 on the decoys of the
@@ -59,7 +59,7 @@ __all__ = [
     "Attack",
     "DetectionEstimate",
     "EntangleMeasure",
-    "InterceptResend",
+    "ParticleInterceptResend",
     "decoy_round",
     "detection_curve",
     "detection_probability",
@@ -84,7 +84,7 @@ _CHUNK = 1 << 20  # decoys sampled per chunk: bounded memory whatever trials * S
 
 
 @dataclass(frozen=True)
-class InterceptResend:
+class ParticleInterceptResend:
     """Measure each attacked particle in Z or X and resend the eigenstate found.
 
     Parameters
@@ -153,7 +153,7 @@ class EntangleMeasure:
         return f"entangle-measure:{self.strength:g}"
 
 
-Attack = InterceptResend | EntangleMeasure
+Attack = ParticleInterceptResend | EntangleMeasure
 
 
 def parse_eve_attack(spec: str | None, fraction: float = 1.0) -> Attack:
@@ -169,14 +169,14 @@ def parse_eve_attack(spec: str | None, fraction: float = 1.0) -> Attack:
     Examples
     --------
     >>> parse_eve_attack("intercept-resend")
-    InterceptResend(basis='random', fraction=1.0)
+    ParticleInterceptResend(basis='random', fraction=1.0)
     >>> parse_eve_attack("entangle-measure:0.5").theta == np.pi / 4
     True
     """
     text = (spec or "intercept-resend").strip().lower()
     name, _, arg = text.partition(":")
     if name in ("intercept-resend", "ir"):
-        return InterceptResend(arg or "random", fraction)
+        return ParticleInterceptResend(arg or "random", fraction)
     if name in ("entangle-measure", "em"):
         if not arg:
             return EntangleMeasure(1.0, fraction)
@@ -218,7 +218,7 @@ def outcome_table(attack: Attack) -> NDArray[np.float64]:
 
     Examples
     --------
-    >>> t = outcome_table(InterceptResend())
+    >>> t = outcome_table(ParticleInterceptResend())
     >>> round(float(t[2, 0].sum(axis=0)[1]), 12)  # |+> measured by Eve in Z: error 1/2
     0.5
     """
@@ -227,7 +227,7 @@ def outcome_table(attack: Attack) -> NDArray[np.float64]:
     for d in range(4):
         basis, bit = _DECOY_BASIS[d], _DECOY_BIT[d]
         for si, (_, eve_basis) in enumerate(settings):
-            if isinstance(attack, InterceptResend):
+            if isinstance(attack, ParticleInterceptResend):
                 for eb in _decoy(d).branches(["d"], eve_basis, discard=False):
                     resent = StateVector(basis_unitary(eve_basis, 1)[:, eb.outcome], ["d"])
                     pr = resent.probabilities(["d"], basis)
@@ -276,7 +276,7 @@ def decoy_round(decoy: int, attack: Attack | None, rng: np.random.Generator) -> 
         return -1, int(m != bit)
     probs = [p for p, _ in attack.settings()]
     eve_basis = attack.settings()[int(rng.choice(len(probs), p=probs))][1]
-    if isinstance(attack, InterceptResend):
+    if isinstance(attack, ParticleInterceptResend):
         e, _ = state.measure(["d"], rng, eve_basis, discard=False)
         resent = StateVector(basis_unitary(eve_basis, 1)[:, e], ["d"])
         m, _ = resent.measure(["d"], rng, basis, discard=False)
@@ -296,10 +296,10 @@ def error_probability(attack: Attack) -> float:
 
     Examples
     --------
-    >>> error_probability(InterceptResend())
+    >>> error_probability(ParticleInterceptResend())
     0.25
     """
-    if isinstance(attack, InterceptResend):
+    if isinstance(attack, ParticleInterceptResend):
         return attack.fraction / 4.0
     return attack.fraction * (1.0 - math.cos(attack.theta)) / 4.0
 
@@ -313,10 +313,10 @@ def eve_guess_probability(attack: Attack) -> float:
 
     Examples
     --------
-    >>> eve_guess_probability(InterceptResend())
+    >>> eve_guess_probability(ParticleInterceptResend())
     0.75
     """
-    if isinstance(attack, InterceptResend):
+    if isinstance(attack, ParticleInterceptResend):
         return 0.75
     return (1.0 + math.sin(attack.theta) ** 2) / 4.0 + 0.25
 
@@ -341,7 +341,7 @@ def detection_probability(decoys: int, attack: Attack | None = None) -> float:
     0.683594
     """
     s = _check_count("decoys", decoys, 0)
-    return 1.0 - (1.0 - error_probability(attack or InterceptResend())) ** s
+    return 1.0 - (1.0 - error_probability(attack or ParticleInterceptResend())) ** s
 
 
 def paper_detection_probability(decoys: int) -> float:
@@ -398,7 +398,7 @@ def unnoticed_probability(
             value=n,
             allowed=f"<= {m + s}",
         )
-    a = attack or InterceptResend()
+    a = attack or ParticleInterceptResend()
     e = error_probability(_full(a))
     k = np.arange(0, min(n, s) + 1)
     pk = stats.hypergeom.pmf(k, m + s, s, n)
@@ -406,8 +406,8 @@ def unnoticed_probability(
 
 
 def _full(attack: Attack) -> Attack:
-    if isinstance(attack, InterceptResend):
-        return InterceptResend(attack.basis, 1.0)
+    if isinstance(attack, ParticleInterceptResend):
+        return ParticleInterceptResend(attack.basis, 1.0)
     return EntangleMeasure(attack.strength, 1.0)
 
 
@@ -515,7 +515,7 @@ def simulate_detection(
     """
     s = _check_count("decoys", decoys, 0)
     n = _check_count("trials", trials, 1)
-    a = attack or InterceptResend()
+    a = attack or ParticleInterceptResend()
     detected = guessed = attacked = 0
     if s > 0:
         per = max(1, _CHUNK // s)
@@ -571,7 +571,7 @@ def simulate_unnoticed(
             value=n,
             allowed=f"<= {m + s}",
         )
-    a = _full(attack or InterceptResend())
+    a = _full(attack or ParticleInterceptResend())
     detected = guessed = hit = 0
     per = max(1, _CHUNK // max(1, m + s))
     done = 0

@@ -6,7 +6,7 @@ link with :class:`LinkEstimator` and watches it with :class:`LinkDetector`;
 :class:`AttachedRunner` runs it live from an attach file (:func:`load_attach_file`),
 :func:`replay` from a recording, :func:`create_attached_app` serves it. *Self-simulated*
 (teaching, what-if): :class:`Twin` (``step()``, ``attack()``, ``clear()``, ``what_if()``,
-``state()``), :func:`create_app`, :func:`load_twin_scenario`. See ``docs/twin.md`` and
+``state()``), :func:`create_twin_app`, :func:`load_twin_scenario`. See ``docs/twin.md`` and
 ``docs/plant.md``.
 """
 
@@ -35,7 +35,7 @@ from qkdtwin.twin.links import ATTACK_TYPES, Block, LinkEngine, link_id, make_at
 from qkdtwin.twin.loop import TelemetryComponent, Twin  # noqa: E402
 from qkdtwin.twin.models import AlarmView, AttachedState, LinkStatus, LinkView  # noqa: E402
 from qkdtwin.twin.runner import EventListener, ServiceThread, run_tour  # noqa: E402
-from qkdtwin.twin.service import create_app  # noqa: E402
+from qkdtwin.twin.service import create_twin_app  # noqa: E402
 from qkdtwin.twin.state import History, TwinDatabase  # noqa: E402
 from qkdtwin.twin.whatif import WHATIF_PARAMS, parse_sets, what_if  # noqa: E402
 
@@ -69,8 +69,8 @@ __all__ = [
     "TwinDatabase",
     "TwinScenario",
     "TwinSettings",
-    "create_app",
     "create_attached_app",
+    "create_twin_app",
     "default_scenario_path",
     "fit_link",
     "link_id",
@@ -84,3 +84,20 @@ __all__ = [
     "what_if",
     "windowed_qber",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``create_app``: the old name of :func:`create_twin_app`, deprecated.
+
+    It clashed with :func:`qkdtwin.kms.create_app` (a KME's REST API).
+    """
+    if name == "create_app":
+        import warnings
+
+        warnings.warn(
+            "qkdtwin.twin.create_app is deprecated: use create_twin_app",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return create_twin_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

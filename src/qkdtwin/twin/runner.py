@@ -1,6 +1,6 @@
 """Running the twin service in-process, listening to its event stream, and the guided tour.
 
-* :class:`ServiceThread` serves :func:`qkdtwin.twin.service.create_app` with uvicorn on a
+* :class:`ServiceThread` serves :func:`qkdtwin.twin.service.create_twin_app` with uvicorn on a
   thread (the CLI's bounded modes, the browser test and the benchmark use it);
 * :class:`EventListener` reads ``/api/events`` on a thread and stamps every event with the
   ``time.perf_counter()`` of its arrival, which is how event-to-dashboard latency is measured;
@@ -22,7 +22,7 @@ import uvicorn
 
 from qkdtwin.errors import ConfigError
 from qkdtwin.twin.loop import Twin
-from qkdtwin.twin.service import create_app
+from qkdtwin.twin.service import create_twin_app
 
 __all__ = ["EventListener", "ServiceThread", "free_port", "run_tour"]
 
@@ -50,7 +50,7 @@ class ServiceThread:
         self.host = host
         self.port = port or free_port(host)
         cfg = uvicorn.Config(
-            create_app(twin), host=host, port=self.port, log_level="warning", lifespan="on"
+            create_twin_app(twin), host=host, port=self.port, log_level="warning", lifespan="on"
         )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="twin-http")

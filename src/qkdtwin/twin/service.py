@@ -36,7 +36,7 @@ from qkdtwin.ops import StateCollector, install_health_routes, service_app
 from qkdtwin.twin.loop import Twin
 from qkdtwin.twin.sse import event_stream
 
-__all__ = ["AttackRequest", "WhatIfRequest", "create_app", "web_dir"]
+__all__ = ["AttackRequest", "WhatIfRequest", "create_twin_app", "web_dir"]
 
 
 def web_dir() -> Path:
@@ -118,7 +118,7 @@ def _twin_gauges(twin: Twin) -> list[tuple[str, str, list[str], list[tuple[list[
     ]  # fmt: skip
 
 
-def create_app(twin: Twin, *, run: bool = True) -> FastAPI:
+def create_twin_app(twin: Twin, *, run: bool = True) -> FastAPI:
     """Build the service around ``twin``.
 
     Parameters
