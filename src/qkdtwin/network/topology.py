@@ -15,7 +15,7 @@ survey's four families :func:`centralized_topology`, :func:`distributed_topology
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,21 +281,56 @@ def seed_topology(
     """
     _count("metros", metros)
     _count("gateways_per_olt", gateways_per_olt)
-    t = Topology(name="seed")
+    return _metro_tree(
+        "seed",
+        metros,
+        1,
+        gateways_per_olt,
+        olt_rate,
+        backbone_rate,
+        metro=lambda m: f"M{m + 1}",
+        olt=lambda m, _o: f"OLT{m + 1}",
+        gateway=lambda m, _o, g: f"GW{m + 1}.{g + 1}",
+    )
+
+
+def _metro_tree(
+    name: str,
+    metros: int,
+    olts_per_metro: int,
+    gateways_per_olt: int,
+    olt_rate: float,
+    backbone_rate: float,
+    *,
+    metro: Callable[[int], str],
+    olt: Callable[[int, int], str],
+    gateway: Callable[[int, int, int], str],
+) -> Topology:
+    """Metro ring, OLTs under each metro node, gateways under each OLT sharing its budget.
+
+    The one builder behind :func:`seed_topology` and :func:`hierarchical_topology` (they differ
+    only in node names and in having one OLT per metro). Nodes and links are added in a fixed
+    order (metros, the ring, then each metro's OLTs with their gateways): relay paths break
+    ties by it, so the order is part of the result.
+    """
+    t = Topology(name=name)
     for m in range(metros):
-        t.add_node(f"M{m + 1}", "metro")
+        t.add_node(metro(m), "metro")
+    if metros == 2:
+        t.add_link(metro(0), metro(1), key_rate=backbone_rate)
+    elif metros > 2:
+        for m in range(metros):
+            t.add_link(metro(m), metro((m + 1) % metros), key_rate=backbone_rate)
     for m in range(metros):
-        if metros > 1 and not (metros == 2 and m == 1):
-            t.add_link(f"M{m + 1}", f"M{(m + 1) % metros + 1}", key_rate=backbone_rate)
-    for m in range(metros):
-        olt = f"OLT{m + 1}"
-        t.add_node(olt, "olt")
-        t.add_group(olt, olt_rate)
-        t.add_link(f"M{m + 1}", olt, key_rate=backbone_rate)
-        for g in range(gateways_per_olt):
-            gw = f"GW{m + 1}.{g + 1}"
-            t.add_node(gw, "edge_gateway")
-            t.add_link(olt, gw, group=olt)
+        for o in range(olts_per_metro):
+            name_o = olt(m, o)
+            t.add_node(name_o, "olt")
+            t.add_group(name_o, olt_rate)
+            t.add_link(metro(m), name_o, key_rate=backbone_rate)
+            for g in range(gateways_per_olt):
+                gw = gateway(m, o, g)
+                t.add_node(gw, "edge_gateway")
+                t.add_link(name_o, gw, group=name_o)
     return t
 
 
@@ -365,25 +400,17 @@ def hierarchical_topology(
     _count("metros", metros)
     _count("olts_per_metro", olts_per_metro)
     _count("gateways_per_olt", gateways_per_olt)
-    t = Topology(name="hierarchical")
-    for m in range(metros):
-        t.add_node(f"M{m}", "metro")
-    if metros == 2:
-        t.add_link("M0", "M1", key_rate=backbone_rate)
-    elif metros > 2:
-        for m in range(metros):
-            t.add_link(f"M{m}", f"M{(m + 1) % metros}", key_rate=backbone_rate)
-    for m in range(metros):
-        for o in range(olts_per_metro):
-            olt = f"OLT{m}.{o}"
-            t.add_node(olt, "olt")
-            t.add_group(olt, olt_rate)
-            t.add_link(f"M{m}", olt, key_rate=backbone_rate)
-            for g in range(gateways_per_olt):
-                gw = f"GW{m}.{o}.{g}"
-                t.add_node(gw, "edge_gateway")
-                t.add_link(olt, gw, group=olt)
-    return t
+    return _metro_tree(
+        "hierarchical",
+        metros,
+        olts_per_metro,
+        gateways_per_olt,
+        olt_rate,
+        backbone_rate,
+        metro=lambda m: f"M{m}",
+        olt=lambda m, o: f"OLT{m}.{o}",
+        gateway=lambda m, o, g: f"GW{m}.{o}.{g}",
+    )
 
 
 def hybrid_topology(
