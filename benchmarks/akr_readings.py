@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import write_section  # noqa: E402
-from qkdtwin.network import Demand, seed_topology, simulate, uniform_demands  # noqa: E402
+from qkdtwin.network import seed_topology, simulate, skewed_demands, uniform_demands  # noqa: E402
 from qkdtwin.network.relay import relay_costs  # noqa: E402
 
 SECTION = "akr-readings"
@@ -56,19 +56,12 @@ MARGINS = [
 ]
 
 
-def skewed(demands: list[Demand]) -> list[Demand]:
-    """Pair weights 1/rank in the order of ``uniform_demands``, the same total rate."""
-    w = 1.0 / np.arange(1, len(demands) + 1)
-    total = sum(d.rate for d in demands)
-    return [Demand(d.src, d.dst, total * wi / w.sum()) for d, wi in zip(demands, w, strict=True)]
-
-
 def run(seeds: range) -> list[dict[str, object]]:
     rows = []
     for fig, cap, v in SETTINGS:
         topo = seed_topology(v)
         uniform = uniform_demands(topo, 1.0)
-        for pattern, demands in (("symmetric", uniform), ("skewed", skewed(uniform))):
+        for pattern, demands in (("symmetric", uniform), ("skewed", skewed_demands(topo, 1.0))):
             costs = relay_costs(topo, [(d.src, d.dst) for d in demands])
             rates = {
                 pol: np.array(

@@ -15,6 +15,7 @@ from qkdtwin.network import (
     relay_costs,
     seed_topology,
     simulate,
+    skewed_demands,
     uniform_demands,
 )
 from qkdtwin.network.policies import (
@@ -151,16 +152,9 @@ def test_every_policy_within_budgets():
             assert np.all(w[free] >= demand[free] * (1 - 1e-6))
 
 
-def _skewed(topo: Topology, total_rate: float) -> list[Demand]:
-    """Pair weights 1/rank over the gateway pairs in the order of ``uniform_demands``."""
-    pairs = [(d.src, d.dst) for d in uniform_demands(topo, 1.0)]
-    w = 1.0 / np.arange(1, len(pairs) + 1)
-    return [Demand(a, b, total_rate * wi / w.sum()) for (a, b), wi in zip(pairs, w, strict=True)]
-
-
 def test_price_weights_against_dense_reference():
     topo = seed_topology(2.0)
-    demands = _skewed(topo, 1.0)
+    demands = skewed_demands(topo, 1.0)
     costs = relay_costs(topo, [(d.src, d.dst) for d in demands])
     d = np.array([x.rate for x in demands]) * 10.0
     stock = 0.1
@@ -186,7 +180,7 @@ def test_ours_not_behind_akr_under_skewed_demand():
     # paper's algorithm at C = 200 and 1.2 pp at C = 400 (docs/reproduction.md); the price-aware
     # one must be ahead, paired over 24 seeds not used to choose its constants.
     topo = seed_topology(2.0)
-    demands = _skewed(topo, 1.0)
+    demands = skewed_demands(topo, 1.0)
     costs = relay_costs(topo, [(d.src, d.dst) for d in demands])
     for cap, floor in ((200, -0.1), (400, 1.0)):
         diffs = []

@@ -13,7 +13,13 @@ True
 
 from __future__ import annotations
 
-from qkdtwin.network.engine import Demand, SimulationResult, simulate, uniform_demands
+from qkdtwin.network.engine import (
+    Demand,
+    SimulationResult,
+    simulate,
+    skewed_demands,
+    uniform_demands,
+)
 from qkdtwin.network.policies import POLICIES, canonical_policy
 from qkdtwin.network.pools import PoolStats, refill
 from qkdtwin.network.relay import RelayCosts, key_path, relay_costs
@@ -57,5 +63,6 @@ __all__ = [
     "resolve_link",
     "seed_topology",
     "simulate",
+    "skewed_demands",
     "uniform_demands",
 ]
