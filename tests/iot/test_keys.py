@@ -216,3 +216,17 @@ def test_gated_source_cuts_and_restores(pair):
         gated.new_key(256)
     gated.restore()
     assert len(gated.new_key(256)[1]) == 32
+
+
+def test_a_dev_pair_with_a_bad_batch_starts_nothing(tmp_path) -> None:
+    """The value is checked before any KME starts: no server is left running, no directory."""
+    import threading
+
+    from qkdtwin.errors import ConfigError
+    from qkdtwin.iot.keys import DevKmePair
+
+    threads = {t.name for t in threading.enumerate()}
+    with pytest.raises(ConfigError, match="batch"):
+        DevKmePair(tmp_path / "pair", batch=0)
+    assert {t.name for t in threading.enumerate()} <= threads
+    assert not (tmp_path / "pair").exists()

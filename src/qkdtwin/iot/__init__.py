@@ -22,16 +22,14 @@ from qkdtwin.iot.aggregator import Aggregator  # noqa: E402
 from qkdtwin.iot.devices import KINDS, DeviceFleet, Reading  # noqa: E402
 from qkdtwin.iot.envelope import Header, ReplayWindow, Sealer, open_envelope, seal_envelope  # noqa: E402
 from qkdtwin.iot.gateway import EdgeGateway  # noqa: E402
-from qkdtwin.iot.keys import (  # noqa: E402
+from qkdtwin.iot.key_derivation import EpochKeys, derive_master_key, derive_sender_key  # noqa: E402
+from qkdtwin.iot.key_sources import (  # noqa: E402
     DevKmePair,
-    EpochKeys,
     GatedKeySource,
     KmeKeySource,
     LocalKeyPair,
     QkdKeySource,
     StoreKeySource,
-    derive_master_key,
-    derive_sender_key,
 )
 from qkdtwin.iot.session import IntervalReport, TelemetryConfig, TelemetrySession  # noqa: E402
 from qkdtwin.iot.sparkplug_edge import SparkplugEdgeNode  # noqa: E402

@@ -38,7 +38,8 @@ from qkdtwin.iot.envelope import (
     open_envelope,
     open_kex,
 )
-from qkdtwin.iot.keys import MODES, EpochKeys, QkdKeySource, open_epoch
+from qkdtwin.iot.key_derivation import MODES, EpochKeys, open_epoch
+from qkdtwin.iot.key_sources import QkdKeySource
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import mlkem

@@ -33,7 +33,8 @@ from qkdtwin.iot.envelope import (
     check_sender_id,
     seal_kex,
 )
-from qkdtwin.iot.keys import MODES, EpochKeys, QkdKeySource, start_epoch
+from qkdtwin.iot.key_derivation import MODES, EpochKeys, start_epoch
+from qkdtwin.iot.key_sources import QkdKeySource
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import mlkem

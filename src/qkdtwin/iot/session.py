@@ -43,7 +43,8 @@ from qkdtwin.iot.aggregator import Aggregator
 from qkdtwin.iot.devices import MIN_PAYLOAD_BYTES, DeviceFleet, Reading
 from qkdtwin.iot.envelope import check_sender_id
 from qkdtwin.iot.gateway import EdgeGateway
-from qkdtwin.iot.keys import QkdKeySource, mlkem_keypair
+from qkdtwin.iot.key_derivation import mlkem_keypair
+from qkdtwin.iot.key_sources import QkdKeySource
 from qkdtwin.iot.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
 from qkdtwin.iot.transport import (
     TOPIC_ROOT,
