@@ -2,10 +2,13 @@
 
 Commands:
 
-* ``plant serve SCENARIO.yaml [--speed S] [--data-dir DIR] [--broker URL] [--port P]
-  [--duration S] [--no-iot] [--json]`` — run the plant (modules, KMEs, IIoT devices, control
-  endpoint); with ``--json`` it prints one JSON line first (``control_url``, ``mqtt_url``,
-  ``kmes``, ``attach_file``), then nothing until it stops;
+* ``plant serve SCENARIO.yaml [--speed S] [--data-dir DIR] [--broker URL] [--mqtt-ca FILE]
+  [--mqtt-cert FILE --mqtt-key FILE] [--port P] [--duration S] [--no-iot] [--json]`` — run
+  the plant (modules, KMEs, IIoT devices, control endpoint); with ``--json`` it prints one
+  JSON line first (``control_url``, ``mqtt_url``, ``kmes``, ``attach_file``), then nothing
+  until it stops. ``--broker mqtts://[USER[:PASSWORD]@]HOST:PORT`` publishes over TLS (the
+  password may be in ``QKDTWIN_MQTT_PASSWORD`` instead); the attach file carries the URL
+  without the password and the TLS files;
 * ``plant attack LINK --url CONTROL_URL --type intercept-resend|pns|fiber-tap|detector-blinding|
   faked-state --fraction F``, ``plant clear LINK --url``, ``plant cut LINK --url``,
   ``plant drift LINK --loss-db D --url`` — events on a running plant;
@@ -54,8 +57,22 @@ def plant_serve(
         typer.Option("--data-dir", help="PKI, KME stores and the attach file (default: temp)."),
     ] = None,
     broker: Annotated[
-        str, typer.Option("--broker", help="'embedded' or mqtt://HOST:PORT (e.g. Mosquitto).")
+        str,
+        typer.Option(
+            "--broker",
+            help="'embedded', mqtt://[USER[:PASSWORD]@]HOST:PORT (e.g. Mosquitto) or "
+            "mqtts://... (TLS); the password may be given in QKDTWIN_MQTT_PASSWORD instead.",
+        ),
     ] = "embedded",
+    mqtt_ca: Annotated[
+        Path | None, typer.Option("--mqtt-ca", help="mqtts: CA of the broker's certificate.")
+    ] = None,
+    mqtt_cert: Annotated[
+        Path | None, typer.Option("--mqtt-cert", help="mqtts: client certificate (PEM).")
+    ] = None,
+    mqtt_key: Annotated[
+        Path | None, typer.Option("--mqtt-key", help="mqtts: client key (PEM).")
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface of the control endpoint.")] = (
         "127.0.0.1"
     ),
@@ -79,8 +96,18 @@ def plant_serve(
         raise ConfigError(f"port must be in [0, 65535], got {port}", field="port", value=port)
     if duration is not None and duration <= 0:
         raise ConfigError(f"duration must be > 0, got {duration}", field="duration")
-    ddir = data_dir or Path(tempfile.mkdtemp(prefix="qkdtwin-plant-"))
-    plant = Plant(scenario, ddir, speed=speed, broker=broker, iot=iot, host=host, control_port=port)
+    plant = Plant(
+        scenario,
+        data_dir or Path(tempfile.mkdtemp(prefix="qkdtwin-plant-")),
+        speed=speed,
+        broker=broker,
+        mqtt_ca=mqtt_ca,
+        mqtt_cert=mqtt_cert,
+        mqtt_key=mqtt_key,
+        iot=iot,
+        host=host,
+        control_port=port,
+    )
     try:
         plant.start()
         info = plant.describe()

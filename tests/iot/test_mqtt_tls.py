@@ -1,76 +1,31 @@
 """IIoT telemetry over MQTT with TLS: username/password and client certificates.
 
 The test starts its own Mosquitto (Debian's ``/usr/sbin/mosquitto``, which ``make test``
-installs) on free ports with certificates generated for it: one listener that wants a
-username and password over TLS, one that wants a client certificate (mutual TLS).
+installs) on free ports with certificates generated for it (:mod:`tests.mqtt_tls_broker`): one
+listener that wants a username and password over TLS, one that wants a client certificate
+(mutual TLS).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from qkdtwin.cli import main
-from qkdtwin.kms.tls import Pki, init_pki
+from qkdtwin.kms.tls import Pki
+from tests.mqtt_tls_broker import tls_mosquitto
 
 # starts real servers or processes (see tests/conftest.py for the markers)
 pytestmark = pytest.mark.e2e
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pki, int, int]]:
-    tmp = tmp_path_factory.mktemp("mosq")
-    pki = init_pki(tmp / "pki", kme_ids=["broker"], sae_ids=["gw", "stranger"])
-    subprocess.run([PASSWD, "-b", "-c", str(tmp / "passwd"), "alice", "s3cret"], check=True)
-    pw_port, cert_port = _free_port(), _free_port()
-    cert, key = pki.kmes["broker"]
-    conf = tmp / "mosquitto.conf"
-    # started as root, mosquitto drops to the "mosquitto" user, who cannot read our 0600 keys
-    who = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        who + "per_listener_settings true\n"
-        f"listener {pw_port} 127.0.0.1\n"
-        f"cafile {pki.ca_cert}\ncertfile {cert}\nkeyfile {key}\n"
-        f"allow_anonymous false\npassword_file {tmp / 'passwd'}\n"
-        f"listener {cert_port} 127.0.0.1\n"
-        f"cafile {pki.ca_cert}\ncertfile {cert}\nkeyfile {key}\n"
-        "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
-    )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        for port in (pw_port, cert_port):
-            while True:
-                assert proc.poll() is None, "mosquitto exited"
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "mosquitto did not listen"
-                    time.sleep(0.05)
-        yield pki, pw_port, cert_port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with tls_mosquitto(tmp_path_factory.mktemp("mosq")) as b:
+        yield b.pki, b.pw_port, b.cert_port
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

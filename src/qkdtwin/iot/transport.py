@@ -42,9 +42,12 @@ __all__ = [
     "MqttSecurity",
     "MqttTransport",
     "Transport",
+    "apply_security",
     "broker_security",
+    "close_client_sockets",
     "connect_transport",
     "parse_broker",
+    "public_broker_url",
     "redact_broker_url",
     "topic",
     "topic_matches",
@@ -132,6 +135,50 @@ def broker_security(
     return MqttSecurity(tls, ca, cert, key, username, password)
 
 
+def apply_security(client: Any, security: MqttSecurity | None) -> None:
+    """Apply ``security`` to a paho-mqtt client before it connects (``None``: nothing).
+
+    Sets the username and password, and for TLS the CA bundle (``None``: the system's CAs)
+    and the client certificate and key. The broker's certificate and host name are verified.
+
+    Raises
+    ------
+    TransportError
+        If a TLS file cannot be loaded (not PEM, a key that does not match the certificate);
+        the message names no password.
+    """
+    if security is None:
+        return
+    if security.username is not None:
+        client.username_pw_set(security.username, security.password)
+    if security.tls:
+        try:
+            client.tls_set(ca_certs=security.ca, certfile=security.cert, keyfile=security.key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise TransportError(f"TLS set-up for the MQTT broker failed: {exc}") from exc
+
+
+def close_client_sockets(client: Any, exc: BaseException | None = None) -> None:
+    """Close what a paho client that failed to connect leaves open.
+
+    paho-mqtt 2 keeps the socket of a connection that failed after the TCP connect (a refused
+    login, a session the broker ended) and drops a TLS socket whose handshake failed without
+    closing it (it is only reachable from ``exc``'s traceback); either would be closed by the
+    garbage collector with a ``ResourceWarning``. Call after ``loop_stop()``.
+    """
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.close()
+    tb = None if exc is None else exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket):
+                with contextlib.suppress(OSError):
+                    value.close()
+        tb = tb.tb_next
+
+
 def parse_broker(spec: str) -> tuple[str, int] | None:
     """Parse ``--broker``: ``"embedded"`` (``None``), ``"memory"`` or a broker URL.
 
@@ -180,6 +227,34 @@ def redact_broker_url(spec: str) -> str:
         return spec
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def public_broker_url(spec: str, *, mask_password: bool = True) -> str:
+    """Return a broker URL as shown to people and written to files: no password in it.
+
+    ``SCHEME://[USER[:***]@]HOST:PORT`` with the scheme ``mqtt`` (for ``mqtt``/``tcp``) or
+    ``mqtts``, the port spelled out (1883 or 8883 by default) and the password masked as
+    ``***`` (``mask_password=False``: left out, e.g. for an attach file whose reader takes the
+    password from ``QKDTWIN_MQTT_PASSWORD``). ``embedded`` and ``memory`` come back as they are.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed broker URL (see :func:`parse_broker`).
+    """
+    addr = parse_broker(spec)
+    if addr is None or addr[0] == "memory":
+        return spec
+    parts = urlsplit(spec)
+    scheme = "mqtts" if parts.scheme == "mqtts" else "mqtt"
+    user = ""
+    if parts.username:
+        user = parts.username
+        if parts.password is not None and mask_password:
+            user += ":***"
+        user += "@"
+    host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+    return f"{scheme}://{user}{host}:{addr[1]}"
 
 
 class Transport(Protocol):
@@ -289,35 +364,46 @@ class MqttTransport:
         self._client.max_queued_messages_set(0)
         if will is not None:
             self._client.will_set(will[0], will[1], qos=1, retain=False)
-        if security is not None:
-            if security.username is not None:
-                self._client.username_pw_set(security.username, security.password)
-            if security.tls:
-                try:
-                    self._client.tls_set(
-                        ca_certs=security.ca, certfile=security.cert, keyfile=security.key
-                    )
-                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                    raise TransportError(f"TLS set-up for the MQTT broker failed: {exc}") from exc
+        apply_security(self._client, security)
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._connected = threading.Event()
         self._acked: set[int] = set()
         self._ack_cv = threading.Condition()
         self._rc: Any = None
+        self._log_error: str | None = None
+        self._log_err_level = mqtt.MQTT_LOG_ERR
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        # until CONNACK: a session the broker ends first (a client certificate it wanted,
+        # refused by an alert after a TLS 1.3 handshake) fails at once, saying why
+        self._client.on_disconnect = self._on_early_disconnect
+        self._client.on_log = self._on_log
         try:
             self._client.connect(host, port, keepalive=30)
         except OSError as exc:  # includes a TLS handshake the broker or we refused
+            close_client_sockets(self._client, exc)
             raise TransportError(f"cannot reach MQTT broker {host}:{port}: {exc}") from exc
         self._client.loop_start()
         if not self._connected.wait(timeout_s) or self._rc_failed():
             self._client.loop_stop()
+            close_client_sockets(self._client)
             raise TransportError(f"MQTT broker {host}:{port} refused or did not answer: {self._rc}")
+        self._client.on_log = None
 
     def _rc_failed(self) -> bool:
-        return bool(getattr(self._rc, "is_failure", False))
+        return isinstance(self._rc, str) or bool(getattr(self._rc, "is_failure", False))
+
+    def _on_log(self, _c: Any, _u: Any, level: int, buf: str) -> None:
+        if level == self._log_err_level:
+            self._log_error = " ".join(buf.removeprefix("failed to receive on socket: ").split())
+
+    def _on_early_disconnect(
+        self, _c: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None
+    ) -> None:
+        if not self._connected.is_set():
+            self._rc = self._log_error or f"connection closed before CONNACK ({rc})"
+            self._connected.set()
 
     def _on_connect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None) -> None:
         self._rc = rc

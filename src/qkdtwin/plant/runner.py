@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import yaml
 
-from qkdtwin.errors import ConfigError, QkdTwinError, UnknownNameError
+from qkdtwin.errors import ConfigError, QkdTwinError, TransportError, UnknownNameError
 from qkdtwin.interfaces import LinkTelemetry, perf_topic, state_topic
 from qkdtwin.network.topology import link_id, resolve_link
 from qkdtwin.plant.control import LinkTruth, PlantTruth
@@ -44,6 +44,7 @@ from qkdtwin.plant.physics import MonitorParams, TrueLinkParams
 from qkdtwin.plant.scenario import PlantScenario, load_plant_scenario
 
 if TYPE_CHECKING:
+    from qkdtwin.iot.transport import MqttSecurity
     from qkdtwin.kms.client import KmeClient
 
 __all__ = ["TWIN_SAE_ID", "Plant", "module_id_for"]
@@ -58,6 +59,30 @@ Publish = Callable[[str, bytes], None]
 def module_id_for(link_id: str) -> str:
     """Return the module id of a link's QKD module (``qkd-<link>``, dots kept)."""
     return f"qkd-{link_id}"
+
+
+def _mqtt_security(
+    broker: str | None, ca: str | None, cert: str | None, key: str | None
+) -> MqttSecurity | None:
+    """Validate the plant's broker URL and MQTT TLS files; return how to connect.
+
+    Raises
+    ------
+    ConfigError
+        For a malformed URL, ``memory``, TLS files without an ``mqtts://`` broker, a
+        certificate without its key (or the reverse), a TLS file that does not exist.
+    """
+    from qkdtwin.iot.transport import broker_security, parse_broker
+
+    if broker is None:
+        given = [n for n, v in (("mqtt_ca", ca), ("mqtt_cert", cert), ("mqtt_key", key)) if v]
+        if given:
+            raise ConfigError(f"{given[0]} needs an mqtts:// broker", field=given[0])
+        return None
+    spec = parse_broker(broker)
+    if spec is not None and spec[0] == "memory":
+        raise ConfigError("the plant needs a real MQTT broker", field="broker")
+    return broker_security(broker, ca=ca, cert=cert, key=key)
 
 
 class _LazyKmeClient:
@@ -107,8 +132,15 @@ class Plant:
     speed
         Plant seconds per wall second.
     broker
-        ``"embedded"`` (amqtt on loopback), ``"mqtt://HOST:PORT"`` (e.g. Mosquitto), or
-        ``None``: no MQTT, messages go to ``publish`` only (tests, benchmarks).
+        ``"embedded"`` (amqtt on loopback), ``"mqtt://HOST:PORT"`` (e.g. Mosquitto),
+        ``"mqtts://HOST:PORT"`` (TLS), either with ``USER[:PASSWORD]@`` (the password may come
+        from ``QKDTWIN_MQTT_PASSWORD`` instead), or ``None``: no MQTT, messages go to
+        ``publish`` only (tests, benchmarks). The modules and the IIoT gateways all connect
+        with these credentials.
+    mqtt_ca, mqtt_cert, mqtt_key
+        ``mqtts://`` only: the CA bundle of the broker's certificate (default: the system's
+        CAs), and a client certificate and key (both or neither). The attach file hands the
+        twin the broker URL without the password and these files.
     kmes
         Run the KMEs (the modules feed them); ``False``: keys are counted, not stored.
     iot
@@ -121,7 +153,9 @@ class Plant:
     Raises
     ------
     ConfigError
-        For a malformed scenario or a speed out of range.
+        For a malformed scenario, a speed out of range, a malformed broker URL, TLS files
+        with a broker that is not ``mqtts://``, a certificate without its key (or the
+        reverse) or a TLS file that does not exist.
     """
 
     def __init__(
@@ -131,6 +165,9 @@ class Plant:
         *,
         speed: float = 1.0,
         broker: str | None = "embedded",
+        mqtt_ca: str | Path | None = None,
+        mqtt_cert: str | Path | None = None,
+        mqtt_key: str | Path | None = None,
         kmes: bool = True,
         iot: bool = True,
         publish: Publish | None = None,
@@ -149,6 +186,11 @@ class Plant:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.speed = float(speed)
         self.broker_spec = broker
+        #: The MQTT TLS files, absolute paths (``None``: not given); the attach file names them.
+        self.mqtt_ca, self.mqtt_cert, self.mqtt_key = (
+            None if f is None else str(Path(f).resolve()) for f in (mqtt_ca, mqtt_cert, mqtt_key)
+        )
+        self._security = _mqtt_security(broker, self.mqtt_ca, self.mqtt_cert, self.mqtt_key)
         self.want_kmes = kmes
         self.want_iot = iot and kmes and broker is not None and sc.plant.devices_per_gateway > 0
         #: The attach file grants the twin an aggregator SAE identity (decrypted readings).
@@ -208,7 +250,10 @@ class Plant:
         self._iot_thread: threading.Thread | None = None
         self.running = False
         self.broker: Any = None
+        #: The broker the plant publishes to, without its password (attach file, describe).
         self.broker_url: str | None = None
+        # the broker URL the IIoT sessions connect to (with the password, if one was given)
+        self._broker_connect: str | None = None
         self._transport: Any = None
         self.net: Any = None
         self._feeders: dict[str, Any] = {}
@@ -249,29 +294,29 @@ class Plant:
     def _start_broker(self) -> None:
         from qkdtwin.iot.transport import (
             EmbeddedBroker,
-            broker_security,
             connect_transport,
             parse_broker,
+            public_broker_url,
         )
 
         if self.broker_spec is None:
             return
         spec = parse_broker(self.broker_spec)
-        if spec is not None and spec[0] != "memory" and broker_security(self.broker_spec):
-            raise ConfigError(
-                "the plant publishes to plain, anonymous MQTT only so far (mqtts:// and "
-                "credentials: `qkdtwin iot run`)",
-                field="broker",
-            )
         if spec is None:
             self.broker = EmbeddedBroker().start()
             addr = ("127.0.0.1", int(self.broker.port))
-        elif spec[0] == "memory":
-            raise ConfigError("the plant needs a real MQTT broker", field="broker")
+            self._broker_connect = f"mqtt://{addr[0]}:{addr[1]}"
         else:
             addr = (str(spec[0]), int(spec[1]))
-        self.broker_url = f"mqtt://{addr[0]}:{addr[1]}"
-        self._transport = connect_transport(addr, client_id=f"qkdtwin-plant-{id(self):x}")
+            self._broker_connect = self.broker_spec
+        self.broker_url = public_broker_url(self._broker_connect, mask_password=False)
+        try:
+            self._transport = connect_transport(
+                addr, client_id=f"qkdtwin-plant-{id(self):x}", security=self._security
+            )
+        except TransportError as exc:
+            shown = public_broker_url(self._broker_connect)
+            raise TransportError(f"the plant cannot publish to {shown}: {exc}") from None
         for m in self.modules.values():
             self._transport.publish(
                 state_topic(m.module_id),
@@ -327,7 +372,7 @@ class Plant:
     def _start_iot(self) -> None:
         from qkdtwin.iot import KmeKeySource, TelemetryConfig, TelemetrySession
 
-        assert self.broker_url is not None
+        assert self._broker_connect is not None
         agg = self.scenario.aggregator()
         kem = self._aggregator_kem()
         extra = (TWIN_SAE_ID,) if self.grant_readings else ()
@@ -343,7 +388,10 @@ class Plant:
             agg_src = KmeKeySource(cast("KmeClient", agg_client), sae, batch=4)
             cfg = TelemetryConfig.build(
                 devices=self.cfg.devices_per_gateway,
-                broker=self.broker_url,
+                broker=self._broker_connect,
+                mqtt_ca=self.mqtt_ca,
+                mqtt_cert=self.mqtt_cert,
+                mqtt_key=self.mqtt_key,
                 edge_id=gw.replace("/", "_"),
                 group_id="plant",
                 seed=int(self.scenario.network.seed) + i,
@@ -608,6 +656,15 @@ class Plant:
             if self.scenario.source != "<dict>"
             else "plant",
             "broker": self.broker_url,
+            **{
+                name: path
+                for name, path in (
+                    ("mqtt_ca", self.mqtt_ca),
+                    ("mqtt_cert", self.mqtt_cert),
+                    ("mqtt_key", self.mqtt_key),
+                )
+                if path is not None
+            },
             "reporting_interval_s": self.cfg.reporting_interval_s,
             "key_size_bits": self.cfg.key_size_bits,
             "clock": {"epoch": self.clock_epoch, "rate": self.speed},

@@ -8,7 +8,7 @@ its URL and the operator certificate the twin polls it with. ``qkdtwin plant ser
 one for its plant; for a real network the operator writes it::
 
     name: plant-seed
-    broker: mqtt://127.0.0.1:1883
+    broker: mqtt://127.0.0.1:1883         # or mqtts://[USER@]HOST:PORT (TLS), see below
     reporting_interval_s: 1.0          # modules' reporting interval, s
     clock: {epoch: 1764864000.0, rate: 1.0}   # modules' clock = epoch + rate x (wall - epoch)
     network: {topology: {builder: seed}, uniform_demand: {...}, policy: ttd-balance, ...}
@@ -42,17 +42,31 @@ twin then needs ``pip install 'qkdtwin[sparkplug]'``); the twin subscribes to
 ``spBv1.0/<group>/#`` of the ``iot`` or ``aggregator`` group, and sends its rekey commands as
 Sparkplug NCMDs.
 
+The broker may be ``mqtts://HOST:PORT`` (TLS), with ``mqtt_ca`` (the CA bundle that signed
+the broker's certificate; default: the system's CAs) and ``mqtt_cert`` / ``mqtt_key`` (a
+client certificate and its key, for brokers that want one), and either URL may carry a
+username, ``mqtts://USER@HOST:PORT``, whose password the twin reads from the environment
+variable ``QKDTWIN_MQTT_PASSWORD``: a password is never written in the file (one there is
+refused, naming the field, never echoing it)::
+
+    broker: mqtts://twin@broker.plant.example:8883
+    mqtt_ca: broker-ca.pem
+    mqtt_cert: twin-mqtt.pem           # optional, with mqtt_key
+    mqtt_key: twin-mqtt.key
+
 ``key_size_bits`` (default 256) is the size of the keys the modules hand their KMEs: the
 forecasts turn a link's key rate (bit/s) into keys per second with it. Relative certificate
-paths are read relative to the attach
-file. A malformed file, an unknown link or node, or a missing certificate file is one
-:class:`ConfigError` naming the field (``kmes.M1.cert``).
+paths (the KMEs', the SAEs', the MQTT TLS files) are read relative to the attach file. A
+malformed file, an unknown link or node, or a missing certificate file is one
+:class:`ConfigError` naming the field (``kmes.M1.cert``, ``mqtt_ca``).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -65,6 +79,7 @@ from pydantic import (
 
 from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError, UnknownNameError
+from qkdtwin.iot.transport import parse_broker, redact_broker_url
 from qkdtwin.network.scenario import Scenario, load_scenario
 from qkdtwin.network.topology import link_id
 
@@ -78,6 +93,9 @@ __all__ = [
     "AttachSaeStatus",
     "load_attach_file",
 ]
+
+
+_BROKER_RE = re.compile(r"mqtts?://(?:[^:@/\s]+@)?[^:@/\s]+:\d+")
 
 
 class _Strict(BaseModel):
@@ -172,7 +190,10 @@ class AttachFile(_Strict):
     """A validated attach file (see the module docstring)."""
 
     name: str = "network"
-    broker: str = Field(pattern=r"^mqtt://[^:/]+:\d+$")
+    broker: str
+    mqtt_ca: Path | None = None
+    mqtt_cert: Path | None = None
+    mqtt_key: Path | None = None
     reporting_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
     clock: AttachClock = Field(default_factory=AttachClock)
     network: dict[str, Any]
@@ -183,6 +204,21 @@ class AttachFile(_Strict):
     iot: AttachIot | None = None
     iot_topic_style: Literal["qkdtwin", "sparkplug"] = "qkdtwin"
     key_size_bits: int = Field(default=256, ge=8, le=65_536)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, v: str) -> str:
+        if urlsplit(v).password is not None:
+            raise ValueError(
+                "no password in the attach file: give mqtt(s)://USER@HOST:PORT and the "
+                "password in the environment variable QKDTWIN_MQTT_PASSWORD"
+            )
+        if _BROKER_RE.fullmatch(v) is None:
+            raise ValueError(
+                "must be mqtt://[USER@]HOST:PORT or mqtts://[USER@]HOST:PORT (host and port "
+                f"both required, no path), got {v!r}"
+            )
+        return v
 
     @field_validator("links")
     @classmethod
@@ -207,8 +243,9 @@ class AttachFile(_Strict):
 
     def broker_address(self) -> tuple[str, int]:
         """``(host, port)`` of the broker."""
-        host, port = self.broker.removeprefix("mqtt://").rsplit(":", 1)
-        return host, int(port)
+        addr = parse_broker(self.broker)
+        assert addr is not None
+        return addr
 
 
 def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
@@ -218,8 +255,9 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
     ------
     ConfigError
         For an unreadable or malformed file, an invalid field, a link that is not in the
-        topology, a KME of an unknown node, or a certificate file that does not exist; the
-        message names the field and the attach file.
+        topology, a KME of an unknown node, a certificate file that does not exist, a password
+        in the broker URL, MQTT TLS files with a plain ``mqtt://`` broker or a client
+        certificate without its key; the message names the field and the attach file.
     """
     label = "<dict>" if isinstance(source, dict) else str(Path(source))
     base = Path(".") if isinstance(source, dict) else Path(source).parent
@@ -227,13 +265,16 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
     try:
         att = AttachFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError.from_validation(
+        err = ConfigError.from_validation(
             exc,
             template="attach file "
             + label.replace("{", "{{").replace("}", "}}")
             + ": {field}: {msg}",
             default_field="attach",
-        ) from None
+        )
+        if err.field == "broker" and isinstance(err.value, str):
+            err.value = redact_broker_url(err.value)  # never keep a password around
+        raise err from None
     try:
         sc = att.scenario()
     except ConfigError as exc:
@@ -264,6 +305,29 @@ def load_attach_file(source: str | Path | dict[str, Any]) -> AttachFile:
                     value=str(p),
                 )
 
+    tls_files = [n for n in ("mqtt_ca", "mqtt_cert", "mqtt_key") if getattr(att, n) is not None]
+    if tls_files and not att.broker.startswith("mqtts://"):
+        raise ConfigError(
+            f"attach file {label}: {tls_files[0]}: TLS files need an mqtts:// broker, got "
+            f"{att.broker!r}",
+            field=tls_files[0],
+        )
+    if (att.mqtt_cert is None) != (att.mqtt_key is None):
+        name = "mqtt_cert" if att.mqtt_key is None else "mqtt_key"
+        raise ConfigError(
+            f"attach file {label}: {name}: mqtt_cert and mqtt_key go together (a client "
+            "certificate and its key)",
+            field=name,
+        )
+    for name in tls_files:
+        p = getattr(att, name)
+        if not p.is_absolute():
+            p = (base / p).resolve()
+            setattr(att, name, p)
+        if not p.is_file():
+            raise ConfigError(
+                f"attach file {label}: {name}: no such file {str(p)!r}", field=name, value=str(p)
+            )
     for node, kme in att.kmes.items():
         if node not in topo.graph:
             raise UnknownNameError(

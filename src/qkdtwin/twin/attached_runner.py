@@ -1,7 +1,8 @@
 """Running an attached twin live (MQTT, KME polling, service) or from a recording.
 
 * :class:`AttachedRunner` — ``qkdtwin twin serve --attach FILE``: subscribes to the attach
-  file's broker (:class:`~qkdtwin.twin.ingest.MqttIngest`), polls every KME's operator
+  file's broker (:class:`~qkdtwin.twin.ingest.MqttIngest`; over TLS and with a login or a
+  client certificate if the attach file says so), polls every KME's operator
   interface (:class:`~qkdtwin.twin.ingest.KmePoller`) once per reporting interval, ticks the
   twin (stale sources, timed-out gaps) and serves its API and dashboard; with ``record`` every
   input goes to a JSON Lines recording, with the attach file copied beside it
@@ -88,7 +89,8 @@ class AttachedRunner:
     ConfigError
         From :meth:`start`, for a malformed attach file or a recording that cannot be written.
     TransportError
-        From :meth:`start`, if the broker cannot be reached (the message names its URL).
+        From :meth:`start`, if the broker cannot be reached or refuses the twin (the message
+        names its URL, never a password, and the reason).
     """
 
     def __init__(
@@ -147,7 +149,13 @@ class AttachedRunner:
         try:
             topics = ingest_topics(self.attach.iot_topic_style, self.attach.iot_group())
             self.ingest = MqttIngest(
-                self.attach.broker, topics, self.twin.on_mqtt, on_state=self.twin.on_state
+                self.attach.broker,
+                topics,
+                self.twin.on_mqtt,
+                on_state=self.twin.on_state,
+                ca=self.attach.mqtt_ca,
+                cert=self.attach.mqtt_cert,
+                key=self.attach.mqtt_key,
             ).start()
             self.twin.actuator.publish = self.ingest.publish  # the gateways' rekey commands
             if self.attach.kmes:

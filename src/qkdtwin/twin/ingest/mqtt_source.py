@@ -10,33 +10,50 @@ allowed to end the network thread.
 
 Connection. :meth:`MqttIngest.start` connects and waits for the broker's CONNACK and every
 SUBACK; an unreachable or refusing broker is a :class:`~qkdtwin.errors.TransportError`
-naming the URL. Afterwards paho reconnects by itself (backoff ``reconnect_min_s`` ..
+naming the URL (its password masked) and the reason: ``not authorised`` for a refused login,
+the TLS error (``certificate verify failed``, ``certificate required``) for a failed
+handshake. Afterwards paho reconnects by itself (backoff ``reconnect_min_s`` ..
 ``reconnect_max_s``) and the subscriptions are renewed on every (re)connection, because a
 clean session forgets them. Each change of state (``"connected"``, ``"reconnecting"``,
 ``"closed"``) is reported to ``on_state(state, t)``; the ingest router uses it to mark every
 source stale when the broker is lost, so a broker outage degrades the twin instead of
 stopping it.
 
+Security. ``mqtts://HOST:PORT`` connects over TLS (default port 8883) and verifies the
+broker's certificate against ``ca`` (default: the system's CAs); ``cert`` and ``key`` add a
+client certificate (mutual TLS); ``mqtt(s)://USER[:PASSWORD]@HOST:PORT`` logs in, the password
+from the URL or from ``QKDTWIN_MQTT_PASSWORD``. The password is never logged nor exposed:
+:attr:`MqttIngest.url` and the stats show ``USER:***@``.
+
 (:class:`qkdtwin.iot.transport.MqttTransport` is the publishing side's client: it neither
 renews subscriptions after a reconnection nor reports its state, so the ingest has its own
-client and reuses the transport's URL parsing and topic matching.)
+client and reuses the transport's URL parsing, security set-up and topic matching.)
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from qkdtwin.errors import ConfigError, TransportError
 from qkdtwin.interfaces.link_telemetry import TOPIC_ROOT as LINK_TOPIC_ROOT
 from qkdtwin.iot.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
 from qkdtwin.iot.transport import TOPIC_ROOT as IOT_TOPIC_ROOT
-from qkdtwin.iot.transport import broker_security, parse_broker, redact_broker_url
+from qkdtwin.iot.transport import (
+    apply_security,
+    broker_security,
+    close_client_sockets,
+    parse_broker,
+    public_broker_url,
+)
 
 __all__ = [
     "DEFAULT_TOPICS",
@@ -84,7 +101,7 @@ class MqttIngestStats:
     Attributes
     ----------
     url
-        The broker.
+        The broker (its password masked as ``***``).
     state
         The connection state.
     messages, bytes
@@ -116,7 +133,8 @@ class MqttIngest:
     Parameters
     ----------
     broker_url
-        ``mqtt://HOST:PORT`` (or ``tcp://``).
+        ``mqtt://HOST:PORT`` (or ``tcp://``), ``mqtts://HOST:PORT`` (TLS), either with
+        ``USER[:PASSWORD]@`` (the password may come from ``QKDTWIN_MQTT_PASSWORD`` instead).
     topics
         Topic filters subscribed with QoS 1 (default :data:`DEFAULT_TOPICS`).
     on_payload
@@ -125,6 +143,11 @@ class MqttIngest:
         ``on_state(state, t)`` on every change of connection state.
     client_id
         MQTT client identifier (a random one if ``None``).
+    ca
+        ``mqtts://`` only: CA bundle (PEM) that signed the broker's certificate (``None``: the
+        system's CAs).
+    cert, key
+        ``mqtts://`` only: client certificate and key (PEM) for mutual TLS; both or neither.
     connect_timeout_s
         How long :meth:`start` waits for CONNACK and SUBACKs, s.
     keepalive_s
@@ -137,7 +160,9 @@ class MqttIngest:
     Raises
     ------
     ConfigError
-        For a broker URL that is not ``mqtt://HOST:PORT`` or an empty topic list.
+        For a broker URL that is not ``mqtt(s)://HOST:PORT``, an empty topic list, TLS files
+        with a plain ``mqtt://`` broker, a certificate without its key (or the reverse) or a
+        TLS file that does not exist.
     """
 
     def __init__(
@@ -148,6 +173,9 @@ class MqttIngest:
         *,
         on_state: StateHandler | None = None,
         client_id: str | None = None,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
         connect_timeout_s: float = 5.0,
         keepalive_s: int = 10,
         reconnect_min_s: float = 0.2,
@@ -155,26 +183,28 @@ class MqttIngest:
         clock: Callable[[], float] = time.time,
     ) -> None:
         spec = parse_broker(broker_url)
-        if spec is not None and spec[0] != "memory" and broker_security(broker_url) is not None:
-            raise ConfigError(
-                "the twin's ingest connects to plain, anonymous MQTT only so far (mqtts:// and "
-                "credentials: `qkdtwin iot run`)",
-                field="broker",
-                value=redact_broker_url(broker_url),
-            )
         if spec is None or spec[0] == "memory":
             raise ConfigError(
-                f"the ingest needs mqtt://HOST:PORT, got {broker_url!r}",
+                f"the ingest needs mqtt://HOST:PORT or mqtts://HOST:PORT, got {broker_url!r}",
                 field="broker",
                 value=broker_url,
-                allowed="mqtt://HOST:PORT",
+                allowed="mqtt://HOST:PORT|mqtts://HOST:PORT",
             )
+        self._security = broker_security(
+            broker_url,
+            ca=None if ca is None else str(ca),
+            cert=None if cert is None else str(cert),
+            key=None if key is None else str(key),
+        )
         if isinstance(topics, str) or not topics:
             raise ConfigError("topics must be a non-empty list of filters", field="topics")
         if on_payload is None:
             raise ConfigError("on_payload is required", field="on_payload")
         self.host, self.port = spec
-        self.url = f"mqtt://{self.host}:{self.port}"
+        #: The broker as shown in messages, logs and stats: the password masked.
+        self.url = public_broker_url(broker_url)
+        #: Whether the connection is TLS (``mqtts://``).
+        self.tls = self._security is not None and self._security.tls
         self.topics = tuple(topics)
         self._on_payload = on_payload
         self._on_state = on_state
@@ -189,6 +219,7 @@ class MqttIngest:
         self._ready = threading.Event()
         self._pending: set[int] = set()
         self._connect_error: str | None = None
+        self._log_error: str | None = None
         self._closing = False
         self._messages = self._bytes = 0
         self._connects = self._disconnects = self._callback_errors = 0
@@ -224,11 +255,26 @@ class MqttIngest:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        # paho's error log says why a TLS session ended (a refused client certificate arrives
+        # as an alert after the handshake); listened to until the first connection only
+        client.on_log = self._on_log
+        try:
+            apply_security(client, self._security)
+        except TransportError as exc:
+            raise TransportError(f"MQTT broker {self.url}: {exc}") from None
         self._client = client
         self._set_state("connecting")
         try:
             client.connect(self.host, self.port, keepalive=self.keepalive_s)
+        except ssl.SSLError as exc:  # before OSError: SSLError is one
+            close_client_sockets(client, exc)
+            self._client = None
+            self._set_state("closed")
+            raise TransportError(
+                f"TLS handshake with MQTT broker {self.url} failed: {_one_line(exc)}"
+            ) from exc
         except OSError as exc:
+            close_client_sockets(client, exc)
             self._client = None
             self._set_state("closed")
             raise TransportError(f"cannot reach MQTT broker {self.url}: {exc}") from exc
@@ -239,9 +285,12 @@ class MqttIngest:
             self._closing = True
             client.disconnect()
             client.loop_stop()
+            close_client_sockets(client)
             self._client = None
             self._set_state("closed")
-            raise TransportError(f"MQTT broker {self.url} refused or did not answer: {why}")
+            verb = "did not answer" if self._connect_error is None else "refused the connection"
+            raise TransportError(f"MQTT broker {self.url} {verb}: {why}")
+        client.on_log = None
         return self
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -321,16 +370,28 @@ class MqttIngest:
             except Exception as exc:
                 self._note_error(f"on_state raised {type(exc).__name__}: {exc}")
 
-    def _note_error(self, text: str) -> None:
+    def _note_error(self, text: str, *, warn: bool = True) -> None:
         with self._lock:
             self._last_error = " ".join(text.split())[:300]
-        log.warning("MQTT ingest %s: %s", self.url, self._last_error)
+        if warn:
+            log.warning("MQTT ingest %s: %s", self.url, self._last_error)
 
     # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_log(self, _c: Any, _u: Any, level: int, buf: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        if level == mqtt.MQTT_LOG_ERR:
+            self._log_error = _one_line(buf.removeprefix("failed to receive on socket: "))
+
     def _on_connect(self, client: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None) -> None:
         if getattr(rc, "is_failure", False):
-            self._connect_error = f"CONNACK {rc}"
-            self._note_error(f"connection refused: {rc}")
+            self._connect_error = _connack_reason(rc)
+            sec = self._security
+            if sec is not None and sec.username is not None and sec.password is None:
+                self._connect_error += " (no password given: is QKDTWIN_MQTT_PASSWORD set?)"
+            self._note_error(
+                f"connection refused: {self._connect_error}", warn=self._state != "connecting"
+            )
             self._ready.set()
             return
         mids: set[int] = set()
@@ -364,6 +425,18 @@ class MqttIngest:
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None) -> None:
         if self._closing:
             return
+        if self._state == "connecting":
+            # the first connection failed: start() reports why (nothing is logged). Before
+            # CONNACK that is a refused client certificate (TLS 1.3 refuses it after the
+            # handshake) or a broker that drops the client.
+            if self._connect_error is None:
+                why = self._log_error or f"connection closed before CONNACK ({rc})"
+                sec = self._security
+                if sec is not None and sec.tls and sec.cert is None:
+                    why += " (does the broker want a client certificate?)"
+                self._connect_error = why
+            self._ready.set()
+            return
         with self._lock:
             self._disconnects += 1
         self._note_error(f"connection lost ({rc}); reconnecting")
@@ -382,3 +455,18 @@ class MqttIngest:
             with self._lock:
                 self._callback_errors += 1
             self._note_error(f"on_payload raised {type(exc).__name__}: {exc}")
+
+
+def _one_line(exc: object) -> str:
+    """Return an exception or log text as one line, without ``(_ssl.c:NNNN)``."""
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc))
+    return " ".join(text.split())[:300]
+
+
+def _connack_reason(rc: Any) -> str:
+    """Why the broker refused the CONNECT; ``not authorised`` for a refused login."""
+    text = str(rc)
+    low = text.lower()
+    if "not authori" in low or "bad user name or password" in low:
+        return f"not authorised (CONNACK: {text}): check the username, password or certificate"
+    return f"CONNACK: {text}"
