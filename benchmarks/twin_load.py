@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from qkdtwin.twin.runner import EventListener, free_port
+from qkdtwin.twin.runner import EventListener
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -75,7 +76,6 @@ def run_case(
     work = Path(tempfile.mkdtemp(prefix="twin-bench-"))
     path = work / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario))
-    port = free_port()
     exe = Path(sys.executable).with_name("qkdtwin")
     proc = subprocess.Popen(
         [
@@ -85,7 +85,7 @@ def run_case(
             "--scenario",
             str(path),
             "--port",
-            str(port),
+            "0",  # the server binds a free port and prints its URL: no port race
             "--speed",
             "1",
             "--data-dir",
@@ -95,7 +95,12 @@ def run_case(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # "qkdtwin twin: dashboard at http://HOST:PORT/ ..."
+    found = re.search(r"(http://[^/\s]+)/", first)
+    if found is None:
+        raise RuntimeError(f"twin serve did not say where it listens: {first!r}")
+    url = found.group(1)
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -650,17 +650,29 @@ class RunningServer:
         self.stop()
 
 
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off"
+) -> RunningServer:
     """Serve an ASGI ``app`` over plain HTTP with uvicorn on a daemon thread; return it started.
 
-    Port 0 picks a free port (:attr:`RunningServer.port` reads it back).
+    The socket is bound first (:func:`~qkdtwin.kms._listen.listen_socket`): port 0 picks a
+    free port (:attr:`RunningServer.port` reads it back) with no window for another process
+    to take it, and a port in use is reported at once with the system's reason.
 
     Raises
     ------
+    ConfigError
+        If ``host:port`` cannot be bound (one line with the reason).
     KmsError
         If the server does not start (the message names host and port).
     """
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    )
-    return RunningServer(server).start()
+    from qkdtwin.kms._listen import PreboundServer, listen_socket
+
+    sock = listen_socket(host, port)
+    bound = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, host=host, port=bound, log_level="warning", lifespan=lifespan)
+    try:
+        return RunningServer(PreboundServer(config, [sock])).start()
+    except BaseException:
+        sock.close()
+        raise

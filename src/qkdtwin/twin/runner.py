@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 from typing import Any
@@ -20,22 +19,22 @@ from typing import Any
 import httpx
 import uvicorn
 
-from qkdtwin.errors import ConfigError
+from qkdtwin.errors import ConfigError, KmsError
+from qkdtwin.kms._listen import PreboundServer, listen_socket
+from qkdtwin.kms.tls import RunningServer
 from qkdtwin.twin.loop import Twin
 from qkdtwin.twin.service import create_twin_app
 
-__all__ = ["EventListener", "ServiceThread", "free_port", "run_tour"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+__all__ = ["EventListener", "ServiceThread", "run_tour"]
 
 
 class ServiceThread:
     """The twin service on a uvicorn server running in a daemon thread.
+
+    The listening socket is bound when the object is made (``port=0``: the system picks a
+    free port, read back in :attr:`port`), so no other process can take the port between
+    choosing and serving it; the server runs with :class:`~qkdtwin.kms.tls.RunningServer`,
+    the one threaded runner of the package.
 
     Parameters
     ----------
@@ -43,37 +42,46 @@ class ServiceThread:
         The twin (its tick thread is started and stopped with the server).
     host, port
         Where to listen (``port=0``: a free port).
+
+    Raises
+    ------
+    ConfigError
+        If ``host:port`` cannot be bound (in use, not an address of this machine).
     """
 
     def __init__(self, twin: Twin, host: str = "127.0.0.1", port: int = 0) -> None:
         self.twin = twin
         self.host = host
-        self.port = port or free_port(host)
+        self._sock = listen_socket(host, port)
+        self.port = int(self._sock.getsockname()[1])
         cfg = uvicorn.Config(
             create_twin_app(twin), host=host, port=self.port, log_level="warning", lifespan="on"
         )
-        self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="twin-http")
+        self.server = PreboundServer(cfg, [self._sock])
+        self._running = RunningServer(self.server)
 
     @property
     def url(self) -> str:
         """Base URL of the service."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServiceThread:
         """Start serving and wait until the server accepts requests."""
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"the twin service did not start on {self.url}", field="port")
-            time.sleep(0.02)
+        self._running.startup_timeout_s = timeout
+        try:
+            self._running.start()
+        except KmsError:
+            self._sock.close()
+            raise ConfigError(
+                f"the twin service did not start on {self.url}", field="port"
+            ) from None
         return self
 
     def stop(self) -> None:
         """Stop the server (and with it the twin's tick thread)."""
-        self.server.should_exit = True
-        self.thread.join(30.0)
+        self._running.stop(30.0)
+        self._sock.close()  # closed by uvicorn once it served; never served: closed here
 
 
 class EventListener:
