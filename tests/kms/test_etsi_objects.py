@@ -62,3 +62,21 @@ def test_key_request_round_trip(
         "extension_optional": None,
     }
     assert KeyRequest.model_validate(doc).model_dump() == doc
+
+
+def test_the_status_map_round_trips_every_kms_error() -> None:
+    """Server and client sides read one map: each error class gives its ETSI status, that
+    status gives the class back, and a subclass takes its base's status."""
+    from qkdtwin.errors import KeyAccessError, KeyExhaustedError, KmsError, KmsRequestError
+    from qkdtwin.kms.etsi_errors import error_class, etsi_status
+
+    for cls, status in ((KmsRequestError, 400), (KeyAccessError, 401), (KeyExhaustedError, 503)):
+        assert etsi_status(cls("x"), 500) == status
+        assert error_class(status, KmsError) is cls
+
+    class Narrower(KeyExhaustedError):
+        pass
+
+    assert etsi_status(Narrower("x"), 500) == 503
+    assert etsi_status(KmsError("x"), 418) == 418
+    assert error_class(502, KmsError) is KmsError

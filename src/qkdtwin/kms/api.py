@@ -58,7 +58,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from qkdtwin.errors import (
     ConfigError,
     KeyAccessError,
-    KeyExhaustedError,
     KmsError,
     KmsRequestError,
 )
@@ -73,6 +72,7 @@ from qkdtwin.kms.admission import (
     ThreadLimiter,
     Ticket,
 )
+from qkdtwin.kms.etsi_errors import etsi_status
 from qkdtwin.kms.handover import Eraser, HandOverEraser
 from qkdtwin.kms.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from qkdtwin.kms.operator import (
@@ -333,15 +333,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     when they are transient; any other unexpected exception gives 500. Neither body says
     more than that: the detail goes to the log (logger ``qkdtwin.kms``).
     """
-    codes: list[tuple[type[KmsError], int]] = [
-        (KmsRequestError, 400),
-        (KeyAccessError, 401),
-        (KeyExhaustedError, 503),
-    ]
 
     async def kms_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, KmsError)
-        status = next((c for cls, c in codes if isinstance(exc, cls)), 400)
+        status = etsi_status(exc, 400)
         wait = exc.retry_after_s
         headers = None
         if wait is not None and math.isfinite(wait):

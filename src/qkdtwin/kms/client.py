@@ -28,20 +28,13 @@ from pydantic import ValidationError
 from qkdtwin.errors import (
     ConfigError,
     KeyAccessError,
-    KeyExhaustedError,
     KmsError,
-    KmsRequestError,
 )
+from qkdtwin.kms.etsi_errors import error_class
 from qkdtwin.kms.operator import LINKS_PATH, KmeLinksResponse
 from qkdtwin.kms.store import DeliveredKey
 
 __all__ = ["KmeClient", "KmeUnreachableError", "OperatorClient"]
-
-_BY_STATUS: dict[int, type[KmsError]] = {
-    400: KmsRequestError,
-    401: KeyAccessError,
-    503: KeyExhaustedError,
-}
 
 
 class KmeClient:
@@ -83,7 +76,7 @@ class KmeClient:
         except ValueError:
             body = {}
         if r.status_code != 200:
-            cls = _BY_STATUS.get(r.status_code, KmsError)
+            cls = error_class(r.status_code, KmsError)
             message = body.get("message") if isinstance(body, dict) else None
             details = body.get("details") if isinstance(body, dict) else None
             raise cls(

@@ -20,18 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qkdtwin.errors import KeyAccessError, KeyExhaustedError, KmsError, KmsRequestError
+from qkdtwin.errors import KeyExhaustedError, KmsError
+from qkdtwin.kms.etsi_errors import error_class
 
 __all__ = ["MAX_BATCH_KEYS", "MirrorBatcher"]
 
 #: Most key IDs in one batch (about 40 bytes each in the body: well under 64 KiB).
 MAX_BATCH_KEYS = 1000
-
-_STATUS_ERRORS: dict[int, type[KmsError]] = {
-    400: KmsRequestError,
-    401: KeyAccessError,
-    503: KeyExhaustedError,
-}
 
 
 @dataclass
@@ -115,7 +110,7 @@ class MirrorBatcher:
             if not r.get("ok"):
                 err = r.get("error")
                 if not isinstance(err, KmsError):
-                    cls = _STATUS_ERRORS.get(int(r.get("status", 503)), KeyExhaustedError)
+                    cls = error_class(int(r.get("status", 503)), KeyExhaustedError)
                     err = cls(str(r.get("message", "the peer KME refused the mirror")))
                 j.error = err
         with self._lock:

@@ -62,6 +62,7 @@ from qkdtwin.errors import (
     KmsRequestError,
 )
 from qkdtwin.kms.admission import DEFAULT_PEER_THREADS, ThreadLimiter
+from qkdtwin.kms.etsi_errors import error_class, etsi_status
 from qkdtwin.kms.mirror import MirrorBatcher
 from qkdtwin.kms.quota import QuotaState, RelayQuota
 from qkdtwin.kms.store import HANDED_OVER_AUDIT_BY, DeliveredKey, KeyStore, UnreserveResult
@@ -80,12 +81,6 @@ SCOPE_KME_KEY = "qkdtwin.kme_id"
 CLIENT_GONE_AUDIT_BY = "client-gone"
 
 log = logging.getLogger("qkdtwin.kms")
-
-_BY_STATUS: dict[int, type[KmsError]] = {
-    400: KmsRequestError,
-    401: KeyAccessError,
-    503: KeyExhaustedError,
-}
 
 
 class KmeNetwork(BaseModel):
@@ -218,7 +213,7 @@ class PeerClient:
             err.get("message", "") if isinstance(err, dict) else err,
         )
         default = KeyExhaustedError if resp.status_code >= 500 else KmsError
-        cls = _BY_STATUS.get(resp.status_code, default)
+        cls = error_class(resp.status_code, default)
         raise cls(
             f"the peer KME refused the request ({resp.status_code})",
             details=[*details, {"status": resp.status_code}],
@@ -713,9 +708,7 @@ class KmeNode:
             try:
                 self.accept_reservation(caller, body)
             except KmsError as exc:
-                status = next(
-                    (code for code, cls in _BY_STATUS.items() if isinstance(exc, cls)), 503
-                )
+                status = etsi_status(exc, 503)
                 out.append({"ok": False, "status": status, "message": str(exc)})
             else:
                 out.append({"ok": True})
