@@ -74,9 +74,9 @@ def test_the_status_map_round_trips_every_kms_error() -> None:
         assert etsi_status(cls("x"), 500) == status
         assert error_class(status, KmsError) is cls
 
-    class Narrower(KeyExhaustedError):
+    class NarrowerError(KeyExhaustedError):
         pass
 
-    assert etsi_status(Narrower("x"), 500) == 503
+    assert etsi_status(NarrowerError("x"), 500) == 503
     assert etsi_status(KmsError("x"), 418) == 418
     assert error_class(502, KmsError) is KmsError
