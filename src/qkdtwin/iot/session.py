@@ -171,9 +171,7 @@ class TelemetryConfig(BaseModel):
         try:
             return cls.model_validate(options)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{loc}: {first['msg']}", field=loc) from exc
+            raise ConfigError.from_validation(exc, default_field="options") from exc
 
 
 @dataclass

@@ -155,10 +155,6 @@ class Scenario(_Strict):
         return out
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "scenario"
-
-
 def load_scenario(source: str | Path | dict[str, Any]) -> Scenario:
     """Read and validate a scenario from a YAML file (or an already-parsed mapping).
 
@@ -171,11 +167,8 @@ def load_scenario(source: str | Path | dict[str, Any]) -> Scenario:
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = _field(tuple(err["loc"]))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(
-            f"scenario field {name}: {msg}", field=name, value=err.get("input")
+        raise ConfigError.from_validation(
+            exc, template="scenario field {field}: {msg}", default_field="scenario"
         ) from None
     canonical_policy(sc.policy)
     return sc
