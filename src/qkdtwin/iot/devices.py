@@ -316,7 +316,7 @@ class DeviceFleet:
         head = _REC.pack(
             KINDS.index(kind) + 1, int(self.health[i]), len(vals), len(ident), ns, t, ts
         )
-        body = head + ident + vals.astype(">f8").tobytes() + wave[:ns].tobytes()
+        body: bytes = head + ident + vals.astype(">f8").tobytes() + wave[:ns].tobytes()
         return (
             body + bytes(self.payload_bytes - len(body)) if len(body) < self.payload_bytes else body
         )

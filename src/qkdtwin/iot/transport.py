@@ -349,13 +349,14 @@ class MqttTransport:
         security: MqttSecurity | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         if protocol not in ("3.1.1", "5"):
             raise ConfigError("protocol must be 3.1.1 or 5", field="mqtt_protocol", value=protocol)
         self.timeout_s = timeout_s
         self._v5 = protocol == "5"
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id or f"qkdtwin-{uuid.uuid4().hex[:12]}",
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h11
 import uvicorn
@@ -651,7 +651,11 @@ class RunningServer:
 
 
 def serve_in_thread(
-    app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "off"
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "off",
 ) -> RunningServer:
     """Serve an ASGI ``app`` over plain HTTP with uvicorn on a daemon thread; return it started.
 

@@ -238,11 +238,12 @@ class MqttIngest:
             does not answer within ``connect_timeout_s`` (the message names the URL).
         """
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         if self._client is not None:
             raise ConfigError("start() was called already", field="ingest")
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
