@@ -287,7 +287,7 @@ def test_the_decoy_bound_is_chosen_and_named(capsys):
 
 
 def test_run_time_guard_and_quiet_flags(capsys):
-    from qkdtwin.cli import FASTEST_PULSES_PER_S, MAX_UNFORCED_RUN_S, guard_run_time
+    from qkdtwin.cli.link import FASTEST_PULSES_PER_S, MAX_UNFORCED_RUN_S, guard_run_time
     from qkdtwin.errors import ConfigError
 
     limit = int(FASTEST_PULSES_PER_S * MAX_UNFORCED_RUN_S)
@@ -302,14 +302,14 @@ def test_run_time_guard_and_quiet_flags(capsys):
 
 
 def test_twin_demo_formats_event_fields():
-    from qkdtwin.cli_twin import _fields_text
+    from qkdtwin.cli.twin import _fields_text
 
     text = _fields_text({"qber": 0.26202603282399545, "pools": ["A|B", "C|D"], "ok": True})
     assert text == "qber 0.262, pools [A|B, C|D], ok True"
 
 
 def test_iot_latency_note_names_the_start_up():
-    from qkdtwin.cli_iot import latency_note
+    from qkdtwin.cli.iot import latency_note
 
     assert "5 %" in latency_note(20, 1)  # 20 intervals: the first holds 5 %
     assert "first interval" not in latency_note(200, 1)  # 0.5 %: below the p99

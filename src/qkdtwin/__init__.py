@@ -7,11 +7,24 @@ protocol layer (sources, channels, detectors, protocols, attacks, key rates); la
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("qkdtwin")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0+unknown"
+from typing import Any
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Read ``__version__`` from the installed metadata on first use, not at import.
+
+    ``importlib.metadata`` scans ``sys.path`` for the distribution, which every ``qkdtwin``
+    command would otherwise pay at start-up; only ``--version`` and callers that ask need it.
+    """
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("qkdtwin")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without install
+        value = "0.0.0+unknown"
+    globals()["__version__"] = value
+    return value

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import qkdtwin.errors
 import qkdtwin.kms
-from qkdtwin.cli_kms import _load_serve_config
+from qkdtwin.cli.kms import _load_serve_config
 from qkdtwin.kms import KmeConfig
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "kms-kme-a.yaml"

@@ -441,7 +441,7 @@ def test_operator_certificates_name_one_role(tmp_path: Path) -> None:
 
 
 def test_pki_init_writes_operator_files(tmp_path: Path) -> None:
-    from qkdtwin.cli_kms import kms_app
+    from qkdtwin.cli.kms import kms_app
 
     runner = CliRunner()
     res = runner.invoke(kms_app, ["pki", "init", str(tmp_path), "--operator", "ops", "--json"])

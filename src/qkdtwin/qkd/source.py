@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from qkdtwin import _validate as v
 from qkdtwin.errors import ConfigError
@@ -99,6 +98,8 @@ class WeakCoherentSource:
 
     def photon_number_pmf(self, n: int | NDArray[np.int64]) -> NDArray[np.float64]:
         """Poisson probability of ``n`` photons for every class; shape ``(n_classes, ...)``."""
+        from scipy import stats  # here: scipy.stats costs ~0.1 s to import, rates never need it
+
         n = np.asarray(n)
         mu = self.intensities.reshape((-1,) + (1,) * n.ndim)
         return np.asarray(stats.poisson.pmf(n, mu))

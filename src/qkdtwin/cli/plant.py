@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qkdtwin._cli_common import JsonOpt, emit_json, request_json
+from qkdtwin.cli.common import JsonOpt, emit_json, request_json
 from qkdtwin.errors import ConfigError
 
 __all__ = ["plant_app"]

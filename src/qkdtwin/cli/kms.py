@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin.cli.common import JsonOpt, emit_json
+from qkdtwin.cli.kms_checks import (
+    check_kme_url,
+    check_store_url,
+    check_tls_files,
+    one_line,
+    open_key_store,
+    per_kme_url,
+    reason,
+    require_file,
+    store_error,
+)
 from qkdtwin.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -98,147 +108,6 @@ class ServeConfig(BaseModel):
     relayed_db: str | None = None
 
 
-# --------------------------------------------------------------------------- input checks
-#: The store URLs the kms commands accept, for messages.
-STORE_URLS = "sqlite:///PATH or postgresql://USER@HOST/DB"
-
-
-def _one_line(exc: BaseException | str) -> str:
-    """Return the text of an error on one line (no ``(_ssl.c:N)``, no SQLAlchemy links)."""
-    text = str(exc).split("\n(Background on this error")[0]
-    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
-    return " ".join(text.split())
-
-
-def _reason(exc: BaseException) -> str:
-    """Return the operating system's reason (``No such file or directory``) or the message."""
-    strerror = exc.strerror if isinstance(exc, OSError) else None
-    return _one_line(strerror or exc)
-
-
-def _require_file(path: Path, what: str, *, pki: bool = False) -> Path:
-    """Return ``path`` if it is a file; else raise a ConfigError naming ``what`` and the path.
-
-    ``pki``: the file belongs to a PKI, so a missing one says to run ``kms pki init`` first.
-    """
-    if path.is_file():
-        return path
-    if path.is_dir():
-        raise ConfigError(f"{what}: {path} is a directory, not a file", field=what, value=path)
-    hint = f" (no PKI yet? run `qkdtwin kms pki init {path.parent}` first)" if pki else ""
-    raise ConfigError(f"{what}: no such file: {path}{hint}", field=what, value=str(path))
-
-
-def _check_tls_files(cert: tuple[str, Path], key: tuple[str, Path], ca: tuple[str, Path]) -> None:
-    """Check that a certificate, its key and a CA exist and load; each is ``(what, path)``.
-
-    Raises
-    ------
-    ConfigError
-        Naming the missing or unreadable file (and ``kms pki init`` when one is missing).
-    """
-    import ssl
-
-    for what, path in (cert, key, ca):
-        _require_file(path, what, pki=True)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    try:
-        ctx.load_verify_locations(cafile=str(ca[1]))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"{ca[0]}: cannot load CA certificate {ca[1]} ({_reason(exc)})", field=ca[0]
-        ) from None
-    try:
-        ctx.load_cert_chain(str(cert[1]), str(key[1]))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"{cert[0]}/{key[0]}: cannot load certificate {cert[1]} with key {key[1]}"
-            f" ({_reason(exc)})",
-            field=cert[0],
-        ) from None
-
-
-def _check_store_url(url: str, what: str = "--db") -> Any:
-    """Return the parsed SQLAlchemy URL of a store, if it is one the KMS accepts.
-
-    Raises
-    ------
-    ConfigError
-        For anything but ``sqlite:///PATH`` and ``postgresql://...`` (also ``postgres://``
-        and ``postgresql+psycopg://``); the message names the value and what is accepted.
-    """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        parsed = None
-    ok = parsed is not None and (
-        (parsed.drivername == "sqlite" and bool(parsed.database))
-        or parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg")
-    )
-    if not ok:
-        raise ConfigError(
-            f"{what}: not a store URL: {url!r} (use {STORE_URLS})",
-            field=what,
-            value=url,
-            allowed=STORE_URLS,
-        )
-    return parsed
-
-
-def _open_store(url: str, what: str = "--db", **kwargs: Any) -> KeyStore:
-    """Open a :class:`~qkdtwin.kms.KeyStore`, turning every failure into one ConfigError.
-
-    ``kwargs`` go to the store (``kek``, ``max_key_count``, ``ttl_s``).
-    """
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from qkdtwin.kms import KeyStore
-
-    parsed = _check_store_url(url, what)
-    if parsed.drivername == "sqlite" and parsed.database != ":memory:":
-        parent = Path(parsed.database).parent
-        if not parent.is_dir():
-            raise ConfigError(
-                f"{what}: {url}: directory {parent} does not exist", field=what, value=url
-            )
-    try:
-        return KeyStore(url, **kwargs)
-    except SQLAlchemyError as exc:
-        raise _store_error(what, url, exc) from None
-
-
-def _store_error(what: str, url: str, exc: BaseException) -> ConfigError:
-    """Return the error for a store URL that parses but cannot be opened (password hidden)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        shown = make_url(url).render_as_string(hide_password=True)
-    except Exception:  # only for the message
-        shown = url
-    cause = _one_line(getattr(exc, "orig", None) or exc)
-    return ConfigError(f"{what}: cannot open the store {shown} ({cause})", field=what)
-
-
-def _kme_url(url: str) -> str:
-    """Return ``url`` if it is ``https://HOST[:PORT]``; else raise a ConfigError naming it."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme == "https" and bool(parts.hostname)
-        _ = parts.port  # ValueError for a port that is not a number in range
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ConfigError(
-            f"--kme: not a KME URL: {url!r} (use https://HOST:PORT)", field="kme", value=url
-        )
-    return url
-
-
 def _announce(line: str | dict[str, Any]) -> None:
     """Print one human line or one JSON line on stdout, and flush (a reader waits for it)."""
     if isinstance(line, dict):
@@ -251,13 +120,13 @@ def _announce(line: str | dict[str, Any]) -> None:
 def _load_serve_config(path: Path) -> ServeConfig:
     import yaml
 
-    _require_file(path, "--config")
+    require_file(path, "--config")
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise ConfigError(f"--config: cannot read {path} ({_reason(exc)})", field="config") from exc
+        raise ConfigError(f"--config: cannot read {path} ({reason(exc)})", field="config") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})", field="config") from exc
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})", field="config") from exc
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of settings (see examples/kms-kme-a.yaml)",
@@ -268,7 +137,7 @@ def _load_serve_config(path: Path) -> ServeConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {loc}: {_one_line(first['msg'])}", field=loc) from exc
+        raise ConfigError(f"{path}: {loc}: {one_line(first['msg'])}", field=loc) from exc
 
 
 @pki_app.command("init")
@@ -348,7 +217,7 @@ def serve(
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        msg = _one_line(first["msg"])
+        msg = one_line(first["msg"])
         where = f"kme.{loc}" if loc else "kme"
         raise ConfigError(f"{config}: {where}: {msg}", field=where) from exc
     network = None
@@ -360,7 +229,7 @@ def serve(
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
-            msg = _one_line(first["msg"])
+            msg = one_line(first["msg"])
             raise ConfigError(f"{config}: network.{loc}: {msg}", field="network") from exc
         missing = set(network.neighbours(kme.kme_id)) - set(cfg.link_dbs)
         if missing:
@@ -368,12 +237,12 @@ def serve(
                 f"{config}: link_dbs lacks the link pool of neighbour(s) {sorted(missing)}",
                 field="link_dbs",
             )
-    _check_tls_files(
+    check_tls_files(
         (f"{config}: cert", cfg.cert), (f"{config}: key", cfg.key), (f"{config}: ca", cfg.ca)
     )
     kek = None
     if cfg.kek_file is not None:
-        _require_file(cfg.kek_file, f"{config}: kek_file")
+        require_file(cfg.kek_file, f"{config}: kek_file")
         from qkdtwin.kms.kek import load_kek
 
         try:
@@ -386,7 +255,7 @@ def serve(
         *([(f"{config}: relayed_db", cfg.relayed_db)] if cfg.relayed_db else []),
     ]
     for what, url in urls:
-        _check_store_url(url, what)
+        check_store_url(url, what)
 
     sock = listen_socket(cfg.host, cfg.port)  # before any store: a port in use changes nothing
     stores: list[KeyStore] = []
@@ -397,7 +266,7 @@ def serve(
         epoch_dir = cfg.epoch_dir
         if epoch_dir is None and kek is not None and cfg.kek_file and url.startswith("postgres"):
             epoch_dir = cfg.kek_file.parent / "epochs"
-        st = _open_store(
+        st = open_key_store(
             url,
             what,
             kek=kek,
@@ -450,7 +319,7 @@ def serve(
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError(
                 f"{config}: cannot set up TLS from cert {cfg.cert}, key {cfg.key} and ca"
-                f" {cfg.ca} ({_reason(exc)})",
+                f" {cfg.ca} ({reason(exc)})",
                 field="cert",
             ) from exc
         PreboundServer(server_config, [sock], on_started=announce).run()
@@ -474,8 +343,8 @@ def _client(kme: str, cert: Path, key: Path, ca: Path) -> Any:
     """Return a :class:`~qkdtwin.kms.client.KmeClient`, after checking its URL and files."""
     from qkdtwin.kms.client import KmeClient
 
-    _kme_url(kme)
-    _check_tls_files(("--cert", cert), ("--key", key), ("--ca", ca))
+    check_kme_url(kme)
+    check_tls_files(("--cert", cert), ("--key", key), ("--ca", ca))
     return KmeClient(kme, cert, key, ca)
 
 
@@ -549,17 +418,17 @@ def import_keys(
     from qkdtwin.kms.feeder import import_key_file, read_key_file
     from qkdtwin.kms.kek import load_kek
 
-    _require_file(key_file, "KEY_FILE")
+    require_file(key_file, "KEY_FILE")
     read_key_file(key_file)  # a malformed file: an error before any store is created
     kek = None
     if kek_file is not None:
-        _require_file(kek_file, "--kek-file")
+        require_file(kek_file, "--kek-file")
         kek = load_kek(kek_file)
     for url in db:
-        _check_store_url(url, "--db")
+        check_store_url(url, "--db")
     stores: list[KeyStore] = []
     try:
-        stores.extend(_open_store(url, "--db", kek=kek) for url in db)
+        stores.extend(open_key_store(url, "--db", kek=kek) for url in db)
         added = import_key_file(stores, key_file)
     finally:
         for st in stores:
@@ -568,42 +437,6 @@ def import_keys(
         emit_json({"imported": added})
     else:
         typer.echo(f"imported {added} keys")
-
-
-def _per_kme_url(url: str, kme: str) -> str:
-    """Derive one KME's own store from a single ``--db`` URL.
-
-    PostgreSQL: the schema ``qkdtwin_<kme>`` of that database (created if missing), via the
-    connection's ``search_path``; SQLite: the file ``<stem>-<kme>.db`` beside the given one.
-
-    Raises
-    ------
-    ConfigError
-        For another kind of URL (naming it and what is accepted), or a PostgreSQL server
-        that cannot be reached.
-    """
-    import sqlalchemy as sa
-    from sqlalchemy.exc import SQLAlchemyError
-
-    parsed = _check_store_url(url, "--db")
-    if parsed.drivername == "sqlite":
-        path = Path(parsed.database)
-        suffix = path.suffix or ".db"
-        return f"sqlite:///{path.with_name(f'{path.stem}-{kme}{suffix}')}"
-    # PostgreSQL: _check_store_url accepts nothing else
-    schema = "qkdtwin_" + kme.replace("-", "_")
-    driver = parsed.set(drivername="postgresql+psycopg")
-    try:
-        engine = sa.create_engine(driver)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        engine.dispose()
-    except SQLAlchemyError as exc:
-        cause = _one_line(getattr(exc, "orig", None) or exc)
-        raise ConfigError(f"--db: cannot prepare schema {schema} ({cause})", field="db") from exc
-    query = dict(parsed.query)
-    query["options"] = f"-csearch_path={schema}"
-    return str(driver.set(query=query).render_as_string(hide_password=False))
 
 
 @kms_app.command("dev-pair")
@@ -680,15 +513,15 @@ def dev_pair(
     if db is None and db_b is not None:
         raise ConfigError("--db-b needs --db (the store of kme-a)", field="db_b")
     if key_file is not None:
-        _require_file(key_file, "--import-keys")
+        require_file(key_file, "--import-keys")
         read_key_file(key_file)  # a malformed file: an error before the PKI is made
     labels: dict[str, str] = {}  # store URL -> the option that gave it, for messages
     if db is not None and db_b is not None:
-        _check_store_url(db, "--db")
-        _check_store_url(db_b, "--db-b")
+        check_store_url(db, "--db")
+        check_store_url(db_b, "--db-b")
         labels = {db: "--db", db_b: "--db-b"}
     elif db is not None:
-        db, db_b = _per_kme_url(db, "kme-a"), _per_kme_url(db, "kme-b")
+        db, db_b = per_kme_url(db, "kme-a"), per_kme_url(db, "kme-b")
         labels = {db: "--db", db_b: "--db"}
     urls = {("kme-a", "kme-b"): db, ("kme-b", "kme-a"): db_b}
     asked: list[str] = []  # the store URLs handed out, the failing one last
@@ -725,7 +558,7 @@ def dev_pair(
         )
     except SQLAlchemyError as exc:  # a store URL that parses but cannot be opened
         url = asked[-1] if asked else str(directory)
-        raise _store_error(labels.get(url, "store"), url, exc) from None
+        raise store_error(labels.get(url, "store"), url, exc) from None
     try:
         if key_file is not None:
             link = [net.stores["kme-a"]["kme-b"], net.stores["kme-b"]["kme-a"]]

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin.cli.common import JsonOpt, emit_json
 
 __all__ = ["network_app", "reproduce_app"]
 

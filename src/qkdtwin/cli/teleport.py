@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin.cli.common import JsonOpt, emit_json
 from qkdtwin.config import parse_count, parse_range
 from qkdtwin.errors import ConfigError
 

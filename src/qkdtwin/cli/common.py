@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI sub-applications: JSON output and common option types."""
+"""Helpers shared by the CLI sub-applications: JSON output, HTTP calls, common option types."""
 
 from __future__ import annotations
 

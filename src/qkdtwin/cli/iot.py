@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from qkdtwin._cli_common import JsonOpt, emit_json
+from qkdtwin.cli.common import JsonOpt, emit_json
 from qkdtwin.errors import ConfigError
 
 __all__ = ["iot_app", "run_telemetry"]
