@@ -31,19 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qkdtwin.kms.tls import Pki, init_pki
+from tests.ports import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
 #: The login the password listener accepts.
 USER, PASSWORD = "alice", "s3cret"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

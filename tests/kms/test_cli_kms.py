@@ -18,6 +18,7 @@ import pytest
 
 from qkdtwin.cli import main
 from qkdtwin.kms.client import KmeClient
+from tests.ports import free_port
 
 # starts real servers or processes (see tests/conftest.py for the markers)
 pytestmark = pytest.mark.e2e
@@ -141,13 +142,13 @@ def test_dev_pair_on_postgresql(tmp_path: Path, pg_url: str) -> None:
 def test_single_db_url_gives_each_kme_its_own_store(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
-    from qkdtwin.cli_kms import _per_kme_url
+    from qkdtwin.cli.kms_checks import per_kme_url
     from qkdtwin.errors import ConfigError
 
     from .conftest import PG_URL
 
-    assert _per_kme_url(f"sqlite:///{tmp_path}/k.db", "kme-a") == f"sqlite:///{tmp_path}/k-kme-a.db"
-    urls = {_per_kme_url(PG_URL, k) for k in ("kme-a", "kme-b")}
+    assert per_kme_url(f"sqlite:///{tmp_path}/k.db", "kme-a") == f"sqlite:///{tmp_path}/k-kme-a.db"
+    urls = {per_kme_url(PG_URL, k) for k in ("kme-a", "kme-b")}
     assert len(urls) == 2
     assert all("search_path" in u for u in urls)
     admin = sa.create_engine(PG_URL)
@@ -156,7 +157,7 @@ def test_single_db_url_gives_each_kme_its_own_store(tmp_path: Path) -> None:
     admin.dispose()
     assert {"qkdtwin_kme_a", "qkdtwin_kme_b"} <= schemas
     with pytest.raises(ConfigError, match="--db"):
-        _per_kme_url("ftp://x/y", "kme-a")
+        per_kme_url("ftp://x/y", "kme-a")
 
 
 def test_dev_pair_master_and_slave_on_two_kmes(dev_pair: dict[str, Any]) -> None:
@@ -239,14 +240,6 @@ def test_dev_pair_feeder_refills(dev_pair: dict[str, Any]) -> None:
             time.sleep(0.2)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_subprocess(tmp_path: Path) -> None:
     from qkdtwin.errors import KeyExhaustedError, KmsError
     from qkdtwin.kms.tls import init_pki
@@ -254,7 +247,7 @@ def test_serve_subprocess(tmp_path: Path) -> None:
     pki = init_pki(tmp_path / "pki", kme_ids=["kme-a"], sae_ids=["sae-a", "sae-b"])
     cert, key = pki.saes["sae-a"]
     for _attempt in range(3):  # the port may be taken between probe and bind: retry
-        port = _free_port()
+        port = free_port()
         cfg = tmp_path / "kme.yaml"
         cfg.write_text(
             f"port: {port}\ndb: sqlite:///{tmp_path / 'kme.db'}\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +19,10 @@ from qkdtwin.errors import KmsError
 from qkdtwin.kms import KeyStore
 from qkdtwin.kms.client import KmeClient
 from qkdtwin.kms.tls import Pki, init_pki
+from tests.ports import free_port
 
 # starts real servers or processes (see tests/conftest.py for the markers)
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -36,7 +30,7 @@ def _serve(tmp: Path, pki: Pki, db: str) -> Iterator[tuple[subprocess.Popen[byte
     """Start `qkdtwin kms serve` on a free port; yield (process, url) once it answers."""
     cert, key = pki.saes["sae-a"]
     for _attempt in range(3):  # the port may be taken between probe and bind: retry
-        port = _free_port()
+        port = free_port()
         cfg = tmp / "kme.yaml"
         cfg.write_text(
             f"port: {port}\ndb: {db}\n"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from qkdtwin.errors import KmsError
 from qkdtwin.kms import KeyStore
 from qkdtwin.kms.client import KmeClient
 from qkdtwin.kms.tls import Pki, init_pki
+from tests.ports import free_port
 
 # starts real servers or processes (see tests/conftest.py for the markers)
 pytestmark = pytest.mark.e2e
@@ -34,12 +34,6 @@ pytestmark = pytest.mark.e2e
 KMES = ("kme-a", "kme-b")
 SAES = {"sae-a": "kme-a", "sae-b": "kme-b"}
 PEER = {"kme-a": "kme-b", "kme-b": "kme-a"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_config(
@@ -96,7 +90,7 @@ def test_sigkill_of_the_slave_kme_under_two_way_load(tmp_path: Path) -> None:
         store.add_keys(items[0::2], owner="kme-a")
         store.add_keys(items[1::2], owner="kme-b")
         store.close()
-    ports = {k: _free_port() for k in KMES}
+    ports = {k: free_port() for k in KMES}
     urls = {k: f"https://127.0.0.1:{ports[k]}" for k in KMES}
     cfgs = {k: _write_config(tmp_path, pki, k, ports, dbs) for k in KMES}
 

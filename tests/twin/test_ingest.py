@@ -35,6 +35,7 @@ from qkdtwin.twin.ingest import (
     StreamCounters,
     read_records,
 )
+from tests.ports import free_port
 
 T0 = 1_700_000_000.0
 MOD, LINK = "qkd-ab-1", "A-B"
@@ -505,12 +506,6 @@ def kme_stub(pki) -> Iterator[str]:
     )
     with RunningServer(server) as running:
         yield f"https://127.0.0.1:{running.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_poller_over_mutual_tls_ok_401_tls_and_unreachable(pki, kme_stub):

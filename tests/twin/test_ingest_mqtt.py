@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from qkdtwin.twin.ingest import (
     Replayer,
     StreamCounters,
 )
+from tests.ports import free_port
 
 # starts real servers or processes (see tests/conftest.py for the markers)
 pytestmark = pytest.mark.e2e
@@ -63,12 +63,6 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_link_telemetry_round_trip_over_mosquitto(tmp_path: Path):
