@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	@# paho-mqtt<2 for its own client, which the tests never use; qkdtwin needs paho-mqtt>=2, so
 	@# it is installed without its dependencies (its decoder needs only protobuf: [sparkplug]).
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps pysparkplug==0.6.1
+	@# compile the numba kernels now (cached on disk), not in the user's first command
+	$(BIN)/python scripts/warm_numba.py
 	@touch $(STAMP)
 
 venv: $(STAMP)
