@@ -317,7 +317,10 @@ def _print_what_if(d: dict[str, Any]) -> None:
         + f" load={p['load']:g}/s duration={p['duration']:g} s"
         + (f" links down: {', '.join(p['links_down'])}" if p["links_down"] else "")
     )
-    fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
     start = "present levels" if p.get("start") == "present" else "initial fill"
     window = d["live"].get("window")
     typer.echo(f"  predicted over the next {p['duration']:g} s from the {start}: {fmt(pred)}")
