@@ -108,6 +108,7 @@ bench: venv services
 	$(BIN)/python benchmarks/closed_loop.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/exposure.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/cli_startup.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/dead_time.py --write BENCHMARKS.md
 	$(MAKE) notebook
 
 # The example notebook at full size (10 seeds per Fig. 4 point, key rates every 1 km, ~15 s):

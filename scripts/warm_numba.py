@@ -34,6 +34,14 @@ def main() -> None:
                 services=50,
                 generation=generation,
             )
+    import dataclasses
+
+    from qkdtwin.qkd import build_link_model, simulate_link
+    from qkdtwin.qkd.presets import get_preset
+
+    det = dataclasses.replace(get_preset("gys").detector(), dead_time_s=40e-9)
+    model = build_link_model("decoy-bb84", 10.0, "gys", detector=det)
+    simulate_link("decoy-bb84", model, 10_000, np.random.default_rng(0))  # dead-time filter
     rng = np.random.default_rng(0)
     alice = rng.integers(0, 2, 4096, dtype=np.uint8)
     bob = alice ^ (rng.random(4096) < 0.03).astype(np.uint8)
