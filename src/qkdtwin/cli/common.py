@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -46,7 +47,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def emit_json(obj: dict[str, Any]) -> None:
+def emit_json(obj: Mapping[str, Any]) -> None:
     """Write ``obj`` as one line of strict JSON to stdout.
 
     Non-finite numbers (the PLOB bound at zero distance is infinite) are written as ``null``.

@@ -196,7 +196,7 @@ def link_simulate(
             raise ConfigError(
                 f"cannot write {bits_out}: {exc.strerror}", field="bits_out", value=str(bits_out)
             ) from None
-    out = res.to_dict() | {"preset": preset, "seed": seed}
+    out: dict[str, Any] = res.to_dict() | {"preset": preset, "seed": seed}
     if res.protocol not in ("cv-gg02", "plob"):
         from qkdtwin.qkd.postprocess import finite_key_estimate
 

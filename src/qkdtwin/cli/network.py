@@ -263,14 +263,15 @@ def network_compare_architectures(
     for arch, n in res["served"].items():
         more = " (still served at --max-devices)" if res["capped"][arch] else ""
         console.print(f"{arch}: serves {n} devices at success >= {target:g}{more}")
-    for key, what in (("equal_modules", "QKD modules"), ("equal_fiber_km", "fibre-km")):
+    budgets = ((res["equal_modules"], "QKD modules"), (res["equal_fiber_km"], "fibre-km"))
+    for within, what in budgets:
         archs = list(res["served"])
         t = Table(
             f"{what} budget",
             *archs,
             title=f"devices served at equal hardware ({what}; within --max-devices)",
         )
-        for budget, best in res[key].items():
+        for budget, best in within.items():
             t.add_row(budget, *[str(best.get(a, 0)) for a in archs])
         console.print(t)
 

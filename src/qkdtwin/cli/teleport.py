@@ -281,6 +281,6 @@ def teleport_table(charlie_basis: CharlieOpt = "x", as_json: JsonOpt = False) ->
         "Bob on 4",
         title="without Charlie's result (best correction from Alice's bits alone)",
     )
-    for r in data["without_controller"]:
-        w.add_row(r["alice_a5"], r["alice_b7"], r["correction"]["2"], r["correction"]["4"])
+    for u in data["without_controller"]:
+        w.add_row(u["alice_a5"], u["alice_b7"], u["correction"]["2"], u["correction"]["4"])
     console.print(w)

@@ -187,7 +187,7 @@ def parse_link_telemetry(payload: bytes | str | dict[str, Any]) -> LinkTelemetry
         raise ConfigError.from_validation(exc, default_field="payload") from None
 
 
-def json_schema() -> dict[str, Any]:
+def json_schema() -> dict[str, Any]:  # a JSON Schema document, not a fixed shape
     """JSON Schema (draft 2020-12) of :class:`LinkTelemetry`, generated from the model."""
     schema = LinkTelemetry.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

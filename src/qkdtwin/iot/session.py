@@ -33,7 +33,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -174,6 +174,29 @@ class TelemetryConfig(BaseModel):
             raise ConfigError.from_validation(exc, default_field="options") from exc
 
 
+class IntervalReportDict(TypedDict):
+    """JSON-ready counts of an :class:`IntervalReport` (:meth:`IntervalReport.to_dict`)."""
+
+    interval: int
+    sent: int
+    delivered: int
+    decrypt_failures: int
+    rejected: dict[str, int]
+    dropped: dict[str, int]
+    queued: int
+    qkd_key_bits_consumed: int
+    qkd_key_bits_reserved: int
+    epochs_started: int
+    key_failures: dict[str, int]
+    envelopes: int
+    frames: int
+    bytes_published: int
+    latency_ms_p50: float
+    latency_ms_p99: float
+    #: Devices with a verified reading at the aggregator so far (``len(latest)``).
+    devices_seen: int
+
+
 @dataclass
 class IntervalReport:
     """What happened during one interval (counts are for this interval only).
@@ -230,11 +253,11 @@ class IntervalReport:
     latency_ms_p99: float
     latest: dict[str, Reading] = field(repr=False, default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> IntervalReportDict:
         """Return the counts as a JSON-ready dict (``latest`` as a count of devices)."""
         out = {k: v for k, v in self.__dict__.items() if k != "latest"}
         out["devices_seen"] = len(self.latest)
-        return out
+        return cast(IntervalReportDict, out)  # every field but ``latest``, in field order
 
 
 def _diff(now: Counter[str], before: Counter[str]) -> dict[str, int]:

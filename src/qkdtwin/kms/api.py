@@ -782,7 +782,7 @@ def create_app(
         """Get keys by ID as slave SAE (Key IDs object)."""
         return await sae_threads.run(dec, caller, master_SAE_ID, [k.key_ID for k in body.key_IDs])
 
-    def openapi() -> dict[str, Any]:
+    def openapi() -> dict[str, Any]:  # an OpenAPI document (JSON Schema), not a fixed shape
         # FastAPI documents a 422 for every route with parameters; ours are answered with
         # 400 and an ETSI Error body (_install_error_handlers), so drop the 422 and its schemas.
         if app.openapi_schema is not None:

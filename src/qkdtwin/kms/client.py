@@ -20,7 +20,7 @@ import base64
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 import httpx
 from pydantic import ValidationError
@@ -35,6 +35,80 @@ from qkdtwin.kms.operator import LINKS_PATH, KmeLinksResponse
 from qkdtwin.kms.store import DeliveredKey
 
 __all__ = ["KmeClient", "KmeUnreachableError", "OperatorClient"]
+
+
+class EtsiStatus(TypedDict):
+    """The ETSI GS QKD 014 Status object as a KME sends it (:class:`qkdtwin.kms.api.Status`).
+
+    ``status_extension`` is left out when the KME has none.
+    """
+
+    source_KME_ID: str
+    target_KME_ID: str
+    master_SAE_ID: str
+    slave_SAE_ID: str
+    key_size: int
+    stored_key_count: int
+    max_key_count: int
+    max_key_per_request: int
+    max_key_size: int
+    min_key_size: int
+    max_SAE_ID_count: int
+    # the standard's free-form extension object
+    status_extension: NotRequired[dict[str, Any]]
+
+
+class LinkStateAnswer(TypedDict):
+    """Answer of ``POST /kme/v1/links/{peer}/state``: the link's state now.
+
+    The KME's :class:`~qkdtwin.kms.operator.LinkStateResponse`.
+    """
+
+    kme_id: str
+    peer: str
+    enabled: bool
+
+
+class RouteStateAnswer(TypedDict):
+    """Answer of ``POST /kme/v1/network/{a}/{b}/state``.
+
+    The KME's :class:`~qkdtwin.kms.operator.RouteStateResponse`.
+    """
+
+    kme_id: str
+    link: str
+    enabled: bool
+
+
+class DiscardAnswer(TypedDict):
+    """Answer of ``POST /kme/v1/links/{peer}/discard``: the keys erased.
+
+    The KME's :class:`~qkdtwin.kms.operator.DiscardResponse`.
+    """
+
+    kme_id: str
+    peer: str
+    since: float
+    discarded: int
+
+
+class RelayQuotaInfo(TypedDict):
+    """One relay quota as a KME reports it (:class:`~qkdtwin.kms.operator.RelayQuotaView`)."""
+
+    destination: str
+    keys_per_s: float
+    burst: int
+    tokens: float
+    granted_keys: int
+    refused_requests: int
+
+
+class RelayQuotaAnswer(TypedDict):
+    """Answer of ``POST /kme/v1/relays/{destination}/quota`` (``quota``: ``None`` once removed)."""
+
+    kme_id: str
+    destination: str
+    quota: RelayQuotaInfo | None
 
 
 class KmeClient:
@@ -89,9 +163,9 @@ class KmeClient:
     def _keys(body: dict[str, Any]) -> list[DeliveredKey]:
         return [DeliveredKey(k["key_ID"], base64.b64decode(k["key"])) for k in body["keys"]]
 
-    def status(self, slave_sae_id: str) -> dict[str, Any]:
+    def status(self, slave_sae_id: str) -> EtsiStatus:
         """Return the ETSI Status object of the pool shared with ``slave_sae_id``."""
-        return self._call("GET", f"/api/v1/keys/{slave_sae_id}/status")
+        return cast(EtsiStatus, self._call("GET", f"/api/v1/keys/{slave_sae_id}/status"))
 
     def get_keys(
         self,
@@ -216,10 +290,12 @@ class OperatorClient:
             )
         return r
 
+    # The public methods cast the KME's JSON answer to the TypedDict of the operator
+    # interface's response model for that path (qkdtwin.kms.operator); it is not re-validated.
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._request("POST", path, body).json())
 
-    def set_link_state(self, peer: str, enabled: bool) -> dict[str, Any]:
+    def set_link_state(self, peer: str, enabled: bool) -> LinkStateAnswer:
         """Stop (``False``) or resume key delivery and relaying over the link to ``peer``.
 
         ``POST /kme/v1/links/{peer}/state``; returns the KME's answer (``enabled``, ``at``).
@@ -229,9 +305,10 @@ class OperatorClient:
         KmeUnreachableError, KeyAccessError, KmsError
             As :meth:`links`.
         """
-        return self._post(f"{LINKS_PATH}/{peer}/state", {"enabled": bool(enabled)})
+        answer = self._post(f"{LINKS_PATH}/{peer}/state", {"enabled": bool(enabled)})
+        return cast(LinkStateAnswer, answer)
 
-    def set_route_state(self, a: str, b: str, enabled: bool) -> dict[str, Any]:
+    def set_route_state(self, a: str, b: str, enabled: bool) -> RouteStateAnswer:
         """Stop (``False``) or allow this KME's relays over the link ``a``-``b``.
 
         ``POST /kme/v1/network/{a}/{b}/state``.
@@ -241,9 +318,10 @@ class OperatorClient:
         KmeUnreachableError, KeyAccessError, KmsError
             As :meth:`links`.
         """
-        return self._post(f"/kme/v1/network/{a}/{b}/state", {"enabled": bool(enabled)})
+        answer = self._post(f"/kme/v1/network/{a}/{b}/state", {"enabled": bool(enabled)})
+        return cast(RouteStateAnswer, answer)
 
-    def discard_since(self, peer: str, since: float) -> dict[str, Any]:
+    def discard_since(self, peer: str, since: float) -> DiscardAnswer:
         """Erase the link's available keys added at or after ``since`` (Unix s).
 
         ``POST /kme/v1/links/{peer}/discard``; returns the KME's answer (``discarded``).
@@ -253,11 +331,12 @@ class OperatorClient:
         KmeUnreachableError, KeyAccessError, KmsError
             As :meth:`links`.
         """
-        return self._post(f"{LINKS_PATH}/{peer}/discard", {"since": float(since)})
+        answer = self._post(f"{LINKS_PATH}/{peer}/discard", {"since": float(since)})
+        return cast(DiscardAnswer, answer)
 
     def set_relay_quota(
         self, destination: str, keys_per_s: float | None, burst: int | None = None
-    ) -> dict[str, Any]:
+    ) -> RelayQuotaAnswer:
         """Limit the keys this KME relays toward ``destination`` (``None``: no limit).
 
         ``POST /kme/v1/relays/{destination}/quota``; returns the KME's answer (``quota``:
@@ -271,9 +350,9 @@ class OperatorClient:
         body: dict[str, Any] = {"keys_per_s": None if keys_per_s is None else float(keys_per_s)}
         if burst is not None:
             body["burst"] = int(burst)
-        return self._post(f"/kme/v1/relays/{destination}/quota", body)
+        return cast(RelayQuotaAnswer, self._post(f"/kme/v1/relays/{destination}/quota", body))
 
-    def relay_quotas(self) -> list[dict[str, Any]]:
+    def relay_quotas(self) -> list[RelayQuotaInfo]:
         """Return this KME's relay quotas (``GET /kme/v1/relays/quotas``).
 
         Raises
@@ -281,7 +360,8 @@ class OperatorClient:
         KmeUnreachableError, KeyAccessError, KmsError
             As :meth:`links`.
         """
-        return list(self._request("GET", "/kme/v1/relays/quotas").json()["quotas"])
+        quotas = list(self._request("GET", "/kme/v1/relays/quotas").json()["quotas"])
+        return cast(list[RelayQuotaInfo], quotas)
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -47,7 +47,7 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import httpx
 import networkx as nx
@@ -151,7 +151,7 @@ class PeerClient:
 
     def post(
         self, base_url: str, path: str, body: dict[str, Any], *, peer: str | None = None
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]:  # the peer's JSON answer, passed through (its shape is per path)
         """POST ``body`` to a peer; return its JSON answer.
 
         The error raised names the peer by its KME ID (``peer``) only: its URL, the transport
@@ -294,6 +294,7 @@ class KmeNode:
                 def one(body: dict[str, Any], url: str = url, peer: str = peer) -> Any:
                     return self.peers.post(url, "/kme/v1/reservations", body, peer=peer)
 
+                # the peer's answer per reservation, passed through (MirrorBatcher reads it)
                 def many(
                     bodies: list[dict[str, Any]], url: str = url, peer: str = peer
                 ) -> list[dict[str, Any]]:
@@ -696,14 +697,14 @@ class KmeNode:
 
     def accept_reservations(
         self, caller: str, bodies: list[ReservationBody]
-    ) -> list[dict[str, Any]]:
+    ) -> list[MirrorOutcome]:
         """Mirror several reservations of a neighbour; the outcome of each, in order.
 
         A refusal of one (keys unknown or not available, the link out of service) does not
         affect the others: ``{"ok": false, "status": 400|401|503, "message": ...}``. A store
         failure fails the whole request (the caller revokes every reservation of it).
         """
-        out: list[dict[str, Any]] = []
+        out: list[MirrorOutcome] = []
         for body in bodies:
             try:
                 self.accept_reservation(caller, body)
@@ -731,6 +732,17 @@ class KmeNode:
         if self.relayed is None:
             return 0
         return self.relayed.revoke(key_ids, by=f"revoked-by:{caller}")
+
+
+class MirrorOutcome(TypedDict):
+    """Outcome of one mirrored reservation (:meth:`KmeNode.accept_reservations`).
+
+    ``status`` and ``message`` only when refused (``ok`` false).
+    """
+
+    ok: bool
+    status: NotRequired[int]
+    message: NotRequired[str]
 
 
 class ReservationBody(BaseModel):
@@ -805,6 +817,9 @@ def install_peer_routes(app: FastAPI, node: KmeNode, threads: ThreadLimiter | No
     the SAE requests, and they are not subject to the SAE admission control.
     """
     run = (threads or ThreadLimiter(DEFAULT_PEER_THREADS)).run
+
+    # The handlers keep ``dict[str, Any]``: FastAPI turns a return annotation into a response
+    # model that it validates every answer against; these answers go out as they are built.
 
     @app.post("/kme/v1/reservations", include_in_schema=False)
     async def reservations(request: Request, body: ReservationBody) -> dict[str, Any]:

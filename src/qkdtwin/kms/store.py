@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -245,6 +245,15 @@ def _is_sqlite_file(url: str) -> bool:
 def _available_name(owner: str | None) -> str:
     """Counter of the keys in state ``available`` owned by ``owner`` (``None``: unowned)."""
     return "available" if owner is None else f"available:{owner}"
+
+
+class AuditEntry(TypedDict):
+    """One row of a store's audit log (:meth:`KeyStore.audit_log`): when, who, which key, what."""
+
+    at: float
+    sae_id: str
+    key_id: str
+    action: str
 
 
 @dataclass(frozen=True)
@@ -1848,7 +1857,7 @@ class KeyStore:
             ).first()
         return None if row is None else StoredKey(*row)
 
-    def audit_log(self) -> list[dict[str, Any]]:
+    def audit_log(self) -> list[AuditEntry]:
         """Return the audit log in order: dicts with ``at, sae_id, key_id, action``."""
         with self._read() as conn:
             rows = conn.execute(
@@ -1856,7 +1865,7 @@ class KeyStore:
                     _audit.c.id
                 )
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [cast(AuditEntry, dict(r._mapping)) for r in rows]
 
     def raw_material(self, key_id: str) -> bytes | None:
         """Return the stored (possibly wrapped) blob of a key; for tests of wrapping at rest."""

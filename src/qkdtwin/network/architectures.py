@@ -35,8 +35,8 @@ talking to each other) and ``central`` (every device to one server device: north
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -91,7 +91,52 @@ def _demands(
     return [Demand(c, server, service_rate) for c in clients]
 
 
-def hardware(topo: Topology) -> dict[str, float]:
+class Hardware(TypedDict):
+    """QKD hardware of a topology (:func:`hardware`)."""
+
+    links: int
+    modules: int
+    fiber_km: float
+
+
+class ArchitectureRow(TypedDict):
+    """One simulated size of one architecture (a row of :func:`compare_architectures`)."""
+
+    architecture: str
+    devices: int
+    qkd_nodes: int
+    links: int
+    modules: int
+    fiber_km: float
+    success_rate: float
+    mean_hops: float
+    key_cost_per_device: float
+    services: int
+    elapsed_s: float
+
+
+class ArchitectureComparison(TypedDict):
+    """Result of :func:`compare_architectures`: the settings, every row, the summaries."""
+
+    target: float
+    node_rate: float
+    core_rate: float
+    fanout: int
+    service_rate: float
+    keys_per_service: float
+    max_devices: int
+    traffic: str
+    rows: list[ArchitectureRow]
+    #: Architecture -> largest size with success >= target (0 if none).
+    served: dict[str, int]
+    #: Architecture -> True if it never failed up to ``max_devices``.
+    capped: dict[str, bool]
+    #: Budget (as text) -> architecture -> most devices served within it.
+    equal_modules: dict[str, dict[str, int]]
+    equal_fiber_km: dict[str, dict[str, int]]
+
+
+def hardware(topo: Topology) -> Hardware:
     """QKD hardware of a topology: links, modules (two per link) and fibre-km.
 
     Fibre lengths follow :func:`~qkdtwin.network.topology.default_length_km` (5 km access link,
@@ -104,7 +149,7 @@ def hardware(topo: Topology) -> dict[str, float]:
 
 
 def within_budget(
-    rows: Sequence[dict[str, Any]], key: str, budgets: Sequence[float], target: float
+    rows: Sequence[Mapping[str, Any]], key: str, budgets: Sequence[float], target: float
 ) -> dict[str, dict[str, int]]:
     """Most devices each architecture served (success >= target) with ``rows[key] <= budget``.
 
@@ -193,7 +238,7 @@ def compare_architectures(
     module_budgets: Sequence[float] = (1_000.0, 10_000.0, 100_000.0),
     fiber_budgets: Sequence[float] = (10_000.0, 100_000.0, 1_000_000.0),
     progress: Callable[[str, int], None] | None = None,
-) -> dict[str, Any]:
+) -> ArchitectureComparison:
     """Largest number of devices each architecture serves at ``target``, found by simulation.
 
     Parameters
@@ -254,7 +299,7 @@ def compare_architectures(
             f"max_devices {max_devices}, fanout {fanout}",
             field="sizes",
         )
-    rows: list[dict[str, Any]] = []
+    rows: list[ArchitectureRow] = []
     served: dict[str, int] = {}
     capped: dict[str, bool] = {}
     for arch in architectures:

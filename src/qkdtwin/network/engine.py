@@ -22,7 +22,7 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 from numba import njit
@@ -38,7 +38,7 @@ from qkdtwin.network.policies import (
     price_weights,
     routing_arrays,
 )
-from qkdtwin.network.pools import PoolStats
+from qkdtwin.network.pools import PoolStats, PoolStatsDict
 from qkdtwin.network.relay import RelayCosts, relay_costs
 from qkdtwin.network.topology import Topology
 
@@ -96,6 +96,42 @@ def skewed_demands(
     return [Demand(d.src, d.dst, float(wi)) for d, wi in zip(pairs, w, strict=True)]
 
 
+class KeyTotals(TypedDict):
+    """Network-wide key accounts (:meth:`SimulationResult.totals`)."""
+
+    initial: float
+    generated: float
+    consumed: float
+    stored: float
+    dropped: float
+
+
+class BlockedCounts(TypedDict):
+    """Refused requests by cause."""
+
+    insufficient_keys: int
+
+
+class SimulationResultDict(TypedDict):
+    """Plain-data form of :class:`SimulationResult` (the ``network run --json`` contract).
+
+    ``trace`` only when the run traced pool levels.
+    """
+
+    policy: str
+    services: int
+    successes: int
+    blocked: BlockedCounts
+    success_rate: float
+    duration: float
+    keys: KeyTotals
+    key_utilization: float | None
+    pools: list[PoolStatsDict]
+    elapsed_s: float
+    events_per_s: float | None
+    trace: NotRequired[dict[str, list[float]]]
+
+
 @dataclass
 class SimulationResult:
     """Outcome of :func:`simulate`.
@@ -130,7 +166,7 @@ class SimulationResult:
         """Served over requested (NaN without requests)."""
         return self.successes / self.services if self.services else float("nan")
 
-    def totals(self) -> dict[str, float]:
+    def totals(self) -> KeyTotals:
         """Network-wide key accounts (``generated + initial = consumed + stored + dropped``)."""
         return {
             "initial": float(sum(p.initial_level for p in self.pools)),
@@ -140,11 +176,11 @@ class SimulationResult:
             "dropped": float(sum(p.dropped for p in self.pools)),
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SimulationResultDict:
         """Plain-data form (the ``network run --json`` contract)."""
         tot = self.totals()
         supplied = tot["initial"] + tot["generated"]
-        return {
+        out: SimulationResultDict = {
             "policy": self.policy,
             "services": self.services,
             "successes": self.successes,
@@ -156,7 +192,10 @@ class SimulationResult:
             "pools": [p.to_dict() for p in self.pools],
             "elapsed_s": self.elapsed_s,
             "events_per_s": self.services / self.elapsed_s if self.elapsed_s > 0 else None,
-        } | ({"trace": self.trace} if self.trace else {})
+        }
+        if self.trace:
+            out["trace"] = self.trace
+        return out
 
 
 @njit(cache=True)

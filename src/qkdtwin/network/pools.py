@@ -11,7 +11,7 @@ and counted, so that ``generated = consumed + stored + dropped - initial`` alway
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -51,6 +51,25 @@ def refill(
     return min(new, capacity), gen, dropped
 
 
+class PoolStatsDict(TypedDict):
+    """Plain-data form of :class:`PoolStats` (:meth:`PoolStats.to_dict`)."""
+
+    src: str
+    dst: str
+    hops: int
+    requests: int
+    successes: int
+    blocked: int
+    success_rate: float
+    consumed: float
+    generated: float
+    dropped: float
+    initial_level: float
+    final_level: float
+    mean_rate: float
+    key_utilization: float | None
+
+
 @dataclass(frozen=True)
 class PoolStats:
     """Statistics of one pool over a run (keys and counts).
@@ -87,7 +106,7 @@ class PoolStats:
         """Served over requested (NaN without requests)."""
         return self.successes / self.requests if self.requests else float("nan")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> PoolStatsDict:
         """Plain-data form for JSON."""
         return {
             "src": self.src,

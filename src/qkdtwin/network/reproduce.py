@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -39,6 +39,34 @@ FIGURES: dict[str, dict[str, Any]] = {
 }
 
 
+class FigureRow(TypedDict):
+    """One point of a figure as a CSV/JSON row (:meth:`FigurePoint.row`)."""
+
+    figure: str
+    param: str
+    value: float
+    load: float
+    policy: str
+    success_rate: float
+    ci_low: float
+    ci_high: float
+    seeds: int
+
+
+class SeedRow(TypedDict):
+    """One run behind a point, as a CSV row (:meth:`FigurePoint.seed_rows`)."""
+
+    figure: str
+    param: str
+    value: float
+    load: float
+    policy: str
+    run: int
+    #: The run's generator seed, ``"[base_seed, run]"``.
+    rng_seed: str
+    success_rate: float
+
+
 @dataclass(frozen=True)
 class FigurePoint:
     """Mean success rate over seeds at one (parameter, load, policy), with a 95 % CI."""
@@ -55,7 +83,7 @@ class FigurePoint:
     #: The success rate of each run, run ``k`` seeded ``default_rng([seed, k])``.
     runs: tuple[float, ...] = ()
 
-    def seed_rows(self, base_seed: int = 0) -> list[dict[str, Any]]:
+    def seed_rows(self, base_seed: int = 0) -> list[SeedRow]:
         """One CSV row per run (``{figure}_seeds.csv``): the data behind the mean and its CI."""
         return [
             {
@@ -71,7 +99,7 @@ class FigurePoint:
             for k, r in enumerate(self.runs)
         ]
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> FigureRow:
         """CSV/JSON row."""
         return {
             "figure": self.figure,

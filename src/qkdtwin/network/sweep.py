@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -34,11 +34,34 @@ from qkdtwin.network.scenario import load_scenario, run_scenario
 
 __all__ = ["expand_sweep", "finished_points", "load_sweep", "run_point", "run_sweep"]
 
+
+class Sweep(TypedDict):
+    """A sweep as :func:`load_sweep` returns it: the base scenario inlined, seeds listed."""
+
+    #: The base scenario (scenario file format), before the grid's values are set.
+    base: dict[str, Any]
+    #: Dotted path into the scenario -> the values it takes.
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+
+
+class SweepPoint(TypedDict):
+    """One point of a sweep (:func:`expand_sweep`)."""
+
+    #: Stable hash of the point's values and seed: its key in the results file.
+    point: str
+    seed: int
+    #: Dotted path -> value, one entry per grid parameter.
+    params: dict[str, Any]
+    #: The point's scenario (scenario file format), validated.
+    scenario: dict[str, Any]
+
+
 #: Result columns after the point's ID, its seed and one column per grid parameter.
 _RESULTS = ["services", "successes", "success_rate", "key_utilization", "elapsed_s"]
 
 
-def _fields(sweep: dict[str, Any]) -> list[str]:
+def _fields(sweep: Sweep) -> list[str]:
     """Return the CSV header: tidy, one column per grid parameter (its dotted path)."""
     return ["point", "seed", *sweep["grid"], *_RESULTS]
 
@@ -48,7 +71,7 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) else json.dumps(value)
 
 
-def load_sweep(path: Path) -> dict[str, Any]:
+def load_sweep(path: Path) -> Sweep:
     """Read a sweep file; the base scenario is resolved and inlined.
 
     Raises
@@ -102,7 +125,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def expand_sweep(sweep: dict[str, Any]) -> list[dict[str, Any]]:
+def expand_sweep(sweep: Sweep) -> list[SweepPoint]:
     """All points of a sweep: ``{point, seed, params, scenario}``, each scenario validated.
 
     Raises
@@ -111,7 +134,7 @@ def expand_sweep(sweep: dict[str, Any]) -> list[dict[str, Any]]:
         If a point's scenario is invalid (the message names the field).
     """
     keys = list(sweep["grid"])
-    points = []
+    points: list[SweepPoint] = []
     for values in itertools.product(*(sweep["grid"][k] for k in keys)):
         params = dict(zip(keys, values, strict=True))
         for seed in sweep["seeds"]:
@@ -132,7 +155,8 @@ def expand_sweep(sweep: dict[str, Any]) -> list[dict[str, Any]]:
     return points
 
 
-def run_point(point: dict[str, Any]) -> dict[str, Any]:
+# a CSV row: besides the fixed columns, one column per grid parameter (named by its path)
+def run_point(point: SweepPoint) -> dict[str, Any]:
     """Run one point and return its CSV row."""
     res = run_scenario(load_scenario(point["scenario"]))
     d = res.to_dict()
@@ -148,7 +172,7 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def finished_points(sweep: dict[str, Any], out: Path) -> set[str]:
+def finished_points(sweep: Sweep, out: Path) -> set[str]:
     """Return the points already in the results file ``out`` (empty if there is none).
 
     Raises
@@ -172,7 +196,7 @@ def finished_points(sweep: dict[str, Any], out: Path) -> set[str]:
 
 
 def run_sweep(
-    sweep: dict[str, Any],
+    sweep: Sweep,
     out: Path,
     *,
     workers: int = 1,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import networkx as nx
 
@@ -138,6 +138,37 @@ def physical_key_rate(
     return float(rate) / key_bits
 
 
+class TopologyNode(TypedDict):
+    """A node of :meth:`Topology.to_dict`."""
+
+    name: str
+    role: str
+
+
+class TopologyLink(TypedDict):
+    """A link of :meth:`Topology.to_dict`: its ``group`` if it has one, else its ``key_rate``."""
+
+    a: str
+    b: str
+    group: NotRequired[str]
+    key_rate: NotRequired[float]
+
+
+class TopologyGroup(TypedDict):
+    """A key-rate group of :meth:`Topology.to_dict`."""
+
+    name: str
+    rate: float
+
+
+class TopologyDict(TypedDict):
+    """Plain-data description of a :class:`Topology` (the scenario format's ``topology``)."""
+
+    nodes: list[TopologyNode]
+    links: list[TopologyLink]
+    groups: list[TopologyGroup]
+
+
 @dataclass
 class Topology:
     """A key network: graph of nodes and QKD links plus shared generation budgets.
@@ -224,11 +255,11 @@ class Topology:
         """Nodes of one role, in insertion order."""
         return [n for n, d in self.graph.nodes(data=True) if d["role"] == role]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TopologyDict:
         """Plain-data description (scenario format)."""
-        links = []
+        links: list[TopologyLink] = []
         for a, b, d in self.graph.edges(data=True):
-            row: dict[str, Any] = {"a": a, "b": b}
+            row: TopologyLink = {"a": a, "b": b}
             if d["group"] is not None:
                 row["group"] = d["group"]
             else:

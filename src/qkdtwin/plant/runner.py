@@ -28,9 +28,9 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import yaml
@@ -44,6 +44,7 @@ from qkdtwin.plant.physics import MonitorParams, TrueLinkParams
 from qkdtwin.plant.scenario import PlantScenario, load_plant_scenario
 
 if TYPE_CHECKING:
+    from qkdtwin.iot.session import IntervalReportDict
     from qkdtwin.iot.transport import MqttSecurity
     from qkdtwin.kms.client import KmeClient
 
@@ -118,6 +119,114 @@ class _LazyKmeClient:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+class PlantClock(TypedDict):
+    """The modules' clock: Unix time of plant time 0, and plant seconds per wall second."""
+
+    epoch: float
+    rate: float
+
+
+class AttachLink(TypedDict):
+    """What the attach file declares about one link's module (no truth)."""
+
+    module_id: str
+    declared_detector_efficiency: float
+
+
+class KmeAccess(TypedDict):
+    """One KME's URL and the operator credentials the twin calls it with (file paths)."""
+
+    url: str
+    cert: str
+    key: str
+    ca: str
+
+
+class SaeStatusAccess(TypedDict):
+    """A gateway SAE's credentials, for reading the status of its key pool (file paths)."""
+
+    kme: str
+    slave_sae_id: str
+    cert: str
+    key: str
+    ca: str
+
+
+class AttachIot(TypedDict):
+    """The IIoT group: its aggregator's node and the gateway node of each edge."""
+
+    group: str
+    aggregator: str
+    edges: dict[str, str]
+
+
+class AggregatorAccess(TypedDict):
+    """The aggregator SAE identity the twin is granted to decrypt readings."""
+
+    sae_id: str
+    kme: str
+    cert: str
+    key: str
+    ca: str
+    kem_seed_file: str | None
+    group: str
+    scheme: str
+    mode: str
+    #: Edge node ID -> the gateway's SAE ID.
+    edges: dict[str, str]
+
+
+class _AttachOptional(TypedDict, total=False):
+    """The keys of the attach file present only sometimes (:class:`AttachDocument`)."""
+
+    mqtt_ca: str
+    mqtt_cert: str
+    mqtt_key: str
+    #: KME ID -> how to reach it.
+    kmes: dict[str, KmeAccess]
+    sae_status: list[SaeStatusAccess]
+    iot: AttachIot
+    aggregator: AggregatorAccess
+
+
+class AttachDocument(_AttachOptional):
+    """Content of the attach file (:meth:`Plant.attach_document`).
+
+    The MQTT TLS files only when given; ``kmes`` and ``sae_status`` only with KMEs, ``iot``
+    and ``aggregator`` only with IIoT sessions (``aggregator``: when the twin is granted the
+    readings).
+    """
+
+    name: str
+    broker: str | None
+    reporting_interval_s: float
+    key_size_bits: int
+    clock: PlantClock
+    #: The scenario's ``network`` section (scenario file format).
+    network: dict[str, Any]
+    #: Link ID -> its module.
+    links: dict[str, AttachLink]
+
+
+class PlantDescription(TypedDict):
+    """The first line ``plant serve --json`` prints (:meth:`Plant.describe`)."""
+
+    control_url: str | None
+    mqtt_url: str | None
+    #: KME ID -> its URL (empty without KMEs).
+    kmes: dict[str, str]
+    attach_file: str | None
+    modules: int
+    speed: float
+    reporting_interval_s: float
+
+
+class IotReportError(TypedDict):
+    """An IIoT interval that failed, in :attr:`Plant.iot_reports`."""
+
+    error: str
 
 
 class Plant:
@@ -206,7 +315,7 @@ class Plant:
         monitor = MonitorParams()
         for a, b in sc.topology.graph.edges():
             lid = link_id(a, b)
-            spec = sc.link_truth(lid)
+            spec: Mapping[str, Any] = sc.link_truth(lid)
             overrides = {
                 k: spec[k]
                 for k in (
@@ -259,7 +368,7 @@ class Plant:
         self._feeders: dict[str, Any] = {}
         self.sessions: list[Any] = []
         self._kme_clients: list[Any] = []
-        self.iot_reports: deque[dict[str, Any]] = deque(maxlen=100)
+        self.iot_reports: deque[IntervalReportDict | IotReportError] = deque(maxlen=100)
         self.control: Any = None
         self.control_url: str | None = None
         self.attach_file: Path | None = None
@@ -647,24 +756,23 @@ class Plant:
             )
 
     # -- the attach file --------------------------------------------------------------------
-    def attach_document(self) -> dict[str, Any]:
+    def attach_document(self) -> AttachDocument:
         """Return the attach file's content: what an operator hands the twin (no truth in it)."""
         net = self.scenario.network.model_dump(mode="json", exclude_none=True)
         err = self.cfg.declared_efficiency_error
-        doc: dict[str, Any] = {
+        mqtt: _AttachOptional = {}
+        if self.mqtt_ca is not None:
+            mqtt["mqtt_ca"] = self.mqtt_ca
+        if self.mqtt_cert is not None:
+            mqtt["mqtt_cert"] = self.mqtt_cert
+        if self.mqtt_key is not None:
+            mqtt["mqtt_key"] = self.mqtt_key
+        doc: AttachDocument = {
             "name": Path(self.scenario.source).stem
             if self.scenario.source != "<dict>"
             else "plant",
             "broker": self.broker_url,
-            **{
-                name: path
-                for name, path in (
-                    ("mqtt_ca", self.mqtt_ca),
-                    ("mqtt_cert", self.mqtt_cert),
-                    ("mqtt_key", self.mqtt_key),
-                )
-                if path is not None
-            },
+            **mqtt,
             "reporting_interval_s": self.cfg.reporting_interval_s,
             "key_size_bits": self.cfg.key_size_bits,
             "clock": {"epoch": self.clock_epoch, "rate": self.speed},
@@ -736,7 +844,7 @@ class Plant:
         )
         return path
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> PlantDescription:
         """Return the first line ``plant serve --json`` prints."""
         return {
             "control_url": self.control_url,

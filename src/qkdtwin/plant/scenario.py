@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -73,6 +73,21 @@ class LinkTruthSpec(_Strict):
     detector_efficiency: float | None = Field(default=None, gt=0.0, le=1.0)
     dark_count_prob: float | None = Field(default=None, ge=0.0, lt=0.01)
     misalignment: float | None = Field(default=None, ge=0.0, le=0.5)
+
+
+class LinkTruthValues(TypedDict):
+    """One link's resolved truth (:meth:`PlantScenario.link_truth`), preset and length set.
+
+    The fields of :class:`LinkTruthSpec`; ``None`` leaves a value to the preset.
+    """
+
+    preset: str
+    length_km: float
+    attenuation_db_per_km: float | None
+    extra_loss_db: float | None
+    detector_efficiency: float | None
+    dark_count_prob: float | None
+    misalignment: float | None
 
 
 class DriftSpec(_Strict):
@@ -182,7 +197,7 @@ class PlantScenario:
                 value=plant.aggregator,
             )
 
-    def link_truth(self, lid: str) -> dict[str, Any]:
+    def link_truth(self, lid: str) -> LinkTruthValues:
         """Return one link's truth spec: per-link values over defaults over preset/role."""
         a, b = _ends(self, lid)
         over = next(
@@ -199,7 +214,7 @@ class PlantScenario:
         if out["length_km"] is None:
             topo = self.topology
             out["length_km"] = default_length_km(topo.role(a), topo.role(b))
-        return out
+        return cast(LinkTruthValues, out)  # one key per field of LinkTruthSpec
 
     def drifts_for(self, lid: str) -> list[DriftSpec]:
         """Drift specs of one link."""

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,6 +58,88 @@ class SiftedKey:
         if intensity is not None:
             mask &= self.intensity == intensity
         return SiftedKey(self.alice[mask], self.bob[mask], self.basis[mask], self.intensity[mask])
+
+
+class IntensityStats(TypedDict):
+    """Counts and rates of one intensity class of a prepare-and-measure run."""
+
+    intensity: float
+    sent: int
+    detected: int
+    gain: float
+    sifted: int
+    qber: float
+    qber_z: float
+    qber_x: float
+    double_clicks: int
+    detected_zz: int
+    detected_xx: int
+    errors_zz: int
+    errors_xx: int
+
+
+class TaggedStats(TypedDict):
+    """Photon-number-tagged sifted gain and QBER of the signal class (simulation truth)."""
+
+    sifted_gain: float
+    qber: float
+
+
+class DecoyEstimates(TypedDict):
+    """Vacuum+weak decoy bounds of decoy-state BB84, next to the simulation's truth."""
+
+    y0: float
+    y1_lower: float
+    e1_upper: float
+    y1_true: float
+    e1_true: float
+
+
+class PnsForwarding(TypedDict):
+    """Eve's photon-number-splitting strategy: forwarding probabilities by photon number."""
+
+    single: float
+    multi: float
+
+
+class LinkDetails(TypedDict, total=False):
+    """Protocol-specific statistics of a run (:attr:`LinkResult.details`).
+
+    Prepare-and-measure protocols: ``per_intensity``, ``tagged_single_photon``,
+    ``eve_known_fraction``, ``signal_fraction``; SARG04 adds ``tagged_two_photon``, decoy-state
+    BB84 ``decoy_estimates``, a PNS attack ``pns_forwarding``. Entangled protocols:
+    ``coincidence_gain``, ``correlations`` and, for E91, ``chsh_s``.
+    """
+
+    per_intensity: list[IntensityStats]
+    tagged_single_photon: TaggedStats
+    eve_known_fraction: float
+    signal_fraction: float
+    tagged_two_photon: TaggedStats
+    decoy_estimates: DecoyEstimates
+    pns_forwarding: PnsForwarding
+    coincidence_gain: float
+    correlations: list[list[float]]
+    chsh_s: float
+
+
+class LinkResultDict(LinkDetails):
+    """JSON-ready form of a :class:`LinkResult`: the fixed fields, then its :class:`LinkDetails`."""
+
+    protocol: str
+    distance_km: float
+    pulses: int
+    attack: str
+    detections: int
+    sifted_bits: int
+    qber: float
+    secret_key_rate_per_pulse: float
+    secret_key_rate_bps: float
+    secret_key_rate_per_signal_pulse: float
+    analytic_rate_per_signal_pulse: float
+    analytic_rate_per_pulse: float
+    elapsed_s: float
+    pulses_per_s: float
 
 
 @dataclass
@@ -111,7 +193,7 @@ class LinkResult:
     secret_key_rate_bps: float
     analytic_rate_per_pulse: float
     elapsed_s: float
-    details: dict[str, Any] = field(default_factory=dict)
+    details: LinkDetails = field(default_factory=LinkDetails)
     alice_bits: NDArray[np.uint8] | None = None
     bob_bits: NDArray[np.uint8] | None = None
     sifted_key: SiftedKey | None = None
@@ -121,7 +203,7 @@ class LinkResult:
         """Simulation throughput (pulses per wall-clock second)."""
         return self.pulses / self.elapsed_s if self.elapsed_s > 0 else math.inf
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> LinkResultDict:
         """JSON-ready dictionary (bits excluded)."""
         return {
             "protocol": self.protocol,
@@ -149,7 +231,7 @@ class LinkResult:
 
 def _rate_prepare_measure(
     protocol: str, model: LinkModel, stats: PrepareMeasureStats
-) -> tuple[float, dict[str, Any]]:
+) -> tuple[float, LinkDetails]:
     """Secret key rate per pulse from simulated prepare-and-measure statistics."""
     src = model.source
     if isinstance(src, EntangledPairSource):
@@ -162,7 +244,7 @@ def _rate_prepare_measure(
     share = float(sent_k[0] / max(stats.pulses, 1))
     q_mu, e_mu = float(gains[0]), float(qbers[0])
     tq, te = stats.tagged_gain(), stats.tagged_qber()
-    det: dict[str, Any] = {
+    det: LinkDetails = {
         "per_intensity": [
             {
                 "intensity": float(mu),
@@ -310,7 +392,7 @@ def simulate_link(
     v.in_range("chunk_size", chunk_size, 1)
     att: Attack = attack if attack is not None else NoAttack()
     t0 = time.perf_counter()
-    details: dict[str, Any]
+    details: LinkDetails
     if name in ("bbm92", "e91"):
         if not isinstance(att, NoAttack):
             raise ConfigError(

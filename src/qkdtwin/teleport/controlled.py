@@ -34,7 +34,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,7 +47,7 @@ from qkdtwin.teleport.fidelity import (
     state_fidelity,
 )
 from qkdtwin.teleport.gates import BELL_NAMES, I2, SDG, H, S, X, Y, Z, basis_unitary
-from qkdtwin.teleport.noise import NoiseModel, apply_noise
+from qkdtwin.teleport.noise import NoiseDict, NoiseModel, apply_noise
 from qkdtwin.teleport.random_states import random_product_state, random_state
 from qkdtwin.teleport.states import StateVector
 
@@ -221,6 +221,45 @@ class Correction:
         return _local(self.on_2, self.on_4)
 
 
+#: Bob's gates on his particles ``2`` and ``4`` (``"S*X"``: X first, then S).
+BobCorrection = TypedDict("BobCorrection", {"2": str, "4": str})
+
+
+class CorrectionRow(TypedDict):
+    """One branch of a :class:`CorrectionTable` with readable outcome names."""
+
+    alice_a5: str
+    alice_b7: str
+    charlie: str
+    probability: float
+    correction: BobCorrection
+
+
+class UncontrolledCorrection(TypedDict):
+    """Bob's best correction for one outcome of Alice when Charlie keeps his result."""
+
+    alice_a5: str
+    alice_b7: str
+    correction: BobCorrection
+
+
+class TeleportParticles(TypedDict):
+    """Who holds which particle."""
+
+    alice: list[str]
+    bob: list[str]
+    charlie: list[str]
+
+
+class CorrectionTableDict(TypedDict):
+    """JSON-ready form of a :class:`CorrectionTable` (:meth:`CorrectionTable.to_dict`)."""
+
+    charlie_basis: str
+    particles: TeleportParticles
+    rows: list[CorrectionRow]
+    without_controller: list[UncontrolledCorrection]
+
+
 @dataclass(frozen=True)
 class CorrectionTable:
     """Bob's corrections for every branch, derived by :func:`derive_corrections`.
@@ -297,7 +336,7 @@ class CorrectionTable:
         """Read-only ``(128, 4, 4)`` stack: Bob's correction for outcome ``a5 b7 c`` (binary)."""
         return self._matrices
 
-    def to_rows(self) -> list[dict[str, Any]]:
+    def to_rows(self) -> list[CorrectionRow]:
         """JSON-ready rows with readable outcome names."""
         return [
             {
@@ -310,7 +349,7 @@ class CorrectionTable:
             for r in self.rows
         ]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CorrectionTableDict:
         """JSON-ready form: the basis, every row, and the no-controller corrections."""
         return {
             "charlie_basis": self.charlie_basis,
@@ -609,6 +648,20 @@ def _noisy(particles: Sequence[str]) -> list[str]:
     return out
 
 
+class FidelityRunDict(TypedDict):
+    """JSON-ready summary of a :class:`FidelityRun` (:meth:`FidelityRun.to_dict`)."""
+
+    trials: int
+    fidelity_mean: float
+    fidelity_min: float
+    fidelity_max: float
+    fidelity_stderr: float
+    controller: bool
+    noise: NoiseDict | None
+    charlie_basis: str
+    inputs: str
+
+
 @dataclass(frozen=True)
 class FidelityRun:
     """Fidelities of many teleportations of random messages (:func:`run_trials`).
@@ -643,7 +696,7 @@ class FidelityRun:
         n = self.fidelities.size
         return float(self.fidelities.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FidelityRunDict:
         """JSON-ready summary (no per-trial values)."""
         return {
             "trials": self.trials,
@@ -944,6 +997,20 @@ def charlie_reduced_state(
     return s.reduced_density_matrix(list(CHARLIE_PARTICLES))
 
 
+class NoisePoint(TypedDict):
+    """One point of a :func:`noise_sweep` curve."""
+
+    strength: float
+    fidelity: float
+
+
+class NoiseCurve(TypedDict):
+    """One curve of :func:`noise_sweep`: a noise model's fidelity against its strength."""
+
+    model: str
+    points: list[NoisePoint]
+
+
 def noise_sweep(
     strengths: Sequence[float],
     models: Sequence[str] = ("amplitude-damping", "dephasing", "depolarizing"),
@@ -951,7 +1018,7 @@ def noise_sweep(
     noisy_particles: Sequence[str] = CHANNEL_PARTICLES,
     controller: bool = True,
     charlie_basis: str = "x",
-) -> list[dict[str, Any]]:
+) -> list[NoiseCurve]:
     """Exact Haar-average fidelity against noise strength, one curve per noise model.
 
     Returns
@@ -970,9 +1037,9 @@ def noise_sweep(
     >>> round(c[0]["points"][0]["fidelity"], 12)
     1.0
     """
-    curves = []
+    curves: list[NoiseCurve] = []
     for name in models:
-        points = []
+        points: list[NoisePoint] = []
         for p in strengths:
             model = NoiseModel(name, float(p))
             f = expected_fidelity(

@@ -42,7 +42,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -411,6 +411,21 @@ def _full(attack: Attack) -> Attack:
     return EntangleMeasure(attack.strength, 1.0)
 
 
+class DetectionPoint(TypedDict):
+    """JSON-ready form of a :class:`DetectionEstimate` (:meth:`DetectionEstimate.to_dict`).
+
+    ``paper`` only when asked for; ``eve_guess_rate`` only when some decoy was attacked.
+    """
+
+    decoys: int
+    detection_probability: float
+    stderr: float
+    analytic: float
+    trials: int
+    paper: NotRequired[float]
+    eve_guess_rate: NotRequired[float]
+
+
 @dataclass(frozen=True)
 class DetectionEstimate:
     """Monte Carlo estimate of a detection (or unnoticed) probability.
@@ -446,9 +461,9 @@ class DetectionEstimate:
         p = self.probability
         return math.sqrt(p * (1 - p) / self.trials)
 
-    def to_dict(self, *, paper: bool = True) -> dict[str, Any]:
+    def to_dict(self, *, paper: bool = True) -> DetectionPoint:
         """JSON-ready point: ``decoys, detection_probability, stderr, analytic, paper``."""
-        out: dict[str, Any] = {
+        out: DetectionPoint = {
             "decoys": self.decoys,
             "detection_probability": self.probability,
             "stderr": self.stderr,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import overload
+from typing import TypedDict, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -125,6 +125,13 @@ def amplitude_damping_kraus(gamma: float) -> tuple[NDArray[np.complex128], ...]:
     return (k0, k1)
 
 
+class NoiseDict(TypedDict):
+    """JSON-ready form of a :class:`NoiseModel` (:meth:`NoiseModel.to_dict`)."""
+
+    model: str
+    strength: float
+
+
 @dataclass(frozen=True)
 class NoiseModel:
     """A named one-qubit noise channel of strength ``strength`` in [0, 1].
@@ -177,7 +184,7 @@ class NoiseModel:
         """``MODEL:P`` as typed on the command line."""
         return f"{self.name}:{self.strength:g}"
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> NoiseDict:
         """JSON-ready form."""
         return {"model": self.name, "strength": self.strength}
 

@@ -8,7 +8,7 @@ The PNGs in ``docs/img/`` are made by :func:`write_doc_figures`::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def _reference_lines(ax: Any) -> None:
 
 
 def plot_noise_sweep(
-    curves: Sequence[dict[str, Any]], path: Path | str, *, title: str, marker: Any = None
+    curves: Sequence[Mapping[str, Any]], path: Path | str, *, title: str, marker: Any = None
 ) -> Path:
     """Plot mean fidelity against noise strength, one line per noise model.
 
@@ -76,7 +76,7 @@ def plot_noise_sweep(
     return _save(fig, path)
 
 
-def _draw_sweep(ax: Any, curves: Sequence[dict[str, Any]], marker: Any) -> None:
+def _draw_sweep(ax: Any, curves: Sequence[Mapping[str, Any]], marker: Any) -> None:
     for c in curves:
         xs = [p["strength"] for p in c["points"]]
         ys = [p["fidelity"] for p in c["points"]]
@@ -98,7 +98,7 @@ def plot_fidelity_run(
     *,
     title: str,
     expected: float | None = None,
-    sweep: Sequence[dict[str, Any]] | None = None,
+    sweep: Sequence[Mapping[str, Any]] | None = None,
     marker: Any = None,
 ) -> Path:
     """Histogram of per-trial fidelities; with ``sweep``, a second panel of fidelity vs noise.
@@ -125,7 +125,7 @@ def plot_fidelity_run(
     return _save(fig, path)
 
 
-def plot_detection(points: Sequence[dict[str, Any]], path: Path | str, *, title: str) -> Path:
+def plot_detection(points: Sequence[Mapping[str, Any]], path: Path | str, *, title: str) -> Path:
     """Plot detection probability against the number of decoys: simulated, derived, paper.
 
     ``points`` are the ``to_dict()`` forms of

@@ -29,13 +29,15 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from qkdtwin.errors import ConfigError, QkdTwinError
 
-__all__ = ["ACTUATE_MODES", "QUOTA_BURST_S", "Action", "Actuator", "OperatorApi"]
+__all__ = ["ACTUATE_MODES", "QUOTA_BURST_S", "Action", "ActionDetail", "Actuator", "OperatorApi"]
+
+ActionKind = Literal["disable", "discard", "enable", "avoid", "allow", "rekey", "quota"]
 
 ACTUATE_MODES = ("off", "on")
 #: A relay quota set by the closed loop holds this many seconds of its rate (its burst).
@@ -43,27 +45,30 @@ QUOTA_BURST_S = 10.0
 
 
 class OperatorApi(Protocol):
-    """What the actuator needs of a KME's operator client (:class:`~qkdtwin.kms.OperatorClient`)."""
+    """What the actuator needs of a KME's operator client (:class:`~qkdtwin.kms.OperatorClient`).
 
-    def set_link_state(self, peer: str, enabled: bool) -> dict[str, Any]:
+    The answers are the KME's JSON objects, read by key (the client types them exactly).
+    """
+
+    def set_link_state(self, peer: str, enabled: bool) -> Mapping[str, Any]:
         """Stop or resume the link to ``peer``."""
         ...
 
-    def set_route_state(self, a: str, b: str, enabled: bool) -> dict[str, Any]:
+    def set_route_state(self, a: str, b: str, enabled: bool) -> Mapping[str, Any]:
         """Stop or allow relays over the link ``a``-``b``."""
         ...
 
-    def discard_since(self, peer: str, since: float) -> dict[str, Any]:
+    def discard_since(self, peer: str, since: float) -> Mapping[str, Any]:
         """Erase the link's keys added since ``since``."""
         ...
 
     def set_relay_quota(
         self, destination: str, keys_per_s: float | None, burst: int | None = None
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         """Limit the keys relayed toward ``destination`` (``None``: no limit)."""
         ...
 
-    def relay_quotas(self) -> list[dict[str, Any]]:
+    def relay_quotas(self) -> Sequence[Mapping[str, Any]]:
         """Read the KME's relay quotas (``destination``, ``keys_per_s``, ...)."""
         ...
 
@@ -74,6 +79,27 @@ class OperatorApi(Protocol):
     def close(self) -> None:
         """Release the connection."""
         ...
+
+
+class ActionDetail(TypedDict):
+    """The alarm-log form of an :class:`Action` (:meth:`Action.to_detail`)."""
+
+    action: ActionKind
+    kme: str
+    peer: str
+    reason: str
+    since: float | None
+    #: ``quota`` only.
+    keys_per_s: NotRequired[float | None]
+    performed: bool
+    planned_at: float | None
+    sent_at: float | None
+    acked_at: float | None
+    effect_at: float | None
+    #: The KME's answer (its JSON) and what the read-back showed.
+    answer: Mapping[str, Any]
+    effect: dict[str, Any]
+    error: str | None
 
 
 @dataclass
@@ -113,7 +139,7 @@ class Action:
         Why it failed, if it did.
     """
 
-    kind: Literal["disable", "discard", "enable", "avoid", "allow", "rekey", "quota"]
+    kind: ActionKind
     kme: str
     peer: str
     link: str
@@ -128,19 +154,19 @@ class Action:
     sent_at: float | None = None
     acked_at: float | None = None
     effect_at: float | None = None
-    answer: dict[str, Any] = field(default_factory=dict)
+    answer: Mapping[str, Any] = field(default_factory=dict)
     effect: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
-    def to_detail(self) -> dict[str, Any]:
+    def to_detail(self) -> ActionDetail:
         """Return the alarm-log form of this action."""
-        return {
+        detail: ActionDetail = {
             "action": self.kind,
             "kme": self.kme,
             "peer": self.peer,
             "reason": self.reason,
             "since": self.since,
-            **({"keys_per_s": self.keys_per_s} if self.kind == "quota" else {}),
+            "keys_per_s": self.keys_per_s,
             "performed": self.performed,
             "planned_at": self.planned_at,
             "sent_at": self.sent_at,
@@ -150,6 +176,9 @@ class Action:
             "effect": self.effect,
             "error": self.error,
         }
+        if self.kind != "quota":
+            del detail["keys_per_s"]  # a quota's rate only
+        return detail
 
 
 class Actuator:

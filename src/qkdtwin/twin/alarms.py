@@ -10,11 +10,51 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TypedDict, Unpack, cast
 
 from qkdtwin.twin.state import TwinDatabase
 
-__all__ = ["Alarm", "AlarmLog"]
+__all__ = ["Alarm", "AlarmLog", "AlarmRecord", "AlarmStep", "AlarmStepDetail"]
+
+
+class AlarmStepDetail(TypedDict, total=False):
+    """What a step of the response records beside its times (by step, see :class:`AlarmStep`)."""
+
+    #: ``raised``: the windowed QBER and the threshold; ``restored``: the QBER.
+    qber: float
+    threshold: float
+    #: ``key_discarded``: keys dropped from the KME stores and the pools, over ``blocks`` blocks.
+    kme_keys: int
+    pool_keys: float
+    blocks: int
+    #: ``rerouted``: pools on a new path, pools left without one, and the time it took.
+    pools_rerouted: list[str]
+    pools_cut: list[str]
+    reroute_ms: float | None
+
+
+class AlarmStep(AlarmStepDetail):
+    """One step of the twin's response to an alarm (an entry of :attr:`Alarm.events`)."""
+
+    what: str
+    t_sim: float
+    wall_time: float
+
+
+class AlarmRecord(TypedDict):
+    """An :class:`Alarm` as plain data (:meth:`Alarm.to_dict`, the API's alarm)."""
+
+    id: int
+    link: str
+    kind: str
+    t_sim: float
+    wall_time: float
+    qber: float
+    threshold: float
+    active: bool
+    events: list[AlarmStep]
+    reroute_ms: float | None
+    message: str
 
 
 @dataclass
@@ -52,17 +92,17 @@ class Alarm:
     qber: float
     threshold: float
     active: bool = True
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[AlarmStep] = field(default_factory=list)
     reroute_ms: float | None = None
     message: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> AlarmRecord:
         """Plain data for JSON."""
-        return asdict(self)
+        return cast("AlarmRecord", asdict(self))  # asdict gives exactly the fields above
 
-    def log(self, what: str, t_sim: float, **extra: Any) -> dict[str, Any]:
+    def log(self, what: str, t_sim: float, **extra: Unpack[AlarmStepDetail]) -> AlarmStep:
         """Append a response step, stamped with simulated and wall-clock time."""
-        ev = {"what": what, "t_sim": t_sim, "wall_time": time.time(), **extra}
+        ev: AlarmStep = {"what": what, "t_sim": t_sim, "wall_time": time.time(), **extra}
         self.events.append(ev)
         return ev
 
@@ -110,7 +150,7 @@ class AlarmLog:
         if self.db is not None:
             self.db.save_alarm(alarm.id, alarm.to_dict())
 
-    def to_list(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def to_list(self, limit: int | None = None) -> list[AlarmRecord]:
         """Alarms, newest first."""
         out = [a.to_dict() for a in reversed(self.alarms)]
         return out[:limit] if limit else out

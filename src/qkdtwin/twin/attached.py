@@ -33,7 +33,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from qkdtwin.errors import ConfigError, QkdTwinError
 from qkdtwin.interfaces import TOPIC_ROOT, LinkTelemetry
@@ -65,8 +65,25 @@ from qkdtwin.twin.models import (
     SaePairView,
 )
 from qkdtwin.twin.respond import Responder
+from qkdtwin.twin.whatif import WhatIfOutcome
 
-__all__ = ["SUSPECTS", "AttachedTwin"]
+__all__ = ["SUSPECTS", "AttachedLive", "AttachedTwin", "AttachedWhatIf"]
+
+
+class AttachedLive(TypedDict):
+    """The live side of an attached what-if: observed consumption, no live success rate."""
+
+    success_rate: None
+    consumption_keys_per_s: float
+    pools_from_present: int
+    note: str
+
+
+class AttachedWhatIf(WhatIfOutcome):
+    """A what-if of the attached twin (:meth:`AttachedTwin.what_if`)."""
+
+    live: AttachedLive
+
 
 #: Which attacks each statistic is sensitive to (an alarm names its statistic, not a cause).
 SUSPECTS: dict[str, list[str]] = {
@@ -765,7 +782,7 @@ class AttachedTwin:
         policy: str | None = None,
         seed: int | None = None,
         start: str = "present",
-    ) -> dict[str, Any]:
+    ) -> AttachedWhatIf:
         """Predict the pools' success rates from the present (the exact network engine).
 
         The attach file's network (its demands, ``C``, ``X``, policy and link rates) on the
@@ -821,13 +838,15 @@ class AttachedTwin:
             generation=sc.generation,
             initial_levels=levels if start == "present" else None,
         )
-        pred["live"] = {
-            "success_rate": None,
-            "consumption_keys_per_s": consumption,
-            "pools_from_present": len(levels),
-            "note": "the KMEs report deliveries, not refused requests: no live success rate",
+        return {
+            **pred,
+            "live": {
+                "success_rate": None,
+                "consumption_keys_per_s": consumption,
+                "pools_from_present": len(levels),
+                "note": "the KMEs report deliveries, not refused requests: no live success rate",
+            },
         }
-        return pred
 
     def _down(self) -> set[str]:
         return {

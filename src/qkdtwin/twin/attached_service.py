@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from qkdtwin.errors import QkdTwinError, UnknownNameError
 from qkdtwin.network.topology import resolve_link
 from qkdtwin.ops import StateCollector, install_health_routes, service_app
-from qkdtwin.twin.attached import AttachedTwin
+from qkdtwin.twin.attached import AttachedTwin, AttachedWhatIf
 from qkdtwin.twin.models import AlarmView, AttachedState, LinkView
 from qkdtwin.twin.service import WhatIfRequest, web_dir
 from qkdtwin.twin.sse import event_stream
@@ -130,8 +130,13 @@ def create_attached_app(twin: AttachedTwin) -> FastAPI:
     def post_rebaseline(link: str) -> LinkView:
         return twin.rebaseline(resolve(link))
 
-    @app.post("/api/what-if", summary="Predict the pools' success rates from the present")
-    def post_what_if(body: WhatIfRequest) -> dict[str, Any]:
+    @app.post(
+        "/api/what-if",
+        summary="Predict the pools' success rates from the present",
+        # a plain object, as documented (not a model built from the handler's TypedDict)
+        response_model=dict[str, Any],
+    )
+    def post_what_if(body: WhatIfRequest) -> AttachedWhatIf:
         return twin.what_if(body.set, policy=body.policy, seed=body.seed, start=body.start)
 
     @app.get("/api/alarms", summary="Alarms, newest first", response_model=list[AlarmView])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import networkx as nx
 import numpy as np
@@ -36,7 +36,7 @@ from qkdtwin.network.policies import (
     routing_arrays,
 )
 
-__all__ = ["KeyNetwork", "PoolView", "topology_without"]
+__all__ = ["KeyNetwork", "PoolData", "PoolView", "topology_without"]
 
 _EPS = 1e-9
 
@@ -48,6 +48,24 @@ def topology_without(topology: Topology, down: set[str]) -> Topology:
         if "-".join(sorted((str(a), str(b)))) in down:
             g.remove_edge(a, b)
     return Topology(graph=g, groups=dict(topology.groups), name=topology.name)
+
+
+class PoolData(TypedDict):
+    """A :class:`PoolView` as plain data (:meth:`PoolView.to_dict`)."""
+
+    id: str
+    src: str
+    dst: str
+    level: float
+    capacity: float
+    rate: float
+    path: list[str] | None
+    default_path: list[str] | None
+    routable: bool
+    rerouted: bool
+    requests: int
+    successes: int
+    success_rate: float | None
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,7 @@ class PoolView:
     #: The relay path with every link up (``path`` differs from it after a reroute).
     default_path: list[str] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> PoolData:
         """Plain data for JSON."""
         return {
             "id": f"{self.src}|{self.dst}",

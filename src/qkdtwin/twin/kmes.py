@@ -21,15 +21,24 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from qkdtwin.kms import KeyStore
 from qkdtwin.kms.kek import create_kek, load_kek
 from qkdtwin.kms.relay import Hop
 
-__all__ = ["KmeLayer", "LinkKeys"]
+__all__ = ["KeyCounts", "KmeLayer", "LinkKeys"]
 
 KEY_BITS = 256
+
+
+class KeyCounts(TypedDict):
+    """Key accounts of one link for the API (:meth:`KmeLayer.link_view`), keys of 256 bits."""
+
+    available: int
+    pending: int
+    produced: int
+    discarded: int
 
 
 @dataclass
@@ -173,7 +182,7 @@ class KmeLayer:
             out[lk.b] = out.get(lk.b, 0) + lk.available
         return out
 
-    def link_view(self, link: str) -> dict[str, Any]:
+    def link_view(self, link: str) -> KeyCounts:
         """Key accounts of one link for the API (keys of 256 bits)."""
         lk = self.links[link]
         return {

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -40,7 +40,17 @@ from qkdtwin.qkd import (
 )
 from qkdtwin.qkd.protocols import canonical_protocol
 
-__all__ = ["ATTACK_TYPES", "Block", "LinkEngine", "link_id", "make_attack", "windowed_qber"]
+__all__ = [
+    "ATTACK_TYPES",
+    "Block",
+    "LinkDescription",
+    "LinkEngine",
+    "PostprocessFailure",
+    "PostprocessSummary",
+    "link_id",
+    "make_attack",
+    "windowed_qber",
+]
 
 #: Attack types the twin can inject, by the name used in the API and the CLI.
 ATTACK_TYPES = ("intercept-resend", "pns")
@@ -125,6 +135,40 @@ def windowed_qber(blocks: list[Block] | deque[Block], min_bits: int) -> float:
     return e / s if s else float("nan")
 
 
+class LinkDescription(TypedDict):
+    """The static description of a link for the API (:meth:`LinkEngine.describe`)."""
+
+    id: str
+    a: str
+    b: str
+    protocol: str
+    preset: str
+    length_km: float
+    qber_threshold: float
+    repetition_rate_hz: float
+
+
+class PostprocessSummary(TypedDict):
+    """Outcome of the classical chain on a calibration run (:attr:`LinkEngine.postprocessed`)."""
+
+    sifted_bits: int
+    key_bits_in: int
+    qber_estimate: float
+    leaked_bits: int
+    verified: bool
+    keys_identical: bool
+    final_key_bits: int
+    aborted: bool
+    abort_reason: str | None
+    elapsed_ms: float
+
+
+class PostprocessFailure(TypedDict):
+    """The classical chain failed on a calibration run: why."""
+
+    error: str
+
+
 @dataclass
 class LinkEngine:
     """One QKD link of the twin: physics, current attack, calibration and recent blocks.
@@ -157,7 +201,7 @@ class LinkEngine:
     qber: float = 0.0
     key_rate_bps: float = 0.0
     calibrations: int = 0
-    postprocessed: dict[str, Any] | None = None
+    postprocessed: PostprocessSummary | PostprocessFailure | None = None
     blocks: deque[Block] = field(default_factory=lambda: deque(maxlen=64))
 
     def __post_init__(self) -> None:
@@ -295,7 +339,7 @@ class LinkEngine:
         """Return the windowed QBER the alarm uses (:func:`windowed_qber` over the kept blocks)."""
         return windowed_qber(self.blocks, self.min_bits)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> LinkDescription:
         """Return the static description for the API."""
         return {
             "id": self.id,

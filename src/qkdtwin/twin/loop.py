@@ -37,28 +37,202 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
 
 import numpy as np
 
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network import Demand
 from qkdtwin.network.topology import resolve_link
-from qkdtwin.twin.alarms import Alarm, AlarmLog
+from qkdtwin.twin.alarms import Alarm, AlarmLog, AlarmRecord
 from qkdtwin.twin.config import TwinScenario, load_twin_scenario
 from qkdtwin.twin.ingest import LinkStream
-from qkdtwin.twin.keynet import KeyNetwork
-from qkdtwin.twin.kmes import KmeLayer
+from qkdtwin.twin.keynet import KeyNetwork, PoolData
+from qkdtwin.twin.kmes import KeyCounts, KmeLayer
 from qkdtwin.twin.layout import layered_layout
-from qkdtwin.twin.links import LinkEngine, make_attack
+from qkdtwin.twin.links import (
+    LinkDescription,
+    LinkEngine,
+    PostprocessFailure,
+    PostprocessSummary,
+    make_attack,
+)
 from qkdtwin.twin.qber_rule import check_link, check_links
-from qkdtwin.twin.sim_respond import SimResponse, links_down
+from qkdtwin.twin.results import DeviceReading, TelemetryCounts, TelemetryReport, TelemetrySummary
+from qkdtwin.twin.sim_respond import ResponseEvent, SimResponse, links_down
 from qkdtwin.twin.sim_source import LinkSource, build_links, observed_block, sim_module_id
 from qkdtwin.twin.state import History, TwinDatabase
-from qkdtwin.twin.whatif import parse_sets, what_if
+from qkdtwin.twin.whatif import WhatIfOutcome, WhatIfParams, parse_sets, what_if
 from qkdtwin.twin.windows import CountWindow, WindowCounts
 
-__all__ = ["TelemetryComponent", "Twin"]
+__all__ = [
+    "LinkState",
+    "TelemetryComponent",
+    "Twin",
+    "TwinEvent",
+    "TwinState",
+    "TwinWhatIf",
+]
+
+
+class LinkState(LinkDescription):
+    """One link as the API shows it: its description, last block, status and keys."""
+
+    #: QBER of the last block (``None`` before one with sifted bits).
+    qber: float | None
+    #: The windowed QBER the alarm uses (``None``: not a number yet).
+    alarm_qber: float | None
+    #: Secret key rate delivered (0 unless up), and the engine's rate whatever the status.
+    key_rate_bps: float
+    engine_key_rate_bps: float
+    status: str
+    attack: str | None
+    keys: KeyCounts
+    postprocess: PostprocessSummary | PostprocessFailure | None
+
+
+class NodePosition(TypedDict):
+    """A node and its place on the dashboard's drawing."""
+
+    id: str
+    role: str
+    x: float
+    y: float
+
+
+class KmeLevel(TypedDict):
+    """Link keys available at one node's KME."""
+
+    node: str
+    available_keys: int
+
+
+class WindowKpi(TypedDict):
+    """Service counts over a trailing window (``lived_s``: the part of it lived so far)."""
+
+    label: str
+    seconds: float
+    lived_s: float
+    requests: int
+    successes: int
+    success_rate: float | None
+
+
+class NetworkSummary(TypedDict):
+    """The key network's counts, parameters and links out of routing."""
+
+    success_rate: float | None
+    requests: int
+    successes: int
+    pool_capacity: float
+    keys_per_service: float
+    reroutes: int
+    links_down: list[str]
+    windows: list[WindowKpi]
+
+
+class LoopTiming(TypedDict):
+    """Wall time of the ticks, ms."""
+
+    ticks: int
+    step_ms_p50: float | None
+    step_ms_p99: float | None
+    step_ms_max: float | None
+    step_ms_last: list[float]
+
+
+class TwinState(TypedDict):
+    """The whole live state (:meth:`Twin.state`, the ``GET /api/state`` body).
+
+    ``devices`` in the full state; ``devices_count`` instead in the compact one.
+    """
+
+    t: float
+    tick: int
+    tick_s: float
+    speed: float
+    scenario: str
+    policy: str
+    nodes: list[NodePosition]
+    links: list[LinkState]
+    pools: list[PoolData]
+    kmes: list[KmeLevel]
+    network: NetworkSummary
+    telemetry: TelemetrySummary
+    alarms: list[AlarmRecord]
+    active_alarms: int
+    loop: LoopTiming
+    devices_count: NotRequired[int]
+    devices: NotRequired[list[DeviceReading]]
+
+
+class LiveWindow(TypedDict):
+    """The live counts over the what-if's horizon (or as much of it as was lived)."""
+
+    seconds: float
+    of_horizon_s: float
+    requests: int
+    success_rate: float | None
+
+
+class LiveRates(TypedDict):
+    """The live side of a what-if: success rates since start and over the window."""
+
+    success_rate: float | None
+    window: LiveWindow
+    policy: str
+    C: float
+    X: float
+
+
+class TwinWhatIf(WhatIfOutcome):
+    """A what-if of the live twin (:meth:`Twin.what_if`): the prediction and the live rates."""
+
+    live: LiveRates
+
+
+class TickEvent(TypedDict):
+    """Event: a tick ran (the compact state)."""
+
+    type: Literal["tick"]
+    state: TwinState
+    wall_time: NotRequired[float]
+
+
+class LinkActionEvent(TypedDict):
+    """Event: an operator attacked (``attack`` names it) or cleared a link."""
+
+    type: Literal["attack", "clear"]
+    link: str
+    attack: NotRequired[str]
+    state: LinkState
+    wall_time: NotRequired[float]
+
+
+class WhatIfParamsOnly(TypedDict):
+    """The parameters of a what-if, as its event carries them."""
+
+    params: WhatIfParams
+
+
+class WhatIfEvent(TypedDict):
+    """Event: a what-if was run."""
+
+    type: Literal["what-if"]
+    result: WhatIfParamsOnly
+    wall_time: NotRequired[float]
+
+
+class ErrorEvent(TypedDict):
+    """Event: a tick failed (the loop goes on)."""
+
+    type: Literal["error"]
+    message: str
+    wall_time: NotRequired[float]
+
+
+#: Every event the twin publishes (``wall_time``: Unix s, set when published).
+TwinEvent = TickEvent | LinkActionEvent | WhatIfEvent | ErrorEvent | ResponseEvent
 
 
 class TelemetryComponent(Protocol):
@@ -68,7 +242,7 @@ class TelemetryComponent(Protocol):
         """Under the twin's lock, before an interval: route and supply keys."""
         ...
 
-    def run_interval(self, twin: Twin) -> dict[str, Any]:
+    def run_interval(self, twin: Twin) -> TelemetryReport:
         """Run one telemetry interval and return its summary (``devices``, counters)."""
         ...
 
@@ -149,8 +323,8 @@ class Twin:
         )
         # telemetry first: its MQTT clients (paho waits with select(), limited to descriptors
         # below 1024) get their sockets before the many key store files are opened
-        self.devices: dict[str, dict[str, Any]] = {}
-        self.telemetry_summary: dict[str, Any] = {"enabled": False}
+        self.devices: dict[str, DeviceReading] = {}
+        self.telemetry_summary: TelemetrySummary = {"enabled": False}
         self.telemetry: TelemetryComponent | None = None
         self._last_services = (0, 0)
         #: Per-pool service counts over trailing windows (KPIs, the live side of a what-if).
@@ -207,10 +381,10 @@ class Twin:
             if callback in self._subs:
                 self._subs.remove(callback)
 
-    def _publish(self, event: dict[str, Any]) -> None:
+    def _publish(self, event: TwinEvent) -> None:
         event.setdefault("wall_time", time.time())
         for cb in list(self._subs):
-            cb(event)
+            cb(cast("dict[str, Any]", event))  # a TypedDict is a plain dict
 
     # -- the tick ------------------------------------------------------------------------------
 
@@ -219,7 +393,7 @@ class Twin:
         for msg in self.ingest.offer(topic, payload, self.t):
             self.links[msg.link_id].observe(observed_block(msg))
 
-    def _check(self, lid: str) -> list[dict[str, Any]]:
+    def _check(self, lid: str) -> list[ResponseEvent]:
         """Run detection then response for one link after its block; return the events."""
         decision = check_link(lid, self.links[lid], self.status[lid])
         return [] if decision is None else self.response.apply(decision, self.t)
@@ -227,7 +401,7 @@ class Twin:
     def _down(self) -> set[str]:
         return links_down(self.status)
 
-    def step(self, dt: float | None = None) -> dict[str, Any]:
+    def step(self, dt: float | None = None) -> TwinState:
         """Advance one tick of ``dt`` simulated seconds (default ``tick_s``); return the state.
 
         The telemetry interval runs outside the twin's lock, so operator actions (an attack,
@@ -254,7 +428,8 @@ class Twin:
         with self._lock:
             if summary is not None:
                 self.devices = summary.pop("devices", self.devices)
-                self.telemetry_summary = {"enabled": True, **summary}
+                counts: TelemetryCounts = summary  # what is left: the counts
+                self.telemetry_summary = {"enabled": True, **counts}
             self._record()
             state = self.state(compact=True)
             self.step_ms.append((time.perf_counter() - t_start) * 1e3)
@@ -262,7 +437,7 @@ class Twin:
         self._publish({"type": "tick", "state": state})
         return state
 
-    def _run_telemetry(self, tel: TelemetryComponent) -> dict[str, Any]:
+    def _run_telemetry(self, tel: TelemetryComponent) -> TelemetryReport:
         try:
             return tel.run_interval(self)
         except Exception as exc:  # the live loop keeps running whatever the IIoT layer does
@@ -313,9 +488,7 @@ class Twin:
             value=name,
         )
 
-    def attack(
-        self, link: str, kind: str = "intercept-resend", fraction: float = 1.0
-    ) -> dict[str, Any]:
+    def attack(self, link: str, kind: str = "intercept-resend", fraction: float = 1.0) -> LinkState:
         """Inject an attack on ``link`` and run its next block at once; return the link's state.
 
         Raises
@@ -338,7 +511,7 @@ class Twin:
             self._publish(ev)
         return view
 
-    def clear(self, link: str) -> dict[str, Any]:
+    def clear(self, link: str) -> LinkState:
         """Stop the attack on ``link``; it comes back once its QBER is under the threshold.
 
         Raises
@@ -367,7 +540,7 @@ class Twin:
         seed: int | None = None,
         start: str = "present",
         window_s: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> TwinWhatIf:
         """Predict success rates with changed parameters on a copy of the current network.
 
         ``start="present"`` (default) starts the prediction from the pools' current levels,
@@ -431,24 +604,27 @@ class Twin:
             p["live_success_rate"] = None if lp is None else lp["success_rate"]
             i = index.get(p["id"])
             p["live_window_success_rate"] = None if i is None else window.pool_rate(i)
-        pred["live"] = {
-            "success_rate": live_rate,
-            "window": {
-                "seconds": window.lived_s,
-                "of_horizon_s": horizon,
-                "requests": int(window.requests.sum()),
-                "success_rate": window.success_rate,
+        result: TwinWhatIf = {
+            **pred,
+            "live": {
+                "success_rate": live_rate,
+                "window": {
+                    "seconds": window.lived_s,
+                    "of_horizon_s": horizon,
+                    "requests": int(window.requests.sum()),
+                    "success_rate": window.success_rate,
+                },
+                "policy": self.keynet.policy,
+                "C": self.keynet.capacity,
+                "X": self.keynet.keys,
             },
-            "policy": self.keynet.policy,
-            "C": self.keynet.capacity,
-            "X": self.keynet.keys,
         }
-        self._publish({"type": "what-if", "result": {"params": pred["params"]}})
-        return pred
+        self._publish({"type": "what-if", "result": {"params": result["params"]}})
+        return result
 
     # -- views ---------------------------------------------------------------------------------
 
-    def _link_view(self, lid: str) -> dict[str, Any]:
+    def _link_view(self, lid: str) -> LinkState:
         lk = self.links[lid]
         blk = lk.blocks[-1] if lk.blocks else None
         return {
@@ -463,7 +639,7 @@ class Twin:
             "postprocess": lk.postprocessed,
         }
 
-    def state(self, *, compact: bool = False) -> dict[str, Any]:
+    def state(self, *, compact: bool = False) -> TwinState:
         """Return the whole live state as plain data (the ``GET /api/state`` body).
 
         With ``compact`` (the event stream) the device list is left out (see ``/api/devices``)
@@ -472,7 +648,7 @@ class Twin:
         with self._lock:
             pools = [p.to_dict() for p in self.keynet.pools()]
             levels = self.kmes.node_levels()
-            out: dict[str, Any] = {
+            out: TwinState = {
                 "t": self.t,
                 "tick": self.tick,
                 "tick_s": self.cfg.tick_s,
@@ -504,7 +680,7 @@ class Twin:
                         for label, seconds in KPI_WINDOWS
                     ],
                 },
-                "telemetry": dict(self.telemetry_summary),
+                "telemetry": self.telemetry_summary.copy(),
                 "alarms": self.alarms.to_list(20 if compact else None),
                 "active_alarms": sum(1 for a in self.alarms.alarms if a.active),
                 "loop": {
@@ -578,7 +754,7 @@ class Twin:
 KPI_WINDOWS = (("last minute", 60.0), ("last hour", 3600.0))
 
 
-def _window_view(label: str, seconds: float, w: WindowCounts) -> dict[str, Any]:
+def _window_view(label: str, seconds: float, w: WindowCounts) -> WindowKpi:
     return {
         "label": label,
         "seconds": seconds,

@@ -11,12 +11,28 @@ steering the KMEs' relays) is the closed loop of the next step.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from qkdtwin.network import Demand, Topology
 from qkdtwin.twin.keynet import KeyNetwork
 
-__all__ = ["Responder"]
+__all__ = ["RerouteResult", "Responder", "Route"]
+
+
+class RerouteResult(TypedDict):
+    """What a reroute changed (:meth:`Responder.reroute`): pools by ``A|B`` id, links by id."""
+
+    pools_rerouted: list[str]
+    pools_cut: list[str]
+    links_down: list[str]
+
+
+class Route(TypedDict):
+    """One demand pair's current relay path (:meth:`Responder.routes`; ``None``: cut)."""
+
+    id: str
+    path: list[str] | None
+    hops: int | None
 
 
 class Responder:
@@ -40,7 +56,7 @@ class Responder:
         )
         self.down: set[str] = set()
 
-    def reroute(self, down: set[str]) -> dict[str, Any]:
+    def reroute(self, down: set[str]) -> RerouteResult:
         """Recompute the paths without the links in ``down``; return what changed."""
         self.down = set(down)
         changed = self.keynet.reroute(self.down)
@@ -55,10 +71,10 @@ class Responder:
             "links_down": sorted(self.down),
         }
 
-    def routes(self) -> list[dict[str, Any]]:
+    def routes(self) -> list[Route]:
         """Every pair's current path (``None``: cut)."""
         kn = self.keynet
-        out = []
+        out: list[Route] = []
         for i, (a, b) in enumerate(kn.pairs):
             p = kn.paths[i]
             out.append(

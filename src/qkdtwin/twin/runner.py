@@ -14,7 +14,7 @@ import contextlib
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import uvicorn
@@ -25,7 +25,27 @@ from qkdtwin.kms.tls import RunningServer
 from qkdtwin.twin.loop import Twin
 from qkdtwin.twin.service import create_twin_app
 
-__all__ = ["EventListener", "ServiceThread", "run_tour"]
+__all__ = ["EventListener", "ServiceThread", "TourResult", "TourState", "run_tour"]
+
+
+class TourState(TypedDict):
+    """The service's links and network after the tour (JSON as served)."""
+
+    links: list[dict[str, Any]]
+    network: dict[str, Any]
+
+
+class TourResult(TypedDict):
+    """What :func:`run_tour` measured; the service's answers as the JSON it served."""
+
+    link: str
+    attack: dict[str, Any]
+    alarm: dict[str, Any]
+    event_to_dashboard_ms: float
+    alarm_to_reroute_ms: float | None
+    what_if: dict[str, Any]
+    restore_ms: float
+    state: TourState
 
 
 class ServiceThread:
@@ -127,6 +147,8 @@ class EventListener:
     def wait_for(self, pred: Any, timeout: float, after: int = 0) -> tuple[float, dict[str, Any]]:
         """Wait for the first event at index >= ``after`` satisfying ``pred``; return it.
 
+        Events stay ``dict[str, Any]``: they are the stream's JSON, of any service and type.
+
         Raises
         ------
         TimeoutError
@@ -165,12 +187,12 @@ def run_tour(
     what_if_sets: dict[str, float] | None = None,
     policy: str | None = None,
     timeout: float = 60.0,
-) -> dict[str, Any]:
+) -> TourResult:
     """Drive a running twin through the tour and measure it.
 
     Returns
     -------
-    dict
+    TourResult
         ``attack`` (the link view after injection), ``alarm`` (the alarm record),
         ``event_to_dashboard_ms`` (attack request sent -> alarm event received on the event
         stream), ``alarm_to_reroute_ms`` (measured inside the twin), ``what_if`` (prediction

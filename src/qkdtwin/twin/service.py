@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -33,7 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qkdtwin.errors import QkdTwinError
 from qkdtwin.ops import StateCollector, install_health_routes, service_app
-from qkdtwin.twin.loop import Twin
+from qkdtwin.twin.alarms import AlarmRecord
+from qkdtwin.twin.loop import LinkState, Twin, TwinState, TwinWhatIf
+from qkdtwin.twin.results import DeviceReading, TelemetrySummary
 from qkdtwin.twin.sse import event_stream
 
 __all__ = ["AttackRequest", "WhatIfRequest", "create_twin_app", "web_dir"]
@@ -76,6 +78,20 @@ class WhatIfRequest(BaseModel):
             " seconds covers, and show the live rates over that window (without set.duration)"
         ),
     )
+
+
+class DevicesView(TypedDict):
+    """Body of ``GET /api/devices``."""
+
+    telemetry: TelemetrySummary
+    devices: list[DeviceReading]
+
+
+#: The response models of the JSON routes: a plain object, as documented. Without one, FastAPI
+#: would build the model from the handler's TypedDict (pydantic refuses ``typing.TypedDict``
+#: before Python 3.12, and the schema and the response validation would change).
+_OBJECT: Any = dict[str, Any]
+_OBJECTS: Any = list[dict[str, Any]]
 
 
 def _error(exc: QkdTwinError) -> JSONResponse:
@@ -163,38 +179,54 @@ def create_twin_app(twin: Twin, *, run: bool = True) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=web_dir()), name="static")
 
-    @app.get("/api/state", summary="The whole live state")
-    def get_state() -> dict[str, Any]:
+    @app.get("/api/state", summary="The whole live state", response_model=_OBJECT)
+    def get_state() -> TwinState:
         return twin.state()
 
-    @app.get("/api/links", summary="Every QKD link: QBER, key rate, status, attack, keys")
-    def get_links() -> list[dict[str, Any]]:
+    @app.get(
+        "/api/links",
+        summary="Every QKD link: QBER, key rate, status, attack, keys",
+        response_model=_OBJECTS,
+    )
+    def get_links() -> list[LinkState]:
         return list(twin.state(compact=True)["links"])
 
-    @app.get("/api/links/{link}", summary="One link")
-    def get_link(link: str) -> dict[str, Any]:
+    @app.get("/api/links/{link}", summary="One link", response_model=_OBJECT)
+    def get_link(link: str) -> LinkState:
         lid = twin.resolve_link(link)
         return next(x for x in twin.state(compact=True)["links"] if x["id"] == lid)
 
-    @app.post("/api/links/{link}/attack", summary="Inject an attack on a link")
-    def post_attack(link: str, body: AttackRequest) -> dict[str, Any]:
+    @app.post(
+        "/api/links/{link}/attack", summary="Inject an attack on a link", response_model=_OBJECT
+    )
+    def post_attack(link: str, body: AttackRequest) -> LinkState:
         return twin.attack(link, body.type, body.fraction)
 
-    @app.post("/api/links/{link}/clear", summary="Clear the attack on a link")
-    def post_clear(link: str) -> dict[str, Any]:
+    @app.post(
+        "/api/links/{link}/clear", summary="Clear the attack on a link", response_model=_OBJECT
+    )
+    def post_clear(link: str) -> LinkState:
         return twin.clear(link)
 
-    @app.get("/api/alarms", summary="The alarm log, newest first")
-    def get_alarms(active: bool | None = None) -> list[dict[str, Any]]:
+    @app.get("/api/alarms", summary="The alarm log, newest first", response_model=_OBJECTS)
+    def get_alarms(active: bool | None = None) -> list[AlarmRecord]:
         out = twin.alarms.to_list()
         return [a for a in out if active is None or a["active"] == active]
 
-    @app.get("/api/alarms/{alarm_id}", summary="One alarm and the twin's response")
-    def get_alarm(alarm_id: int) -> dict[str, Any]:
+    @app.get(
+        "/api/alarms/{alarm_id}",
+        summary="One alarm and the twin's response",
+        response_model=_OBJECT,
+    )
+    def get_alarm(alarm_id: int) -> AlarmRecord:
         return twin.alarm(alarm_id).to_dict()
 
-    @app.post("/api/what-if", summary="Predict success rates with changed parameters")
-    def post_what_if(body: WhatIfRequest) -> dict[str, Any]:
+    @app.post(
+        "/api/what-if",
+        summary="Predict success rates with changed parameters",
+        response_model=_OBJECT,
+    )
+    def post_what_if(body: WhatIfRequest) -> TwinWhatIf:
         return twin.what_if(
             body.set,
             policy=body.policy,
@@ -203,15 +235,19 @@ def create_twin_app(twin: Twin, *, run: bool = True) -> FastAPI:
             window_s=body.window_s,
         )
 
-    @app.get("/api/history", summary="Time series kept by the twin")
+    @app.get("/api/history", summary="Time series kept by the twin", response_model=_OBJECT)
     def get_history(
         series: list[str] | None = Query(default=None),  # noqa: B008
         prefix: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, list[list[float | None]]]:
         return twin.history.get(series, prefix)
 
-    @app.get("/api/devices", summary="IIoT devices: latest telemetry and health")
-    def get_devices() -> dict[str, Any]:
+    @app.get(
+        "/api/devices",
+        summary="IIoT devices: latest telemetry and health",
+        response_model=_OBJECT,
+    )
+    def get_devices() -> DevicesView:
         st = twin.state()
         return {"telemetry": st["telemetry"], "devices": st["devices"]}
 

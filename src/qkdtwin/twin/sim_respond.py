@@ -18,15 +18,51 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Literal, NotRequired, TypedDict
 
-from qkdtwin.twin.alarms import AlarmLog
+from qkdtwin.twin.alarms import AlarmLog, AlarmRecord
 from qkdtwin.twin.keynet import KeyNetwork
 from qkdtwin.twin.kmes import KmeLayer
 from qkdtwin.twin.links import LinkEngine
 from qkdtwin.twin.qber_rule import QberDecision
 
-__all__ = ["SimResponse", "links_down"]
+__all__ = [
+    "AlarmRaised",
+    "AlarmRestored",
+    "LinkRestored",
+    "ResponseEvent",
+    "SimResponse",
+    "links_down",
+]
+
+
+class AlarmRaised(TypedDict):
+    """Event: an alarm was raised (and acted on)."""
+
+    type: Literal["alarm"]
+    alarm: AlarmRecord
+    #: Set when the twin publishes the event (Unix s).
+    wall_time: NotRequired[float]
+
+
+class AlarmRestored(TypedDict):
+    """Event: a link came back and its alarm ended."""
+
+    type: Literal["restored"]
+    alarm: AlarmRecord
+    wall_time: NotRequired[float]
+
+
+class LinkRestored(TypedDict):
+    """Event: a link with no active alarm came back."""
+
+    type: Literal["restored"]
+    link: str
+    wall_time: NotRequired[float]
+
+
+#: An event of the response, to publish.
+ResponseEvent = AlarmRaised | AlarmRestored | LinkRestored
 
 
 def links_down(status: Mapping[str, str]) -> set[str]:
@@ -65,20 +101,20 @@ class SimResponse:
         """Links out of routing (:func:`links_down`)."""
         return links_down(self.status)
 
-    def apply(self, decision: QberDecision, t: float) -> list[dict[str, Any]]:
+    def apply(self, decision: QberDecision, t: float) -> list[ResponseEvent]:
         """Act on one decision at simulated time ``t``; return the events to publish."""
         if decision.action == "raise":
             return self.raise_alarm(decision, t)
         return self.restore(decision, t)
 
-    def apply_all(self, decisions: list[QberDecision], t: float) -> list[dict[str, Any]]:
+    def apply_all(self, decisions: list[QberDecision], t: float) -> list[ResponseEvent]:
         """Act on the decisions in order; return all their events."""
-        events: list[dict[str, Any]] = []
+        events: list[ResponseEvent] = []
         for d in decisions:
             events += self.apply(d, t)
         return events
 
-    def raise_alarm(self, decision: QberDecision, t: float) -> list[dict[str, Any]]:
+    def raise_alarm(self, decision: QberDecision, t: float) -> list[ResponseEvent]:
         """Raise the alarm, discard the link's recent keys and reroute the pools around it."""
         lid = decision.link
         alarm = self.alarms.raise_alarm(lid, t, decision.qber, decision.threshold)
@@ -105,7 +141,7 @@ class SimResponse:
         self.alarms.save(alarm)
         return [{"type": "alarm", "alarm": alarm.to_dict()}]
 
-    def restore(self, decision: QberDecision, t: float) -> list[dict[str, Any]]:
+    def restore(self, decision: QberDecision, t: float) -> list[ResponseEvent]:
         """Bring a recovered link back into routing and end its alarm."""
         lid = decision.link
         self.status[lid] = "up"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
@@ -29,6 +29,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+
+if TYPE_CHECKING:
+    from qkdtwin.twin.alarms import AlarmRecord
 
 __all__ = ["History", "TwinDatabase"]
 
@@ -98,7 +101,7 @@ class TwinDatabase:
             out.setdefault(str(s), []).append((float(t), None if v is None else float(v)))
         return {k: v[-cap:] for k, v in out.items()}
 
-    def save_alarm(self, alarm_id: int, body: dict[str, Any]) -> None:
+    def save_alarm(self, alarm_id: int, body: AlarmRecord) -> None:
         """Insert or replace one alarm record."""
         text = json.dumps(body)
         with self._lock, self.engine.begin() as conn:
@@ -108,8 +111,8 @@ class TwinDatabase:
             if not done:
                 conn.execute(insert(_alarms).values(id=alarm_id, body=text))
 
-    def load_alarms(self) -> list[dict[str, Any]]:
-        """Every stored alarm record, by id."""
+    def load_alarms(self) -> list[AlarmRecord]:
+        """Every stored alarm record, by id (as :meth:`save_alarm` stored it)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(_alarms.c.body).order_by(_alarms.c.id)).all()
         return [json.loads(r[0]) for r in rows]
@@ -176,7 +179,9 @@ class History:
         else:
             self._pending = []
 
-    def get(self, names: list[str] | None = None, prefix: str | None = None) -> dict[str, Any]:
+    def get(
+        self, names: list[str] | None = None, prefix: str | None = None
+    ) -> dict[str, list[list[float | None]]]:
         """Series as ``{name: [[t, value], ...]}`` (all, by names, or by name prefix)."""
         keys = list(self.series) if names is None else [n for n in names if n in self.series]
         if prefix is not None:

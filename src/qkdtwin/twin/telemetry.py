@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
@@ -42,6 +42,7 @@ from qkdtwin.twin.keynet import topology_without
 
 if TYPE_CHECKING:
     from qkdtwin.twin.loop import Twin
+    from qkdtwin.twin.results import DeviceReading, TelemetryReport
 
 __all__ = ["IotTelemetry"]
 
@@ -202,9 +203,9 @@ class IotTelemetry:
             g.relayed += 1
             twin.kmes.consumed(g.path)
 
-    def run_interval(self, twin: Twin) -> dict[str, Any]:
+    def run_interval(self, twin: Twin) -> TelemetryReport:
         """Outside the twin's lock: one interval per gateway; return the summed report."""
-        tot: dict[str, Any] = {
+        tot: TelemetryReport = {
             "sessions": len(self.gws),
             "sent": 0,
             "delivered": 0,
@@ -220,7 +221,7 @@ class IotTelemetry:
         }
         p50: list[float] = []
         p99: list[float] = []
-        devices: dict[str, dict[str, Any]] = {}
+        devices: dict[str, DeviceReading] = {}
         for g in self.gws:
             assert g.session is not None
             try:
@@ -228,11 +229,14 @@ class IotTelemetry:
             except QkdTwinError:
                 tot["errors"] += 1
                 continue
-            for k in ("sent", "delivered", "decrypt_failures", "queued", "qkd_key_bits_consumed"):
-                tot[k] += int(getattr(rep, k))
-            for name in ("rejected", "dropped", "key_failures"):
-                for k, v in getattr(rep, name).items():
-                    tot[name][k] = tot[name].get(k, 0) + int(v)
+            tot["sent"] += int(rep.sent)
+            tot["delivered"] += int(rep.delivered)
+            tot["decrypt_failures"] += int(rep.decrypt_failures)
+            tot["queued"] += int(rep.queued)
+            tot["qkd_key_bits_consumed"] += int(rep.qkd_key_bits_consumed)
+            _add_counts(tot["rejected"], rep.rejected)
+            _add_counts(tot["dropped"], rep.dropped)
+            _add_counts(tot["key_failures"], rep.key_failures)
             if rep.latency_ms_p50 == rep.latency_ms_p50:
                 p50.append(rep.latency_ms_p50)
                 p99.append(rep.latency_ms_p99)
@@ -266,3 +270,9 @@ class IotTelemetry:
         if self._scratch is not None:
             self._scratch.close()
             self._scratch = None
+
+
+def _add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
+    """Add a gateway's counts by reason into the interval's totals."""
+    for k, v in counts.items():
+        into[k] = into.get(k, 0) + int(v)

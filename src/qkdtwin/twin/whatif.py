@@ -24,7 +24,8 @@ disconnected demands); they are listed as ``unreachable`` and left out of the pr
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict
 
 import networkx as nx
 import numpy as np
@@ -33,7 +34,65 @@ from qkdtwin.errors import ConfigError
 from qkdtwin.network import Demand, Topology, canonical_policy, simulate
 from qkdtwin.twin.keynet import topology_without
 
-__all__ = ["WHATIF_PARAMS", "parse_sets", "what_if"]
+__all__ = [
+    "WHATIF_PARAMS",
+    "WhatIfOutcome",
+    "WhatIfParams",
+    "WhatIfPool",
+    "WhatIfPrediction",
+    "parse_sets",
+    "what_if",
+]
+
+
+class WhatIfParams(TypedDict):
+    """The values a what-if used (``V``: ``None`` when unchanged)."""
+
+    V: float | None
+    C: float
+    X: float
+    load: float
+    duration: float
+    policy: str
+    seed: int
+    links_down: list[str]
+    #: ``present`` or the initial fill the prediction started from (absent: nothing reachable).
+    start: NotRequired[str]
+
+
+class WhatIfPool(TypedDict):
+    """One pool's prediction (``success_rate``: ``None`` without requests)."""
+
+    id: str
+    src: str
+    dst: str
+    success_rate: float | None
+    requests: int
+    #: Added by the live twin beside the prediction (:meth:`qkdtwin.twin.Twin.what_if`).
+    live_success_rate: NotRequired[float | None]
+    live_window_success_rate: NotRequired[float | None]
+
+
+class WhatIfOutcome(TypedDict):
+    """A prediction: the values used, the success rates, the pairs left out, its run time."""
+
+    params: WhatIfParams
+    success_rate: float | None
+    services: int
+    pools: list[WhatIfPool]
+    unreachable: list[str]
+    elapsed_s: float
+
+
+class WhatIfPrediction(WhatIfOutcome):
+    """The prediction of :func:`what_if`, to which a caller may add its ``live`` rates.
+
+    The twins return theirs typed: :class:`~qkdtwin.twin.loop.TwinWhatIf`,
+    :class:`~qkdtwin.twin.attached.AttachedWhatIf`.
+    """
+
+    live: NotRequired[Mapping[str, object]]
+
 
 #: What-if parameters: name -> (low (exclusive), high (inclusive), meaning).
 WHATIF_PARAMS: dict[str, tuple[float, float, str]] = {
@@ -105,7 +164,7 @@ def what_if(
     initial_fill: str = "full",
     generation: str = "fluid",
     initial_levels: dict[tuple[str, str], float] | None = None,
-) -> dict[str, Any]:
+) -> WhatIfPrediction:
     """Predict success rates with the exact engine on the current network plus ``overrides``.
 
     Parameters
@@ -125,7 +184,7 @@ def what_if(
 
     Returns
     -------
-    dict
+    WhatIfPrediction
         ``params`` (the values used), ``success_rate``, ``services``, ``pools`` (per pair
         ``src``, ``dst``, ``success_rate``, ``requests``), ``unreachable`` pairs, ``elapsed_s``.
 
@@ -153,7 +212,7 @@ def what_if(
     horizon = ov.get("duration", duration)
     reach = [d for d in dem if nx.has_path(topo.graph, d.src, d.dst)]
     unreachable = sorted({f"{d.src}|{d.dst}" for d in dem if d not in reach})
-    params = {
+    params: WhatIfParams = {
         "V": ov.get("V"),
         "C": cap_c,
         "X": x,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict
 
 from qkdtwin.errors import ConfigError
 
@@ -161,13 +162,23 @@ def _gamma(a: float, b: float, c: float, d: float) -> float:
     )
 
 
+class LimBounds(TypedDict):
+    """The bounds a Lim et al. 2014 key length used (:func:`lim_decoy_key_length`)."""
+
+    s0: float
+    s1: float
+    s1_x: float
+    v1: float
+    phi: float
+
+
 def lim_decoy_key_length(
     counts: DecoyCounts,
     leak_ec: float,
     *,
     eps_sec: float = 1e-10,
     eps_cor: float = 1e-15,
-) -> tuple[int, dict[str, float]]:
+) -> tuple[int, LimBounds]:
     """Secret key length of decoy-state BB84, Lim et al. 2014.
 
     Returns
@@ -196,7 +207,7 @@ def lim_decoy_key_length(
     lo_m, hi_m = _bounds(counts.m_x, mus, ps, eps_sec)
     tau1 = _tau(1, mus, ps)
     v1 = max(0.0, tau1 * (hi_m[1] - lo_m[2]) / (mu2 - mu3))
-    details = {"s0": s0z, "s1": s1z, "s1_x": s1x, "v1": v1, "phi": 0.5}
+    details: LimBounds = {"s0": s0z, "s1": s1z, "s1_x": s1x, "v1": v1, "phi": 0.5}
     if s1z <= 0.0 or s1x <= 0.0:
         return 0, details
     ratio = min(v1 / s1x, 0.5)

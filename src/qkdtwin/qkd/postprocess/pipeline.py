@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -131,6 +131,83 @@ class PostprocessConfig:
             )
 
 
+class FiniteKeyAnalysis(TypedDict):
+    """The finite-key analysis of a block (:func:`secure_length`): ``analysis`` names it.
+
+    Lim et al. 2014 adds its bounds (``s0``, ``s1``, ``s1_x``, ``v1``, ``phi``:
+    :class:`~qkdtwin.qkd.postprocess.finite_key.LimBounds`); Tomamichel et al. 2012 with GLLP
+    tagging adds ``multi_photon_fraction``.
+    """
+
+    analysis: str
+    s0: NotRequired[float]
+    s1: NotRequired[float]
+    s1_x: NotRequired[float]
+    v1: NotRequired[float]
+    phi: NotRequired[float]
+    multi_photon_fraction: NotRequired[float]
+
+
+class FiniteKeyEstimate(FiniteKeyAnalysis):
+    """Result of :func:`finite_key_estimate` (``bits``: ``None`` without an analysis).
+
+    ``leak_ec_bits`` is left out when the protocol has no finite-key analysis here.
+    """
+
+    eps_sec: float
+    eps_cor: float
+    bits: int | None
+    leak_ec_bits: NotRequired[float]
+
+
+class FailedFrames(TypedDict):
+    """How the frames that failed verification were paid for."""
+
+    treatment: str
+    frames: int
+    bits_counted_as_disclosed: int
+
+
+class ChannelUse(TypedDict):
+    """Messages and round trips on the classical channel."""
+
+    messages: int
+    rounds: int
+
+
+class PostprocessDetails(TypedDict, total=False):
+    """Details of a post-processing run that got past estimation (none when it aborted)."""
+
+    failed_frames: FailedFrames
+    finite_key: FiniteKeyAnalysis
+    channel: ChannelUse
+    errors_corrected_fraction: float
+
+
+class PostprocessResultDict(PostprocessDetails):
+    """JSON-ready summary of a :class:`PostprocessResult` (:meth:`PostprocessResult.to_dict`)."""
+
+    sifted_bits: int
+    key_bits_in: int
+    qber_estimate: float
+    qber_upper: float
+    true_qber: float
+    leaked_bits: int
+    verification_bits: int
+    reconciliation: str
+    reconciliation_efficiency: float | None
+    frames: int
+    frames_failed: int
+    frame_error_rate: float
+    verified: bool
+    final_key_bits: int
+    keys_identical: bool
+    secret_key_rate_bps: float
+    aborted: bool
+    abort_reason: str | None
+    elapsed_s: float
+
+
 @dataclass
 class PostprocessResult:
     """Outcome of :func:`postprocess` (keys included; ``to_dict`` leaves them out)."""
@@ -153,7 +230,7 @@ class PostprocessResult:
     abort_reason: str | None
     reconciliation: str
     elapsed_s: float
-    details: dict[str, Any] = field(default_factory=dict)
+    details: PostprocessDetails = field(default_factory=PostprocessDetails)
     alice_key: NDArray[np.uint8] = field(default_factory=lambda: np.zeros(0, np.uint8))
     bob_key: NDArray[np.uint8] = field(default_factory=lambda: np.zeros(0, np.uint8))
 
@@ -162,7 +239,7 @@ class PostprocessResult:
         """Fraction of reconciled frames that failed verification."""
         return self.frames_failed / self.frames if self.frames else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> PostprocessResultDict:
         """JSON-ready summary (the ``postprocess`` object of ``link simulate --json``)."""
         return {
             "sifted_bits": self.sifted_bits,
@@ -206,7 +283,7 @@ def secure_length(
     eps_sec: float,
     eps_cor: float,
     counts: DecoyCounts | None = None,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, FiniteKeyAnalysis]:
     """Finite-key length (bits) of a block: Lim et al. 2014 (decoy) or Tomamichel et al. 2012.
 
     Parameters
@@ -230,7 +307,14 @@ def secure_length(
     """
     if counts is not None:
         length, lim = lim_decoy_key_length(counts, leak_bits, eps_sec=eps_sec, eps_cor=eps_cor)
-        return max(0, length), {"analysis": "Lim et al. 2014", **lim}
+        return max(0, length), {
+            "analysis": "Lim et al. 2014",
+            "s0": lim["s0"],
+            "s1": lim["s1"],
+            "s1_x": lim["s1_x"],
+            "v1": lim["v1"],
+            "phi": lim["phi"],
+        }
     src = model.source
     if isinstance(src, WeakCoherentSource):
         # GLLP tagging: only single-photon signals are secure; Delta from the gain
@@ -261,7 +345,7 @@ def finite_key_estimate(
     eps_sec: float = 1e-10,
     eps_cor: float = 1e-15,
     sample_fraction: float = 0.1,
-) -> dict[str, Any]:
+) -> FiniteKeyEstimate:
     """Return the secure key a run's counts would give, without running the classical chain.
 
     What :func:`postprocess` would distil from this block if error correction leaked what the
@@ -277,9 +361,13 @@ def finite_key_estimate(
         ``leak_ec_bits`` (the estimate used); for a protocol with no finite-key analysis here
         (sarg04) ``bits`` is ``None``.
     """
-    out: dict[str, Any] = {"eps_sec": eps_sec, "eps_cor": eps_cor}
     if result.protocol not in SUPPORTED:
-        return {**out, "bits": None, "analysis": f"none for {result.protocol}"}
+        return {
+            "eps_sec": eps_sec,
+            "eps_cor": eps_cor,
+            "bits": None,
+            "analysis": f"none for {result.protocol}",
+        }
     f = float(model.ec_efficiency)
     counts = None
     if result.protocol == "decoy-bb84":
@@ -296,12 +384,24 @@ def finite_key_estimate(
         q = float(result.qber)
     leak = f * n_key * h2(min(q, 0.5))
     if n_key <= 0:
-        return {**out, "bits": 0, "analysis": "empty block", "leak_ec_bits": 0.0}
+        return {
+            "eps_sec": eps_sec,
+            "eps_cor": eps_cor,
+            "bits": 0,
+            "analysis": "empty block",
+            "leak_ec_bits": 0.0,
+        }
     length, details = secure_length(
         result, model, leak, n_key=n_key, k_sample=k, qber=q,
         eps_sec=eps_sec, eps_cor=eps_cor, counts=counts,
     )  # fmt: skip
-    return {**out, "bits": length, "leak_ec_bits": leak, **details}
+    return {
+        "eps_sec": eps_sec,
+        "eps_cor": eps_cor,
+        "bits": length,
+        "leak_ec_bits": leak,
+        **details,
+    }
 
 
 def _decoy_counts(result: LinkResult, model: LinkModel) -> DecoyCounts:
@@ -368,7 +468,7 @@ def postprocess(
             value=result.protocol,
         )
     sk: SiftedKey = result.sifted_key
-    details: dict[str, Any] = {}
+    details: PostprocessDetails = {}
     decoy = result.protocol == "decoy-bb84"
     # ------------------------------------------------------------ 1. parameter estimation
     if decoy:
