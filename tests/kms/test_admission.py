@@ -441,6 +441,7 @@ def _overload(
     clients: int,
     duration_s: float,
     seed: int,
+    stranded_share: float = 0.01,
 ) -> list[Accounting]:
     load = _run_load(net, tmp_path, masters, clients, duration_s, seed)
     assert load["elapsed_s"] < duration_s + 20  # no deadlock: the run ended
@@ -451,7 +452,7 @@ def _overload(
     for acc in results:
         log.warning("accounting: %s", acc)
         assert acc.unaccounted == 0
-        assert acc.stranded <= 0.01 * acc.consumed, acc
+        assert acc.stranded <= stranded_share * acc.consumed, acc
         assert acc.ok > 0, acc  # some requests were served ...
     _still_serves(net)  # ... and both KMEs still serve afterwards
     stats = [net.apps[k].state.admission.counts() for k in KMES]
@@ -459,15 +460,33 @@ def _overload(
     return results
 
 
+# The short runs below consume ~350 keys, where one stranded request of 2 keys is already
+# 0.6 %: they bound the stranded share at 2 % (under a loaded CI machine a second request may
+# time out between write and read). The 1 % is checked at scale, by the 256-client
+# runs (slow) and by benchmarks/kms_overload.py (0.76 % and 0.41 % measured).
+FAST_STRANDED_SHARE = 0.02
+
+
 def test_overload_one_direction(pair: DevNetwork, tmp_path: Path, clock_ahead: OffsetClock) -> None:
-    (acc,) = _overload(pair, tmp_path, clock_ahead, ["kme-a"], 64, 4.0, seed=1)
+    (acc,) = _overload(
+        pair, tmp_path, clock_ahead, ["kme-a"], 64, 4.0, seed=1, stranded_share=FAST_STRANDED_SHARE
+    )
     assert acc.timeouts + acc.ok + acc.busy == acc.requests
 
 
 def test_overload_both_directions(
     pair: DevNetwork, tmp_path: Path, clock_ahead: OffsetClock
 ) -> None:
-    _overload(pair, tmp_path, clock_ahead, ["kme-a", "kme-b"], 64, 4.0, seed=2)
+    _overload(
+        pair,
+        tmp_path,
+        clock_ahead,
+        ["kme-a", "kme-b"],
+        64,
+        4.0,
+        seed=2,
+        stranded_share=FAST_STRANDED_SHARE,
+    )
 
 
 @pytest.mark.slow
