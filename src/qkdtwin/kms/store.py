@@ -40,39 +40,21 @@ the retry window are testable without sleeping.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
-import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Double,
     Engine,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    UniqueConstraint,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     inspect,
@@ -82,18 +64,47 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import (
-    DBAPIError,
-    DisconnectionError,
-    InterfaceError,
-    OperationalError,
-    PendingRollbackError,
-    SQLAlchemyError,
-)
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from qkdtwin.errors import ConfigError, KeyAccessError, KeyExhaustedError, KmsRequestError
 from qkdtwin.kms.kek import EpochKeys
+from qkdtwin.kms.store_engine import (
+    _is_sqlite_file,
+    _is_table,
+    _normalise_url,
+    _private_sqlite_file,
+    make_engine,
+    make_read_engine,
+)
+from qkdtwin.kms.store_errors import STORE_ERRORS, describe_error, is_transient_store_error
+from qkdtwin.kms.store_schema import (
+    _ADDED,
+    _COUNTER_SHARDS,
+    _DELIVERED,
+    _DISCARDED,
+    _ERASED,
+    _RESERVED,
+    _audit,
+    _available_name,
+    _counters,
+    _grants,
+    _handover,
+    _keys,
+    _meta,
+    _metadata,
+)
+from qkdtwin.kms.store_threads import _CHECKPOINTER, _SWEEPER
+from qkdtwin.kms.store_threads import _Checkpointer as _Checkpointer
+from qkdtwin.kms.store_threads import _Sweeper as _Sweeper
+from qkdtwin.kms.store_types import (
+    AuditEntry,
+    CheckpointHealth,
+    DeliveredKey,
+    KeyCounts,
+    StoredKey,
+    UnreserveResult,
+)
+from qkdtwin.kms.store_wrap import _EPOCH_MARK as _EPOCH_MARK
+from qkdtwin.kms.store_wrap import blob_epoch, unwrap_material, wrap_material
 
 __all__ = [
     "HANDED_OVER_AUDIT_BY",
@@ -111,9 +122,6 @@ __all__ = [
 
 log = logging.getLogger("qkdtwin.kms")
 
-#: Exceptions a store method raises when the database fails (not a refusal of the request).
-STORE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, sqlite3.Error, OSError)
-
 #: Seconds during which a slave may fetch the same key again (idempotent retry; our policy).
 RETRY_WINDOW_S = 5.0
 
@@ -125,90 +133,6 @@ ANALYZE_GROWTH = 0.10
 
 Clock = Callable[[], float]
 
-_metadata = MetaData()
-
-_keys = Table(
-    "kms_keys",
-    _metadata,
-    Column("key_id", String(36), primary_key=True),
-    Column("seq", Integer, nullable=False, index=True),
-    Column("size_bits", Integer, nullable=False),
-    Column("material", LargeBinary, nullable=True),
-    Column("state", String(16), nullable=False, index=True),
-    Column("created_at", Double, nullable=False),
-    Column("expires_at", Double, nullable=True),
-    Column("master_sae_id", String(255), nullable=True),
-    Column("reserved_at", Double, nullable=True),
-    # The KME allowed to hand this key out through enc_keys (None: either end). Splitting a
-    # link's pool per direction keeps two KMEs from reserving the same key at once.
-    Column("owner", String(255), nullable=True),
-    # reserve() takes the oldest available keys: without this index it sorts the whole pool.
-    Index("ix_kms_keys_state_seq", "state", "seq"),
-    # erase_delivered() finds master-side copies and stale reservations by their age.
-    Index("ix_kms_keys_state_reserved_at", "state", "reserved_at"),
-)
-
-_grants = Table(
-    "kms_grants",
-    _metadata,
-    Column("key_id", String(36), nullable=False, index=True),
-    Column("sae_id", String(255), nullable=False),
-    Column("role", String(8), nullable=False),
-    Column("delivered_at", Double, nullable=True),
-    UniqueConstraint("key_id", "sae_id", name="uq_kms_grants_key_sae"),
-)
-
-# Master-side copies awaiting erasure: keys reserved here whose slaves fetch at the peer KME
-# (reserve(slaves_here=False), relayed keys installed for the master). erase_handed_over()
-# deletes a copy's row with the copy; erase_delivered() erases whatever is left here after the
-# retry window. Without this table the sweep probed every reserved key of the last minute for
-# a slave grant: 50 ms of write lock per second at a KME whose slaves had 40,000 keys to fetch.
-_handover = Table(
-    "kms_handover",
-    _metadata,
-    Column("key_id", String(36), nullable=False, index=True),
-    Column("reserved_at", Double, nullable=False, index=True),
-)
-
-_audit = Table(
-    "kms_audit",
-    _metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("at", Double, nullable=False),
-    Column("sae_id", String(255), nullable=False),
-    Column("key_id", String(36), nullable=False),
-    Column("action", String(16), nullable=False),
-)
-
-# Counters of :meth:`KeyStore.counters`. On PostgreSQL each counter is spread over
-# ``_COUNTER_SHARDS`` rows (a writer adds to a random one, a reader sums them), so concurrent
-# reservations do not queue on one hot row; SQLite has one writer at a time and uses shard 0.
-_counters = Table(
-    "kms_counters",
-    _metadata,
-    Column("name", String(300), nullable=False),
-    Column("shard", Integer, nullable=False),
-    Column("value", BigInteger, nullable=False),
-    PrimaryKeyConstraint("name", "shard", name="pk_kms_counters"),
-)
-_COUNTER_SHARDS = 16
-#: First byte of a blob wrapped with an epoch key (then 4 bytes of epoch, nonce, ciphertext).
-_EPOCH_MARK = b"\x01"
-
-# Store-wide facts: ``wrapping`` is ``none`` or the check value of the store's KEK.
-_meta = Table(
-    "kms_meta",
-    _metadata,
-    Column("name", String(64), primary_key=True),
-    Column("value", String(255), nullable=False),
-)
-_ADDED, _DELIVERED, _ERASED, _DISCARDED, _RESERVED = (
-    "added",
-    "delivered",
-    "erased",
-    "discarded",
-    "reserved",
-)
 #: Audit actions that count as a delivery (a key leaving the pool for use) or a discard.
 DELIVERY_ACTIONS = ("enc", "sync", "relay")
 DISCARD_ACTIONS = ("discard", "expire")
@@ -227,186 +151,6 @@ def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
     """Yield ``items`` in lists of at most ``size`` (bound parameters per statement)."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _is_table(engine: Engine, name: str) -> bool:
-    """Return whether the database (its default schema) has table ``name``."""
-    return bool(inspect(engine).has_table(name))
-
-
-def _is_sqlite_file(url: str) -> bool:
-    """Return whether a SQLite URL names a file (not an in-memory database)."""
-    if not url.startswith("sqlite:///"):
-        return False
-    path = url.removeprefix("sqlite:///").split("?", 1)[0]
-    return bool(path) and not path.startswith(":memory:") and "mode=memory" not in url
-
-
-def _available_name(owner: str | None) -> str:
-    """Counter of the keys in state ``available`` owned by ``owner`` (``None``: unowned)."""
-    return "available" if owner is None else f"available:{owner}"
-
-
-class AuditEntry(TypedDict):
-    """One row of a store's audit log (:meth:`KeyStore.audit_log`): when, who, which key, what."""
-
-    at: float
-    sae_id: str
-    key_id: str
-    action: str
-
-
-@dataclass(frozen=True)
-class DeliveredKey:
-    """One key handed to an SAE: its ID and material (``size_bits // 8`` bytes)."""
-
-    key_id: str
-    material: bytes
-
-
-@dataclass(frozen=True)
-class KeyCounts:
-    """Key counts of one store, as :meth:`KeyStore.counters` reports them.
-
-    Gauges (now): ``available`` (unexpired keys in state available, as
-    :meth:`KeyStore.available_count`), ``owned`` (those the asking KME may hand out itself:
-    its own and unowned ones) and ``reserved`` (reserved for SAEs, not yet erased).
-
-    Cumulative totals since the store was created (they survive restarts):
-
-    * ``added_total``: keys stored (:meth:`~KeyStore.add_keys`,
-      :meth:`~KeyStore.install_reserved`); equals the rows of ``kms_keys``.
-    * ``delivered_total``: keys that left the pool for use, each counted once: reserved for a
-      master SAE here (audit ``enc``), reserved as the mirror of the peer's reservation or
-      installed for a relay's slaves (``sync``), or consumed as a relay pad (``relay``). A
-      slave's ``dec_keys`` fetch of a key already counted is not counted again. A reservation
-      undone because its master SAE never received it (:meth:`~KeyStore.unreserve`, audit
-      ``undo``; admission control) is subtracted again: its keys came back to the pool, so
-      ``delivered_total`` counts keys that left the pool and did not come back, and it can
-      go *down* between two readings. Equals the audit rows with those three actions minus
-      the ``undo`` rows.
-    * ``discarded_total``: available keys erased unused: :meth:`~KeyStore.discard`
-      (``discard``) and TTL expiry (``expire``); equals those audit rows.
-    * ``erased_total``: keys whose material was dropped, by any path (after delivery, relay,
-      discard, revocation, expiry); equals the rows in state erased or expired.
-
-    So ``added_total == available_state + delivered_total + discarded_total``, where
-    ``available_state`` counts available keys whether or not their TTL has passed. A
-    revoked reservation (failed mirroring) stays in ``delivered_total``: its keys left the
-    pool and the audit log shows ``enc``/``sync`` followed by ``revoke``; so does an undone
-    key that could not go back (``undo`` refused it: a slave had fetched it).
-    """
-
-    available: int
-    owned: int
-    reserved: int
-    added_total: int
-    delivered_total: int
-    erased_total: int
-    discarded_total: int
-
-
-@dataclass(frozen=True)
-class UnreserveResult:
-    """What :meth:`KeyStore.unreserve` did: key_IDs back in the pool, key_IDs erased instead."""
-
-    returned: list[str]
-    erased: list[str]
-
-
-@dataclass(frozen=True)
-class StoredKey:
-    """The metadata of one stored key (never its material), for inspection and tests."""
-
-    key_id: str
-    size_bits: int
-    state: str
-    master_sae_id: str | None
-
-
-def _normalise_url(url: str) -> str:
-    """Select the psycopg 3 driver for plain ``postgresql://`` URLs."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
-def _private_sqlite_file(url: str) -> None:
-    """Create a SQLite store's file mode 0600 (or make an existing one 0600).
-
-    SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions, so the
-    material never sits in a file other users can read.
-    """
-    if not url.startswith("sqlite:///"):
-        return
-    path = url.removeprefix("sqlite:///")
-    if not path or path.startswith(":memory:") or "?" in path:
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.chmod(path + suffix, 0o600)
-    except OSError:
-        return  # SQLite reports an unusable path itself, with its own error
-
-
-def is_transient_store_error(exc: BaseException) -> bool:
-    """Return whether a store error may go away by itself, so that a retry is worth it.
-
-    True for a lost or refused connection, a lock or pool timeout, a full disk, a read-only
-    or unreachable file (SQLAlchemy ``OperationalError``/``InterfaceError``/disconnects,
-    ``sqlite3.OperationalError``, ``OSError``); false for errors that repeat on every retry
-    (a constraint or SQL error: a bug). Retrying is safe either way: the failed transaction
-    was rolled back.
-    """
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    transient = (
-        OperationalError,
-        InterfaceError,
-        DisconnectionError,
-        PoolTimeoutError,
-        PendingRollbackError,
-        sqlite3.OperationalError,
-        OSError,
-    )
-    return isinstance(exc, transient)
-
-
-def describe_error(exc: BaseException, limit: int = 200) -> str:
-    """One line naming an error for operators: its type and the database's own message.
-
-    No SQL statement, no parameters, no file path (an ``OSError``'s file names are left
-    out), at most ``limit`` characters.
-    """
-    inner: BaseException = exc
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        inner = exc.orig  # the driver's error, without SQLAlchemy's statement and parameters
-    if isinstance(inner, OSError) and inner.errno is not None:
-        name = errno.errorcode.get(inner.errno, str(inner.errno))
-        text = f"[{name}] {inner.strerror or os.strerror(inner.errno)}"
-    else:
-        text = " ".join(str(inner).split()) or "no message"
-    line = f"{type(inner).__name__}: {text}"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-@dataclass(frozen=True)
-class CheckpointHealth:
-    """How the background WAL checkpoints of one store fare (SQLite; PostgreSQL: none run).
-
-    ``failures`` counts the failed checkpoints since the store was opened; ``last_error``
-    (:func:`describe_error`) and ``last_error_at`` (store clock) describe the latest one;
-    ``failing`` is true while the most recent checkpoint attempt failed.
-    """
-
-    failures: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-    failing: bool = False
 
 
 class KeyStore:
@@ -818,64 +562,13 @@ class KeyStore:
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
-        # hide_parameters: an error's text never carries the statement's parameters (key
-        # material among them), wherever it is logged.
-        if not url.startswith("sqlite"):
-            return create_engine(url, pool_pre_ping=True, hide_parameters=True)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30.0},
-            pool_size=20,
-            hide_parameters=True,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's
-            # deferred BEGIN, so a reservation holds the write lock from its first SELECT.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            # Freed content (a key's old row after its material was dropped) is overwritten
-            # with zeros in the database file and in the WAL's page images, not left in free
-            # pages where a copy of the disk would find it.
-            cur.execute("PRAGMA secure_delete=ON")
-            # Checkpoints run on a background thread (see KeyStore._checkpointer), not inside
-            # the commit of whichever request crosses the auto-checkpoint threshold.
-            cur.execute("PRAGMA wal_autocheckpoint=0")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
+        """Engine for this store's writes (:func:`~qkdtwin.kms.store_engine.make_engine`)."""
+        return make_engine(url)
 
     @staticmethod
     def _make_read_engine(url: str) -> Engine:
         """Engine for :meth:`_read` on a SQLite file: read-only, deferred transactions."""
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30.0},
-            pool_size=20,
-            hide_parameters=True,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA query_only=ON")  # a write through it is a bug: refused
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN")  # deferred: a WAL snapshot, no write lock
-
-        return engine
+        return make_read_engine(url)
 
     # -- material wrapping -------------------------------------------------------------------
 
@@ -884,36 +577,10 @@ class KeyStore:
         return self._store_id
 
     def _wrap(self, key_id: str, material: bytes) -> bytes:
-        if self._aead is None:
-            return material
-        nonce = os.urandom(12)
-        if self._epochs is not None:
-            epoch, key = self._epochs.current()
-            tag = epoch.to_bytes(4, "big")
-            ct = AESGCM(key).encrypt(nonce, material, key_id.encode() + b"|" + tag)
-            return _EPOCH_MARK + tag + nonce + ct
-        return nonce + self._aead.encrypt(nonce, material, key_id.encode())
-
-    @staticmethod
-    def _blob_epoch(blob: bytes) -> int | None:
-        """Return the epoch of an epoch-wrapped blob (``None``: wrapped with the KEK)."""
-        if blob[:1] == _EPOCH_MARK and len(blob) >= 1 + 4 + 12 + 16 + 1:
-            return int.from_bytes(blob[1:5], "big")
-        return None
+        return wrap_material(self._aead, self._epochs, key_id, material)
 
     def _unwrap(self, key_id: str, blob: bytes) -> bytes:
-        if self._aead is None:
-            return blob
-        epoch = self._blob_epoch(blob) if self._epochs is not None else None
-        if epoch is not None and self._epochs is not None:
-            try:
-                key = self._epochs.get(epoch)
-                return AESGCM(key).decrypt(
-                    blob[5:17], blob[17:], key_id.encode() + b"|" + blob[1:5]
-                )
-            except (InvalidTag, ConfigError):
-                pass  # a KEK-wrapped blob whose random nonce starts with the mark
-        return self._aead.decrypt(blob[:12], blob[12:], key_id.encode())
+        return unwrap_material(self._aead, self._epochs, key_id, blob)
 
     def rotate_epochs(self) -> int:
         """Re-wrap surviving keys out of old epochs, then destroy those epochs' key files.
@@ -938,7 +605,7 @@ class KeyStore:
             ).all()
             updates = []
             for key_id, blob in rows:
-                e = self._blob_epoch(blob)
+                e = blob_epoch(blob)
                 if e is not None and e >= keep_from:
                     continue
                 material = self._unwrap(key_id, blob)
@@ -1894,113 +1561,3 @@ class KeyStore:
             if self._read_engine is not None:
                 self._read_engine.dispose()
             self.engine.dispose()
-
-
-class _Checkpointer:
-    """One daemon thread per process that checkpoints the SQLite stores written lately.
-
-    The thread survives any error: a store whose checkpoint fails is logged and retried
-    after a backoff that doubles from ``interval_s`` up to ``max_backoff_s`` (other stores
-    are not slowed down), and the failure is counted in its
-    :meth:`KeyStore.checkpoint_health`.
-    """
-
-    def __init__(self, interval_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
-        self.interval_s = interval_s
-        self.max_backoff_s = max_backoff_s
-        self._stores: weakref.WeakSet[KeyStore] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(self, store: KeyStore) -> None:
-        with self._lock:
-            self._stores.add(store)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, daemon=True, name="kms-wal-checkpoint"
-                )
-                self._thread.start()
-
-    def discard(self, store: KeyStore) -> None:
-        with self._lock:
-            self._stores.discard(store)
-
-    @property
-    def alive(self) -> bool:
-        """Whether the checkpoint thread runs (it starts with the first SQLite store)."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
-            try:
-                self._round()
-            except Exception:  # never let the thread die: the WAL would grow without bound
-                log.exception("WAL checkpoint round failed")
-
-    def _round(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            stores = [s for s in self._stores if s._dirty and s._checkpoint_retry_at <= now]
-        for store in stores:
-            try:
-                store.checkpoint()
-            except Exception as exc:  # recorded by checkpoint(); retried after the backoff
-                backoff = min(
-                    self.max_backoff_s, max(self.interval_s, 2 * store._checkpoint_backoff_s)
-                )
-                store._checkpoint_backoff_s = backoff
-                store._checkpoint_retry_at = time.monotonic() + backoff
-                log.warning(
-                    "WAL checkpoint of %s failed (%d failures), retry in %.1f s: %s",
-                    store.engine.url.render_as_string(hide_password=True),
-                    store.checkpoint_health().failures,
-                    backoff,
-                    describe_error(exc),
-                )
-            else:
-                store._checkpoint_backoff_s = 0.0
-                store._checkpoint_retry_at = 0.0
-
-
-_CHECKPOINTER = _Checkpointer()
-
-
-class _Sweeper:
-    """One daemon thread per process that erases what running KMEs will not deliver again.
-
-    Every ``interval_s`` it calls :meth:`KeyStore.sweep` on the stores a KME server
-    registered (:meth:`KeyStore.start_sweeping`): erasure then does not wait for the next
-    ``enc_keys`` request. Errors are logged and never stop the thread.
-    """
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self.interval_s = interval_s
-        self._stores: weakref.WeakSet[KeyStore] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(self, store: KeyStore) -> None:
-        with self._lock:
-            self._stores.add(store)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, daemon=True, name="kms-sweep")
-                self._thread.start()
-
-    def discard(self, store: KeyStore) -> None:
-        with self._lock:
-            self._stores.discard(store)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
-            with self._lock:
-                stores = [s for s in self._stores if not s._closed]
-            for store in stores:
-                try:
-                    store.sweep()
-                except Exception as exc:  # a store error now; the next round retries
-                    log.warning("erasure sweep of a key store failed: %s", describe_error(exc))
-
-
-_SWEEPER = _Sweeper()
