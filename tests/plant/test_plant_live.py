@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -29,6 +30,8 @@ def live_plant(tmp_path_factory):
         tmp_path_factory.mktemp("plant"),
         broker=MOSQUITTO,
         speed=4.0,
+        # the broker is shared with tests running in parallel: this plant's IIoT frames only
+        iot_group=f"plant-{uuid.uuid4().hex[:8]}",
     )
     got: list[tuple[str, bytes]] = []
     ready = threading.Event()
@@ -61,7 +64,7 @@ def test_iiot_devices_publish_encrypted_telemetry(live_plant):
     while not any(r.get("delivered", 0) > 0 for r in list(plant.iot_reports)):
         assert time.monotonic() < deadline, list(plant.iot_reports)[-3:]
         time.sleep(0.2)
-    iot = [t for t, _p in list(got) if t.startswith("qkdtwin/v1/plant/")]
+    iot = [t for t, _p in list(got) if t.startswith(f"qkdtwin/v1/{plant.iot_group}/")]
     assert any("/NBIRTH/" in t for t in iot)
     assert any("/NDATA/" in t for t in iot)
 

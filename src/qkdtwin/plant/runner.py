@@ -258,6 +258,10 @@ class Plant:
         Extra sink for every published message ``(topic, payload)``.
     seed
         Override of the scenario's seed.
+    iot_group
+        Sparkplug-style group of the IIoT topics (``qkdtwin/v1/<group>/...``; the attach file
+        names it). Two plants on one broker need different groups, or each one's twin would
+        receive the other's frames.
 
     Raises
     ------
@@ -283,8 +287,16 @@ class Plant:
         seed: int | None = None,
         host: str = "127.0.0.1",
         control_port: int = 0,
+        iot_group: str = "plant",
     ) -> None:
         sc = scenario if isinstance(scenario, PlantScenario) else load_plant_scenario(scenario)
+        if not iot_group or any(c in iot_group for c in "/+#"):
+            raise ConfigError(
+                f"iot_group must be a non-empty MQTT topic level, got {iot_group!r}",
+                field="iot_group",
+                value=iot_group,
+            )
+        self.iot_group = iot_group
         if not (0.0 < speed <= 100_000.0):
             raise ConfigError(f"speed must be in (0, 100000], got {speed!r}", field="speed")
         self.scenario = sc
@@ -502,7 +514,7 @@ class Plant:
                 mqtt_cert=self.mqtt_cert,
                 mqtt_key=self.mqtt_key,
                 edge_id=gw.replace("/", "_"),
-                group_id="plant",
+                group_id=self.iot_group,
                 seed=int(self.scenario.network.seed) + i,
                 interval_s=self.cfg.reporting_interval_s,
                 rekey_seconds=60.0,
