@@ -11,7 +11,10 @@ Model
   else it is blocked (cause ``insufficient_keys``).
 * The only events are service arrivals. Pools are refilled lazily (:mod:`qkdtwin.network.pools`):
   with a constant-rate policy an arrival touches one pool, O(1); an adaptive policy recomputes
-  all rates at each arrival (the paper's Algorithm 1 runs "for task request R(s, d)"), O(pools).
+  all rates at each arrival (the paper's Algorithm 1 runs "for task request R(s, d)"), O(pools)
+  in the reference loop. Adaptive Key Residue with fluid generation is advanced by classes of
+  pools with the same resource use instead (:mod:`qkdtwin.network.policies.akr_classes`):
+  the same events, O(classes) per arrival.
   Arrival times of a Poisson process are generated vectorised; the event loop is compiled with
   numba. Arrivals are processed in time order, ties in generation order, as SimPy's
   ``(time, seq)`` heap would; a heap is not needed because no event schedules another.
@@ -35,9 +38,12 @@ from qkdtwin.network.policies import (
     constant_rates,
     get_policy,
     plan_dynamic,
+    pool_classes,
     price_weights,
     routing_arrays,
+    run_akr_by_class,
 )
+from qkdtwin.network.policies.registry import AKR, AKR_RESPLIT
 from qkdtwin.network.pools import PoolStats, PoolStatsDict
 from qkdtwin.network.relay import RelayCosts, relay_costs
 from qkdtwin.network.topology import Topology
@@ -45,7 +51,17 @@ from qkdtwin.network.topology import Topology
 __all__ = ["Demand", "SimulationResult", "simulate", "skewed_demands", "uniform_demands"]
 
 _EPS = 1e-9
-_WARM: list[bool] = []
+_WARM: set[str] = set()
+# per-pool accounts of the event loops: requests, successes, consumed, generated, dropped, trace
+_Counters = tuple[
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+]
+_ALGORITHMS = ("auto", "per-pool", "by-class")
 
 
 @dataclass(frozen=True)
@@ -298,6 +314,7 @@ def simulate(
     horizon: float | None = None,
     costs: RelayCosts | None = None,
     initial_levels: Mapping[tuple[str, str], float] | None = None,
+    algorithm: str = "auto",
 ) -> SimulationResult:
     """Simulate service requests on a key network; exact, event by event.
 
@@ -334,6 +351,14 @@ def simulate(
         Keys in each pool at the start, by pair ``(src, dst)`` (either order), each in
         ``[0, C]``; pairs not named start as ``initial_fill`` says. A what-if "from the
         present" passes the live levels here.
+    algorithm
+        How a dynamic policy is advanced; every choice simulates the same events.
+        ``per-pool``: the reference loop, every pool refilled and re-planned at every arrival
+        (O(pools) per arrival). ``by-class``: Adaptive Key Residue (both readings) with fluid
+        generation, advanced by classes of pools with the same resource use
+        (:mod:`qkdtwin.network.policies.akr_classes`, O(classes) per arrival).
+        ``auto`` (default): ``by-class`` where it applies (it is faster even when every pool
+        is a class of its own: 10x on the seed network), else ``per-pool``.
 
     Returns
     -------
@@ -376,6 +401,21 @@ def simulate(
             field="generation",
             value=generation,
             allowed="fluid, poisson",
+        )
+    if algorithm not in _ALGORITHMS:
+        raise ConfigError(
+            f"algorithm must be one of {', '.join(_ALGORITHMS)}, got {algorithm!r}",
+            field="algorithm",
+            value=algorithm,
+            allowed=", ".join(_ALGORITHMS),
+        )
+    by_class_ok = pol.code in (AKR, AKR_RESPLIT) and generation == "fluid"
+    if algorithm == "by-class" and not by_class_ok:
+        raise ConfigError(
+            "algorithm 'by-class' advances Adaptive Key Residue with fluid generation only "
+            f"(got policy {name!r}, generation {generation!r})",
+            field="algorithm",
+            value=algorithm,
         )
     if not demands:
         raise ConfigError("at least one demand is needed", field="demands")
@@ -442,46 +482,39 @@ def simulate(
         generation == "poisson",
         seed,
     )
-    if not _WARM:
-        # load (or compile) the event loop outside the timed region: zero arrivals
-        _run(
-            times[:0],
-            req_pool[:0],
-            x,
-            0.0,
-            cap,
-            level.copy(),
-            rates.astype(np.float64),
-            pol.code,
-            *args,
-            0,
-            requests.copy(),
-            successes.copy(),
-            consumed.copy(),
-            generated.copy(),
-            dropped.copy(),
-            trace_l.copy(),
+    classes = None
+    if by_class_ok and algorithm != "per-pool":
+        classes = pool_classes(
+            routing.pool_ptr, routing.hop_res, routing.hop_cnt, routing.res_cap.size
         )
-        _WARM.append(True)
+    kernel = "by-class" if classes is not None else "per-pool"
+    rates = rates.astype(np.float64)
+
+    def loop(m: int, t_stop: float, lv: NDArray[np.float64], tn: int, acc: _Counters) -> None:
+        """Run the first ``m`` arrivals and refill to ``t_stop``, adding to ``acc``."""
+        req, suc, con, gen, drp, trl = acc
+        if classes is not None:
+            resplit = pol.code == AKR_RESPLIT
+            run_akr_by_class(
+                times[:m], req_pool[:m], x, t_stop, cap_c, lv, classes, routing.res_cap,
+                resplit, tn, req, suc, con, gen, drp, trl,
+            )  # fmt: skip
+        else:
+            _run(
+                times[:m], req_pool[:m], x, t_stop, cap, lv, rates, pol.code, *args, tn,
+                req, suc, con, gen, drp, trl,
+            )  # fmt: skip
+
+    counters: _Counters = (requests, successes, consumed, generated, dropped, trace_l)
+    if kernel not in _WARM:  # load (or compile) the event loop outside the timed region
+        spare: _Counters = (
+            requests.copy(), successes.copy(), consumed.copy(), generated.copy(),
+            dropped.copy(), trace_l.copy(),
+        )  # fmt: skip
+        loop(0, 0.0, level.copy(), 0, spare)
+        _WARM.add(kernel)
     start = _time.perf_counter()
-    _run(
-        times,
-        req_pool,
-        x,
-        t_end,
-        cap,
-        level,
-        rates.astype(np.float64),
-        pol.code,
-        *args,
-        trace_n,
-        requests,
-        successes,
-        consumed,
-        generated,
-        dropped,
-        trace_l,
-    )
+    loop(n, t_end, level, trace_n, counters)
     elapsed = _time.perf_counter() - start
     stats = [
         PoolStats(

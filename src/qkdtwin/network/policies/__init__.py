@@ -19,6 +19,7 @@ resplit``                  the minimum (docs/adaptive-key-residue.md)
 from __future__ import annotations
 
 from qkdtwin.network.policies.adaptive_residue import akr_rates
+from qkdtwin.network.policies.akr_classes import PoolClasses, pool_classes, run_akr_by_class
 from qkdtwin.network.policies.proportional import proportional_rates
 from qkdtwin.network.policies.registry import (
     POLICIES,
@@ -39,16 +40,19 @@ __all__ = [
     "POLICIES",
     "REGISTRY",
     "Policy",
+    "PoolClasses",
     "Routing",
     "akr_rates",
     "canonical_policy",
     "constant_rates",
     "get_policy",
     "plan_dynamic",
+    "pool_classes",
     "price_weights",
     "proportional_rates",
     "resource_csr",
     "routing_arrays",
+    "run_akr_by_class",
     "static_rates",
     "ttd_rates",
 ]

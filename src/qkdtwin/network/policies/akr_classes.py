@@ -1,0 +1,387 @@
+"""Adaptive Key Residue advanced by *pool class*: the same events, O(classes) per arrival.
+
+The reference event loop (:func:`qkdtwin.network.engine` with ``algorithm="per-pool"``)
+brings every pool up to date and re-plans every pool's rate at every service arrival, which
+costs O(pools) per arrival. This module computes the same trajectory while touching only
+*classes* of pools, and only the one pool that an arrival asks for.
+
+Why a class is enough
+---------------------
+Write ``u_p = 1 - M_p / C`` for the utilization of pool ``p`` (``C`` is the same for every
+pool). In :func:`~qkdtwin.network.policies.akr_rates` resource ``r`` (budget ``V_r``, summed
+utilization ``U_r`` of its pools) offers pool ``p`` the share ``V_r u_p / U_r`` of its budget,
+whether ``p`` is an intra or a cross pool (``b_in u / r_in = V u / U``), i.e.
+``V_r u_p / (U_r a_rp)`` delivered keys per time unit for ``a_rp`` keys of ``r`` per delivered
+key. The pool takes the minimum over its resources, so
+
+    ``v_p = u_p * g_k``,  ``g_k = min_{r in k} V_r / (U_r a_rk)``
+
+where ``k`` is the pool's *class*: the pools with the same resources and the same
+``a_rp`` (all gateways under one OLT with a demand to the same core node form one class).
+Between two arrivals a pool of class ``k`` refills by ``v_p dt``, so its utilization becomes
+``u_p (1 - g_k dt / C)``: *every pool of a class is scaled by the same factor*. A class
+therefore stores its utilizations as ``u_p = s_k w_p`` with one scale ``s_k``, the sum
+``S_k = s_k sum_p w_p`` and the largest ``w_p``; an arrival multiplies ``s_k`` of every class
+(O(classes)), recomputes ``U_r = sum_{k on r} S_k`` and ``g_k`` (O(class-resource
+incidences)), and rewrites ``w_p`` of the one pool it serves. When ``1 - g_k dt / C <= 0``
+the whole class reaches ``C`` and overflows (the cap of lines 10-13): the pools touched since
+the class was last full are written out and the class starts over, which costs O(1) amortised
+per arrival. Key accounts per pool (generated, dropped) are integrals of ``u_p`` and are kept
+as per-class running integrals per unit of ``w``, settled when a pool is touched.
+
+The two corner cases of :func:`akr_rates` follow the same pattern: a resource whose pools are
+all full (``U_r = 0``) splits ``V_r`` equally, so a class whose resources are *all* full gets
+the constant rate ``min_r V_r / (n_r a_rk)`` per pool (all of it overflows); a class with some
+full resource is itself full and gets nothing. Line 21 read as a resplit keeps the form
+``v_p = u_p h_k``: a pass hands resource ``r``'s remainder ``L_r`` out as ``L_r u_p / (U_r
+a_rp)``, again a per-class factor, so each pass costs O(incidences) too, with the same
+stopping rule (the largest per-pool increase, ``e_k s_k max w_p``).
+
+Exactness: the per-event semantics are those of the reference (same refill, cap, service and
+re-plan at every arrival); results agree with it to rounding (sums are formed per class rather
+than per pool). Tests compare the two event by event on random scenarios. Poisson key
+generation is not covered: there every pool draws its own Poisson count at every arrival, so
+reproducing the process needs one draw per pool per arrival (O(pools)), and the engine uses
+the per-pool loop for it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+from qkdtwin.network.policies.adaptive_residue import RESPLIT_PASSES
+
+__all__ = ["PoolClasses", "pool_classes", "run_akr_by_class"]
+
+_EPS = 1e-9
+#: A class whose largest utilization falls below this is full: 1 - u rounds to 1 in float64
+#: near this size, as the per-pool loop's ``level + v dt`` rounds to ``C``.
+_SNAP = 1e-15
+#: Renormalise a class's scale when it falls below this, so that the per-unit-of-w integrals
+#: (``gam``, ``dlt``) never add increments much smaller than what they hold: each renormalising
+#: settles the class's touched pools and restarts the integrals at zero (at most ~7 digits'
+#: spread, so the accounts keep ~1e-13 relative precision).
+_RENORM = 1e-3
+
+
+class PoolClasses(NamedTuple):
+    """Pools grouped by identical resource use (see the module docstring).
+
+    Attributes
+    ----------
+    pool_class
+        Class of each pool.
+    size
+        Pools in each class.
+    cls_ptr, cls_res, cls_cnt
+        The resources of class ``k`` are ``cls_res[cls_ptr[k]:cls_ptr[k + 1]]``, each costing
+        ``cls_cnt`` resource keys per delivered key.
+    res_entries
+        Pools drawing on each resource (``n_r`` of the equal split when all are full).
+    member_ptr, members
+        The pools of class ``k`` are ``members[member_ptr[k]:member_ptr[k + 1]]``.
+    """
+
+    pool_class: NDArray[np.int64]
+    size: NDArray[np.float64]
+    cls_ptr: NDArray[np.int64]
+    cls_res: NDArray[np.int64]
+    cls_cnt: NDArray[np.float64]
+    res_entries: NDArray[np.float64]
+    member_ptr: NDArray[np.int64]
+    members: NDArray[np.int64]
+
+
+def pool_classes(
+    pool_ptr: NDArray[np.int64],
+    hop_res: NDArray[np.int64],
+    hop_cnt: NDArray[np.float64],
+    n_resources: int,
+) -> PoolClasses:
+    """Group pools whose rows of the relay-cost matrix are equal (vectorised; O(nnz log)).
+
+    ``pool_ptr, hop_res, hop_cnt`` are the per-pool CSR rows of the cost matrix ``A`` with the
+    resources of each row sorted (as :func:`~qkdtwin.network.relay_costs` writes them).
+
+    Examples
+    --------
+    Three pools: two use resource 0 twice, one uses resources 0 and 1 once each.
+
+    >>> c = pool_classes(np.array([0, 1, 2, 4]), np.array([0, 0, 0, 1]),
+    ...                  np.array([2.0, 2.0, 1.0, 1.0]), 2)
+    >>> c.pool_class.tolist(), c.size.tolist(), c.res_entries.tolist()
+    ([0, 0, 1], [2.0, 1.0], [3.0, 1.0])
+    """
+    n_pools = pool_ptr.size - 1
+    hops = np.diff(pool_ptr)
+    width = int(hops.max()) if n_pools else 0
+    rows = np.full((n_pools, 2 * width + 1), -1.0)
+    rows[:, 0] = hops
+    pool_of_hop = np.repeat(np.arange(n_pools), hops)
+    col = np.arange(hop_res.size) - np.repeat(pool_ptr[:-1], hops)
+    rows[pool_of_hop, 1 + 2 * col] = hop_res
+    rows[pool_of_hop, 2 + 2 * col] = hop_cnt
+    uniq, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    # number the classes in order of their first pool, so that class ids are stable
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    pool_class = rank[np.asarray(inverse).reshape(-1)].astype(np.int64)
+    n_cls = uniq.shape[0]
+    size = np.bincount(pool_class, minlength=n_cls).astype(np.float64)
+    reps = np.asarray(first)[order]
+    cls_hops = hops[reps]
+    cls_ptr = np.concatenate(([0], np.cumsum(cls_hops))).astype(np.int64)
+    take = np.concatenate(
+        [np.zeros(0, dtype=np.int64)] + [np.arange(pool_ptr[p], pool_ptr[p + 1]) for p in reps]
+    ).astype(np.int64)
+    members = np.argsort(pool_class, kind="stable").astype(np.int64)
+    member_ptr = np.concatenate(([0], np.cumsum(size.astype(np.int64)))).astype(np.int64)
+    res_entries = np.bincount(hop_res, minlength=n_resources).astype(np.float64)
+    return PoolClasses(
+        pool_class,
+        size,
+        cls_ptr,
+        np.ascontiguousarray(hop_res[take], dtype=np.int64),
+        np.ascontiguousarray(hop_cnt[take], dtype=np.float64),
+        res_entries,
+        member_ptr,
+        members,
+    )
+
+
+@njit(cache=True)
+def _settle(
+    p: int,
+    k: int,
+    w: NDArray[np.float64],
+    gam: NDArray[np.float64],
+    dlt: NDArray[np.float64],
+    phi: NDArray[np.float64],
+    gam_at: NDArray[np.float64],
+    dlt_at: NDArray[np.float64],
+    phi_at: NDArray[np.float64],
+    generated: NDArray[np.float64],
+    dropped: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """Book pool ``p``'s generated and dropped keys since it was last settled."""
+    flow = phi[k] - phi_at[p]
+    generated[p] += w[p] * (gam[k] - gam_at[p]) + flow
+    dropped[p] += w[p] * (dlt[k] - dlt_at[p]) + flow
+    gam_at[p] = gam[k]
+    dlt_at[p] = dlt[k]
+    phi_at[p] = phi[k]
+
+
+@njit(cache=True)
+def run_akr_by_class(
+    times: NDArray[np.float64],
+    req_pool: NDArray[np.int64],
+    keys: float,
+    t_end: float,
+    capacity: float,
+    level: NDArray[np.float64],
+    classes: PoolClasses,
+    res_cap: NDArray[np.float64],
+    resplit: bool,
+    trace_n: int,
+    requests: NDArray[np.int64],
+    successes: NDArray[np.int64],
+    consumed: NDArray[np.float64],
+    generated: NDArray[np.float64],
+    dropped: NDArray[np.float64],
+    trace_l: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """Run the arrivals under Adaptive Key Residue, advancing classes (fluid generation).
+
+    Same contract as the engine's per-pool loop for policy codes 2 and 4: ``level`` holds the
+    initial balances on entry and the final ones on exit; the per-pool counters are added to.
+    ``capacity`` is the pools' common ``C`` (keys); ``resplit`` selects line 21's reading.
+    """
+    n_pools = level.size
+    n_cls = classes.size.size
+    n_res = res_cap.size
+    pool_class = classes.pool_class
+    cls_ptr = classes.cls_ptr
+    cls_res = classes.cls_res
+    cls_cnt = classes.cls_cnt
+    # per class: u_p = s * w_p; wsum = sum w_p; wmax = max w_p
+    s = np.ones(n_cls)
+    wsum = np.zeros(n_cls)
+    wmax = np.zeros(n_cls)
+    gm = np.zeros(n_cls)  # rate per unit of utilization (keys per time unit)
+    flow = np.zeros(n_cls)  # per-pool rate while every resource of the class is full
+    gam = np.zeros(n_cls)  # generated keys per unit of w, integrated
+    dlt = np.zeros(n_cls)  # dropped keys per unit of w, integrated
+    phi = np.zeros(n_cls)  # generated (and dropped) keys per pool while full, integrated
+    dirty_n = np.zeros(n_cls, dtype=np.int64)
+    dirty = np.empty(max(n_pools, 1), dtype=np.int64)  # class k's slots start at member_ptr[k]
+    is_dirty = np.zeros(n_pools, dtype=np.bool_)
+    w = np.zeros(n_pools)
+    gam_at = np.zeros(n_pools)
+    dlt_at = np.zeros(n_pools)
+    phi_at = np.zeros(n_pools)
+    util = np.zeros(n_res)
+    left = np.zeros(n_res)
+    extra = np.zeros(n_cls)
+    tol = 1e-9 * max(1.0, res_cap.max()) if n_res else 0.0
+    for p in range(n_pools):
+        u = 1.0 - level[p] / capacity
+        if u > 0.0:
+            k = pool_class[p]
+            w[p] = u
+            wsum[k] += u
+            if u > wmax[k]:
+                wmax[k] = u
+            dirty[classes.member_ptr[k] + dirty_n[k]] = p
+            dirty_n[k] += 1
+            is_dirty[p] = True
+
+    t_prev = 0.0
+    n_events = times.size
+    for i in range(n_events + 1):
+        t = times[i] if i < n_events else t_end
+        # ---- plan (lines 1-7, 19-22) from the balances after the previous event ------------
+        for r in range(n_res):
+            util[r] = 0.0
+        for k in range(n_cls):
+            sk = s[k] * wsum[k]
+            if sk > 0.0:
+                for j in range(cls_ptr[k], cls_ptr[k + 1]):
+                    util[cls_res[j]] += sk
+        for k in range(n_cls):
+            best = np.inf
+            full = np.inf
+            n_full = 0
+            for j in range(cls_ptr[k], cls_ptr[k + 1]):
+                r = cls_res[j]
+                if util[r] > 0.0:
+                    o = res_cap[r] / (util[r] * cls_cnt[j])
+                    if o < best:
+                        best = o
+                else:
+                    n_full += 1
+                    o = res_cap[r] / (classes.res_entries[r] * cls_cnt[j])
+                    if o < full:
+                        full = o
+            n_hops = cls_ptr[k + 1] - cls_ptr[k]
+            if n_full == n_hops and n_hops > 0:
+                flow[k] = full
+                gm[k] = 0.0
+            else:
+                flow[k] = 0.0
+                gm[k] = best if n_full == 0 and np.isfinite(best) else 0.0
+        if resplit:
+            for _ in range(RESPLIT_PASSES):
+                for r in range(n_res):
+                    left[r] = 0.0
+                for k in range(n_cls):
+                    per = s[k] * wsum[k] * gm[k] + classes.size[k] * flow[k]
+                    if per > 0.0:
+                        for j in range(cls_ptr[k], cls_ptr[k + 1]):
+                            left[cls_res[j]] += cls_cnt[j] * per
+                for r in range(n_res):
+                    x = res_cap[r] - left[r]
+                    left[r] = x if x > 0.0 else 0.0
+                grown = 0.0
+                for k in range(n_cls):
+                    e = np.inf
+                    for j in range(cls_ptr[k], cls_ptr[k + 1]):
+                        r = cls_res[j]
+                        o = left[r] / (util[r] * cls_cnt[j]) if util[r] > 0.0 else 0.0
+                        if o < e:
+                            e = o
+                    extra[k] = e
+                for k in range(n_cls):
+                    e = extra[k]
+                    if np.isfinite(e) and e > 0.0 and wmax[k] > 0.0:
+                        gm[k] += e
+                        g = e * s[k] * wmax[k]
+                        if g > grown:
+                            grown = g
+                if grown <= tol:
+                    break
+        # ---- refill every class to t (lines 8-13) -----------------------------------------
+        dt = t - t_prev
+        if dt > 0.0:
+            for k in range(n_cls):
+                if flow[k] > 0.0:
+                    phi[k] += flow[k] * dt
+                if wsum[k] > 0.0 and gm[k] > 0.0:
+                    a = gm[k] * dt
+                    sk = s[k]
+                    gam[k] += sk * a
+                    f = 1.0 - a / capacity
+                    full = f <= 0.0
+                    if full:
+                        dlt[k] += sk * (a - capacity)
+                    else:
+                        sk *= f
+                        full = sk * wmax[k] < _SNAP
+                    if full or sk < _RENORM:
+                        # settle the pools touched since the class was last full
+                        base = classes.member_ptr[k]
+                        total = 0.0
+                        top = 0.0
+                        for d in range(dirty_n[k]):
+                            q = dirty[base + d]
+                            _settle(
+                                q, k, w, gam, dlt, phi, gam_at, dlt_at, phi_at, generated, dropped
+                            )
+                            if full:
+                                w[q] = 0.0
+                                is_dirty[q] = False
+                            else:
+                                w[q] *= sk
+                                total += w[q]
+                                if w[q] > top:
+                                    top = w[q]
+                        if full:
+                            dirty_n[k] = 0
+                            wsum[k] = 0.0
+                            wmax[k] = 0.0
+                        else:
+                            wsum[k] = total
+                            wmax[k] = top
+                        sk = 1.0
+                        gam[k] = 0.0  # every pool with w > 0 is settled: restart the integrals
+                        dlt[k] = 0.0
+                        for d in range(dirty_n[k]):
+                            q = dirty[base + d]
+                            gam_at[q] = 0.0
+                            dlt_at[q] = 0.0
+                    s[k] = sk
+            t_prev = t
+        if i == n_events:
+            break
+        # ---- serve the request (lines 16-18) ----------------------------------------------
+        p = req_pool[i]
+        k = pool_class[p]
+        _settle(p, k, w, gam, dlt, phi, gam_at, dlt_at, phi_at, generated, dropped)
+        lv = capacity * (1.0 - s[k] * w[p])
+        requests[p] += 1
+        if lv + _EPS >= keys:
+            lv -= keys
+            if lv < 0.0:
+                lv = 0.0
+            successes[p] += 1
+            consumed[p] += keys
+            w_new = (1.0 - lv / capacity) / s[k]
+            wsum[k] += w_new - w[p]
+            w[p] = w_new
+            if w_new > wmax[k]:
+                wmax[k] = w_new
+            if not is_dirty[p]:
+                dirty[classes.member_ptr[k] + dirty_n[k]] = p
+                dirty_n[k] += 1
+                is_dirty[p] = True
+        if i < trace_n:
+            trace_l[i] = lv
+    for p in range(n_pools):
+        k = pool_class[p]
+        _settle(p, k, w, gam, dlt, phi, gam_at, dlt_at, phi_at, generated, dropped)
+        level[p] = capacity * (1.0 - s[k] * w[p])
