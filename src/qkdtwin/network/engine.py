@@ -32,7 +32,7 @@ from numba import njit
 from numpy.typing import NDArray
 
 from qkdtwin._validate import in_range
-from qkdtwin.errors import ConfigError
+from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network.policies import (
     Routing,
     constant_rates,
@@ -48,7 +48,14 @@ from qkdtwin.network.pools import PoolStats, PoolStatsDict
 from qkdtwin.network.relay import RelayCosts, relay_costs
 from qkdtwin.network.topology import Topology
 
-__all__ = ["Demand", "SimulationResult", "simulate", "skewed_demands", "uniform_demands"]
+__all__ = [
+    "Demand",
+    "SimulationResult",
+    "hub_demands",
+    "simulate",
+    "skewed_demands",
+    "uniform_demands",
+]
 
 _EPS = 1e-9
 _WARM: set[str] = set()
@@ -110,6 +117,38 @@ def skewed_demands(
     w = 1.0 / np.arange(1, len(pairs) + 1) ** float(exponent)
     w *= total_rate / w.sum()
     return [Demand(d.src, d.dst, float(wi)) for d, wi in zip(pairs, w, strict=True)]
+
+
+def hub_demands(
+    topology: Topology, dst: str, total_rate: float, *, role: str = "edge_gateway"
+) -> list[Demand]:
+    """Every node of ``role`` asks for keys with ``dst`` (a core server), ``total_rate`` in all.
+
+    One pool per node: the demand of a national deployment where each gateway talks to a data
+    centre.
+
+    Raises
+    ------
+    UnknownNameError
+        If ``dst`` is not a node.
+    ConfigError
+        If no node other than ``dst`` has the role, or the rate is not positive.
+
+    Examples
+    --------
+    >>> from qkdtwin.network import seed_topology
+    >>> d = hub_demands(seed_topology(), "M1", 6.0)
+    >>> len(d), d[0].dst, d[0].rate
+    (6, 'M1', 1.0)
+    """
+    if dst not in topology.graph:
+        raise UnknownNameError(f"unknown node {dst!r}", field="demands.dst", value=dst)
+    rate = in_range("total_rate", total_rate, 0.0, low_open=True)
+    nodes = [n for n in topology.nodes_with_role(role) if n != dst]
+    if not nodes:
+        raise ConfigError(f"no node of role {role!r} besides {dst!r}", field="demands")
+    each = rate / len(nodes)
+    return [Demand(n, dst, each) for n in nodes]
 
 
 class KeyTotals(TypedDict):

@@ -3,7 +3,8 @@
 A scenario gives the network either explicitly (``nodes``, ``links`` with ``key_rate`` or a
 physical ``protocol`` + ``length_km`` [+ ``preset``] or a shared ``group``, and ``groups``) or by
 ``topology: {builder: NAME, params: {...}}``; the demands as ``[{src, dst, rate}, ...]`` or
-``uniform_demand: {total_rate, role}``; and the run::
+``uniform_demand: {total_rate, role}`` or ``hub_demand: {dst, total_rate, role}`` (every node
+of the role to one core server); and the run::
 
     nodes:
       - {name: a, role: edge_gateway}
@@ -33,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from qkdtwin.config import read_yaml_mapping
 from qkdtwin.errors import ConfigError
-from qkdtwin.network.engine import Demand, SimulationResult, simulate, uniform_demands
+from qkdtwin.network.engine import (
+    Demand,
+    SimulationResult,
+    hub_demands,
+    simulate,
+    uniform_demands,
+)
 from qkdtwin.network.policies import canonical_policy
 from qkdtwin.network.topology import Topology, build_topology
 
@@ -85,6 +92,14 @@ class UniformDemandSpec(_Strict):
     role: str = "edge_gateway"
 
 
+class HubDemandSpec(_Strict):
+    """Every node of one role asks for keys with one node (a core server)."""
+
+    dst: str
+    total_rate: float = Field(gt=0)
+    role: str = "edge_gateway"
+
+
 class TopologySpec(_Strict):
     """A named builder and its parameters."""
 
@@ -101,6 +116,7 @@ class Scenario(_Strict):
     groups: list[GroupSpec] = Field(default_factory=list)
     demands: list[DemandSpec] = Field(default_factory=list)
     uniform_demand: UniformDemandSpec | None = None
+    hub_demand: HubDemandSpec | None = None
     pool_capacity: float = Field(gt=0)
     keys_per_service: float = Field(default=1.0, gt=0)
     policy: str = "static"
@@ -117,8 +133,8 @@ class Scenario(_Strict):
             raise ValueError("give either topology or nodes and links")
         if (self.services is None) == (self.duration is None):
             raise ValueError("give exactly one of services and duration")
-        if not self.demands and self.uniform_demand is None:
-            raise ValueError("give demands or uniform_demand")
+        if not self.demands and self.uniform_demand is None and self.hub_demand is None:
+            raise ValueError("give demands, uniform_demand or hub_demand")
         if self.keys_per_service > self.pool_capacity:
             raise ValueError("keys_per_service must not exceed pool_capacity")
         return self
@@ -152,6 +168,9 @@ class Scenario(_Strict):
             out += uniform_demands(
                 topology, self.uniform_demand.total_rate, role=self.uniform_demand.role
             )
+        if self.hub_demand is not None:
+            hub = self.hub_demand
+            out += hub_demands(topology, hub.dst, hub.total_rate, role=hub.role)
         return out
 
 

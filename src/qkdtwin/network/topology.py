@@ -8,7 +8,8 @@ terminal (OLT) whose QKD equipment provides a total rate ``V`` to all its access
 
 Builders: :func:`seed_topology` (the paper's three metro nodes, three OLTs, six gateways) and the
 survey's four families :func:`centralized_topology`, :func:`distributed_topology`,
-:func:`hierarchical_topology` and :func:`hybrid_topology`, all reachable by name through
+:func:`hierarchical_topology` and :func:`hybrid_topology`, and :func:`national_topology` (a
+backbone ring, metro rings, OLTs and gateways, to 10^6 gateways), all reachable by name through
 :func:`build_topology`.
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "hierarchical_topology",
     "hybrid_topology",
     "link_id",
+    "national_topology",
     "physical_key_rate",
     "resolve_link",
     "seed_topology",
@@ -444,6 +446,66 @@ def hierarchical_topology(
     )
 
 
+def national_topology(
+    cores: int = 4,
+    metros_per_core: int = 5,
+    olts_per_metro: int = 10,
+    gateways_per_olt: int = 100,
+    *,
+    olt_rate: float = 10.0,
+    uplink_rate: float = 1e6,
+    metro_rate: float = 1e6,
+    backbone_rate: float = 1e6,
+) -> Topology:
+    """Build a national network: a backbone ring of cores, a metro ring under each, OLTs.
+
+    Core nodes ``C{i}`` form the backbone ring (``backbone_rate`` per link). Each core closes a
+    metro ring with its metro nodes ``M{i}.{j}`` (``C{i} - M{i}.0 - ... - M{i}.{m-1} - C{i}``,
+    ``metro_rate`` per link). Each metro node has OLTs ``OLT{i}.{j}.{k}`` on an uplink of
+    ``uplink_rate``, and each OLT's gateways ``GW{i}.{j}.{k}.{g}`` share its budget ``V =
+    olt_rate`` (a group, as in the seed paper). ``cores * metros_per_core * olts_per_metro *
+    gateways_per_olt`` gateways: 10^6 with ``(10, 10, 20, 500)`` (a GPON OLT serves hundreds
+    to a few thousand subscribers). Rates in keys per time unit.
+
+    Examples
+    --------
+    >>> t = national_topology(3, 2, 2, 2)
+    >>> len(t.nodes_with_role("edge_gateway")), len(t.groups), t.graph.number_of_edges()
+    (24, 12, 48)
+    """
+    _count("cores", cores)
+    _count("metros_per_core", metros_per_core)
+    _count("olts_per_metro", olts_per_metro)
+    _count("gateways_per_olt", gateways_per_olt)
+    t = Topology(name="national")
+    for i in range(cores):
+        t.add_node(f"C{i}", "metro")
+    if cores == 2:
+        t.add_link("C0", "C1", key_rate=backbone_rate)
+    elif cores > 2:
+        for i in range(cores):
+            t.add_link(f"C{i}", f"C{(i + 1) % cores}", key_rate=backbone_rate)
+    graph = t.graph
+    for i in range(cores):
+        ring = [f"C{i}"] + [f"M{i}.{j}" for j in range(metros_per_core)]
+        for name in ring[1:]:
+            t.add_node(name, "metro")
+        for a, b in zip(ring, ring[1:] + ring[:1], strict=True):
+            if a != b and not graph.has_edge(a, b):
+                t.add_link(a, b, key_rate=metro_rate)
+        for j in range(metros_per_core):
+            for k in range(olts_per_metro):
+                olt = f"OLT{i}.{j}.{k}"
+                t.add_node(olt, "olt")
+                t.add_group(olt, olt_rate)
+                t.add_link(f"M{i}.{j}", olt, key_rate=uplink_rate)
+                # gateways in bulk: add_node/add_link would validate each of up to 10^6 again
+                gws = [f"GW{i}.{j}.{k}.{g}" for g in range(gateways_per_olt)]
+                graph.add_nodes_from(gws, role="edge_gateway")
+                graph.add_edges_from(((olt, gw) for gw in gws), key_rate=None, group=olt)
+    return t
+
+
 def hybrid_topology(
     clusters: int = 4,
     gateways_per_cluster: int = 25,
@@ -482,6 +544,7 @@ BUILDERS = {
     "distributed": distributed_topology,
     "hierarchical": hierarchical_topology,
     "hybrid": hybrid_topology,
+    "national": national_topology,
     "seed": seed_topology,
 }
 
