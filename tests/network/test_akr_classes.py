@@ -178,10 +178,12 @@ def test_pool_classes_group_equal_rows_of_the_cost_matrix() -> None:
         members = classes.members[classes.member_ptr[k] : classes.member_ptr[k + 1]]
         assert {rows[p] for p in members} == {
             tuple(
-                zip(
-                    classes.cls_res[classes.cls_ptr[k] : classes.cls_ptr[k + 1]].tolist(),
-                    classes.cls_cnt[classes.cls_ptr[k] : classes.cls_ptr[k + 1]].tolist(),
-                    strict=True,
+                sorted(
+                    zip(
+                        classes.cls_res[classes.cls_ptr[k] : classes.cls_ptr[k + 1]].tolist(),
+                        classes.cls_cnt[classes.cls_ptr[k] : classes.cls_ptr[k + 1]].tolist(),
+                        strict=True,
+                    )
                 )
             )
         }

@@ -142,6 +142,11 @@ def pool_classes(
     members = np.argsort(pool_class, kind="stable").astype(np.int64)
     member_ptr = np.concatenate(([0], np.cumsum(size.astype(np.int64)))).astype(np.int64)
     res_entries = np.bincount(hop_res, minlength=n_resources).astype(np.float64)
+    # within a class, the most shared resource first: the test "are all of this class's
+    # resources idle?" then usually stops at its first resource (minima ignore the order)
+    cls_of_hop = np.repeat(np.arange(n_cls), cls_hops)
+    within = np.lexsort((-res_entries[hop_res[take]], cls_of_hop))
+    take = take[within]
     return PoolClasses(
         pool_class,
         size,
@@ -225,6 +230,10 @@ def run_akr_by_class(
     gam_at = np.zeros(n_pools)
     dlt_at = np.zeros(n_pools)
     phi_at = np.zeros(n_pools)
+    # classes with a pool below C (wsum > 0), in no particular order, and each one's slot
+    active = np.empty(max(n_cls, 1), dtype=np.int64)
+    slot = np.full(n_cls, -1, dtype=np.int64)
+    n_active = 0
     util = np.zeros(n_res)
     left = np.zeros(n_res)
     extra = np.zeros(n_cls)
@@ -240,6 +249,10 @@ def run_akr_by_class(
             dirty[classes.member_ptr[k] + dirty_n[k]] = p
             dirty_n[k] += 1
             is_dirty[p] = True
+            if slot[k] < 0:
+                slot[k] = n_active
+                active[n_active] = k
+                n_active += 1
 
     t_prev = 0.0
     n_events = times.size
@@ -248,47 +261,54 @@ def run_akr_by_class(
         # ---- plan (lines 1-7, 19-22) from the balances after the previous event ------------
         for r in range(n_res):
             util[r] = 0.0
-        for k in range(n_cls):
+        for a in range(n_active):
+            k = active[a]
             sk = s[k] * wsum[k]
-            if sk > 0.0:
-                for j in range(cls_ptr[k], cls_ptr[k + 1]):
-                    util[cls_res[j]] += sk
+            for j in range(cls_ptr[k], cls_ptr[k + 1]):
+                util[cls_res[j]] += sk
+        # a full class (wsum = 0) gets nothing, unless every resource it uses is idle
+        # (U_r = 0): then each of them splits its budget equally (the flow of akr_rates)
         for k in range(n_cls):
-            best = np.inf
+            if slot[k] >= 0:
+                continue
             full = np.inf
-            n_full = 0
+            for j in range(cls_ptr[k], cls_ptr[k + 1]):
+                r = cls_res[j]
+                if util[r] > 0.0:
+                    full = np.inf
+                    break
+                o = res_cap[r] / (classes.res_entries[r] * cls_cnt[j])
+                if o < full:
+                    full = o
+            flow[k] = full if np.isfinite(full) else 0.0
+        for a in range(n_active):
+            k = active[a]
+            best = np.inf
             for j in range(cls_ptr[k], cls_ptr[k + 1]):
                 r = cls_res[j]
                 if util[r] > 0.0:
                     o = res_cap[r] / (util[r] * cls_cnt[j])
                     if o < best:
                         best = o
-                else:
-                    n_full += 1
-                    o = res_cap[r] / (classes.res_entries[r] * cls_cnt[j])
-                    if o < full:
-                        full = o
-            n_hops = cls_ptr[k + 1] - cls_ptr[k]
-            if n_full == n_hops and n_hops > 0:
-                flow[k] = full
-                gm[k] = 0.0
-            else:
-                flow[k] = 0.0
-                gm[k] = best if n_full == 0 and np.isfinite(best) else 0.0
+            flow[k] = 0.0
+            gm[k] = best if np.isfinite(best) else 0.0
         if resplit:
             for _ in range(RESPLIT_PASSES):
                 for r in range(n_res):
                     left[r] = 0.0
-                for k in range(n_cls):
-                    per = s[k] * wsum[k] * gm[k] + classes.size[k] * flow[k]
-                    if per > 0.0:
-                        for j in range(cls_ptr[k], cls_ptr[k + 1]):
-                            left[cls_res[j]] += cls_cnt[j] * per
+                # the flows of full classes use only idle resources (U_r = 0), whose
+                # remainder no pool can take (offers are proportional to u): leave them out
+                for a in range(n_active):
+                    k = active[a]
+                    per = s[k] * wsum[k] * gm[k]
+                    for j in range(cls_ptr[k], cls_ptr[k + 1]):
+                        left[cls_res[j]] += cls_cnt[j] * per
                 for r in range(n_res):
                     x = res_cap[r] - left[r]
                     left[r] = x if x > 0.0 else 0.0
                 grown = 0.0
-                for k in range(n_cls):
+                for a in range(n_active):
+                    k = active[a]
                     e = np.inf
                     for j in range(cls_ptr[k], cls_ptr[k + 1]):
                         r = cls_res[j]
@@ -296,7 +316,8 @@ def run_akr_by_class(
                         if o < e:
                             e = o
                     extra[k] = e
-                for k in range(n_cls):
+                for a in range(n_active):
+                    k = active[a]
                     e = extra[k]
                     if np.isfinite(e) and e > 0.0 and wmax[k] > 0.0:
                         gm[k] += e
@@ -311,14 +332,16 @@ def run_akr_by_class(
             for k in range(n_cls):
                 if flow[k] > 0.0:
                     phi[k] += flow[k] * dt
-                if wsum[k] > 0.0 and gm[k] > 0.0:
-                    a = gm[k] * dt
+            for a in range(n_active - 1, -1, -1):  # backwards: a full class is swap-removed
+                k = active[a]
+                if gm[k] > 0.0:
+                    amount = gm[k] * dt
                     sk = s[k]
-                    gam[k] += sk * a
-                    f = 1.0 - a / capacity
+                    gam[k] += sk * amount
+                    f = 1.0 - amount / capacity
                     full = f <= 0.0
                     if full:
-                        dlt[k] += sk * (a - capacity)
+                        dlt[k] += sk * (amount - capacity)
                     else:
                         sk *= f
                         full = sk * wmax[k] < _SNAP
@@ -344,6 +367,11 @@ def run_akr_by_class(
                             dirty_n[k] = 0
                             wsum[k] = 0.0
                             wmax[k] = 0.0
+                            n_active -= 1
+                            last = active[n_active]
+                            active[a] = last
+                            slot[last] = a
+                            slot[k] = -1
                         else:
                             wsum[k] = total
                             wmax[k] = top
@@ -379,6 +407,10 @@ def run_akr_by_class(
                 dirty[classes.member_ptr[k] + dirty_n[k]] = p
                 dirty_n[k] += 1
                 is_dirty[p] = True
+            if slot[k] < 0:
+                slot[k] = n_active
+                active[n_active] = k
+                n_active += 1
         if i < trace_n:
             trace_l[i] = lv
     for p in range(n_pools):
