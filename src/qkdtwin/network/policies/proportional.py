@@ -27,7 +27,11 @@ def proportional_rates(costs: RelayCosts, demand: NDArray[np.float64]) -> NDArra
         Rate of each pool; ``A @ v <= capacity`` holds with equality on the tightest resource.
     """
     d = np.asarray(demand, dtype=np.float64)
-    load = costs.dense() @ d
+    # A @ d from A's sparse entries (a dense A is resources x pools)
+    pool_of_hop = np.repeat(np.arange(d.size), np.diff(costs.pool_ptr))
+    load = np.bincount(
+        costs.hop_res, weights=costs.hop_cnt * d[pool_of_hop], minlength=costs.capacity.size
+    )
     used = load > 0
     s = float(np.min(costs.capacity[used] / load[used])) if used.any() else 0.0
     return s * d
