@@ -46,6 +46,32 @@ def test_the_interval_report_dict_mirrors_the_report() -> None:
     assert every == (fields - {"latest"}) | {"devices_seen"}
 
 
+def test_the_alarm_record_mirrors_the_alarm() -> None:
+    # Alarm.to_dict is asdict() cast to AlarmRecord: mypy does not check the keys
+    from qkdtwin.twin.alarms import Alarm, AlarmRecord
+
+    _, every = _keys(AlarmRecord)
+    assert every == {f.name for f in dataclasses.fields(Alarm)}
+
+
+def test_the_relay_quota_dict_mirrors_the_kmes_quota() -> None:
+    from qkdtwin.kms.client import RelayQuotaInfo
+    from qkdtwin.kms.operator import RelayQuotaView
+    from qkdtwin.kms.quota import QuotaState
+
+    _, every = _keys(RelayQuotaInfo)
+    assert every == {f.name for f in dataclasses.fields(QuotaState)}
+    assert every == set(RelayQuotaView.model_fields)
+
+
+def test_the_twins_kme_link_view_has_every_store_count() -> None:
+    # the twin reads the KME's link counts off the wire (KmeLinkView is its API model)
+    from qkdtwin.kms.store_types import KeyCounts
+    from qkdtwin.twin.models import KmeLinkView
+
+    assert {f.name for f in dataclasses.fields(KeyCounts)} <= set(KmeLinkView.model_fields)
+
+
 def test_link_and_network_results_have_their_declared_keys() -> None:
     from qkdtwin.network import seed_topology, simulate, uniform_demands
     from qkdtwin.network.engine import SimulationResultDict

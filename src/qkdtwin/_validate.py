@@ -40,15 +40,29 @@ def in_range(
     hi_ok = high is None or (x < high if high_open else x <= high)
     if lo_ok and hi_ok:
         return x
-    if low is not None and high is not None:
-        allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    elif low is not None:
-        allowed = f"{'>' if low_open else '>='} {low:g}"
-    else:
-        allowed = f"{'<' if high_open else '<='} {high:g}"
+    allowed = interval_text(low, high, low_open=low_open, high_open=high_open)
     raise ConfigError(
         f"{field} must be in {allowed}, got {value!r}", field=field, value=value, allowed=allowed
     )
+
+
+def interval_text(
+    low: float | None,
+    high: float | None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> str:
+    """Spell an interval the way a physicist writes it: ``(0, 1]``, ``>= 0``, ``< 1``.
+
+    At least one bound must be given.
+    """
+    if low is not None and high is not None:
+        return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    assert high is not None
+    return f"{'<' if high_open else '<='} {high:g}"
 
 
 def probability(field: str, value: float) -> float:

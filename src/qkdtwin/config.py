@@ -120,12 +120,7 @@ def parse_count(text: str | int, *, field: str = "pulses") -> int:
         try:
             x = float(s)
         except ValueError:
-            raise ConfigError(
-                f"{field} must be a whole number >= 1, got {text!r}",
-                field=field,
-                value=text,
-                allowed=">= 1",
-            ) from None
+            x = math.nan  # not a number: refused as not whole below
         if not math.isfinite(x) or x != math.floor(x):
             raise ConfigError(
                 f"{field} must be a whole number >= 1, got {text!r}",

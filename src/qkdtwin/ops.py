@@ -55,6 +55,27 @@ def service_app(**kwargs: Any) -> FastAPI:
     return app
 
 
+def _install_error_handler(app: FastAPI) -> None:
+    """Answer every :class:`~qkdtwin.errors.QkdTwinError` a route raises with 400 and its fields.
+
+    The body is ``{"error": <class name>, "field": <the offending field or null>, "message":
+    <the error's text>}``: how the twin, attached-twin and plant-control services report a
+    refused request (the KMEs answer with ETSI Error objects instead).
+    """
+    from qkdtwin.errors import QkdTwinError
+
+    @app.exception_handler(QkdTwinError)
+    async def _on_error(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            status_code=400,
+            content={
+                "error": type(exc).__name__,
+                "field": getattr(exc, "field", None),
+                "message": str(exc),
+            },
+        )
+
+
 class StateCollector(Collector):
     """A Prometheus collector that asks ``gauges`` for ``(name, help, labels, samples)``.
 

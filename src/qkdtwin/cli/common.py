@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["JsonOpt", "emit_json", "request_json"]
+__all__ = ["JsonOpt", "check_fraction", "emit_json", "request_json"]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
@@ -45,6 +45,20 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_finite(v) for v in obj]
     return obj
+
+
+def check_fraction(fraction: float) -> None:
+    """Refuse an attack ``--fraction`` outside [0, 1] before any service is called.
+
+    Raises
+    ------
+    ConfigError
+        With ``field="fraction"``.
+    """
+    if not (0.0 <= fraction <= 1.0):
+        from qkdtwin.errors import ConfigError
+
+        raise ConfigError(f"fraction must be in [0, 1], got {fraction}", field="fraction")
 
 
 def emit_json(obj: Mapping[str, Any]) -> None:

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qkdtwin.cli.common import JsonOpt, emit_json, request_json
+from qkdtwin.cli.common import JsonOpt, check_fraction, emit_json, request_json
 from qkdtwin.errors import ConfigError
 
 __all__ = ["plant_app"]
@@ -157,8 +157,7 @@ def plant_attack(
     as_json: JsonOpt = False,
 ) -> None:
     """Start an attack on a link of a running plant."""
-    if not (0.0 <= fraction <= 1.0):
-        raise ConfigError(f"fraction must be in [0, 1], got {fraction}", field="fraction")
+    check_fraction(fraction)
     d = _request(
         "POST", f"{url.rstrip('/')}/links/{link}/attack", {"type": kind, "fraction": fraction}
     )

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qkdtwin.cli.common import JsonOpt, emit_json, request_json
+from qkdtwin.cli.common import JsonOpt, check_fraction, emit_json, request_json
 from qkdtwin.errors import ConfigError
 
 __all__ = ["twin_app"]
@@ -275,8 +275,7 @@ def twin_attack(
     as_json: JsonOpt = False,
 ) -> None:
     """Inject an attack on a link of a running twin."""
-    if not (0.0 <= fraction <= 1.0):
-        raise ConfigError(f"fraction must be in [0, 1], got {fraction}", field="fraction")
+    check_fraction(fraction)
     d = _request(
         "POST",
         f"{url.rstrip('/')}/api/links/{link}/attack",
@@ -450,8 +449,7 @@ def twin_demo(
     """Run the tour: start the twin, inject an attack, watch alarm and reroute, run a what-if."""
     from qkdtwin.twin.runner import ServiceThread, run_tour
 
-    if not (0.0 <= fraction <= 1.0):
-        raise ConfigError(f"fraction must be in [0, 1], got {fraction}", field="fraction")
+    check_fraction(fraction)
     twin = _make_twin(scenario, data_dir, None, speed, True)
     svc = ServiceThread(twin, host, port)
     try:

@@ -279,6 +279,30 @@ class EpochKeys:
         return AESGCM(key)
 
 
+def _epoch_keys(
+    mode: str,
+    link_id: str,
+    epoch: int,
+    key_id: str | None,
+    qkd_key: bytes,
+    kem_secret: bytes,
+    kem_ciphertext: bytes,
+) -> EpochKeys:
+    """Derive an epoch's master key from its secrets; the same at both ends of the link."""
+    master = derive_master_key(
+        mode,
+        qkd_key=qkd_key,
+        kem_secret=kem_secret,
+        link_id=link_id,
+        epoch=epoch,
+        key_id=key_id,
+        kem_ciphertext=kem_ciphertext,
+    )
+    return EpochKeys(
+        mode, link_id, epoch, key_id, kem_ciphertext, master, qkd_bits=8 * len(qkd_key)
+    )
+
+
 def start_epoch(
     mode: str,
     source: QkdKeySource | None,
@@ -309,16 +333,7 @@ def start_epoch(
         if kem_public_key is None:
             raise ConfigError(f"mode {mode} needs the aggregator's ML-KEM key", field="mode")
         secret, ct = mlkem_encapsulate(kem_public_key)
-    master = derive_master_key(
-        mode,
-        qkd_key=qkd_key,
-        kem_secret=secret,
-        link_id=link_id,
-        epoch=epoch,
-        key_id=key_id,
-        kem_ciphertext=ct,
-    )
-    return EpochKeys(mode, link_id, epoch, key_id, ct, master, qkd_bits=8 * len(qkd_key))
+    return _epoch_keys(mode, link_id, epoch, key_id, qkd_key, secret, ct)
 
 
 def open_epoch(
@@ -351,13 +366,4 @@ def open_epoch(
         if kem_private_key is None:
             raise ConfigError(f"mode {mode} needs an ML-KEM private key", field="mode")
         secret = mlkem_decapsulate(kem_private_key, kem_ciphertext)
-    master = derive_master_key(
-        mode,
-        qkd_key=qkd_key,
-        kem_secret=secret,
-        link_id=link_id,
-        epoch=epoch,
-        key_id=key_id,
-        kem_ciphertext=kem_ciphertext,
-    )
-    return EpochKeys(mode, link_id, epoch, key_id, kem_ciphertext, master, 8 * len(qkd_key))
+    return _epoch_keys(mode, link_id, epoch, key_id, qkd_key, secret, kem_ciphertext)

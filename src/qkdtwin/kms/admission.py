@@ -49,6 +49,8 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from qkdtwin.kms.limits import _replay_body
+
 __all__ = [
     "ADMISSION_RETRY_AFTER_S",
     "DEFAULT_MAX_ACTIVE_REQUESTS",
@@ -349,15 +351,6 @@ class SaeAdmission:
                 await self._refuse(send, "gone")  # written nowhere: the connection is gone
                 return
             scope[SCOPE_TICKET_KEY] = ticket
-            body = b"".join(chunks)
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
 
             async def watch(message: Message) -> None:
                 if (
@@ -369,7 +362,7 @@ class SaeAdmission:
                     ticket.dropped = True  # the server will write nothing: nobody got it
                 await send(message)
 
-            await self.app(scope, replay, watch)
+            await self.app(scope, _replay_body(b"".join(chunks), receive), watch)
         finally:
             self.gate.release()
 

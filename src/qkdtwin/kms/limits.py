@@ -74,22 +74,31 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: only http.disconnect remains
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replay_body(b"".join(chunks), receive), send)
 
     async def _refuse(self, send: Send) -> None:
         await send_etsi_error(
             send, 413, "request body too large", [{"max_body_bytes": self.max_bytes}]
         )
+
+
+def _replay_body(body: bytes, receive: Receive) -> Receive:
+    """Return a ``receive`` that hands on ``body``, read beforehand, then the client's messages.
+
+    For middleware that reads a request's whole body before the app runs: the app gets the
+    body as one ``http.request`` message, then whatever ``receive`` answers (after the body,
+    only ``http.disconnect`` remains).
+    """
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def send_etsi_error(

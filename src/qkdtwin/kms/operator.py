@@ -24,6 +24,7 @@ control, so an overloaded KME still answers its operator.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -151,14 +152,7 @@ class RelayQuotaView(BaseModel):
     @classmethod
     def of(cls, q: QuotaState) -> RelayQuotaView:
         """Build the view of a quota's state."""
-        return cls(
-            destination=q.destination,
-            keys_per_s=q.keys_per_s,
-            burst=q.burst,
-            tokens=q.tokens,
-            granted_keys=q.granted_keys,
-            refused_requests=q.refused_requests,
-        )
+        return cls(**_fields(q))
 
 
 class RelayQuotaResponse(BaseModel):
@@ -217,16 +211,9 @@ class LinkCounts(BaseModel):
     discarded_total: _DiscardedTotal
 
 
-def _fields(counts: KeyCounts) -> dict[str, int]:
-    return {
-        "available": counts.available,
-        "owned": counts.owned,
-        "reserved": counts.reserved,
-        "added_total": counts.added_total,
-        "delivered_total": counts.delivered_total,
-        "erased_total": counts.erased_total,
-        "discarded_total": counts.discarded_total,
-    }
+def _fields(snapshot: Any) -> dict[str, Any]:
+    """Return the fields of a dataclass snapshot (:class:`KeyCounts`, ...) by name."""
+    return {f.name: getattr(snapshot, f.name) for f in dataclasses.fields(snapshot)}
 
 
 class StoreHealth(BaseModel):
@@ -279,15 +266,7 @@ class AdmissionStats(BaseModel):
     @classmethod
     def of(cls, counts: AdmissionCounts) -> AdmissionStats:
         """Build the model from :class:`~qkdtwin.kms.admission.AdmissionCounts`."""
-        return cls(
-            active=counts.active,
-            queued=counts.queued,
-            admitted_total=counts.admitted_total,
-            rejected_total=counts.rejected_total,
-            timed_out_total=counts.timed_out_total,
-            abandoned_total=counts.abandoned_total,
-            undone_total=counts.undone_total,
-        )
+        return cls(**_fields(counts))
 
 
 class KmeLinksResponse(BaseModel):

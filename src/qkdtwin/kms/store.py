@@ -1338,18 +1338,25 @@ class KeyStore:
         )
 
     def _erase_master_copies(self, conn: Connection, now: float, where: Any, by: str) -> int:
+        return self._erase_reserved(
+            conn, now, where, ~self._slave_grant().exists(), by=by, action="erase"
+        )
+
+    def _erase_reserved(
+        self, conn: Connection, now: float, *where: Any, by: str, action: str
+    ) -> int:
+        """Erase the reserved keys matching every ``where``; audit each as ``action`` by ``by``."""
         gone = conn.execute(
             update(_keys)
             .where(_keys.c.state == "reserved")
-            .where(where)
-            .where(~self._slave_grant().exists())
+            .where(*where)
             .values(state="erased", material=None)
             .returning(_keys.c.key_id)
         ).all()
         if gone:
             conn.execute(
                 insert(_audit),
-                [{"at": now, "sae_id": by, "key_id": k, "action": "erase"} for (k,) in gone],
+                [{"at": now, "sae_id": by, "key_id": k, "action": action} for (k,) in gone],
             )
             self._bump(conn, {_RESERVED: -len(gone), _ERASED: len(gone)})
         return len(gone)
@@ -1368,27 +1375,16 @@ class KeyStore:
         """
         now = self._now()
         with self._write() as conn:
-            gone = conn.execute(
-                update(_keys)
-                .where(_keys.c.state == "reserved")
-                .where(_keys.c.reserved_at <= now - max_age_s)
-                .values(state="erased", material=None)
-                .returning(_keys.c.key_id)
-            ).all()
-            if gone:
-                conn.execute(
-                    insert(_audit),
-                    [
-                        {"at": now, "sae_id": EXPIRY_AUDIT_BY, "key_id": k, "action": "stale"}
-                        for (k,) in gone
-                    ],
-                )
-                self._bump(conn, {_RESERVED: -len(gone), _ERASED: len(gone)})
-        if gone:
-            log.warning(
-                "erased %d reservations older than %.0f s never fetched", len(gone), max_age_s
+            gone = self._erase_reserved(
+                conn,
+                now,
+                _keys.c.reserved_at <= now - max_age_s,
+                by=EXPIRY_AUDIT_BY,
+                action="stale",
             )
-        return len(gone)
+        if gone:
+            log.warning("erased %d reservations older than %.0f s never fetched", gone, max_age_s)
+        return gone
 
     def erase_delivered(self) -> int:
         """Erase reserved keys nothing here will deliver again, once the retry window passed.

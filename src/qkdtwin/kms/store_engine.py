@@ -57,18 +57,23 @@ def _private_sqlite_file(url: str) -> None:
         return  # SQLite reports an unusable path itself, with its own error
 
 
+def _sqlite_engine(url: str) -> Engine:
+    # used from any thread; a writer waits up to 30 s for SQLite's lock
+    return create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30.0},
+        pool_size=20,
+        hide_parameters=True,
+    )
+
+
 def make_engine(url: str) -> Engine:
     """Engine for a store's writes (and, without a read engine, its reads)."""
     # hide_parameters: an error's text never carries the statement's parameters (key
     # material among them), wherever it is logged.
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, hide_parameters=True)
-    engine = create_engine(
-        url,
-        connect_args={"check_same_thread": False, "timeout": 30.0},
-        pool_size=20,
-        hide_parameters=True,
-    )
+    engine = _sqlite_engine(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -97,12 +102,7 @@ def make_engine(url: str) -> Engine:
 
 def make_read_engine(url: str) -> Engine:
     """Engine for a SQLite file's reads (``KeyStore._read``): read-only, deferred transactions."""
-    engine = create_engine(
-        url,
-        connect_args={"check_same_thread": False, "timeout": 30.0},
-        pool_size=20,
-        hide_parameters=True,
-    )
+    engine = _sqlite_engine(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -24,18 +24,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("qkdtwin.kms")
 
 
-class _Checkpointer:
-    """One daemon thread per process that checkpoints the SQLite stores written lately.
+class _StoreThread:
+    """A set of stores (weakly held) and the daemon thread that works on them, ``_run``.
 
-    The thread survives any error: a store whose checkpoint fails is logged and retried
-    after a backoff that doubles from ``interval_s`` up to ``max_backoff_s`` (other stores
-    are not slowed down), and the failure is counted in its
-    :meth:`KeyStore.checkpoint_health`.
+    The thread starts with the first store added (again, should it have died).
     """
 
-    def __init__(self, interval_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+    #: The thread's name.
+    thread_name = "kms-store"
+
+    def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
-        self.max_backoff_s = max_backoff_s
         self._stores: weakref.WeakSet[KeyStore] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -45,13 +44,32 @@ class _Checkpointer:
             self._stores.add(store)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
-                    target=self._run, daemon=True, name="kms-wal-checkpoint"
+                    target=self._run, daemon=True, name=self.thread_name
                 )
                 self._thread.start()
 
     def discard(self, store: KeyStore) -> None:
         with self._lock:
             self._stores.discard(store)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class _Checkpointer(_StoreThread):
+    """One daemon thread per process that checkpoints the SQLite stores written lately.
+
+    The thread survives any error: a store whose checkpoint fails is logged and retried
+    after a backoff that doubles from ``interval_s`` up to ``max_backoff_s`` (other stores
+    are not slowed down), and the failure is counted in its
+    :meth:`KeyStore.checkpoint_health`.
+    """
+
+    thread_name = "kms-wal-checkpoint"
+
+    def __init__(self, interval_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+        super().__init__(interval_s)
+        self.max_backoff_s = max_backoff_s
 
     @property
     def alive(self) -> bool:
@@ -94,7 +112,7 @@ class _Checkpointer:
 _CHECKPOINTER = _Checkpointer()
 
 
-class _Sweeper:
+class _Sweeper(_StoreThread):
     """One daemon thread per process that erases what running KMEs will not deliver again.
 
     Every ``interval_s`` it calls :meth:`KeyStore.sweep` on the stores a KME server
@@ -102,22 +120,10 @@ class _Sweeper:
     ``enc_keys`` request. Errors are logged and never stop the thread.
     """
 
+    thread_name = "kms-sweep"
+
     def __init__(self, interval_s: float = 1.0) -> None:
-        self.interval_s = interval_s
-        self._stores: weakref.WeakSet[KeyStore] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(self, store: KeyStore) -> None:
-        with self._lock:
-            self._stores.add(store)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, daemon=True, name="kms-sweep")
-                self._thread.start()
-
-    def discard(self, store: KeyStore) -> None:
-        with self._lock:
-            self._stores.discard(store)
+        super().__init__(interval_s)
 
     def _run(self) -> None:
         while True:

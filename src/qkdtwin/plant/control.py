@@ -20,12 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from qkdtwin.errors import QkdTwinError
-from qkdtwin.ops import service_app
+from qkdtwin.ops import _install_error_handler, service_app
 
 if TYPE_CHECKING:
     from qkdtwin.plant.runner import Plant
@@ -96,16 +94,7 @@ def create_control_app(plant: Plant) -> FastAPI:
         "reads it.",
     )
 
-    @app.exception_handler(QkdTwinError)
-    async def _err(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            status_code=400,
-            content={
-                "error": type(exc).__name__,
-                "field": getattr(exc, "field", None),
-                "message": str(exc),
-            },
-        )
+    _install_error_handler(app)
 
     # ``dict[str, Any]`` kept: FastAPI derives the documented response schema from it
     @app.get("/health")

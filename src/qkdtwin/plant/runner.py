@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 import numpy as np
 import yaml
 
+from qkdtwin._pacing import run_at_fixed_rate
 from qkdtwin.errors import ConfigError, QkdTwinError, TransportError, UnknownNameError
 from qkdtwin.interfaces import LinkTelemetry, perf_topic, state_topic
 from qkdtwin.network.topology import link_id, resolve_link
@@ -534,20 +535,12 @@ class Plant:
         self.running = True
         self._stop.clear()
 
+        def log_error(exc: Exception) -> None:  # the plant keeps running; the failure is logged
+            self.event_log.append({"t": self.t, "error": f"{type(exc).__name__}: {exc}"})
+
         def run() -> None:
             period = self.cfg.reporting_interval_s / self.speed
-            nxt = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except Exception as exc:  # the plant keeps running; the failure is logged
-                    self.event_log.append({"t": self.t, "error": f"{type(exc).__name__}: {exc}"})
-                nxt += period
-                delay = nxt - time.monotonic()
-                if delay < 0:
-                    nxt = time.monotonic()
-                    delay = 0.0
-                self._stop.wait(delay)
+            run_at_fixed_rate(period, self.step, log_error, self._stop)
 
         self._thread = threading.Thread(target=run, daemon=True, name="qkdtwin-plant")
         self._thread.start()

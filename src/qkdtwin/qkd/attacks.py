@@ -134,6 +134,19 @@ class PhotonNumberSplitting:
 Attack = NoAttack | InterceptResend | PhotonNumberSplitting
 
 
+def _attack_fraction(arg: str, spec: str, name: str) -> float:
+    """Return the ``F`` of an attack spec ``NAME:F`` as a number (the attack checks its range)."""
+    try:
+        return float(arg)
+    except ValueError:
+        raise ConfigError(
+            f"attack fraction must be a number in [0, 1], got {arg!r}",
+            field="attack",
+            value=spec,
+            allowed=f"{name}:F with F in [0, 1]",
+        ) from None
+
+
 def parse_attack(spec: str | None) -> Attack:
     """Parse an attack written on the CLI: ``none``, ``intercept-resend[:F]`` or ``pns[:F]``.
 
@@ -150,29 +163,11 @@ def parse_attack(spec: str | None) -> Attack:
     if name in ("intercept-resend", "ir", "intercept_resend"):
         if not arg:
             return InterceptResend(1.0)
-        try:
-            fraction = float(arg)
-        except ValueError:
-            raise ConfigError(
-                f"attack fraction must be a number in [0, 1], got {arg!r}",
-                field="attack",
-                value=spec,
-                allowed="intercept-resend:F with F in [0, 1]",
-            ) from None
-        return InterceptResend(fraction)
+        return InterceptResend(_attack_fraction(arg, spec, "intercept-resend"))
     if name == "pns":
         if not arg:
             return PhotonNumberSplitting()
-        try:
-            fraction = float(arg)
-        except ValueError:
-            raise ConfigError(
-                f"attack fraction must be a number in [0, 1], got {arg!r}",
-                field="attack",
-                value=spec,
-                allowed="pns:F with F in [0, 1]",
-            ) from None
-        return PhotonNumberSplitting(fraction)
+        return PhotonNumberSplitting(_attack_fraction(arg, spec, "pns"))
     raise UnknownNameError(
         f"unknown attack {spec!r} (known: none, intercept-resend[:F], pns[:F])",
         field="attack",

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from qkdtwin.errors import ConfigError, QkdTwinError
+from qkdtwin.errors import QkdTwinError
 from qkdtwin.interfaces import TOPIC_ROOT, LinkTelemetry
 from qkdtwin.network.topology import link_id
 from qkdtwin.twin.actuate import Action, Actuator
@@ -65,6 +65,7 @@ from qkdtwin.twin.models import (
     SaePairView,
 )
 from qkdtwin.twin.respond import Responder
+from qkdtwin.twin.subscribers import Subscribers
 from qkdtwin.twin.whatif import WhatIfOutcome
 
 __all__ = ["SUSPECTS", "AttachedLive", "AttachedTwin", "AttachedWhatIf"]
@@ -117,7 +118,7 @@ class _Link:
     )
 
 
-class AttachedTwin:
+class AttachedTwin(Subscribers):
     """The twin of an attached network (see the module docstring).
 
     Parameters
@@ -249,18 +250,7 @@ class AttachedTwin:
         #: Released messages the models refused (time overlapping the previous interval).
         self.model_rejected = 0
 
-    # -- subscribers ------------------------------------------------------------------------
-    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``callback(event)`` for every event (``alarm``, ``restored``, ``tick``)."""
-        with self._lock:
-            self._subs.append(callback)
-
-    def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Stop calling ``callback``."""
-        with self._lock:
-            if callback in self._subs:
-                self._subs.remove(callback)
-
+    # -- subscribers (subscribe, unsubscribe: Subscribers) ---------------------------------------
     def _publish(self, event: dict[str, Any]) -> None:
         for cb in list(self._subs):
             cb(event)
@@ -798,12 +788,9 @@ class AttachedTwin:
         ConfigError
             For an unknown or out-of-range parameter or policy (the field is named).
         """
-        from qkdtwin.twin.whatif import parse_sets, what_if
+        from qkdtwin.twin.whatif import _check_start, _what_if_on, parse_sets
 
-        if start not in ("present", "scenario"):
-            raise ConfigError(
-                f"start must be present or scenario, got {start!r}", field="start", value=start
-            )
+        _check_start(start)
         ov = parse_sets(sets or [])
         sc = self.attach.scenario()
         with self._lock:
@@ -824,18 +811,14 @@ class AttachedTwin:
                 (lk.forecast.consumption_keys_per_s if lk.forecast else 0.0)
                 for lk in stores.values()
             )
-        pred = what_if(
+        pred = _what_if_on(
+            sc,
             self.topology,
             sc.build_demands(self.topology),
             down,
-            pool_capacity=sc.pool_capacity,
-            keys_per_service=sc.keys_per_service,
+            ov,
             policy=policy or sc.policy,
-            duration=sc.duration or 1000.0,
-            seed=sc.seed if seed is None else int(seed),
-            overrides=ov,
-            initial_fill=sc.initial_fill,
-            generation=sc.generation,
+            seed=seed,
             initial_levels=levels if start == "present" else None,
         )
         return {

@@ -20,12 +20,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from qkdtwin.errors import QkdTwinError, UnknownNameError
+from qkdtwin.errors import UnknownNameError
 from qkdtwin.network.topology import resolve_link
-from qkdtwin.ops import StateCollector, install_health_routes, service_app
+from qkdtwin.ops import (
+    StateCollector,
+    _install_error_handler,
+    install_health_routes,
+    service_app,
+)
 from qkdtwin.twin.attached import AttachedTwin, AttachedWhatIf
 from qkdtwin.twin.models import AlarmView, AttachedState, LinkView
 from qkdtwin.twin.service import WhatIfRequest, web_dir
@@ -82,16 +87,7 @@ def create_attached_app(twin: AttachedTwin) -> FastAPI:
         collector=StateCollector(lambda: _attached_gauges(twin)),
     )
 
-    @app.exception_handler(QkdTwinError)
-    async def _on_error(_req: Request, exc: QkdTwinError) -> JSONResponse:
-        return JSONResponse(
-            status_code=400,
-            content={
-                "error": type(exc).__name__,
-                "field": getattr(exc, "field", None),
-                "message": str(exc),
-            },
-        )
+    _install_error_handler(app)
 
     def resolve(link: str) -> str:
         lid = resolve_link(link, set(twin.links))
@@ -160,5 +156,5 @@ def create_attached_app(twin: AttachedTwin) -> FastAPI:
         return event_stream(request, twin.subscribe, twin.unsubscribe)
 
     _ = (get_state, get_links, get_link, post_rebaseline, get_alarms, get_alarm, get_history)
-    _ = (events, index, _on_error)
+    _ = (events, index)
     return app

@@ -41,6 +41,7 @@ from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
 
 import numpy as np
 
+from qkdtwin._pacing import run_at_fixed_rate
 from qkdtwin.errors import ConfigError, UnknownNameError
 from qkdtwin.network import Demand
 from qkdtwin.network.topology import resolve_link
@@ -62,7 +63,14 @@ from qkdtwin.twin.results import DeviceReading, TelemetryCounts, TelemetryReport
 from qkdtwin.twin.sim_respond import ResponseEvent, SimResponse, links_down
 from qkdtwin.twin.sim_source import LinkSource, build_links, observed_block, sim_module_id
 from qkdtwin.twin.state import History, TwinDatabase
-from qkdtwin.twin.whatif import WhatIfOutcome, WhatIfParams, parse_sets, what_if
+from qkdtwin.twin.subscribers import Subscribers
+from qkdtwin.twin.whatif import (
+    WhatIfOutcome,
+    WhatIfParams,
+    _check_start,
+    _what_if_on,
+    parse_sets,
+)
 from qkdtwin.twin.windows import CountWindow, WindowCounts
 
 __all__ = [
@@ -251,7 +259,7 @@ class TelemetryComponent(Protocol):
         ...
 
 
-class Twin:
+class Twin(Subscribers):
     """The live digital twin of one scenario.
 
     Parameters
@@ -368,18 +376,7 @@ class Twin:
         t0 = self.db.get_meta("t")
         self.t = float(t0) if t0 is not None else 0.0
 
-    # -- subscribers -------------------------------------------------------------------------
-
-    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``callback(event)`` for every event (``tick``, ``attack``, ``alarm``, ...)."""
-        with self._lock:
-            self._subs.append(callback)
-
-    def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Stop calling ``callback``."""
-        with self._lock:
-            if callback in self._subs:
-                self._subs.remove(callback)
+    # -- subscribers (subscribe, unsubscribe: Subscribers) ---------------------------------------
 
     def _publish(self, event: TwinEvent) -> None:
         event.setdefault("wall_time", time.time())
@@ -561,10 +558,7 @@ class Twin:
         ConfigError
             For an unknown or out-of-range parameter or policy (the field is named).
         """
-        if start not in ("present", "scenario"):
-            raise ConfigError(
-                f"start must be present or scenario, got {start!r}", field="start", value=start
-            )
+        _check_start(start)
         if window_s is not None and not (0 < window_s <= self.windows.max_age_s):
             raise ConfigError(
                 f"window_s must be in (0, {self.windows.max_age_s:g}] s, got {window_s!r}",
@@ -585,18 +579,14 @@ class Twin:
             levels = {(p.src, p.dst): float(p.level) for p in pools_now}
             window = self.windows.over(horizon)
             index = {f"{a}|{b}": i for i, (a, b) in enumerate(self.keynet.pairs)}
-        pred = what_if(
+        pred = _what_if_on(
+            net,
             self.topology,
             self.demands,
             down,
-            pool_capacity=net.pool_capacity,
-            keys_per_service=net.keys_per_service,
+            ov,
             policy=policy or self.keynet.policy,
-            duration=net.duration or 1000.0,
-            seed=net.seed if seed is None else int(seed),
-            overrides=ov,
-            initial_fill=net.initial_fill,
-            generation=net.generation,
+            seed=seed,
             initial_levels=levels if start == "present" else None,
         )
         for p in pred["pools"]:
@@ -712,20 +702,11 @@ class Twin:
             return
         self._stop.clear()
 
+        def report(exc: Exception) -> None:  # keep the live loop alive; report the failure
+            self._publish({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+
         def run() -> None:
-            period = self.cfg.tick_s / self.cfg.speed
-            nxt = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except Exception as exc:  # keep the live loop alive; report the failure
-                    self._publish({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
-                nxt += period
-                delay = nxt - time.monotonic()
-                if delay < 0:
-                    nxt = time.monotonic()
-                    delay = 0.0
-                self._stop.wait(delay)
+            run_at_fixed_rate(self.cfg.tick_s / self.cfg.speed, self.step, report, self._stop)
 
         self._thread = threading.Thread(target=run, daemon=True, name="qkdtwin-twin")
         self._thread.start()

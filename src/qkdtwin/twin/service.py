@@ -27,12 +27,16 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from qkdtwin.errors import QkdTwinError
-from qkdtwin.ops import StateCollector, install_health_routes, service_app
+from qkdtwin.ops import (
+    StateCollector,
+    _install_error_handler,
+    install_health_routes,
+    service_app,
+)
 from qkdtwin.twin.alarms import AlarmRecord
 from qkdtwin.twin.loop import LinkState, Twin, TwinState, TwinWhatIf
 from qkdtwin.twin.results import DeviceReading, TelemetrySummary
@@ -92,14 +96,6 @@ class DevicesView(TypedDict):
 #: before Python 3.12, and the schema and the response validation would change).
 _OBJECT: Any = dict[str, Any]
 _OBJECTS: Any = list[dict[str, Any]]
-
-
-def _error(exc: QkdTwinError) -> JSONResponse:
-    field = getattr(exc, "field", None)
-    return JSONResponse(
-        status_code=400,
-        content={"error": type(exc).__name__, "field": field, "message": str(exc)},
-    )
 
 
 def _twin_ready(twin: Twin, run: bool) -> tuple[bool, list[str]]:
@@ -169,9 +165,7 @@ def create_twin_app(twin: Twin, *, run: bool = True) -> FastAPI:
         collector=StateCollector(lambda: _twin_gauges(twin)),
     )
 
-    @app.exception_handler(QkdTwinError)
-    async def _on_error(_req: Request, exc: QkdTwinError) -> JSONResponse:
-        return _error(exc)
+    _install_error_handler(app)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -261,5 +255,5 @@ def create_twin_app(twin: Twin, *, run: bool = True) -> FastAPI:
         )
 
     _ = (get_state, get_links, get_link, post_attack, post_clear, get_alarms, get_alarm)
-    _ = (post_what_if, get_history, get_devices, events, index, _on_error)
+    _ = (post_what_if, get_history, get_devices, events, index)
     return app

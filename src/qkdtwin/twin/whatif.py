@@ -25,7 +25,7 @@ disconnected demands); they are listed as ``unreachable`` and left out of the pr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import networkx as nx
 import numpy as np
@@ -33,6 +33,9 @@ import numpy as np
 from qkdtwin.errors import ConfigError
 from qkdtwin.network import Demand, Topology, canonical_policy, simulate
 from qkdtwin.twin.keynet import topology_without
+
+if TYPE_CHECKING:
+    from qkdtwin.network.scenario import Scenario
 
 __all__ = [
     "WHATIF_PARAMS",
@@ -265,3 +268,42 @@ def what_if(
         "unreachable": unreachable,
         "elapsed_s": res.elapsed_s,
     }
+
+
+def _check_start(start: str) -> None:
+    """Refuse a what-if ``start`` other than ``present`` and ``scenario`` (field ``start``)."""
+    if start not in ("present", "scenario"):
+        raise ConfigError(
+            f"start must be present or scenario, got {start!r}", field="start", value=start
+        )
+
+
+def _what_if_on(
+    scenario: Scenario,
+    topology: Topology,
+    demands: list[Demand],
+    down: set[str],
+    overrides: dict[str, float],
+    *,
+    policy: str,
+    seed: int | None,
+    initial_levels: dict[tuple[str, str], float] | None,
+) -> WhatIfPrediction:
+    """Run :func:`what_if` with a twin's network scenario as the live values.
+
+    ``seed``: the scenario's unless given; ``duration``: the scenario's, else 1000 s.
+    """
+    return what_if(
+        topology,
+        demands,
+        down,
+        pool_capacity=scenario.pool_capacity,
+        keys_per_service=scenario.keys_per_service,
+        policy=policy,
+        duration=scenario.duration or 1000.0,
+        seed=scenario.seed if seed is None else int(seed),
+        overrides=overrides,
+        initial_fill=scenario.initial_fill,
+        generation=scenario.generation,
+        initial_levels=initial_levels,
+    )

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import xlogy
 
+from qkdtwin._validate import interval_text
 from qkdtwin.errors import ConfigError
 
 __all__ = [
@@ -56,12 +57,7 @@ def _arr(
     lo_bad = low is not None and bool(np.any(a <= low if low_open else a < low))
     hi_bad = high is not None and bool(np.any(a >= high if high_open else a > high))
     if lo_bad or hi_bad:
-        if low is not None and high is not None:
-            allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        elif low is not None:
-            allowed = f"{'>' if low_open else '>='} {low:g}"
-        else:
-            allowed = f"{'<' if high_open else '<='} {high:g}"
+        allowed = interval_text(low, high, low_open=low_open, high_open=high_open)
         raise ConfigError(
             f"{field} must be in {allowed}, got {value!r}",
             field=field,

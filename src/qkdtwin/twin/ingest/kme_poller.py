@@ -425,9 +425,7 @@ class KmePoller:
         ConfigError
             For a node that is not configured.
         """
-        st = self._state.get(node)
-        if st is None:
-            raise ConfigError(f"unknown KME node {node!r}", field="node", value=node)
+        st = self._node(node)
         response: KmeLinksResponse | None = None
         error, kind = raw.error, raw.error_kind
         if error is None:
@@ -490,6 +488,12 @@ class KmePoller:
             return "never-seen"
         return "stale" if st.failures >= self.stale_after else "ok"
 
+    def _node(self, node: str) -> _KmeState:
+        st = self._state.get(node)
+        if st is None:
+            raise ConfigError(f"unknown KME node {node!r}", field="node", value=node)
+        return st
+
     def status(self, node: str) -> KmeState:
         """Return ``"ok"``, ``"stale"`` or ``"never-seen"`` for one node.
 
@@ -498,9 +502,7 @@ class KmePoller:
         ConfigError
             For a node that is not configured.
         """
-        st = self._state.get(node)
-        if st is None:
-            raise ConfigError(f"unknown KME node {node!r}", field="node", value=node)
+        st = self._node(node)
         return self._status_of(st)
 
     def statuses(self) -> dict[str, KmeState]:
