@@ -176,17 +176,28 @@ def test_pool_classes_group_equal_rows_of_the_cost_matrix() -> None:
     assert classes.size.sum() == len(pairs)
     for k in range(classes.size.size):
         members = classes.members[classes.member_ptr[k] : classes.member_ptr[k + 1]]
-        assert {rows[p] for p in members} == {
-            tuple(
-                sorted(
-                    zip(
-                        classes.cls_res[classes.cls_ptr[k] : classes.cls_ptr[k + 1]].tolist(),
-                        classes.cls_cnt[classes.cls_ptr[k] : classes.cls_ptr[k + 1]].tolist(),
-                        strict=True,
-                    )
-                )
+        own = slice(classes.cls_ptr[k], classes.cls_ptr[k + 1])
+        g = classes.cls_group[k]
+        shared = slice(classes.grp_ptr[g], classes.grp_ptr[g + 1])
+        row = sorted(
+            zip(
+                classes.cls_res[own].tolist() + classes.grp_res[shared].tolist(),
+                classes.cls_cnt[own].tolist() + classes.grp_cnt[shared].tolist(),
+                strict=True,
             )
-        }
+        )
+        assert {rows[p] for p in members} == {tuple(row)}
+        # private resources are used by this class alone, shared ones by another class too
+        for r in classes.cls_res[own]:
+            assert {classes.pool_class[p] for p in range(len(rows)) if r in dict(rows[p])} == {k}
+        for r in classes.grp_res[shared]:
+            assert len({classes.pool_class[p] for p in range(len(rows)) if r in dict(rows[p])}) > 1
+    # classes of one group have the same shared resources, and different groups differ
+    shared_sets = [
+        tuple(classes.grp_res[classes.grp_ptr[g] : classes.grp_ptr[g + 1]].tolist())
+        for g in range(classes.grp_ptr.size - 1)
+    ]
+    assert len(set(shared_sets)) == len(shared_sets)
     np.testing.assert_array_equal(
         classes.res_entries, np.bincount(costs.hop_res, minlength=len(costs.capacity))
     )

@@ -71,6 +71,11 @@ _RENORM = 1e-3
 class PoolClasses(NamedTuple):
     """Pools grouped by identical resource use (see the module docstring).
 
+    A class's resources are split into its *private* ones (no other class uses them: an OLT's
+    budget, its uplink) and its *shared* ones; classes with the same shared resources (and
+    costs on them) form a *group* (the OLTs of one metro node), whose minimum over the shared
+    resources is computed once per arrival for all its classes.
+
     Attributes
     ----------
     pool_class
@@ -78,8 +83,12 @@ class PoolClasses(NamedTuple):
     size
         Pools in each class.
     cls_ptr, cls_res, cls_cnt
-        The resources of class ``k`` are ``cls_res[cls_ptr[k]:cls_ptr[k + 1]]``, each costing
-        ``cls_cnt`` resource keys per delivered key.
+        The private resources of class ``k`` are ``cls_res[cls_ptr[k]:cls_ptr[k + 1]]``, each
+        costing ``cls_cnt`` resource keys per delivered key.
+    cls_group
+        Group of each class.
+    grp_ptr, grp_res, grp_cnt
+        The shared resources of group ``g`` and their costs, in the same layout.
     res_entries
         Pools drawing on each resource (``n_r`` of the equal split when all are full).
     member_ptr, members
@@ -91,9 +100,48 @@ class PoolClasses(NamedTuple):
     cls_ptr: NDArray[np.int64]
     cls_res: NDArray[np.int64]
     cls_cnt: NDArray[np.float64]
+    cls_group: NDArray[np.int64]
+    grp_ptr: NDArray[np.int64]
+    grp_res: NDArray[np.int64]
+    grp_cnt: NDArray[np.float64]
     res_entries: NDArray[np.float64]
     member_ptr: NDArray[np.int64]
     members: NDArray[np.int64]
+
+
+def _unique_rows(
+    ptr: NDArray[np.int64], res: NDArray[np.int64], cnt: NDArray[np.float64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Give each distinct CSR row ``(res, cnt)`` an id, in order of first appearance.
+
+    Returns ``(row_id, first)``: the id of every row and the first row of each id.
+    """
+    n = ptr.size - 1
+    lengths = np.diff(ptr)
+    width = int(lengths.max()) if n and lengths.size else 0
+    table = np.full((n, 2 * width + 1), -1.0)
+    table[:, 0] = lengths
+    row_of = np.repeat(np.arange(n), lengths)
+    col = np.arange(res.size) - np.repeat(ptr[:-1], lengths)
+    table[row_of, 1 + 2 * col] = res
+    table[row_of, 2 + 2 * col] = cnt
+    _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[np.asarray(inverse).reshape(-1)].astype(np.int64), np.asarray(first)[order]
+
+
+def _gather(
+    ptr: NDArray[np.int64], rows: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """CSR pointer and entry indices of the rows ``rows`` of a CSR structure ``ptr``."""
+    lengths = np.diff(ptr)[rows]
+    new_ptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    take = np.repeat(ptr[:-1][rows], lengths) + (
+        np.arange(int(new_ptr[-1])) - np.repeat(new_ptr[:-1], lengths)
+    )
+    return new_ptr, take.astype(np.int64)
 
 
 def pool_classes(
@@ -109,50 +157,45 @@ def pool_classes(
 
     Examples
     --------
-    Three pools: two use resource 0 twice, one uses resources 0 and 1 once each.
+    Three pools: two use resource 0 twice, one uses resources 0 and 1 once each. Resource 0
+    is shared by the two classes, resource 1 is the second class's own.
 
     >>> c = pool_classes(np.array([0, 1, 2, 4]), np.array([0, 0, 0, 1]),
     ...                  np.array([2.0, 2.0, 1.0, 1.0]), 2)
     >>> c.pool_class.tolist(), c.size.tolist(), c.res_entries.tolist()
     ([0, 0, 1], [2.0, 1.0], [3.0, 1.0])
+    >>> c.cls_res.tolist(), c.cls_group.tolist(), c.grp_res.tolist(), c.grp_cnt.tolist()
+    ([1], [0, 1], [0, 0], [2.0, 1.0])
     """
-    n_pools = pool_ptr.size - 1
-    hops = np.diff(pool_ptr)
-    width = int(hops.max()) if n_pools else 0
-    rows = np.full((n_pools, 2 * width + 1), -1.0)
-    rows[:, 0] = hops
-    pool_of_hop = np.repeat(np.arange(n_pools), hops)
-    col = np.arange(hop_res.size) - np.repeat(pool_ptr[:-1], hops)
-    rows[pool_of_hop, 1 + 2 * col] = hop_res
-    rows[pool_of_hop, 2 + 2 * col] = hop_cnt
-    uniq, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-    # number the classes in order of their first pool, so that class ids are stable
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    pool_class = rank[np.asarray(inverse).reshape(-1)].astype(np.int64)
-    n_cls = uniq.shape[0]
+    pool_class, reps = _unique_rows(pool_ptr, hop_res, hop_cnt)
+    n_cls = reps.size
     size = np.bincount(pool_class, minlength=n_cls).astype(np.float64)
-    reps = np.asarray(first)[order]
-    cls_hops = hops[reps]
-    cls_ptr = np.concatenate(([0], np.cumsum(cls_hops))).astype(np.int64)
-    take = np.concatenate(
-        [np.zeros(0, dtype=np.int64)] + [np.arange(pool_ptr[p], pool_ptr[p + 1]) for p in reps]
-    ).astype(np.int64)
     members = np.argsort(pool_class, kind="stable").astype(np.int64)
     member_ptr = np.concatenate(([0], np.cumsum(size.astype(np.int64)))).astype(np.int64)
     res_entries = np.bincount(hop_res, minlength=n_resources).astype(np.float64)
-    # within a class, the most shared resource first: the test "are all of this class's
-    # resources idle?" then usually stops at its first resource (minima ignore the order)
-    cls_of_hop = np.repeat(np.arange(n_cls), cls_hops)
-    within = np.lexsort((-res_entries[hop_res[take]], cls_of_hop))
-    take = take[within]
+    row_ptr, take = _gather(pool_ptr, reps)
+    row_res, row_cnt = hop_res[take], hop_cnt[take]
+    cls_of = np.repeat(np.arange(n_cls), np.diff(row_ptr))
+    classes_on = np.bincount(row_res, minlength=n_resources)  # classes using each resource
+    private = classes_on[row_res] == 1
+    # private resources: one CSR per class
+    cls_ptr = np.concatenate(([0], np.cumsum(np.bincount(cls_of[private], minlength=n_cls))))
+    # shared resources: classes with equal shared rows form a group
+    sh_ptr = np.concatenate(([0], np.cumsum(np.bincount(cls_of[~private], minlength=n_cls))))
+    cls_group, grp_reps = _unique_rows(
+        sh_ptr.astype(np.int64), row_res[~private], row_cnt[~private]
+    )
+    grp_ptr, grp_take = _gather(sh_ptr.astype(np.int64), grp_reps)
     return PoolClasses(
         pool_class,
         size,
-        cls_ptr,
-        np.ascontiguousarray(hop_res[take], dtype=np.int64),
-        np.ascontiguousarray(hop_cnt[take], dtype=np.float64),
+        cls_ptr.astype(np.int64),
+        np.ascontiguousarray(row_res[private], dtype=np.int64),
+        np.ascontiguousarray(row_cnt[private], dtype=np.float64),
+        cls_group,
+        grp_ptr,
+        np.ascontiguousarray(row_res[~private][grp_take], dtype=np.int64),
+        np.ascontiguousarray(row_cnt[~private][grp_take], dtype=np.float64),
         res_entries,
         member_ptr,
         members,
@@ -214,6 +257,29 @@ def run_akr_by_class(
     cls_ptr = classes.cls_ptr
     cls_res = classes.cls_res
     cls_cnt = classes.cls_cnt
+    cls_group = classes.cls_group
+    grp_ptr = classes.grp_ptr
+    grp_res = classes.grp_res
+    grp_cnt = classes.grp_cnt
+    n_grp = grp_ptr.size - 1
+    gsum = np.zeros(n_grp)  # summed utilization of the group's active classes
+    gbest = np.zeros(n_grp)  # the group's minimum offer per unit u over its shared resources
+    gbusy = np.zeros(n_grp, dtype=np.bool_)  # some shared resource of the group is in use
+    # the constant per-pool rate of a full class whose resources are all idle (U_r = 0):
+    # every resource splits its budget equally over the pools on it (akr_rates' fallback)
+    idle_rate = np.full(n_cls, np.inf)
+    for k in range(n_cls):
+        for j in range(cls_ptr[k], cls_ptr[k + 1]):
+            r = cls_res[j]
+            o = res_cap[r] / (classes.res_entries[r] * cls_cnt[j])
+            idle_rate[k] = min(idle_rate[k], o)
+        g = cls_group[k]
+        for j in range(grp_ptr[g], grp_ptr[g + 1]):
+            r = grp_res[j]
+            o = res_cap[r] / (classes.res_entries[r] * grp_cnt[j])
+            idle_rate[k] = min(idle_rate[k], o)
+        if not np.isfinite(idle_rate[k]):
+            idle_rate[k] = 0.0
     # per class: u_p = s * w_p; wsum = sum w_p; wmax = max w_p
     s = np.ones(n_cls)
     wsum = np.zeros(n_cls)
@@ -261,29 +327,38 @@ def run_akr_by_class(
         # ---- plan (lines 1-7, 19-22) from the balances after the previous event ------------
         for r in range(n_res):
             util[r] = 0.0
+        for g in range(n_grp):
+            gsum[g] = 0.0
         for a in range(n_active):
             k = active[a]
             sk = s[k] * wsum[k]
             for j in range(cls_ptr[k], cls_ptr[k + 1]):
                 util[cls_res[j]] += sk
-        # a full class (wsum = 0) gets nothing, unless every resource it uses is idle
-        # (U_r = 0): then each of them splits its budget equally (the flow of akr_rates)
-        for k in range(n_cls):
-            if slot[k] >= 0:
-                continue
-            full = np.inf
-            for j in range(cls_ptr[k], cls_ptr[k + 1]):
-                r = cls_res[j]
+            gsum[cls_group[k]] += sk
+        for g in range(n_grp):
+            if gsum[g] > 0.0:
+                for j in range(grp_ptr[g], grp_ptr[g + 1]):
+                    util[grp_res[j]] += gsum[g]
+        for g in range(n_grp):
+            best = np.inf
+            busy = False
+            for j in range(grp_ptr[g], grp_ptr[g + 1]):
+                r = grp_res[j]
                 if util[r] > 0.0:
-                    full = np.inf
-                    break
-                o = res_cap[r] / (classes.res_entries[r] * cls_cnt[j])
-                if o < full:
-                    full = o
-            flow[k] = full if np.isfinite(full) else 0.0
+                    busy = True
+                    o = res_cap[r] / (util[r] * grp_cnt[j])
+                    if o < best:
+                        best = o
+            gbest[g] = best
+            gbusy[g] = busy
+        # a full class (wsum = 0) gets nothing, unless every resource it uses is idle (its
+        # private ones are: no other class uses them); then it gets the equal-split flow
+        for k in range(n_cls):
+            if slot[k] < 0:
+                flow[k] = 0.0 if gbusy[cls_group[k]] else idle_rate[k]
         for a in range(n_active):
             k = active[a]
-            best = np.inf
+            best = gbest[cls_group[k]]
             for j in range(cls_ptr[k], cls_ptr[k + 1]):
                 r = cls_res[j]
                 if util[r] > 0.0:
@@ -296,6 +371,8 @@ def run_akr_by_class(
             for _ in range(RESPLIT_PASSES):
                 for r in range(n_res):
                     left[r] = 0.0
+                for g in range(n_grp):
+                    gsum[g] = 0.0  # now: the group's delivered keys per time unit
                 # the flows of full classes use only idle resources (U_r = 0), whose
                 # remainder no pool can take (offers are proportional to u): leave them out
                 for a in range(n_active):
@@ -303,13 +380,26 @@ def run_akr_by_class(
                     per = s[k] * wsum[k] * gm[k]
                     for j in range(cls_ptr[k], cls_ptr[k + 1]):
                         left[cls_res[j]] += cls_cnt[j] * per
+                    gsum[cls_group[k]] += per
+                for g in range(n_grp):
+                    if gsum[g] > 0.0:
+                        for j in range(grp_ptr[g], grp_ptr[g + 1]):
+                            left[grp_res[j]] += grp_cnt[j] * gsum[g]
                 for r in range(n_res):
                     x = res_cap[r] - left[r]
                     left[r] = x if x > 0.0 else 0.0
+                for g in range(n_grp):
+                    e = np.inf
+                    for j in range(grp_ptr[g], grp_ptr[g + 1]):
+                        r = grp_res[j]
+                        o = left[r] / (util[r] * grp_cnt[j]) if util[r] > 0.0 else 0.0
+                        if o < e:
+                            e = o
+                    gbest[g] = e
                 grown = 0.0
                 for a in range(n_active):
                     k = active[a]
-                    e = np.inf
+                    e = gbest[cls_group[k]]
                     for j in range(cls_ptr[k], cls_ptr[k + 1]):
                         r = cls_res[j]
                         o = left[r] / (util[r] * cls_cnt[j]) if util[r] > 0.0 else 0.0
