@@ -203,7 +203,7 @@ def test_pool_classes_group_equal_rows_of_the_cost_matrix() -> None:
     )
 
 
-def test_auto_uses_by_class_for_akr_and_the_reference_otherwise() -> None:
+def test_auto_takes_the_reference_decisions_for_every_policy() -> None:
     topo = seed_topology(2.0)
     demands = uniform_demands(topo, 1.0)
     kw = {"pool_capacity": 100.0, "keys_per_service": 10.0, "services": 2000}
@@ -217,7 +217,7 @@ def test_auto_uses_by_class_for_akr_and_the_reference_otherwise() -> None:
 
 @pytest.mark.parametrize(
     ("policy", "generation"),
-    [("ttd-balance", "fluid"), ("static", "fluid"), ("adaptive-key-residue", "poisson")],
+    [("ttd-balance", "poisson"), ("static", "fluid"), ("adaptive-key-residue", "poisson")],
 )
 def test_by_class_refuses_what_it_does_not_advance(policy, generation) -> None:
     topo = seed_topology(2.0)

@@ -12,9 +12,10 @@ Model
 * The only events are service arrivals. Pools are refilled lazily (:mod:`qkdtwin.network.pools`):
   with a constant-rate policy an arrival touches one pool, O(1); an adaptive policy recomputes
   all rates at each arrival (the paper's Algorithm 1 runs "for task request R(s, d)"), O(pools)
-  in the reference loop. Adaptive Key Residue with fluid generation is advanced by classes of
+  in the reference loop. With fluid generation, Adaptive Key Residue is advanced by classes of
   pools with the same resource use instead (:mod:`qkdtwin.network.policies.akr_classes`):
-  the same events, O(classes) per arrival.
+  the same events, O(classes) per arrival; ``ttd-balance`` sums its bisection's trial loads
+  per class (:mod:`qkdtwin.network.policies.ttd_classes`).
   Arrival times of a Poisson process are generated vectorised; the event loop is compiled with
   numba. Arrivals are processed in time order, ties in generation order, as SimPy's
   ``(time, seq)`` heap would; a heap is not needed because no event schedules another.
@@ -43,7 +44,8 @@ from qkdtwin.network.policies import (
     routing_arrays,
     run_akr_by_class,
 )
-from qkdtwin.network.policies.registry import AKR, AKR_RESPLIT
+from qkdtwin.network.policies.registry import AKR, AKR_RESPLIT, TTD
+from qkdtwin.network.policies.ttd_classes import run_ttd_by_class, ttd_classes
 from qkdtwin.network.pools import PoolStats, PoolStatsDict
 from qkdtwin.network.relay import RelayCosts, relay_costs
 from qkdtwin.network.topology import Topology
@@ -69,6 +71,9 @@ _Counters = tuple[
     NDArray[np.float64],
 ]
 _ALGORITHMS = ("auto", "per-pool", "by-class")
+# ``auto`` plans ttd-balance by class only from this many pools and 4 pools per class up: on
+# the seed network (15 pools, 6 classes) the per-pool loop is as fast (6.7k vs 6.1k req/s)
+_TTD_MIN_POOLS = 100
 
 
 @dataclass(frozen=True)
@@ -393,11 +398,15 @@ def simulate(
     algorithm
         How a dynamic policy is advanced; every choice simulates the same events.
         ``per-pool``: the reference loop, every pool refilled and re-planned at every arrival
-        (O(pools) per arrival). ``by-class``: Adaptive Key Residue (both readings) with fluid
-        generation, advanced by classes of pools with the same resource use
-        (:mod:`qkdtwin.network.policies.akr_classes`, O(classes) per arrival).
-        ``auto`` (default): ``by-class`` where it applies (it is faster even when every pool
-        is a class of its own: 10x on the seed network), else ``per-pool``.
+        (O(pools) per arrival). ``by-class`` (fluid generation only): Adaptive Key Residue
+        (both readings) advanced by classes of pools with the same resource use
+        (:mod:`qkdtwin.network.policies.akr_classes`, O(classes) per arrival), and
+        ``ttd-balance`` with its bisection summed per class of pools with the same resource
+        use, demand and price (:mod:`qkdtwin.network.policies.ttd_classes`; the refill stays
+        O(pools) per arrival, each of its ~60-120 trial levels costs O(classes log pools)).
+        ``auto`` (default): ``by-class`` for Adaptive Key Residue where it applies (faster
+        even when every pool is a class of its own: 10x on the seed network); for
+        ``ttd-balance`` from 100 pools and 4 pools per class up; else ``per-pool``.
 
     Returns
     -------
@@ -448,11 +457,11 @@ def simulate(
             value=algorithm,
             allowed=", ".join(_ALGORITHMS),
         )
-    by_class_ok = pol.code in (AKR, AKR_RESPLIT) and generation == "fluid"
+    by_class_ok = pol.code in (AKR, AKR_RESPLIT, TTD) and generation == "fluid"
     if algorithm == "by-class" and not by_class_ok:
         raise ConfigError(
-            "algorithm 'by-class' advances Adaptive Key Residue with fluid generation only "
-            f"(got policy {name!r}, generation {generation!r})",
+            "algorithm 'by-class' runs adaptive-key-residue (both readings) and ttd-balance "
+            f"with fluid generation only (got policy {name!r}, generation {generation!r})",
             field="algorithm",
             value=algorithm,
         )
@@ -522,11 +531,20 @@ def simulate(
         seed,
     )
     classes = None
+    ttd = None
     if by_class_ok and algorithm != "per-pool":
-        classes = pool_classes(
-            routing.pool_ptr, routing.hop_res, routing.hop_cnt, routing.res_cap.size
-        )
-    kernel = "by-class" if classes is not None else "per-pool"
+        if pol.code == TTD:
+            ttd = ttd_classes(
+                routing.pool_ptr, routing.hop_res, routing.hop_cnt, demand_keys, price
+            )
+            n_cls = ttd.start.size - 1
+            if algorithm == "auto" and (n_pools < _TTD_MIN_POOLS or 4 * n_cls > n_pools):
+                ttd = None  # too few pools per class to pay for the class layout
+        else:
+            classes = pool_classes(
+                routing.pool_ptr, routing.hop_res, routing.hop_cnt, routing.res_cap.size
+            )
+    kernel = "akr-by-class" if classes is not None else "ttd-by-class" if ttd else "per-pool"
     rates = rates.astype(np.float64)
 
     def loop(m: int, t_stop: float, lv: NDArray[np.float64], tn: int, acc: _Counters) -> None:
@@ -537,6 +555,11 @@ def simulate(
             run_akr_by_class(
                 times[:m], req_pool[:m], x, t_stop, cap_c, lv, classes, routing.res_cap,
                 resplit, tn, req, suc, con, gen, drp, trl,
+            )  # fmt: skip
+        elif ttd is not None:
+            run_ttd_by_class(
+                times[:m], req_pool[:m], x, t_stop, cap_c, lv, ttd, routing.res_cap,
+                float(horizon), tn, req, suc, con, gen, drp, trl,
             )  # fmt: skip
         else:
             _run(

@@ -77,5 +77,17 @@ class ThresholdDetector:
         return 1.0 - (1.0 - self.dark_count_prob) ** 2
 
     def dead_gates(self, repetition_rate_hz: float) -> int:
-        """Return the number of gates blinded after a click at ``repetition_rate_hz``."""
-        return math.ceil(self.dead_time_s * repetition_rate_hz - 1e-12)
+        """Return the number of gates blinded after a click at ``repetition_rate_hz``.
+
+        Gate ``j`` after the click comes ``j / f`` later and is blind while ``j / f`` is less
+        than the dead time ``tau``: ``ceil(tau f) - 1`` gates (a gate exactly at ``tau`` is
+        live). 40 ns at 80 MHz (12.5 ns apart) blinds the gates at 12.5, 25 and 37.5 ns: 3.
+
+        Examples
+        --------
+        >>> d = ThresholdDetector(0.9, 1e-6, dead_time_s=40e-9)
+        >>> d.dead_gates(80e6), d.dead_gates(1e9), ThresholdDetector(0.9, 1e-6,
+        ...     dead_time_s=5e-9).dead_gates(80e6)
+        (3, 39, 0)
+        """
+        return max(0, math.ceil(self.dead_time_s * repetition_rate_hz - 1e-9) - 1)

@@ -109,18 +109,25 @@ class PoolClasses(NamedTuple):
     members: NDArray[np.int64]
 
 
-def _unique_rows(
-    ptr: NDArray[np.int64], res: NDArray[np.int64], cnt: NDArray[np.float64]
+def unique_rows(
+    ptr: NDArray[np.int64],
+    res: NDArray[np.int64],
+    cnt: NDArray[np.float64],
+    extra: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Give each distinct CSR row ``(res, cnt)`` an id, in order of first appearance.
 
-    Returns ``(row_id, first)``: the id of every row and the first row of each id.
+    ``extra`` (rows x m) adds per-row values that must also be equal. Returns
+    ``(row_id, first)``: the id of every row and the first row of each id.
     """
     n = ptr.size - 1
     lengths = np.diff(ptr)
     width = int(lengths.max()) if n and lengths.size else 0
-    table = np.full((n, 2 * width + 1), -1.0)
+    m = 0 if extra is None else extra.shape[1]
+    table = np.full((n, 2 * width + 1 + m), -1.0)
     table[:, 0] = lengths
+    if extra is not None:
+        table[:, 2 * width + 1 :] = extra
     row_of = np.repeat(np.arange(n), lengths)
     col = np.arange(res.size) - np.repeat(ptr[:-1], lengths)
     table[row_of, 1 + 2 * col] = res
@@ -132,7 +139,7 @@ def _unique_rows(
     return rank[np.asarray(inverse).reshape(-1)].astype(np.int64), np.asarray(first)[order]
 
 
-def _gather(
+def gather_rows(
     ptr: NDArray[np.int64], rows: NDArray[np.int64]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """CSR pointer and entry indices of the rows ``rows`` of a CSR structure ``ptr``."""
@@ -167,13 +174,13 @@ def pool_classes(
     >>> c.cls_res.tolist(), c.cls_group.tolist(), c.grp_res.tolist(), c.grp_cnt.tolist()
     ([1], [0, 1], [0, 0], [2.0, 1.0])
     """
-    pool_class, reps = _unique_rows(pool_ptr, hop_res, hop_cnt)
+    pool_class, reps = unique_rows(pool_ptr, hop_res, hop_cnt)
     n_cls = reps.size
     size = np.bincount(pool_class, minlength=n_cls).astype(np.float64)
     members = np.argsort(pool_class, kind="stable").astype(np.int64)
     member_ptr = np.concatenate(([0], np.cumsum(size.astype(np.int64)))).astype(np.int64)
     res_entries = np.bincount(hop_res, minlength=n_resources).astype(np.float64)
-    row_ptr, take = _gather(pool_ptr, reps)
+    row_ptr, take = gather_rows(pool_ptr, reps)
     row_res, row_cnt = hop_res[take], hop_cnt[take]
     cls_of = np.repeat(np.arange(n_cls), np.diff(row_ptr))
     classes_on = np.bincount(row_res, minlength=n_resources)  # classes using each resource
@@ -182,10 +189,8 @@ def pool_classes(
     cls_ptr = np.concatenate(([0], np.cumsum(np.bincount(cls_of[private], minlength=n_cls))))
     # shared resources: classes with equal shared rows form a group
     sh_ptr = np.concatenate(([0], np.cumsum(np.bincount(cls_of[~private], minlength=n_cls))))
-    cls_group, grp_reps = _unique_rows(
-        sh_ptr.astype(np.int64), row_res[~private], row_cnt[~private]
-    )
-    grp_ptr, grp_take = _gather(sh_ptr.astype(np.int64), grp_reps)
+    cls_group, grp_reps = unique_rows(sh_ptr.astype(np.int64), row_res[~private], row_cnt[~private])
+    grp_ptr, grp_take = gather_rows(sh_ptr.astype(np.int64), grp_reps)
     return PoolClasses(
         pool_class,
         size,
