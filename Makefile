@@ -94,8 +94,11 @@ test-slow: venv services
 bench: venv services
 	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/python benchmarks/link_throughput.py --write BENCHMARKS.md
+	bash benchmarks/external/setup.sh
+	$(BIN)/python benchmarks/sequence_regimes.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/network_scale.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/akr_readings.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_roundtrip.py --write BENCHMARKS.md --profile
@@ -108,6 +111,7 @@ bench: venv services
 	$(BIN)/python benchmarks/closed_loop.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/exposure.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/cli_startup.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/readme_commands.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/dead_time.py --write BENCHMARKS.md
 	$(MAKE) notebook
 

@@ -5,13 +5,14 @@ Measures, on one process and one core:
 * pulses per second of ``simulate_link`` for BB84 and decoy-state BB84 at 25 km (``gys``),
   statistics only (no bits kept);
 * peak resident memory of a whole run at 10^7 and 10^9 pulses (each in a fresh subprocess, so
-  the peak belongs to that run alone) — memory must stay flat as the pulse count grows;
-* the same BB84 task in an existing Python QKD simulator from PyPI (SeQUeNCe), run in its own
-  throwaway virtual environment (``.bench-venv``, never a project dependency), and the ratio.
+  the peak belongs to that run alone) — memory must stay flat as the pulse count grows.
+
+The comparison with an existing Python QKD simulator (SeQUeNCe) across regimes is
+``benchmarks/sequence_regimes.py`` (its own BENCHMARKS.md section).
 
 Usage::
 
-    python benchmarks/link_throughput.py [--write BENCHMARKS.md] [--quick] [--no-external]
+    python benchmarks/link_throughput.py [--write BENCHMARKS.md] [--quick]
 """
 
 from __future__ import annotations
@@ -35,18 +36,9 @@ _CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 from qkdtwin.qkd import build_link_model, simulate_link
-from dataclasses import replace
-from qkdtwin.qkd import ThresholdDetector, get_preset
 protocol, distance = sys.argv[1], float(sys.argv[2])
 pulses, seed = int(float(sys.argv[3])), int(sys.argv[4])
-matched = len(sys.argv) > 5 and sys.argv[5] == "matched"
-if matched:  # the parameters of the SeQUeNCe run (benchmarks/external/README.md)
-    preset = replace(get_preset("gys"), attenuation_db_per_km=0.2)
-    det = ThresholdDetector(efficiency=0.1, dark_count_prob=1e-4, misalignment=0.01)
-    model = build_link_model(protocol, distance, preset, mu=0.1, detector=det,
-                             repetition_rate_hz=1e7)
-else:
-    model = build_link_model(protocol, distance, "gys")
+model = build_link_model(protocol, distance, "gys")
 simulate_link(protocol, model, 2_000_000, np.random.default_rng(0))  # warm-up
 t = time.perf_counter()
 res = simulate_link(protocol, model, pulses, np.random.default_rng(seed))
@@ -58,9 +50,7 @@ print(json.dumps({"protocol": protocol, "pulses": pulses, "elapsed_s": elapsed,
 """
 
 
-def run_child(
-    protocol: str, pulses: float, distance: float = 25.0, seed: int = 1, matched: bool = False
-) -> dict:
+def run_child(protocol: str, pulses: float, distance: float = 25.0, seed: int = 1) -> dict:
     """Run one simulation in a fresh single-threaded interpreter pinned to one core."""
     env = os.environ | SINGLE_THREAD
     cmd = [
@@ -71,34 +61,11 @@ def run_child(
         str(distance),
         str(int(pulses)),
         str(seed),
-        "matched" if matched else "gys",
     ]
     if sys.platform.startswith("linux"):
         cmd = ["taskset", "-c", "0", *cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def run_external(pulses: int) -> dict | None:
-    """BB84 in SeQUeNCe in its own venv; None (with a reason on stderr) if unavailable."""
-    setup = ROOT / "benchmarks" / "external" / "setup.sh"
-    script = ROOT / "benchmarks" / "external" / "bb84_sequence.py"
-    try:
-        subprocess.run(["bash", str(setup)], check=True, capture_output=True, text=True)
-    except subprocess.CalledProcessError as exc:
-        print(f"external simulator setup failed: {exc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    py = ROOT / ".bench-venv" / "bin" / "python"
-    cmd = [str(py), str(script), "--pulses", str(pulses), "--distance-km", "25"]
-    if sys.platform.startswith("linux"):
-        cmd = ["taskset", "-c", "0", *cmd]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, check=False, env=os.environ | SINGLE_THREAD
-    )
-    if proc.returncode != 0:
-        print(f"external simulator failed: {proc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def machine() -> str:
@@ -122,8 +89,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path, help="Markdown file to (re)write with the results")
     ap.add_argument("--quick", action="store_true", help="Smaller sizes (smoke test)")
-    ap.add_argument("--no-external", action="store_true", help="Skip the external simulator")
-    ap.add_argument("--external-pulses", type=int, default=1_000_000)
     args = ap.parse_args()
 
     thr_pulses = 2e7 if args.quick else 2e8
@@ -138,17 +103,11 @@ def main() -> None:
             f"decoy-bb84 {r['pulses']:.0e} pulses: peak RSS {r['peak_rss_mib']:.0f} MiB",
             file=sys.stderr,
         )
-    external = None if args.no_external else run_external(args.external_pulses)
-    matched = run_child("bb84", thr_pulses, matched=True)
-    ours_bb84 = matched["pulses_per_s"]
     result = {
         "machine": machine(),
         "date": started,
         "throughput": throughput,
         "memory": memory,
-        "external": external,
-        "matched": matched,
-        "ratio_vs_external": (ours_bb84 / external["pulses_per_s"]) if external else None,
     }
     print(json.dumps(result, indent=2))
     if args.write:
@@ -190,30 +149,6 @@ def write_markdown(path: Path, r: dict) -> None:
         "the pulse count (it includes the interpreter, NumPy and SciPy).",
         "",
     ]
-    lines += ["## Against an existing Python QKD simulator", ""]
-    ext = r["external"]
-    if ext:
-        lines += [
-            f"Same task (BB84, 25 km, emit pulses, detect, sift, QBER) in {ext['simulator']} "
-            f"{ext['version']}, installed only in the throwaway `.bench-venv` "
-            "(`benchmarks/external/setup.sh`).",
-            "",
-            "| simulator | pulses | wall time (s) | pulses/s |",
-            "|---|---:|---:|---:|",
-            f"| {ext['simulator']} {ext['version']} | {ext['pulses']} | {ext['elapsed_s']:.2f} | "
-            f"{ext['pulses_per_s']:.3g} |",
-            f"| qkdtwin bb84 (same parameters) | {r['matched']['pulses']:.0e} | "
-            f"{r['matched']['elapsed_s']:.2f} | {r['matched']['pulses_per_s']:.3g} |",
-            "",
-            f"QBER: {ext['simulator']} {ext['qber']:.4f} over {ext['sifted_bits']} sifted bits; "
-            f"qkdtwin {r['matched']['qber']:.4f} over {r['matched']['sifted_bits']} sifted bits.",
-            "",
-            f"**qkdtwin is {r['ratio_vs_external']:.3g}x faster** on this task.",
-            "",
-            f"Notes from the external run: {ext.get('notes', '')}",
-        ]
-    else:
-        lines.append("The external simulator could not be run on this machine (see stderr).")
     write_section(path, "link", "\n".join(lines))
 
 

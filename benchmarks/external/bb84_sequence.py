@@ -46,7 +46,7 @@ from sequence.components.optical_channel import ClassicalChannel, QuantumChannel
 from sequence.kernel.event import Event  # noqa: E402
 from sequence.kernel.process import Process  # noqa: E402
 from sequence.kernel.timeline import Timeline  # noqa: E402
-from sequence.qkd.BB84 import pair_bb84_protocols  # noqa: E402
+from sequence.qkd.BB84 import BB84MsgType, pair_bb84_protocols  # noqa: E402
 from sequence.topology.node import QKDNode  # noqa: E402
 
 try:
@@ -94,11 +94,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "linear polarisation, so e_d ~ (1 - F) / 2",
     )
     p.add_argument(
+        "--misalignment",
+        type=float,
+        default=None,
+        help="e_d; if given, sets --polarization-fidelity to 1 - 2 e_d (same physics as "
+        "qkdtwin's misalignment)",
+    )
+    p.add_argument(
+        "--dead-time-s",
+        type=float,
+        default=None,
+        help="Detector dead time (s): Detector.count_rate = 1/dead time (SeQUeNCe default "
+        "count_rate 25 MHz, i.e. 40 ns)",
+    )
+    p.add_argument(
         "--batch-pulses",
         type=int,
         default=None,
         help="pulse slots per LightSource.emit call, i.e. per BB84 sifting round "
         "(sets BB84 key_length = batch*mu); default: 1 ms of pulses",
+    )
+    p.add_argument(
+        "--keep-tail",
+        action="store_true",
+        help="Let Alice keep emitting after the counted batches (the old behaviour)",
     )
     return p.parse_args(argv)
 
@@ -109,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         a.batch_pulses = max(1000, round(a.rep_rate_hz * 1e-3))
     if a.pulses <= 0 or a.batch_pulses <= 0:
         raise SystemExit("--pulses and --batch-pulses must be positive")
+    if a.misalignment is not None:
+        a.polarization_fidelity = 1.0 - 2.0 * a.misalignment
 
     t_setup0 = time.perf_counter()
     # SeQUeNCe's BB84 draws Alice's bits/bases and Bob's bases from the legacy global RNG.
@@ -143,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(len(qsd.detectors)):
         qsd.update_detector_params(i, "efficiency", a.detector_efficiency)
         qsd.update_detector_params(i, "dark_count", a.dark_count_hz)
+        if a.dead_time_s is not None:
+            qsd.update_detector_params(i, "count_rate", 1.0 / a.dead_time_s)
 
     dist_m = a.distance_km * 1e3
     att_db_per_m = a.attenuation_db_per_km / 1e3
@@ -188,6 +211,30 @@ def main(argv: list[str] | None = None) -> int:
 
     alice_bb84 = alice.protocol_stack[0]
     bob_bb84 = bob.protocol_stack[0]
+
+    # Switch Alice off after the K batches that are counted: without this, emission goes on
+    # (photons, events, basis lists, Bob's sifting loop) for the qdelay + 3 cdelay it takes to
+    # sift batch K, which at 100 km is 2 ms = 1.6e5 slots at 80 MHz, more than a 1e5-pulse run.
+    # After K batches Alice no longer emits or reschedules, and ignores Bob's RECEIVED_QUBITS for
+    # the (empty) batches Bob still closes; nothing else changes.
+    original_begin = alice_bb84.begin_photon_pulse
+    original_received = alice_bb84.received_message
+    rq = {"n": 0}
+
+    def bounded_begin():
+        if counts["calls"] < n_batches:
+            original_begin()
+
+    def bounded_received(src, msg):
+        if msg.msg_type is BB84MsgType.RECEIVED_QUBITS:
+            rq["n"] += 1
+            if rq["n"] > n_batches:
+                return None
+        return original_received(src, msg)
+
+    if not a.keep_tail:
+        alice_bb84.begin_photon_pulse = bounded_begin
+        alice_bb84.received_message = bounded_received
     # Ask for (practically) unlimited keys of key_length bits; the run is bounded by stop time.
     tl.schedule(Event(0, Process(alice_bb84, "push", [key_length, 10**12])))
 
@@ -236,7 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     eta = 10 ** (-a.attenuation_db_per_km * a.distance_km / 10) * a.detector_efficiency
     p_sig = 1 - math.exp(-a.mu * eta)
     p_dark = a.dark_count_hz / freq  # a dark click anywhere in a slot is assigned to that slot
-    expected_sifted = pulses * 0.5 * (p_sig + 2 * p_dark)
+    # Dead time: Detector.record_detection accepts a click only if now > t_last + period, so a
+    # click blinds the slots k >= 1 with k * slot <= period (3 slots for 40 ns at 80 MHz).
+    period_ps = math.ceil(1e12 / qsd.detectors[0].count_rate)
+    slot_ps = round(PS / freq)
+    dead_slots = period_ps // slot_ps
+    # non-paralysable, per detector: click rate q / (1 + d q), q = half the pair's click prob.
+    q_det = (p_sig + 2 * p_dark) / 2
+    p_click = 2 * q_det / (1 + dead_slots * q_det)
+    expected_sifted = pulses * 0.5 * p_click
     e_d = (1 - a.polarization_fidelity) / 2
     expected_qber = (e_d * p_sig + p_dark) / (p_sig + 2 * p_dark)
 
@@ -258,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         "errors": errors,
         "keys_made": n_keys,
         "expected_sifted_bits": round(expected_sifted, 1),
+        "detection_prob_measured": 2 * sifted / pulses,
+        "detection_prob_expected": p_click,
+        "detection_prob_expected_no_dead_time": p_sig + 2 * p_dark,
         "expected_qber": round(expected_qber, 5),
         "simulated_time_s": tl.now() / PS,
         "events_executed": tl.run_counter,
@@ -272,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             "polarization_fidelity": a.polarization_fidelity,
             "misalignment_equiv": (1 - a.polarization_fidelity) / 2,
             "detector_dead_time_s": 1 / qsd.detectors[0].count_rate,
+            "dead_slots": dead_slots,
+            "tail_switched_off": not a.keep_tail,
             "batch_pulses": batch,
             "batches": batches_sifted,
             "key_length": key_length,
@@ -280,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         "notes": (
             "pulses = pulse slots handed to SeQUeNCe LightSource.emit (counted by wrapping it) "
             "in the batches whose BB84 sifting completed (Alice processed MATCHING_INDICES); "
-            "the next batch, already started when the run stops, is in pulses_emitted_total "
-            "and its time is in elapsed_s. elapsed_s = Timeline.run() wall time only. "
+            "Alice stops emitting after them (unless --keep-tail), so pulses_emitted_total "
+            "= pulses. elapsed_s = Timeline.run() wall time only. "
+            "detection_prob_measured = 2 sifted_bits / pulses. "
             "qber = SeQUeNCe BB84 key error rates x key_length + leftover sifted bits compared."
         ),
     }
