@@ -46,7 +46,7 @@ from qkdtwin.network.policies import (
 )
 from qkdtwin.network.policies.registry import AKR, AKR_RESPLIT, TTD
 from qkdtwin.network.policies.ttd_classes import run_ttd_by_class, ttd_classes
-from qkdtwin.network.pools import PoolStats, PoolStatsDict
+from qkdtwin.network.pools import PoolAccounts, PoolStats, PoolStatsDict, serve
 from qkdtwin.network.relay import RelayCosts, relay_costs
 from qkdtwin.network.topology import Topology
 
@@ -59,17 +59,7 @@ __all__ = [
     "uniform_demands",
 ]
 
-_EPS = 1e-9
 _WARM: set[str] = set()
-# per-pool accounts of the event loops: requests, successes, consumed, generated, dropped, trace
-_Counters = tuple[
-    NDArray[np.int64],
-    NDArray[np.int64],
-    NDArray[np.float64],
-    NDArray[np.float64],
-    NDArray[np.float64],
-    NDArray[np.float64],
-]
 _ALGORITHMS = ("auto", "per-pool", "by-class")
 # ``auto`` plans ttd-balance by class only from this many pools and 4 pools per class up: on
 # the seed network (15 pools, 6 classes) the per-pool loop is as fast (6.7k vs 6.1k req/s)
@@ -303,15 +293,10 @@ def _run(
     horizon: float,
     poisson: bool,
     seed: int,
-    trace_n: int,
-    requests: NDArray[np.int64],
-    successes: NDArray[np.int64],
-    consumed: NDArray[np.float64],
-    generated: NDArray[np.float64],
-    dropped: NDArray[np.float64],
-    trace_l: NDArray[np.float64],
+    acc: PoolAccounts,
 ) -> None:  # pragma: no cover - compiled
     n_pools = level.size
+    generated, dropped = acc.generated, acc.dropped
     if poisson:
         # numba's own per-thread state (not numpy's global one), seeded from the caller's rng
         np.random.seed(seed)  # noqa: NPY002
@@ -327,15 +312,7 @@ def _run(
                 _advance(q, t, level, last, rates, cap, generated, dropped, poisson)
         else:
             _advance(p, t, level, last, rates, cap, generated, dropped, poisson)
-        requests[p] += 1
-        if level[p] + _EPS >= keys:
-            level[p] -= keys
-            if level[p] < 0.0:
-                level[p] = 0.0
-            successes[p] += 1
-            consumed[p] += keys
-        if i < trace_n:
-            trace_l[i] = level[p]
+        level[p] = serve(acc, i, p, level[p], keys)[0]
         if dynamic:
             plan_dynamic(policy, level, cap, routing, demand, price, horizon, load, rates)
     for q in range(n_pools):
@@ -514,13 +491,8 @@ def simulate(
     )
     initial = level.copy()
     routing = routing_arrays(costs)
-    requests = np.zeros(n_pools, dtype=np.int64)
-    successes = np.zeros(n_pools, dtype=np.int64)
-    consumed = np.zeros(n_pools)
-    generated = np.zeros(n_pools)
-    dropped = np.zeros(n_pools)
     trace_n = min(int(trace), n)
-    trace_l = np.zeros(trace_n)
+    acc = PoolAccounts.zeros(n_pools, trace_n)
     args = (
         pol.dynamic,
         routing,
@@ -547,50 +519,41 @@ def simulate(
     kernel = "akr-by-class" if classes is not None else "ttd-by-class" if ttd else "per-pool"
     rates = rates.astype(np.float64)
 
-    def loop(m: int, t_stop: float, lv: NDArray[np.float64], tn: int, acc: _Counters) -> None:
-        """Run the first ``m`` arrivals and refill to ``t_stop``, adding to ``acc``."""
-        req, suc, con, gen, drp, trl = acc
+    def loop(m: int, t_stop: float, lv: NDArray[np.float64], into: PoolAccounts) -> None:
+        """Run the first ``m`` arrivals and refill to ``t_stop``, adding to ``into``."""
         if classes is not None:
             resplit = pol.code == AKR_RESPLIT
             run_akr_by_class(
                 times[:m], req_pool[:m], x, t_stop, cap_c, lv, classes, routing.res_cap,
-                resplit, tn, req, suc, con, gen, drp, trl,
+                resplit, into,
             )  # fmt: skip
         elif ttd is not None:
             run_ttd_by_class(
                 times[:m], req_pool[:m], x, t_stop, cap_c, lv, ttd, routing.res_cap,
-                float(horizon), tn, req, suc, con, gen, drp, trl,
+                float(horizon), into,
             )  # fmt: skip
         else:
-            _run(
-                times[:m], req_pool[:m], x, t_stop, cap, lv, rates, pol.code, *args, tn,
-                req, suc, con, gen, drp, trl,
-            )  # fmt: skip
+            _run(times[:m], req_pool[:m], x, t_stop, cap, lv, rates, pol.code, *args, into)
 
-    counters: _Counters = (requests, successes, consumed, generated, dropped, trace_l)
     if kernel not in _WARM:  # load (or compile) the event loop outside the timed region
-        spare: _Counters = (
-            requests.copy(), successes.copy(), consumed.copy(), generated.copy(),
-            dropped.copy(), trace_l.copy(),
-        )  # fmt: skip
-        loop(0, 0.0, level.copy(), 0, spare)
+        loop(0, 0.0, level.copy(), PoolAccounts.zeros(n_pools))
         _WARM.add(kernel)
     start = _time.perf_counter()
-    loop(n, t_end, level, trace_n, counters)
+    loop(n, t_end, level, acc)
     elapsed = _time.perf_counter() - start
     stats = [
         PoolStats(
             src=a,
             dst=b,
             hops=costs.hops(i),
-            requests=int(requests[i]),
-            successes=int(successes[i]),
-            consumed=float(consumed[i]),
-            generated=float(generated[i]),
-            dropped=float(dropped[i]),
+            requests=int(acc.requests[i]),
+            successes=int(acc.successes[i]),
+            consumed=float(acc.consumed[i]),
+            generated=float(acc.generated[i]),
+            dropped=float(acc.dropped[i]),
             final_level=float(level[i]),
             initial_level=float(initial[i]),
-            mean_rate=float(generated[i] / t_end) if t_end > 0 else 0.0,
+            mean_rate=float(acc.generated[i] / t_end) if t_end > 0 else 0.0,
         )
         for i, (a, b) in enumerate(pairs)
     ]
@@ -599,12 +562,12 @@ def simulate(
         tr = {
             "time": times[:trace_n].tolist(),
             "pool": req_pool[:trace_n].astype(float).tolist(),
-            "level": trace_l.tolist(),
+            "level": acc.trace.tolist(),
         }
     return SimulationResult(
         policy=name,
         services=n,
-        successes=int(successes.sum()),
+        successes=int(acc.successes.sum()),
         duration=t_end,
         pools=stats,
         elapsed_s=elapsed,

@@ -11,11 +11,66 @@ and counted, so that ``generated = consumed + stored + dropped - initial`` alway
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 import numpy as np
+from numba import njit
+from numpy.typing import NDArray
 
-__all__ = ["PoolStats", "refill"]
+__all__ = ["PoolAccounts", "PoolStats", "refill", "serve"]
+
+#: Slack of the "holds at least X keys" test (fluid balances are sums of floats).
+SERVE_EPS = 1e-9
+
+
+class PoolAccounts(NamedTuple):
+    """What the compiled event loops count per pool, added to in place.
+
+    ``requests``, ``successes``: services asked for and served; ``consumed``, ``generated``,
+    ``dropped``: keys; ``trace``: the served pool's balance after each of the first
+    ``trace.size`` requests.
+    """
+
+    requests: NDArray[np.int64]
+    successes: NDArray[np.int64]
+    consumed: NDArray[np.float64]
+    generated: NDArray[np.float64]
+    dropped: NDArray[np.float64]
+    trace: NDArray[np.float64]
+
+    @classmethod
+    def zeros(cls, pools: int, traced: int = 0) -> PoolAccounts:
+        """Empty accounts for ``pools`` pools tracing ``traced`` requests."""
+        return cls(
+            np.zeros(pools, dtype=np.int64),
+            np.zeros(pools, dtype=np.int64),
+            np.zeros(pools),
+            np.zeros(pools),
+            np.zeros(pools),
+            np.zeros(traced),
+        )
+
+
+@njit(cache=True, inline="always")
+def serve(
+    acc: PoolAccounts, i: int, p: int, balance: float, keys: float
+) -> tuple[float, bool]:  # pragma: no cover - compiled
+    """Request ``i`` asks pool ``p`` (holding ``balance``) for ``keys``; book it.
+
+    Served only if the pool holds at least ``keys`` (no partial consumption). Returns the new
+    balance and whether the request was served. One rule for every event loop.
+    """
+    acc.requests[p] += 1
+    served = balance + SERVE_EPS >= keys
+    if served:
+        balance -= keys
+        if balance < 0.0:
+            balance = 0.0
+        acc.successes[p] += 1
+        acc.consumed[p] += keys
+    if i < acc.trace.size:
+        acc.trace[i] = balance
+    return balance, served
 
 
 def refill(

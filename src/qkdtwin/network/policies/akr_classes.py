@@ -54,10 +54,10 @@ from numba import njit
 from numpy.typing import NDArray
 
 from qkdtwin.network.policies.adaptive_residue import RESPLIT_PASSES
+from qkdtwin.network.pools import PoolAccounts, serve
 
 __all__ = ["PoolClasses", "pool_classes", "run_akr_by_class"]
 
-_EPS = 1e-9
 #: A class whose largest utilization falls below this is full: 1 - u rounds to 1 in float64
 #: near this size, as the per-pool loop's ``level + v dt`` rounds to ``C``.
 _SNAP = 1e-15
@@ -241,13 +241,7 @@ def run_akr_by_class(
     classes: PoolClasses,
     res_cap: NDArray[np.float64],
     resplit: bool,
-    trace_n: int,
-    requests: NDArray[np.int64],
-    successes: NDArray[np.int64],
-    consumed: NDArray[np.float64],
-    generated: NDArray[np.float64],
-    dropped: NDArray[np.float64],
-    trace_l: NDArray[np.float64],
+    acc: PoolAccounts,
 ) -> None:  # pragma: no cover - compiled
     """Run the arrivals under Adaptive Key Residue, advancing classes (fluid generation).
 
@@ -256,6 +250,7 @@ def run_akr_by_class(
     ``capacity`` is the pools' common ``C`` (keys); ``resplit`` selects line 21's reading.
     """
     n_pools = level.size
+    generated, dropped = acc.generated, acc.dropped
     n_cls = classes.size.size
     n_res = res_cap.size
     pool_class = classes.pool_class
@@ -486,13 +481,8 @@ def run_akr_by_class(
         k = pool_class[p]
         _settle(p, k, w, gam, dlt, phi, gam_at, dlt_at, phi_at, generated, dropped)
         lv = capacity * (1.0 - s[k] * w[p])
-        requests[p] += 1
-        if lv + _EPS >= keys:
-            lv -= keys
-            if lv < 0.0:
-                lv = 0.0
-            successes[p] += 1
-            consumed[p] += keys
+        lv, served = serve(acc, i, p, lv, keys)
+        if served:
             w_new = (1.0 - lv / capacity) / s[k]
             wsum[k] += w_new - w[p]
             w[p] = w_new
@@ -506,8 +496,6 @@ def run_akr_by_class(
                 slot[k] = n_active
                 active[n_active] = k
                 n_active += 1
-        if i < trace_n:
-            trace_l[i] = lv
     for p in range(n_pools):
         k = pool_class[p]
         _settle(p, k, w, gam, dlt, phi, gam_at, dlt_at, phi_at, generated, dropped)

@@ -30,10 +30,9 @@ from numba import njit
 from numpy.typing import NDArray
 
 from qkdtwin.network.policies.akr_classes import gather_rows, unique_rows
+from qkdtwin.network.pools import PoolAccounts, serve
 
 __all__ = ["TtdClasses", "run_ttd_by_class", "ttd_classes"]
-
-_EPS = 1e-9
 
 
 class TtdClasses(NamedTuple):
@@ -277,13 +276,7 @@ def run_ttd_by_class(
     classes: TtdClasses,
     res_cap: NDArray[np.float64],
     horizon: float,
-    trace_n: int,
-    requests: NDArray[np.int64],
-    successes: NDArray[np.int64],
-    consumed: NDArray[np.float64],
-    generated: NDArray[np.float64],
-    dropped: NDArray[np.float64],
-    trace_l: NDArray[np.float64],
+    acc: PoolAccounts,
 ) -> None:  # pragma: no cover - compiled
     """Run the arrivals under ``ttd-balance`` with fluid generation, planning by class.
 
@@ -313,10 +306,10 @@ def run_ttd_by_class(
         t = times[i] if i < n_events else t_end
         # ---- plan from the balances after the previous event -------------------------------
         for k in range(n_cls):
-            acc = 0.0
+            total = 0.0
             for q in range(start[k], start[k + 1]):
-                acc += bal[q]
-                run[q] = acc
+                total += bal[q]
+                run[q] = total
         _plan(classes, horizon, res_cap, bal, run, frozen, c_of, rate, load)
         # ---- refill every pool to t at its planned rate -----------------------------------
         dt = t - t_prev
@@ -334,10 +327,10 @@ def run_ttd_by_class(
                     if v > 0.0:
                         g = v * dt
                         p = pool_at[q]
-                        generated[p] += g
+                        acc.generated[p] += g
                         y = bal[q] + g
                         if y > capacity:
-                            dropped[p] += y - capacity
+                            acc.dropped[p] += y - capacity
                             y = capacity
                         bal[q] = y
                     if q > start[k] and bal[q] < bal[q - 1]:
@@ -350,14 +343,8 @@ def run_ttd_by_class(
         # ---- serve the request --------------------------------------------------------------
         p = req_pool[i]
         q = slot_of[p]
-        requests[p] += 1
-        lv = bal[q]
-        if lv + _EPS >= keys:
-            lv -= keys
-            if lv < 0.0:
-                lv = 0.0
-            successes[p] += 1
-            consumed[p] += keys
+        lv, served = serve(acc, i, p, bal[q], keys)
+        if served:
             # move the pool down its class's order
             a = start[classes.pool_class[p]]
             while q > a and bal[q - 1] > lv:
@@ -368,7 +355,5 @@ def run_ttd_by_class(
             bal[q] = lv
             pool_at[q] = p
             slot_of[p] = q
-        if i < trace_n:
-            trace_l[i] = lv
     for q in range(n_pools):
         level[pool_at[q]] = bal[q]
