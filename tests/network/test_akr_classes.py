@@ -249,3 +249,13 @@ def test_unknown_algorithm_is_a_config_error() -> None:
             algorithm="fast",
         )
     assert err.value.field == "algorithm"
+
+
+def test_the_event_loops_release_the_gil() -> None:
+    # a Dask worker running a long replication must keep answering its heartbeats
+    from qkdtwin.network.engine import _run
+    from qkdtwin.network.policies import run_akr_by_class
+    from qkdtwin.network.policies.ttd_classes import run_ttd_by_class
+
+    for kernel in (_run, run_akr_by_class, run_ttd_by_class):
+        assert kernel.targetoptions.get("nogil") is True, kernel

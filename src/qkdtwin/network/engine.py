@@ -276,7 +276,8 @@ def _advance(
         last[q] = t
 
 
-@njit(cache=True)
+# nogil: a Dask worker running a long replication keeps answering its heartbeats
+@njit(cache=True, nogil=True)
 def _run(
     times: NDArray[np.float64],
     req_pool: NDArray[np.int64],

@@ -230,7 +230,8 @@ def _settle(
     phi_at[p] = phi[k]
 
 
-@njit(cache=True)
+# nogil: a Dask worker running a long replication keeps answering its heartbeats
+@njit(cache=True, nogil=True)
 def run_akr_by_class(
     times: NDArray[np.float64],
     req_pool: NDArray[np.int64],

@@ -265,7 +265,8 @@ def _sort_class(
         slot_of[pools[i]] = a + i
 
 
-@njit(cache=True)
+# nogil: a Dask worker running a long replication keeps answering its heartbeats
+@njit(cache=True, nogil=True)
 def run_ttd_by_class(
     times: NDArray[np.float64],
     req_pool: NDArray[np.int64],
