@@ -22,10 +22,11 @@ import csv
 import hashlib
 import itertools
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, BinaryIO, TypedDict
 
 import yaml
 
@@ -172,8 +173,63 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     }
 
 
+def _scan(sweep: Sweep, out: Path) -> tuple[set[str], int]:
+    """Return the finished points of ``out`` and the byte length of its complete part.
+
+    The complete part is the header and every row up to the last one that ends in a line
+    break and has all the columns; what follows it (a row cut short when the writer was killed
+    between a write and a flush, or a header cut short) is not finished and is cut off before
+    the next append (:func:`run_sweep`).
+    """
+    fields = _fields(sweep)
+    if not out.exists() or out.stat().st_size == 0:
+        return set(), 0
+    # byte offsets per record: the csv reader pulls one line at a time from this generator
+    # until a record (a quoted field may span lines) is complete
+    pos, line_end = 0, False
+
+    def lines(fh: BinaryIO) -> Iterator[str]:
+        nonlocal pos, line_end
+        for raw in fh:
+            pos += len(raw)
+            line_end = raw.endswith(b"\n")
+            yield raw.decode("utf-8", errors="replace")
+
+    try:
+        fh = out.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(out)!r}: {exc.strerror}", field="out") from None
+    with fh:
+        reader = csv.reader(lines(fh))
+        header = next(reader, None)
+        if pos == 0 or header is None:
+            return set(), 0
+        header_end, complete_header = pos, line_end
+        if header != fields and not (
+            not complete_header and ",".join(fields).startswith(",".join(header))
+        ):
+            raise ConfigError(
+                f"{str(out)!r} has the columns {header}, this sweep writes "
+                f"{fields}: another sweep or an older format; write to a new file",
+                field="out",
+            )
+        if not complete_header:  # killed while writing the header: nothing is finished
+            return set(), 0
+        done: set[str] = set()
+        good = header_end
+        for row in reader:
+            if len(row) == len(fields) and line_end:
+                if row[0]:
+                    done.add(row[0])
+                good = pos
+    return done, good
+
+
 def finished_points(sweep: Sweep, out: Path) -> set[str]:
     """Return the points already in the results file ``out`` (empty if there is none).
+
+    Only complete rows count: a last row cut short (the writer was killed between a write and
+    a flush; it has fewer columns or no line break) is not finished, so its point runs again.
 
     Raises
     ------
@@ -181,18 +237,7 @@ def finished_points(sweep: Sweep, out: Path) -> set[str]:
         If ``out`` has other columns than this sweep writes (another sweep, an older format):
         rows are never mixed.
     """
-    fields = _fields(sweep)
-    if not out.exists() or out.stat().st_size == 0:
-        return set()
-    with out.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames != fields:
-            raise ConfigError(
-                f"{str(out)!r} has the columns {reader.fieldnames}, this sweep writes "
-                f"{fields}: another sweep or an older format; write to a new file",
-                field="out",
-            )
-        return {row["point"] for row in reader if row.get("point")}
+    return _scan(sweep, out)[0]
 
 
 def run_sweep(
@@ -211,7 +256,8 @@ def run_sweep(
     sweep
         A sweep from :func:`load_sweep`.
     out
-        Results CSV; created with a header, or appended to (rows already there are skipped).
+        Results CSV; created with a header, or appended to (rows already there are skipped;
+        a last row cut short by a kill is cut off and its point computed again).
     workers
         Local worker processes (1: run in this process).
     scheduler
@@ -239,11 +285,15 @@ def run_sweep(
         raise ConfigError(f"workers must be >= 1, got {workers}", field="workers", value=workers)
     points = expand_sweep(sweep)
     fields = _fields(sweep)
-    done = finished_points(sweep, out)
+    done, complete = _scan(sweep, out)
     todo = [p for p in points if p["point"] not in done]
     try:
-        new_file = not out.exists() or out.stat().st_size == 0
-        fh = out.open("a", newline="")
+        if out.exists() and out.stat().st_size > complete:
+            # a row (or the header) cut short by a kill: cut it off, so the next row starts
+            # on a line of its own and the partial one is computed again
+            os.truncate(out, complete)
+        new_file = complete == 0
+        fh = out.open("a", newline="", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {str(out)!r}: {exc.strerror}", field="out") from None
     with fh:
