@@ -95,9 +95,10 @@ def run_config(
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     with (
-        # the engine's event loop holds the GIL for the whole run (minutes at 10^6 gateways on
-        # a busy core), so the worker sends no heartbeat meanwhile: the default worker-ttl (5
-        # minutes) would make the scheduler restart the worker mid-replication
+        # the measured rows ran while the engine's event loop still held the GIL for the whole
+        # run (minutes at 10^6 gateways on a busy core), so the worker sent no heartbeat and
+        # the default worker-ttl (5 minutes) restarted it mid-replication. The loops release
+        # the GIL now (nogil); the TTL stays off so that a rerun measures the same way.
         dask.config.set({"distributed.scheduler.worker-ttl": None}),
         distributed.LocalCluster(
             n_workers=workers,
@@ -204,11 +205,11 @@ def report(data: dict[str, Any], quick: bool) -> str:
         "the sweep runs through `run_sweep(..., scheduler=...)` as `qkdtwin network sweep "
         f"--scheduler` does. {data.get('per_worker', 2)} replication(s) per worker in both "
         "rows, so the per-worker start-up (imports, loading the compiled kernels) weighs the "
-        "same in both. The scheduler's `worker-ttl` is off: the engine holds the GIL for the "
-        "whole run, so a worker sends no heartbeat during a replication, and with the default "
-        "5 minutes a first attempt of this benchmark on this busy machine had workers "
-        "restarted mid-replication (on a cluster: `DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL="
-        "1h dask scheduler ...`, above the longest replication).",
+        "same in both. The scheduler's `worker-ttl` is off: when these rows were measured the "
+        "engine held the GIL for the whole run, so a worker sent no heartbeat during a "
+        "replication, and with the default 5 minutes a first attempt on this busy machine had "
+        "workers restarted mid-replication. The event loops now release the GIL (numba "
+        "`nogil`), so heartbeats go on during a replication.",
         "",
         "| workers | replications | wall (s) | replications/hour | speed-up "
         "| replication on its worker (s) | engine (s) | peak RSS per worker (GiB) "
