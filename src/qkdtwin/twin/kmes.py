@@ -9,8 +9,12 @@ privacy amplification for every key of every link would cost more than the twin'
 
 Keys are delivered to the stores in batches every ``feed_every`` ticks (one SQLite transaction
 per store and batch, ~0.6 ms, is what bounds the cost with 100 links). Until delivered they are
-*pending*; when a link raises an alarm, its pending keys and the keys delivered from the blocks
-in the alarm window are discarded (:meth:`KeyStore.discard`).
+*pending*, a count: their IDs and material are drawn at delivery, and only as many as the
+stores can still take (a store at ``max_keys`` drops the rest, as it always did; drawing and
+wrapping 10^5 keys a second that a full store throws away was most of the twin's CPU at 1,000
+links), and a delivery that no store could take costs no transaction at all. When a link raises
+an alarm, its pending keys and the keys delivered from the blocks in the alarm window are
+discarded (:meth:`KeyStore.discard`).
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ class LinkKeys:
     store_a: KeyStore
     store_b: KeyStore
     bits: float = 0.0
-    pending: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Keys produced and not yet delivered (their material is drawn at delivery).
+    pending: int = 0
     delivered: deque[list[str]] = field(default_factory=lambda: deque(maxlen=64))
     available: int = 0
     produced: int = 0
@@ -89,6 +94,7 @@ class KmeLayer:
         root = Path(data_dir) / "kme"
         root.mkdir(parents=True, exist_ok=True)
         self.links: dict[str, LinkKeys] = {}
+        self.max_keys = int(max_keys)
         # wrapped at rest like every KME's store (kek.bin, 0600, beside the stores)
         kek = load_kek(create_kek(root / "kek.bin"))
         for lid, a, b in links:
@@ -106,7 +112,7 @@ class KmeLayer:
         n = int(lk.bits // KEY_BITS)
         if n:
             lk.bits -= n * KEY_BITS
-            lk.pending.extend((str(uuid.uuid4()), os.urandom(KEY_BITS // 8)) for _ in range(n))
+            lk.pending += n
             lk.produced += n
         return n
 
@@ -115,11 +121,19 @@ class KmeLayer:
         self.links[link].delivered.append([])
 
     def flush(self, link: str) -> int:
-        """Deliver the pending keys of ``link`` to both its stores; return how many were stored."""
+        """Deliver the pending keys of ``link`` to both its stores; return how many were stored.
+
+        Keys beyond what the stores can still take (``max_keys`` less the available keys)
+        are dropped, as the store would drop them, without drawing their material.
+        """
         lk = self.links[link]
         if not lk.pending:
             return 0
-        keys, lk.pending = lk.pending, []
+        room = max(0, self.max_keys - lk.available)
+        m, lk.pending = min(lk.pending, room), 0
+        if not m:
+            return 0
+        keys = [(str(uuid.uuid4()), os.urandom(KEY_BITS // 8)) for _ in range(m)]
         n = lk.store_a.add_keys(keys)
         lk.store_b.add_keys(keys)
         if lk.delivered:
@@ -131,8 +145,8 @@ class KmeLayer:
     def discard(self, link: str, blocks: int) -> int:
         """Drop the pending keys and those delivered in the last ``blocks`` blocks of ``link``."""
         lk = self.links[link]
-        n = len(lk.pending)
-        lk.pending = []
+        n = lk.pending
+        lk.pending = 0
         lk.bits = 0.0
         ids: list[str] = []
         for lst in list(lk.delivered)[-blocks:]:
@@ -187,7 +201,7 @@ class KmeLayer:
         lk = self.links[link]
         return {
             "available": lk.available,
-            "pending": len(lk.pending),
+            "pending": lk.pending,
             "produced": lk.produced,
             "discarded": lk.discarded,
         }

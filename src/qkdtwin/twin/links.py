@@ -205,6 +205,7 @@ class LinkEngine:
     blocks: deque[Block] = field(default_factory=lambda: deque(maxlen=64))
 
     def __post_init__(self) -> None:
+        self._id = link_id(self.a, self.b)
         self.protocol = canonical_protocol(self.protocol)
         try:
             self.model = build_link_model(self.protocol, self.length_km, self.preset)
@@ -215,8 +216,8 @@ class LinkEngine:
 
     @property
     def id(self) -> str:
-        """Canonical link id (:func:`link_id`)."""
-        return link_id(self.a, self.b)
+        """Canonical link id (:func:`link_id`; the ends never change)."""
+        return self._id
 
     @property
     def repetition_rate_hz(self) -> float:

@@ -315,6 +315,7 @@ class Twin(Subscribers):
         self._wake = threading.Event()
         self.tick = 0
         self.step_ms: list[float] = []
+        self._batch: list[tuple[str, bytes]] | None = None
         # links (the source; calibrated once each)
         self.links: dict[str, LinkEngine] = build_links(self.topology, cfg, self.rng)
         self.status: dict[str, str] = dict.fromkeys(self.links, "up")
@@ -386,8 +387,20 @@ class Twin(Subscribers):
     # -- the tick ------------------------------------------------------------------------------
 
     def _ingest(self, topic: str, payload: bytes) -> None:
-        """Offer one telemetry message to the ingest; keep every block it releases."""
+        """Offer one telemetry message to the ingest; keep every block it releases.
+
+        During a tick's blocks the messages are collected and offered at once afterwards
+        (:meth:`_ingest_many`).
+        """
+        if self._batch is not None:
+            self._batch.append((topic, payload))
+            return
         for msg in self.ingest.offer(topic, payload, self.t):
+            self.links[msg.link_id].observe(observed_block(msg))
+
+    def _ingest_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """Offer one tick's telemetry messages to the ingest at once (:meth:`_ingest` each)."""
+        for msg in self.ingest.offer_many(messages, self.t):
             self.links[msg.link_id].observe(observed_block(msg))
 
     def _check(self, lid: str) -> list[ResponseEvent]:
@@ -409,7 +422,12 @@ class Twin(Subscribers):
             dt = float(self.cfg.tick_s if dt is None else dt)
             self.t += dt
             self.tick += 1
-            ids = self.source.run(self.t, dt)
+            self._batch = []
+            try:
+                ids = self.source.run(self.t, dt)
+            finally:
+                batch, self._batch = self._batch or [], None
+            self._ingest_many(batch)
             decisions = check_links(self.links, self.status, ids)
             events = self.response.apply_all(decisions, self.t)
             self.source.deliver(self.tick)

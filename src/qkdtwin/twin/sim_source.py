@@ -42,10 +42,56 @@ from qkdtwin.twin.config import TwinSettings
 from qkdtwin.twin.kmes import KmeLayer
 from qkdtwin.twin.links import Block, LinkEngine, link_id
 
-__all__ = ["LinkSource", "block_telemetry", "build_links", "observed_block", "sim_module_id"]
+__all__ = [
+    "LinkSource",
+    "block_telemetry",
+    "build_links",
+    "draw_blocks",
+    "observed_block",
+    "sim_module_id",
+]
 
 #: ``publish(topic, payload)``: where the source's telemetry goes (the twin's ingest).
 Publish = Callable[[str, bytes], None]
+
+
+def draw_blocks(
+    engines: list[LinkEngine], t: float, dt: float, rng: np.random.Generator
+) -> list[Block]:
+    """One block of ``dt`` simulated seconds ending at ``t`` for every engine, drawn at once.
+
+    The same law as :meth:`LinkEngine.run_block` link by link (detections binomial in the
+    pulses, sifted bits in the detections, errors in the sifted bits), with three vectorised
+    draws over all the links instead of three scalar draws per link: the draws come from the
+    generator in another order, so a seeded run differs draw by draw but not in distribution
+    (``tests/twin/test_scale.py`` checks it against the per-link path).
+    """
+    if not engines:
+        return []
+    n = len(engines)
+    rate = np.fromiter((lk.repetition_rate_hz for lk in engines), np.float64, n)
+    det = np.fromiter((lk.detect_per_pulse for lk in engines), np.float64, n)
+    sift = np.fromiter((lk.sift_per_pulse for lk in engines), np.float64, n)
+    qber = np.fromiter((lk.qber for lk in engines), np.float64, n)
+    key = np.fromiter((lk.key_rate_bps for lk in engines), np.float64, n)
+    pulses = np.array([round(r * dt) for r in rate.tolist()], dtype=np.int64)
+    p_det = np.minimum(1.0, det)
+    detected = rng.binomial(pulses, p_det)
+    pos = p_det > 0
+    p_sift = np.where(pos, np.minimum(1.0, sift / np.where(pos, p_det, 1.0)), 0.0)
+    sifted = rng.binomial(detected, p_sift)
+    errors = rng.binomial(sifted, np.clip(qber, 0.0, 1.0))
+    return [
+        Block(t, p, s, e, k * dt, d)
+        for p, s, e, k, d in zip(
+            pulses.tolist(),
+            sifted.tolist(),
+            errors.tolist(),
+            key.tolist(),
+            detected.tolist(),
+            strict=True,
+        )
+    ]
 
 
 def sim_module_id(lid: str) -> str:
@@ -204,26 +250,37 @@ class LinkSource:
         """
         lk = self.links[lid]
         blk = lk.run_block(t, dt, self.rng)
+        msg = self._account(lid, blk, dt)
+        if msg is not None and self.publish is not None:
+            self.publish(*msg)
+        return blk
+
+    def _account(self, lid: str, blk: Block, dt: float) -> tuple[str, bytes] | None:
+        """Hand a block's key to the KMEs (link up) and return its telemetry message."""
         self.kmes.mark_block(lid)
         if self.status[lid] == "up":
             self.kmes.produce(lid, blk.key_bits)
-        if self.publish is not None:
-            self.seq[lid] += 1
-            msg = block_telemetry(lk, blk, self.seq[lid], dt)
-            self.publish(perf_topic(msg.module_id), msg.model_dump_json().encode())
-        return blk
+        if self.publish is None:
+            return None
+        self.seq[lid] += 1
+        msg = block_telemetry(self.links[lid], blk, self.seq[lid], dt)
+        return perf_topic(msg.module_id), msg.model_dump_json().encode()
 
     def run(self, t: float, dt: float) -> list[str]:
         """One tick's blocks: recalibrate the next link (round robin), then a block per link.
 
-        Returns the link ids in order.
+        The blocks of all the links are drawn at once (:func:`draw_blocks`). Returns the link
+        ids in order.
         """
         ids = list(self.links)
         cal = ids[self.rr % len(ids)]
         self.rr += 1
         self.links[cal].calibrate(self.rng, postprocess=self.postprocess)
-        for lid in ids:
-            self.block(lid, t, dt)
+        blocks = draw_blocks([self.links[lid] for lid in ids], t, dt, self.rng)
+        for lid, blk in zip(ids, blocks, strict=True):
+            msg = self._account(lid, blk, dt)
+            if msg is not None and self.publish is not None:
+                self.publish(*msg)
         return ids
 
     def deliver(self, tick: int) -> None:

@@ -409,6 +409,19 @@ class LinkStream:
         out.extend(self._offer(topic, payload, now))
         return out
 
+    def offer_many(self, messages: Iterable[tuple[str, bytes]], now: float) -> list[LinkTelemetry]:
+        """Offer several ``(topic, payload)`` messages received at ``now``; return the released.
+
+        The same as :meth:`offer` on each in turn, with the gap timeouts checked once (no gap
+        can time out between messages of the same instant): one tick of a self-simulated
+        network with 1,000 links costs one scan of the modules, not one per message.
+        """
+        out = self.tick(now)
+        for topic, payload in messages:
+            self._offered += 1
+            out.extend(self._offer(topic, payload, now))
+        return out
+
     def tick(self, now: float) -> list[LinkTelemetry]:
         """Skip the gaps whose timeout has passed by ``now``; return what that releases.
 

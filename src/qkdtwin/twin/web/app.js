@@ -5,8 +5,15 @@ const SVGNS = "http://www.w3.org/2000/svg";
 const CAP = 300;                       // points kept per chart series in the browser
 const COLORS = ["#4cc9f0", "#f72585", "#b5e48c", "#ffd166", "#9d4edd", "#06d6a0", "#ef476f",
   "#118ab2", "#f4a261", "#e9c46a", "#90be6d", "#f94144", "#577590", "#43aa8b", "#f8961e"];
+// At scale (a twin of thousands): above FULL_MAP_NODES nodes the map shows one disc per region
+// (the nodes under each metro node) and a click drills down into it; above ALL_SERIES links
+// the charts draw the WORST_N worst links (by status, then QBER over threshold) and the ones
+// pinned from the links table, fetching their history on demand; tables list the worst first.
+const FULL_MAP_NODES = 60, ALL_SERIES = 16, WORST_N = 8, TABLE_ROWS = 25;
 let state = null;
 const series = { qber: {}, rate: {}, pools: {} };
+let region = null, regionOf = null, query = "";
+const pinned = new Set(), fetched = new Set();
 
 function $(id) { return document.getElementById(id); }
 function el(tag, attrs, text) {
@@ -26,26 +33,130 @@ function linkClass(l) {
   return "up";
 }
 
+function severity(l) {
+  return l.status === "alarm" ? 3 : l.status === "recovering" ? 2 : l.attack ? 1 : 0;
+}
+function qberRatio(l) {
+  const q = l.alarm_qber ?? l.qber;
+  return q === null || q === undefined ? -1 : q / l.qber_threshold;
+}
+function worstFirst(links) {
+  return [...links].sort((a, b) => severity(b) - severity(a) || qberRatio(b) - qberRatio(a) ||
+    (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+function regions() {
+  // every node's region: the metro node it hangs under (breadth first from the metro nodes,
+  // or from the top row of the layout when there is no metro node)
+  if (regionOf && regionOf.size === state.nodes.length) return regionOf;
+  const adj = {};
+  for (const l of state.links) { (adj[l.a] = adj[l.a] || []).push(l.b); (adj[l.b] = adj[l.b] || []).push(l.a); }
+  let roots = state.nodes.filter(n => n.role === "metro").map(n => n.id);
+  if (!roots.length) {
+    const top = Math.min(...state.nodes.map(n => n.y));
+    roots = state.nodes.filter(n => n.y === top).map(n => n.id);
+  }
+  const m = new Map(), q = [...roots];
+  for (const r of roots) m.set(r, r);
+  for (let i = 0; i < q.length; i++) {
+    for (const v of adj[q[i]] || []) if (!m.has(v)) { m.set(v, m.get(q[i])); q.push(v); }
+  }
+  for (const n of state.nodes) if (!m.has(n.id)) m.set(n.id, n.id);
+  regionOf = m;
+  return m;
+}
+
 function renderTopology() {
   const svg = $("topology");
-  const W = 1000, H = 420;
   svg.replaceChildren();
+  const big = state.nodes.length > FULL_MAP_NODES;
+  $("topo-back").hidden = !(big && region);
+  if (!big) { region = null; $("topo-crumb").textContent = ""; drawMap(svg, state.nodes, state.links); return; }
+  if (!region) { renderRegions(svg); return; }
+  const reg = regions();
+  const nodes = state.nodes.filter(n => reg.get(n.id) === region);
+  const links = state.links.filter(l => reg.get(l.a) === region && reg.get(l.b) === region);
+  const bad = links.filter(l => severity(l) > 0).length;
+  $("topo-crumb").textContent = `region ${region}: ${nodes.length} nodes, ${links.length} links` +
+    (bad ? `, ${bad} not up` : "");
+  drawMap(svg, nodes, links);
+}
+
+function renderRegions(svg) {
+  // one disc per region (its size: the links inside it, its ring: the worst link's status);
+  // the links between regions drawn as such; click a disc to see its nodes and links
+  const W = 1000, H = 420, reg = regions(), info = new Map();
+  for (const n of state.nodes) {
+    const r = reg.get(n.id);
+    if (!info.has(r)) info.set(r, { nodes: 0, links: 0, sev: 0, bad: 0 });
+    info.get(r).nodes++;
+  }
+  const between = [];
+  for (const l of state.links) {
+    const ra = reg.get(l.a), rb = reg.get(l.b);
+    if (ra !== rb) { between.push(l); continue; }
+    const i = info.get(ra);
+    i.links++; i.sev = Math.max(i.sev, severity(l)); if (severity(l) > 0) i.bad++;
+  }
+  const ids = [...info.keys()].sort();
   const pos = {};
-  for (const n of state.nodes) pos[n.id] = [30 + n.x * (W - 60), 70 + n.y * (H - 90)];
+  const k = ids.length, cx = W / 2, cy = H / 2 + 10, rx = k > 2 ? 360 : 250, ry = k > 2 ? 140 : 0;
+  ids.forEach((id, i) => {
+    const a = k > 2 ? -Math.PI / 2 + 2 * Math.PI * i / k : Math.PI * (i + 0.5) / k - Math.PI / 2;
+    pos[id] = k > 2 ? [cx + rx * Math.cos(a), cy + ry * Math.sin(a)] : [cx - rx + 2 * rx * (i + 0.5) / k, cy];
+  });
+  for (const l of between) {
+    const [x1, y1] = pos[reg.get(l.a)], [x2, y2] = pos[reg.get(l.b)];
+    const path = el("path", { d: `M ${x1} ${y1} L ${x2} ${y2}`, fill: "none",
+      class: "link " + linkClass(l), "data-link": l.id, "data-status": l.status });
+    path.appendChild(el("title", {}, `${l.id}: ${l.status}, QBER ${pct(l.qber)}, ${num(l.key_rate_bps, 0)} bit/s`));
+    svg.appendChild(path);
+  }
+  const most = Math.max(...ids.map(id => info.get(id).links), 1);
+  let bad = 0;
+  for (const id of ids) {
+    const i = info.get(id), [x, y] = pos[id];
+    bad += i.bad;
+    const r = 22 + 30 * Math.sqrt(i.links / most);
+    const g = el("g", { class: `region sev-${i.sev}`, "data-region": id, "data-severity": i.sev,
+      role: "button", tabindex: 0 });
+    g.appendChild(el("circle", { cx: x, cy: y, r }));
+    g.appendChild(el("title", {}, `region ${id}: ${i.nodes} nodes, ${i.links} links, ${i.bad} not up (click: its map)`));
+    g.appendChild(el("text", { x, y: y - 2 }, id));
+    g.appendChild(el("text", { x, y: y + 13, class: "sub" }, `${i.links} links` + (i.bad ? ` · ${i.bad} ⚠` : "")));
+    g.addEventListener("click", () => { region = id; renderTopology(); });
+    svg.appendChild(g);
+  }
+  $("topo-crumb").textContent = `${ids.length} regions, ${state.nodes.length} nodes, ${state.links.length} links` +
+    (bad ? `, ${bad} not up` : "") + " · click a region for its map";
+}
+
+function drawMap(svg, nodes, links) {
+  const W = 1000, H = 420;
+  const pos = {};
+  let x0 = 0, x1 = 1, y0 = 0, y1 = 1;
+  if (nodes.length !== state.nodes.length && nodes.length) {
+    // a region alone: its own part of the layout, stretched over the whole drawing
+    x0 = Math.min(...nodes.map(n => n.x)); x1 = Math.max(...nodes.map(n => n.x));
+    y0 = Math.min(...nodes.map(n => n.y)); y1 = Math.max(...nodes.map(n => n.y));
+    if (!(x1 > x0)) { x0 -= 0.5; x1 += 0.5; }
+    if (!(y1 > y0)) { y0 -= 0.5; y1 += 0.5; }
+  }
+  for (const n of nodes) pos[n.id] = [30 + (n.x - x0) / (x1 - x0) * (W - 60), 70 + (n.y - y0) / (y1 - y0) * (H - 90)];
   const ctrl = (a, b) => {
     // links inside one row (a metro ring) are drawn as arcs so that they never overlap
     const [x1, y1] = pos[a], [x2, y2] = pos[b];
     const bend = Math.abs(y1 - y2) < 1 ? Math.min(95, 0.12 * Math.abs(x2 - x1)) : 0;
     return [(x1 + x2) / 2, (y1 + y2) / 2 - bend];
   };
-  for (const l of state.links) {
+  for (const l of links) {
     const [x1, y1] = pos[l.a], [x2, y2] = pos[l.b];
     const [cx, cy] = ctrl(l.a, l.b);
     const path = el("path", { d: `M ${x1} ${y1} Q ${cx} ${cy} ${x2} ${y2}`, fill: "none",
       class: "link " + linkClass(l), "data-link": l.id, "data-status": l.status });
     path.appendChild(el("title", {}, `${l.id}: ${l.status}, QBER ${pct(l.qber)}, ${num(l.key_rate_bps, 0)} bit/s`));
     svg.appendChild(path);
-    if (state.nodes.length <= 40) {
+    if (nodes.length <= 40) {
       // beside the link, not on it: at the curve's midpoint, 10 px along its normal (the side
       // facing up, or left for a vertical link), anchored away from the line
       const mx = (x1 + x2) / 2, my = 0.25 * y1 + 0.5 * cy + 0.25 * y2;
@@ -57,21 +168,21 @@ function renderTopology() {
         "text-anchor": anchor, class: "lbl", "data-link": l.id }, l.qber === null ? "" : pct(l.qber)));
     }
   }
-  renderRoutes(svg, pos, ctrl);
-  const r = state.nodes.length > 60 ? 5 : 16;
-  for (const n of state.nodes) {
+  renderRoutes(svg, pos, ctrl, links);
+  const r = nodes.length > 60 ? 5 : 16;
+  for (const n of nodes) {
     const [x, y] = pos[n.id];
     const g = el("g", { class: "node " + n.role, "data-node": n.id });
     g.appendChild(el("circle", { cx: x, cy: y, r }));
     g.appendChild(el("title", {}, `${n.id} (${n.role})`));
-    if (state.nodes.length <= 60) g.appendChild(el("text", { x, y: y + r + 14 }, n.id));
+    if (nodes.length <= 60) g.appendChild(el("text", { x, y: y + r + 14 }, n.id));
     svg.appendChild(g);
   }
 }
 
 function hopKey(a, b) { return a < b ? `${a}-${b}` : `${b}-${a}`; }
 
-function renderRoutes(svg, pos, ctrl) {
+function renderRoutes(svg, pos, ctrl, links) {
   // the active relay routes: a thin line along every link that carries one (its title counts
   // them), and each rerouted pair's whole path on top, highlighted (a detour around a link
   // in alarm). Hops follow the links' own curves.
@@ -85,7 +196,7 @@ function renderRoutes(svg, pos, ctrl) {
     if (p.rerouted) detours.push(p);
   }
   const hopD = (a, b) => { const [cx, cy] = ctrl(a, b); return `Q ${cx} ${cy} ${pos[b][0]} ${pos[b][1]}`; };
-  for (const l of state.links) {
+  for (const l of links) {
     const pools = use[hopKey(l.a, l.b)];
     if (!pools) continue;
     const route = el("path", { d: `M ${pos[l.a][0]} ${pos[l.a][1]} ${hopD(l.a, l.b)}`, fill: "none",
@@ -100,7 +211,7 @@ function renderRoutes(svg, pos, ctrl) {
     for (let k = 0; k + 1 < dp.length; k++) was.add(hopKey(dp[k], dp[k + 1]));
     let d = "";
     for (let k = 0; k + 1 < ps.length; k++) {
-      if (was.has(hopKey(ps[k], ps[k + 1]))) continue;
+      if (was.has(hopKey(ps[k], ps[k + 1])) || !pos[ps[k]] || !pos[ps[k + 1]]) continue;
       d += ` M ${pos[ps[k]][0]} ${pos[ps[k]][1]} ` + hopD(ps[k], ps[k + 1]);
     }
     const path = el("path", { d, fill: "none", class: "route detour", "data-pool": p.id, "data-path": ps.join(",") });
@@ -127,12 +238,23 @@ function renderKpis() {
 
 function renderTables() {
   const lb = $("links-table").tBodies[0];
-  lb.innerHTML = state.links.map(l => `<tr data-link="${esc(l.id)}"><td>${esc(l.id)}</td>` +
+  const q = query.toLowerCase();
+  const match = q ? state.links.filter(l => l.id.toLowerCase().includes(q)) : state.links;
+  const rows = worstFirst(match).slice(0, state.links.length > TABLE_ROWS ? TABLE_ROWS : undefined);
+  $("links-note").textContent = q ? `${rows.length} of ${match.length} matching "${query}" (worst first)` :
+    state.links.length > rows.length ? `the ${rows.length} worst of ${state.links.length} links; click a row to chart it` :
+    "worst first; click a row to chart it";
+  lb.innerHTML = rows.map(l => `<tr data-link="${esc(l.id)}" class="${pinned.has(l.id) ? "pinned" : ""}"><td>${esc(l.id)}</td>` +
     `<td class="st-${l.status}">${l.status}${l.attack ? " ⚠" : ""}</td><td>${pct(l.qber)}</td>` +
     `<td>${pct(l.qber_threshold)}</td><td>${num(l.key_rate_bps, 0)}</td><td>${l.keys.available}</td>` +
     `<td>${ppCell(l.postprocess)}</td></tr>`).join("");
   const pb = $("pools-table").tBodies[0];
-  pb.innerHTML = state.pools.slice(0, 200).map(p => `<tr><td>${esc(p.id)}</td><td>${num(p.level, 0)}/${num(p.capacity, 0)}</td>` +
+  // the pools that fail most first (a small network: in their own order)
+  const pools = state.pools.length > TABLE_ROWS ? [...state.pools].sort((a, b) =>
+    (a.success_rate ?? 2) - (b.success_rate ?? 2) || a.level - b.level).slice(0, TABLE_ROWS) : state.pools;
+  $("pools-note").textContent = state.pools.length > pools.length ?
+    `the ${pools.length} least successful of ${state.pools.length} pools` : "";
+  pb.innerHTML = pools.map(p => `<tr><td>${esc(p.id)}</td><td>${num(p.level, 0)}/${num(p.capacity, 0)}</td>` +
     `<td>${num(p.rate, 3)}</td><td>${p.path ? p.path.length - 1 : "cut"}</td><td>${pct(p.success_rate)}</td></tr>`).join("");
   const sel = $("attack-link");
   if (sel.options.length !== state.links.length) {
@@ -237,10 +359,50 @@ function drawChart(svgId, map, opts) {
   }
 }
 
+function shownLinks() {
+  // every link of a small network; at scale the worst few and the pinned ones
+  if (state.links.length <= ALL_SERIES) return state.links.map(l => l.id);
+  const ids = worstFirst(state.links).slice(0, WORST_N).map(l => l.id);
+  for (const id of pinned) if (!ids.includes(id)) ids.push(id);
+  return ids;
+}
+
+function pick(map, ids) {
+  const out = {};
+  for (const id of ids) out[id] = map[id] || [];
+  return out;
+}
+
+async function fetchSeries(ids) {
+  // the history of series not yet loaded (on demand: never every series of a big network)
+  const want = ids.filter(id => !fetched.has(id));
+  if (!want.length) return;
+  for (const id of want) fetched.add(id);
+  const qs = want.flatMap(id => [`series=${encodeURIComponent(`link:${id}:qber`)}`,
+    `series=${encodeURIComponent(`link:${id}:key_rate_bps`)}`]).join("&");
+  const r = await fetch(`/api/history?${qs}`);
+  if (!r.ok) return;
+  const h = await r.json();
+  for (const [name, pts] of Object.entries(h)) {
+    const [, id, what] = name.split(":");
+    const into = what === "qber" ? series.qber : series.rate;
+    const live = into[id] || [];
+    const last = pts.length ? pts[pts.length - 1][0] : -Infinity;
+    into[id] = pts.concat(live.filter(p => p[0] > last)).slice(-CAP);
+  }
+  if (state) renderCharts();
+}
+
 function renderCharts() {
   const thr = state.links.length ? Math.min(...state.links.map(l => l.qber_threshold)) : null;
-  drawChart("chart-qber", series.qber, { fmt: v => (100 * v).toFixed(0) + " %", threshold: thr, min_max: 0.05, ylabel: "QBER" });
-  drawChart("chart-rate", series.rate, { fmt: v => v.toFixed(0), ylabel: "key rate (bit/s)" });
+  const ids = shownLinks();
+  const note = state.links.length > ALL_SERIES ?
+    `${ids.length} of ${state.links.length} links: the ${WORST_N} worst` + (pinned.size ? ` and ${pinned.size} pinned` : "") +
+    " (pin more from the links table)" : "";
+  for (const n of document.querySelectorAll(".series-note")) n.textContent = note;
+  if (state.links.length > ALL_SERIES) fetchSeries(ids);
+  drawChart("chart-qber", pick(series.qber, ids), { fmt: v => (100 * v).toFixed(0) + " %", threshold: thr, min_max: 0.05, ylabel: "QBER" });
+  drawChart("chart-rate", pick(series.rate, ids), { fmt: v => v.toFixed(0), ylabel: "key rate (bit/s)" });
   drawChart("chart-pools", series.pools, { fmt: v => v.toFixed(0), ylabel: "pool level (keys)" });
 }
 
@@ -271,13 +433,10 @@ async function loadDevices() {
 }
 
 async function loadHistory() {
-  const r = await fetch("/api/history?prefix=link:");
-  if (!r.ok) return;
-  const h = await r.json();
-  for (const [name, pts] of Object.entries(h)) {
-    const [, id, what] = name.split(":");
-    if (what === "qber") series.qber[id] = pts.slice(-CAP);
-    if (what === "key_rate_bps") series.rate[id] = pts.slice(-CAP);
+  if (state && state.links.length > ALL_SERIES) {
+    await fetchSeries(shownLinks());
+  } else {
+    await loadLinkHistory();
   }
   const p = await fetch("/api/history?prefix=pool:");
   if (p.ok) {
@@ -286,6 +445,17 @@ async function loadHistory() {
       const [, id, what] = name.split(":");
       if (what === "level" && Object.keys(series.pools).length < 30) series.pools[id] = pts.slice(-CAP);
     }
+  }
+}
+
+async function loadLinkHistory() {
+  const r = await fetch("/api/history?prefix=link:");
+  if (!r.ok) return;
+  const h = await r.json();
+  for (const [name, pts] of Object.entries(h)) {
+    const [, id, what] = name.split(":");
+    if (what === "qber") series.qber[id] = pts.slice(-CAP);
+    if (what === "key_rate_bps") series.rate[id] = pts.slice(-CAP);
   }
 }
 
@@ -320,6 +490,29 @@ async function post(url, body) {
   }
   return d;
 }
+
+$("topo-back").addEventListener("click", () => { region = null; renderTopology(); });
+
+$("link-search").addEventListener("input", ev => { query = ev.target.value.trim(); renderTables(); });
+$("link-search").addEventListener("keydown", ev => {
+  // Enter: the map shows the region of the first node or link that matches
+  if (ev.key !== "Enter" || !state || !query) return;
+  ev.preventDefault();
+  const q = query.toLowerCase();
+  const n = state.nodes.find(x => x.id.toLowerCase() === q) || state.nodes.find(x => x.id.toLowerCase().includes(q));
+  const l = state.links.find(x => x.id.toLowerCase().includes(q));
+  const node = n ? n.id : l ? l.a : null;
+  if (node && state.nodes.length > FULL_MAP_NODES) { region = regions().get(node); renderTopology(); }
+});
+
+$("links-table").tBodies[0].addEventListener("click", ev => {
+  // pin / unpin a link's series in the charts
+  const tr = ev.target.closest("tr[data-link]");
+  if (!tr) return;
+  const id = tr.dataset.link;
+  if (pinned.has(id)) pinned.delete(id); else pinned.add(id);
+  renderTables(); renderCharts();
+});
 
 $("attack-form").addEventListener("submit", async ev => {
   ev.preventDefault();

@@ -1,0 +1,259 @@
+"""Tick time and CPU of the self-simulated live twin vs links and devices.
+
+Usage: ``python benchmarks/twin_scale.py [--write BENCHMARKS.md] [--quick] [--seconds 40]
+[--links 12,100,300,1000] [--devices 0,10]``.
+
+Each point runs ``qkdtwin twin serve --speed 1`` (one tick per wall second) as its own process
+while this script holds the dashboard's event stream (``/api/events``) open, as a browser would.
+After a warm-up (every KME store filled to ``kme_max_keys``, the steady state: until then every
+delivery writes thousands of keys) it measures, over ``--seconds`` of wall time:
+
+* CPU of the twin process: (utime + stime) from ``/proc/PID/stat``, in cores (target < 1);
+* the tick's own duration (p50 / p99 / max), as the twin reports it in ``/api/state``;
+* ticks per second achieved (1.0: the twin keeps up).
+
+Topologies: the seed network (12 links) and hierarchical ones (a metro ring, OLT uplinks, and
+gateways under each OLT, 10 km links): 100 links (4 metros x 4 OLTs x 5 gateways), 308
+(4 x 4 x 18), 1,044 (4 x 10 x 25: 1,000 gateways). Devices: ``devices_per_gateway`` IIoT
+devices under each gateway (0: telemetry off), on the in-process bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from qkdtwin.twin.runner import EventListener
+
+TICKS = os.sysconf("SC_CLK_TCK")
+SHAPES = {100: (4, 4, 5), 300: (4, 4, 18), 1000: (4, 10, 25)}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def scenario(links: int, devices: int) -> dict[str, Any]:
+    """The scenario of one point: the seed at 12 links, hierarchical otherwise."""
+    if links == 12:
+        from qkdtwin.twin import default_scenario_path
+
+        data: dict[str, Any] = yaml.safe_load(default_scenario_path().read_text())
+        data["twin"]["devices_per_gateway"] = devices
+        data["twin"]["telemetry"] = {"broker": "memory"}
+        return data
+    m, o, g = SHAPES[links]
+    gws = [f"GW{i}.{j}.{k}" for i in range(m) for j in range(o) for k in range(g)]
+    return {
+        "topology": {
+            "builder": "hierarchical",
+            "params": {"metros": m, "olts_per_metro": o, "gateways_per_olt": g, "olt_rate": 10.0},
+        },
+        "demands": [{"src": gw, "dst": "M0", "rate": 1.0 / len(gws)} for gw in gws],
+        "pool_capacity": 200,
+        "keys_per_service": 10,
+        "policy": "ttd-balance",
+        "duration": 1000.0,
+        "seed": 1,
+        "twin": {
+            "aggregator": "M0",
+            "devices_per_gateway": devices,
+            "link_defaults": {"length_km": 10.0},
+            "telemetry": {"broker": "memory"},
+        },
+    }
+
+
+def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="twin-scale-"))
+    path = work / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario(links, devices)))
+    exe = Path(sys.executable).with_name("qkdtwin")
+    cmd = [str(exe), "twin", "serve", "--scenario", str(path), "--port", "0", "--speed", "1"]
+    t_start = time.perf_counter()
+    proc = subprocess.Popen(
+        [*cmd, "--data-dir", str(work / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    found = re.search(r"(http://[^/\s]+)/", first)
+    if found is None:
+        raise RuntimeError(f"twin serve did not say where it listens: {first!r}")
+    url = found.group(1)
+    try:
+        while True:
+            try:
+                st = httpx.get(f"{url}/api/state", timeout=30).json()
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None:
+                    raise RuntimeError(proc.stdout.read()) from None
+                time.sleep(0.5)
+        start_s = time.perf_counter() - t_start
+        listener = EventListener(url).start()
+        cap = 2000
+        deadline = time.monotonic() + warmup
+        full = False
+        while time.monotonic() < deadline:
+            time.sleep(2.0)
+            st = httpx.get(f"{url}/api/state", timeout=30).json()
+            full = all(lk["keys"]["available"] >= 0.9 * cap for lk in st["links"])
+            if full and st["tick"] >= 20:
+                break
+        tick0 = st["tick"]
+        c0, w0 = cpu_seconds(proc.pid), time.perf_counter()
+        time.sleep(seconds)
+        c1, w1 = cpu_seconds(proc.pid), time.perf_counter()
+        st = httpx.get(f"{url}/api/state", timeout=30).json()
+        n = min(int(st["tick"] - tick0), 60)
+        window = st["loop"]["step_ms_last"][-n:] if n > 0 else []
+        listener.stop()
+        return {
+            "links": len(st["links"]),
+            "gateways": sum(1 for x in st["nodes"] if x["role"] == "edge_gateway"),
+            "devices": st.get("devices_count", len(st.get("devices", []))),
+            "devices_per_gateway": devices,
+            "cpu": (c1 - c0) / (w1 - w0),
+            "ticks_per_s": (st["tick"] - tick0) / (w1 - w0),
+            "p50": float(np.percentile(window, 50)) if window else float("nan"),
+            "p99": float(np.percentile(window, 99)) if window else float("nan"),
+            "max": max(window) if window else float("nan"),
+            "steady": full,
+            "start_s": start_s,
+            "load": load(),
+            "seconds": w1 - w0,
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+HEAD = (
+    "| links | gateways | devices | CPU (cores) | ticks/s | tick ms p50 / p99 / max "
+    "| stores full | start s | load 1/5/15 min |\n|---:|---:|---:|---:|---:|---:|:-:|---:|---|"
+)
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for dpg in sorted({r["devices_per_gateway"] for r in rows}):
+        pts = sorted((r for r in rows if r["devices_per_gateway"] == dpg), key=lambda r: r["links"])
+        xs = [r["links"] for r in pts]
+        label = "telemetry off" if dpg == 0 else f"{dpg} devices / gateway"
+        ax1.plot(xs, [r["p50"] for r in pts], "o-", label=f"p50, {label}")
+        ax1.plot(xs, [r["max"] for r in pts], "x--", label=f"max, {label}")
+        ax2.plot(xs, [r["cpu"] for r in pts], "o-", label=label)
+    ax1.axhline(1000, color="grey", lw=0.8, ls=":")
+    ax2.axhline(1.0, color="grey", lw=0.8, ls=":")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("QKD links")
+        ax.legend(fontsize=7)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("tick time, ms (budget 1000)")
+    ax2.set_ylabel("twin process CPU, cores")
+    fig.suptitle("Live twin, self-simulated, 1 tick per second")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--write", type=Path, default=None)
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--warmup", type=float, default=120.0, help="most warm-up s, < 1,000 links")
+    ap.add_argument("--warmup-big", type=float, default=360.0, help="most warm-up s, 1,000 links")
+    ap.add_argument("--links", default="12,100,300,1000")
+    ap.add_argument("--devices", default="0,10", help="devices per gateway, comma separated")
+    ap.add_argument(
+        "--devices-up-to",
+        type=int,
+        default=300,
+        help="run the points with devices only up to this many links (telemetry sessions: one "
+        "per gateway, each a full IIoT pipeline)",
+    )
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    seconds = 10.0 if args.quick else args.seconds
+    warmup = 30.0 if args.quick else args.warmup
+    link_counts = [12, 100] if args.quick else [int(x) for x in args.links.split(",")]
+    devs = [int(x) for x in args.devices.split(",")]
+    rows = []
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    for links in link_counts:
+        for d in devs:
+            if d and links > args.devices_up_to:
+                continue
+            r = run_point(links, d, seconds, warmup if links < 1000 else args.warmup_big)
+            print(r, flush=True)
+            rows.append(r)
+    lines = [
+        f"| {r['links']} | {r['gateways']} | {r['devices']} | {r['cpu']:.3f} | "
+        f"{r['ticks_per_s']:.2f} | {r['p50']:.0f} / {r['p99']:.0f} / {r['max']:.0f} | "
+        f"{'yes' if r['steady'] else 'no'} | {r['start_s']:.0f} | {r['load']} |"
+        for r in rows
+    ]
+    img = Path(__file__).resolve().parent.parent / "docs" / "img" / "twin_scale.png"
+    plot(rows, img)
+    machine = platform.processor() or platform.machine()
+    cmd = "python benchmarks/twin_scale.py " + " ".join(sys.argv[1:])
+    md = f"""## Live twin at scale (`benchmarks/twin_scale.py`)
+
+The self-simulated twin (`qkdtwin twin serve --speed 1`, one tick per wall second: every link's
+block, KME deliveries, key pools, policy re-plan, history, the event stream held open by this
+script) vs its size. CPU = the twin process's CPU time over {seconds:g} s of wall time, in
+cores (target < 1 at 1,000 links); tick ms = the tick's own duration as the twin reports it,
+p50 / p99 / max over the same window. Measured after the warm-up that fills every KME store
+("stores full"; until then each delivery writes and wraps up to 2,000 keys per store). Devices:
+IIoT devices under each gateway on the in-process bus, 0 = telemetry off. Load = the machine's
+load average when the point ended (a shared machine: CPU time is the robust number, wall
+times stretch with the load).
+
+{HEAD}
+{chr(10).join(lines)}
+
+![tick time and CPU vs links](docs/img/twin_scale.png)
+
+Command: `{cmd}`; {when}. Machine: {machine}, {os.cpu_count()} cores, Python
+{platform.python_version()}.
+"""
+    if args.write:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _report import write_section
+
+        write_section(args.write, "twin_scale", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
