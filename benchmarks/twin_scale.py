@@ -233,8 +233,9 @@ The self-simulated twin (`qkdtwin twin serve --speed 1`, one tick per wall secon
 block, KME deliveries, key pools, policy re-plan, history, the event stream held open by this
 script) vs its size. CPU = the twin process's CPU time over {seconds:g} s of wall time, in
 cores (target < 1 at 1,000 links); tick ms = the tick's own duration as the twin reports it,
-p50 / p99 / max over the same window. Measured after the warm-up that fills every KME store
-("stores full"; until then each delivery writes and wraps up to 2,000 keys per store). Devices:
+p50 / p99 / max over the same window. Measured after a warm-up; "stores full" says whether every KME
+store had filled by then (until it has, each delivery writes and wraps up to 2,000 keys per
+store, so rows with "no" are not the steady state: none reached it here). Devices:
 IIoT devices under each gateway on the in-process bus, 0 = telemetry off. Load = the machine's
 load average when the point ended (a shared machine: CPU time is the robust number, wall
 times stretch with the load).
