@@ -19,6 +19,7 @@ process (``qkdtwin plant serve``) and talks to it over its control endpoint only
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -119,6 +120,14 @@ def _post(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     return dict(r.json())
 
 
+def _expected_devices(scenario: Path) -> int:
+    """IIoT devices the plant of ``scenario`` runs (devices per gateway x gateways)."""
+    from qkdtwin.plant.scenario import load_plant_scenario
+
+    sc = load_plant_scenario(scenario)
+    return sc.plant.devices_per_gateway * len(sc.topology.nodes_with_role("edge_gateway"))
+
+
 def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -210,6 +219,16 @@ def run_attach_tour(
         log(f"(waiting one estimation window, {window:g} s of plant time, for the estimates)")
         after = max((a.raised_at or 0.0) for a in result.attacks) + window + 1.0
         _wait(lambda: (twin.t or 0.0) >= after, timeout_s, "one estimation window")
+        expected = _expected_devices(scenario)
+        if expected and twin.state().readings.source == "decrypted":
+            # a device's first reading can lag on a loaded machine: give every device the
+            # chance to report before counting them (the count below says what was seen)
+            with contextlib.suppress(ConfigError):
+                _wait(
+                    lambda: len(twin.state().readings.devices) >= expected,
+                    min(timeout_s, 60.0),
+                    "every device's readings",
+                )
         truth = httpx.get(f"{control}/truth", timeout=30.0).json()
         true_loss = {lk["id"]: lk["loss_db"] for lk in truth["links"]}
         attacked = {a.link for a in result.attacks}
