@@ -10,7 +10,8 @@ Layers of the suite (markers, registered in ``pyproject.toml``):
 * ``e2e``: starts real servers or processes (KMEs over TLS, Mosquitto, PostgreSQL stores, the
   twin's HTTP service, Jupyter kernels), marked per module with ``pytestmark``;
 * ``browser``: drives headless chromium (also ``e2e``);
-* ``slow``: long statistical checks, left out of ``make test`` (``make test-slow``).
+* ``slow``: long checks (statistics, the 1,000-link dashboard), left out of ``make test``
+  (``make test-slow``).
 
 ``pytest -m unit`` runs the fast inner loop; ``make test`` runs everything but ``slow`` in
 parallel (pytest-xdist) with a per-test timeout (pytest-timeout).

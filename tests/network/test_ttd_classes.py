@@ -46,7 +46,7 @@ def test_ttd_by_class_takes_the_reference_decision_at_every_arrival(case) -> Non
     kw = {"pool_capacity": cap, "keys_per_service": x}
     if case % 2:
         kw["initial_fill"] = "empty"
-    ref, got = _both(topo, demands, case, 800, **kw)
+    ref, got = _both(topo, demands, case, 400, **kw)
     assert ref.success_rate > 0.0
     _assert_same_events(ref, got, cap)
 

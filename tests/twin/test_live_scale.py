@@ -16,7 +16,9 @@ from qkdtwin.twin.runner import ServiceThread
 
 from .test_live import CHROMIUM, LAYOUT_JS, ROOT, SCREENS, SIZES
 
-pytestmark = pytest.mark.e2e
+# ~100 s of one worker (building and calibrating a 1,044-link twin, two window sizes): run by
+# `make test-slow` and `make bench`, so that `make test` stays within its few minutes
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 #: 4 metros x 10 OLTs x 25 gateways: 1,044 links, 1,000 gateways, 1,000 key pools.
 SHAPE = (4, 10, 25)
