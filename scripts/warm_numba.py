@@ -34,6 +34,18 @@ def main() -> None:
                 services=50,
                 generation=generation,
             )
+    for policy in ("ttd-balance", "adaptive-key-residue"):  # both class kernels, both loops
+        for algorithm in ("by-class", "per-pool"):
+            simulate(
+                topo,
+                demands,
+                pool_capacity=100,
+                keys_per_service=10,
+                policy=policy,
+                rng=np.random.default_rng(0),
+                services=50,
+                algorithm=algorithm,
+            )
     import dataclasses
 
     from qkdtwin.qkd import build_link_model, simulate_link
