@@ -133,6 +133,7 @@ def twin_serve(
 
     Without --attach or --replay the twin simulates its own links (teaching, what-if).
     """
+    from qkdtwin.ops import freeze_startup_objects
     from qkdtwin.twin.runner import ServiceThread
 
     if not (0 <= port <= 65535):
@@ -169,6 +170,9 @@ def twin_serve(
     svc = ServiceThread(twin, host, port)
     try:
         svc.start()
+        # the twin's own model (links, pools, engines: ~3 million objects at 1,000 links) is
+        # long-lived; keep full collections from walking it at every tick
+        freeze_startup_objects()
         typer.echo(f"qkdtwin twin: dashboard at {svc.url}/  (API docs {svc.url}/docs)", err=False)
         typer.echo(
             f"  scenario {twin.scenario.source}, {len(twin.links)} links, "
@@ -200,6 +204,7 @@ def _serve_attached(
 ) -> None:
     """``twin serve --attach`` / ``--replay``: an attached twin, live or from a recording."""
     from qkdtwin.kms.tls import serve_in_thread
+    from qkdtwin.ops import freeze_startup_objects
     from qkdtwin.twin.attached_runner import AttachedRunner, replay
     from qkdtwin.twin.attached_service import create_attached_app
 
@@ -242,6 +247,7 @@ def _serve_attached(
     runner = AttachedRunner(attach, host=host, port=port, record=record, actuate=actuate, **opts)
     try:
         runner.start()
+        freeze_startup_objects()
         n = len(runner.attach.links)
         if as_json:
             emit_json({"url": runner.url, "links": n, "kmes": len(runner.attach.kmes)})
