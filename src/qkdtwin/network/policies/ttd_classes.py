@@ -10,15 +10,26 @@ price ``w`` form a *class* (under a hub demand: the gateways of one OLT). Within
 ``v_p`` depends on the balance alone, piecewise linearly: ``d`` below ``H (c d / w - d)``,
 ``c d / w - M / H`` up to ``H c d / w``, then 0. So with the class's balances sorted and their
 running sums, the class's total rate at a trial ``c`` is two binary searches and a difference
-of sums, O(log n_k), and a trial costs O(classes log n + class-resource incidences). The
-balances still move at every arrival (each pool by its own rate), which is O(pools) per
-arrival, done once rather than once per trial; the refill map ``M -> min(C, M + v(M) dt)`` is
-non-decreasing in ``M`` when ``dt <= H``, so the sorted order survives it (a class is re-sorted
-when it does not), and a served pool moves down its class's order by insertion.
+of sums, O(log n_k), and a trial costs O(classes log n + class-resource incidences).
 
-The bisection, the progressive filling rounds, the freezing rule and the refill are the
-reference's, step for step; only the sums are formed per class, so results agree with the
-reference to rounding (tests compare the two event by event).
+Nor are ~60 trials made: each resource's load is piecewise linear and non-decreasing in ``c``
+(breakpoints where a pool's rate leaves 0 or reaches ``d``), so a probe also returns the line
+and the piece around its ``c``, and the round's largest feasible level ``c*`` is read off a
+line that meets the budget inside its piece, found by a few Newton steps (:func:`_probe`).
+The reference's trial levels are then decided by ``c <= c*`` (:func:`_decide`), which
+reproduces its bisection's outcome (the same level, bit for bit, unless a trial level falls
+within rounding of ``c*``: then one last halving differs, ~``2**-40`` of the bracket). A
+re-plan is typically one to five probes instead of ~60.
+
+The balances still move at every arrival (each pool by its own rate), which is O(pools) per
+arrival, done once per arrival in a vectorised loop, with the generated and dropped keys kept
+per slot and the running sums rebuilt only for a class whose linear range a probe needs. The
+refill map ``M -> min(C, M + v(M) dt)`` is non-decreasing in ``M`` when ``dt <= H``, so the
+sorted order survives it (a class is re-sorted when it does not), and a served pool moves down
+its class's order by insertion.
+
+The progressive filling rounds, the freezing rule and the refill are the reference's, step for
+step; results agree with the reference to rounding (tests compare the two event by event).
 """
 
 from __future__ import annotations
@@ -105,6 +116,44 @@ def _bisect(bal: NDArray[np.float64], a: int, b: int, x: float, right: bool) -> 
     return lo - a
 
 
+@njit(cache=True, inline="always")
+def _class_terms(
+    c: float,
+    d: float,
+    w: float,
+    horizon: float,
+    bal: NDArray[np.float64],
+    run: NDArray[np.float64],
+    a: int,
+    b: int,
+    stale: NDArray[np.bool_],
+    k: int,
+) -> tuple[float, int, int]:  # pragma: no cover - compiled
+    """Class total rate at level ``c`` (keys per time unit), saturated and nonzero counts.
+
+    The running sums ``run[a:b]`` are rebuilt first if ``stale[k]`` and the sum is needed.
+    """
+    if b <= a:
+        return 0.0, 0, 0
+    target = c * d / w
+    # v = d where target - M/H >= d, i.e. M <= H (target - d); v = 0 where M >= H target
+    sat = _bisect(bal, a, b, horizon * (target - d), True)
+    zero = _bisect(bal, a, b, horizon * target, False)
+    if zero < sat:
+        zero = sat
+    total = d * sat
+    if zero > sat:
+        if stale[k]:  # the refill moved the balances: running sums on demand only
+            acc = 0.0
+            for q in range(a, b):
+                acc += bal[q]
+                run[q] = acc
+            stale[k] = False
+        lin_sum = run[a + zero - 1] - (run[a + sat - 1] if sat > 0 else 0.0)
+        total += (zero - sat) * target - lin_sum / horizon
+    return total, sat, zero
+
+
 @njit(cache=True)
 def _class_rate(
     c: float,
@@ -117,19 +166,7 @@ def _class_rate(
     b: int,
 ) -> float:  # pragma: no cover - compiled
     """Sum ``min(d, max(0, c d/w - M/H))`` over the class's slots ``a..b-1`` (sorted)."""
-    if b <= a:
-        return 0.0
-    target = c * d / w
-    # v = d where target - M/H >= d, i.e. M <= H (target - d); v = 0 where M >= H target
-    sat = _bisect(bal, a, b, horizon * (target - d), True)
-    zero = _bisect(bal, a, b, horizon * target, False)
-    if zero < sat:
-        zero = sat
-    total = d * sat
-    if zero > sat:
-        lin_sum = run[a + zero - 1] - (run[a + sat - 1] if sat > 0 else 0.0)
-        total += (zero - sat) * target - lin_sum / horizon
-    return total
+    return _class_terms(c, d, w, horizon, bal, run, a, b, np.zeros(1, dtype=np.bool_), 0)[0]
 
 
 @njit(cache=True)
@@ -142,11 +179,12 @@ def _fill_classes(
     frozen: NDArray[np.bool_],
     c_of: NDArray[np.float64],
     rate: NDArray[np.float64],
+    stale: NDArray[np.bool_],
 ) -> None:  # pragma: no cover - compiled
     for k in range(c_of.size):
         if not frozen[k]:
             c_of[k] = c
-            rate[k] = _class_rate(
+            rate[k] = _class_terms(
                 c,
                 classes.demand[k],
                 classes.price[k],
@@ -155,7 +193,9 @@ def _fill_classes(
                 run,
                 classes.start[k],
                 classes.start[k + 1],
-            )
+                stale,
+                k,
+            )[0]
 
 
 @njit(cache=True)
@@ -180,6 +220,189 @@ def _feasible_classes(
     return s
 
 
+class _Work(NamedTuple):
+    """Work arrays of :func:`_probe`.
+
+    Per class: ``trial`` rate (keys per time unit), ``slope`` dv/dc and the piece
+    ``cls_lo..cls_hi`` of c where that line holds; per resource: ``load``, ``beta`` dload/dc
+    and the piece ``res_lo..res_hi``.
+    """
+
+    trial: NDArray[np.float64]
+    slope: NDArray[np.float64]
+    cls_lo: NDArray[np.float64]
+    cls_hi: NDArray[np.float64]
+    load: NDArray[np.float64]
+    beta: NDArray[np.float64]
+    res_lo: NDArray[np.float64]
+    res_hi: NDArray[np.float64]
+
+
+@njit(cache=True)
+def _work(n_cls: int, n_res: int) -> _Work:  # pragma: no cover - compiled
+    """Allocate the work arrays of :func:`_probe`."""
+    return _Work(
+        np.zeros(n_cls), np.zeros(n_cls), np.zeros(n_cls), np.zeros(n_cls),
+        np.zeros(n_res), np.zeros(n_res), np.zeros(n_res), np.zeros(n_res),
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def _probe(
+    x: float,
+    classes: TtdClasses,
+    horizon: float,
+    res_cap: NDArray[np.float64],
+    bal: NDArray[np.float64],
+    run: NDArray[np.float64],
+    frozen: NDArray[np.bool_],
+    rate: NDArray[np.float64],
+    work: _Work,
+    stale: NDArray[np.bool_],
+) -> tuple[bool, float, float, float]:  # pragma: no cover - compiled
+    """Evaluate the bisection's test at level ``x`` and the linear piece of the loads around it.
+
+    Within a class the rate is linear in ``c`` between breakpoints (a pool leaves 0 at
+    ``c = w M / (d H)`` and reaches ``d`` at ``c = w (M / H + d) / d``), so around ``x`` each
+    resource's load is ``load + slope (c - x)`` on ``[piece_lo, piece_hi]`` (the nearest
+    breakpoints of its classes). A resource's budget binds where that line meets it, exactly,
+    if the meeting point lies in the piece.
+
+    Returns
+    -------
+    tuple
+        ``(feasible, root, bound, guess)``: the reference's test ``min_r cap_r / load_r >= 1``
+        at ``x``; the largest feasible level ``c*`` when the pieces determine it (else NaN);
+        a level known feasible (>= ``x``) when ``x`` is, else one known infeasible (<= ``x``);
+        the Newton estimate of ``c*`` (lines extended past their pieces; NaN if none).
+    """
+    inf = np.inf
+    start, demand, price = classes.start, classes.demand, classes.price
+    trial, slope, cl, ch = work.trial, work.slope, work.cls_lo, work.cls_hi
+    for k in range(trial.size):
+        if frozen[k]:
+            continue
+        a, b = start[k], start[k + 1]
+        d, w = demand[k], price[k]
+        trial[k] = 0.0
+        slope[k] = 0.0
+        cl[k] = -inf
+        ch[k] = inf
+        if b <= a or not d > 0.0:
+            continue
+        total, sat, zero = _class_terms(x, d, w, horizon, bal, run, a, b, stale, k)
+        trial[k] = total
+        slope[k] = (zero - sat) * d / w
+        # the breakpoints next to x: a pool saturates at w (M/H + d) / d, leaves 0 at w M / (d H)
+        lo_k, hi_k = -inf, inf
+        if sat > 0:
+            lo_k = max(lo_k, w * (bal[a + sat - 1] / horizon + d) / d)
+        if zero > sat:
+            lo_k = max(lo_k, w * bal[a + zero - 1] / (d * horizon))
+        if a + sat < b:
+            hi_k = min(hi_k, w * (bal[a + sat] / horizon + d) / d)
+        if a + zero < b:
+            hi_k = min(hi_k, w * bal[a + zero] / (d * horizon))
+        cl[k] = min(lo_k, x)  # rounding can put x a hair past its own breakpoint
+        ch[k] = max(hi_k, x)
+    load, beta, r_lo, r_hi = work.load, work.beta, work.res_lo, work.res_hi
+    load[:] = 0.0
+    beta[:] = 0.0
+    r_lo[:] = -inf
+    r_hi[:] = inf
+    for k in range(trial.size):
+        v = rate[k] if frozen[k] else trial[k]
+        for j in range(classes.cls_ptr[k], classes.cls_ptr[k + 1]):
+            r = classes.cls_res[j]
+            if v > 0.0:
+                load[r] += classes.cls_cnt[j] * v
+            if not frozen[k]:
+                beta[r] += classes.cls_cnt[j] * slope[k]
+                r_lo[r] = max(r_lo[r], cl[k])
+                r_hi[r] = min(r_hi[r], ch[k])
+    feasible = True
+    for r in range(res_cap.size):
+        if load[r] > 0.0 and res_cap[r] / load[r] < 1.0:
+            feasible = False
+            break
+    guess = inf
+    if feasible:
+        # c* = min_r c*_r, each c*_r > x: exact where the line meets cap_r inside the piece
+        exact, bound = inf, inf
+        for r in range(res_cap.size):
+            if beta[r] > 0.0:
+                rho = x + (res_cap[r] - load[r]) / beta[r]
+                guess = min(guess, rho)
+                if rho <= r_hi[r]:
+                    exact = min(exact, rho)
+                    continue
+            bound = min(bound, r_hi[r])  # c*_r lies beyond the piece: feasible up to it
+        if exact <= bound:
+            return True, exact, bound, guess
+        return True, np.nan, bound, (guess if guess < inf else np.nan)
+    # c* = min over the violated budgets of c*_r < x
+    exact, bound, known = inf, x, True
+    for r in range(res_cap.size):
+        if not (load[r] > 0.0 and res_cap[r] / load[r] < 1.0):
+            continue
+        if beta[r] > 0.0:
+            rho = x - (load[r] - res_cap[r]) / beta[r]
+            guess = min(guess, rho)
+            if rho >= r_lo[r]:
+                exact = min(exact, rho)
+                continue
+        known = False  # c*_r lies below the piece: infeasible down to it
+        bound = min(bound, r_lo[r])
+    if known:
+        return False, exact, bound, guess
+    return False, np.nan, bound, (guess if guess < inf else np.nan)
+
+
+@njit(cache=True)
+def _decide(
+    m: float,
+    state: NDArray[np.float64],
+    classes: TtdClasses,
+    horizon: float,
+    res_cap: NDArray[np.float64],
+    bal: NDArray[np.float64],
+    run: NDArray[np.float64],
+    frozen: NDArray[np.bool_],
+    rate: NDArray[np.float64],
+    work: _Work,
+    stale: NDArray[np.bool_],
+) -> bool:  # pragma: no cover - compiled
+    """Answer the bisection's test at ``m``: is ``m <= c*``, the round's largest feasible level.
+
+    ``state`` = (largest level known feasible, smallest known infeasible, ``c*`` or NaN,
+    Newton estimate or NaN, 1 if the last probe was at the estimate): probes are made only
+    when what is known does not answer, first at the estimate (which usually pins ``c*``,
+    answering every later test), then at ``m`` itself (which answers this one).
+    """
+    while True:
+        root = state[2]
+        if not np.isnan(root):
+            return m <= float(root)
+        if m <= state[0]:
+            return True
+        if m >= state[1]:
+            return False
+        g = state[3]
+        x = m
+        if state[4] == 0.0 and g > state[0] and g < state[1] and g != m:
+            x = g
+        state[4] = 1.0 if x != m else 0.0
+        feasible, root, bound, guess = _probe(
+            x, classes, horizon, res_cap, bal, run, frozen, rate, work, stale
+        )
+        state[2] = root
+        state[3] = guess
+        if feasible:
+            state[0] = max(state[0], bound)
+        else:
+            state[1] = max(min(state[1], bound), state[0])
+
+
 @njit(cache=True)
 def _plan(
     classes: TtdClasses,
@@ -192,7 +415,38 @@ def _plan(
     rate: NDArray[np.float64],
     load: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
-    """Run the reference's progressive filling; each class's level ``c`` goes to ``c_of``."""
+    """:func:`_plan_with` with its work arrays allocated here (for one-off calls)."""
+    _plan_with(
+        classes, horizon, res_cap, bal, run, frozen, c_of, rate, load,
+        _work(c_of.size, res_cap.size), np.empty(5), np.zeros(c_of.size, dtype=np.bool_),
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def _plan_with(
+    classes: TtdClasses,
+    horizon: float,
+    res_cap: NDArray[np.float64],
+    bal: NDArray[np.float64],
+    run: NDArray[np.float64],
+    frozen: NDArray[np.bool_],
+    c_of: NDArray[np.float64],
+    rate: NDArray[np.float64],
+    load: NDArray[np.float64],
+    work: _Work,
+    state: NDArray[np.float64],
+    stale: NDArray[np.bool_],
+) -> None:  # pragma: no cover - compiled
+    """Run the reference's progressive filling; each class's level ``c`` goes to ``c_of``.
+
+    The doubling and the 40 halvings visit the reference's trial levels in its order and take
+    its decisions, but each decision ``c <= c*`` is read from what earlier probes pinned
+    (:func:`_decide`): ``c*`` exactly, once a probe's linear piece holds it, which is after a
+    few Newton steps on the piecewise-linear loads instead of ~60 evaluations. A trial level
+    within rounding of ``c*`` may be decided the other way than the reference's float test
+    does, which moves the round's level by one last halving (about ``2**-40`` of the bracket)
+    and the rates by as little; the tests compare event by event to ``1e-9`` of the stock.
+    """
     n_cls = c_of.size
     hi0 = 1.0
     for k in range(n_cls):
@@ -208,24 +462,31 @@ def _plan(
         rate[k] = 0.0
     lo = 0.0
     for _round in range(res_cap.size + 1):
+        # what is known of this round's c*: lo is feasible (the last round's level, or 0)
+        state[0] = lo
+        state[1] = np.inf
+        state[2] = np.nan
+        state[3] = np.nan
+        state[4] = 0.0
         hi = hi0
-        _fill_classes(hi, classes, horizon, bal, run, frozen, c_of, rate)
         grow = 0
-        while _feasible_classes(classes, rate, res_cap, load) >= 1.0 and grow < 60:
+        # past full coverage keep raising c: spare budget still goes to the pools it can reach
+        while grow < 60 and _decide(
+            hi, state, classes, horizon, res_cap, bal, run, frozen, rate, work, stale
+        ):
             lo = hi
             hi *= 2.0
             grow += 1
-            _fill_classes(hi, classes, horizon, bal, run, frozen, c_of, rate)
         if grow == 60:
+            _fill_classes(hi, classes, horizon, bal, run, frozen, c_of, rate, stale)
             return
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            _fill_classes(mid, classes, horizon, bal, run, frozen, c_of, rate)
-            if _feasible_classes(classes, rate, res_cap, load) >= 1.0:
+            if _decide(mid, state, classes, horizon, res_cap, bal, run, frozen, rate, work, stale):
                 lo = mid
             else:
                 hi = mid
-        _fill_classes(lo, classes, horizon, bal, run, frozen, c_of, rate)
+        _fill_classes(lo, classes, horizon, bal, run, frozen, c_of, rate, stale)
         _feasible_classes(classes, rate, res_cap, load)
         changed = False
         for k in range(n_cls):
@@ -255,14 +516,65 @@ def _sort_class(
     bal: NDArray[np.float64],
     pool_at: NDArray[np.int64],
     slot_of: NDArray[np.int64],
+    gen: NDArray[np.float64],
+    drop: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
+    """Sort slots ``a..b-1`` by balance, carrying their pools and per-slot counters."""
     order = np.argsort(bal[a:b], kind="mergesort")
     vals = bal[a:b][order]
     pools = pool_at[a:b][order]
+    gens = gen[a:b][order]
+    drops = drop[a:b][order]
     for i in range(b - a):
         bal[a + i] = vals[i]
         pool_at[a + i] = pools[i]
         slot_of[pools[i]] = a + i
+        gen[a + i] = gens[i]
+        drop[a + i] = drops[i]
+
+
+@njit(cache=True)
+def _refill_class(
+    a: int,
+    b: int,
+    target: float,
+    d: float,
+    horizon: float,
+    dt: float,
+    capacity: float,
+    bal: NDArray[np.float64],
+    gen: NDArray[np.float64],
+    drop: NDArray[np.float64],
+) -> tuple[bool, bool]:  # pragma: no cover - compiled
+    """Refill slots ``a..b-1`` for ``dt`` time units at ``min(d, max(0, target - M / H))``.
+
+    Balances ``M`` and ``capacity`` in keys; ``target`` (``c d / w``) and ``d`` in keys per
+    time unit; ``horizon`` and ``dt`` in time units. Counters ``gen``/``drop`` are per slot.
+    Branch-free on 0-based views (a zero rate adds zero), so the loop vectorises. Returns
+    whether any balance may have moved and whether the slots are still sorted.
+    """
+    n = b - a
+    if n <= 0:
+        return False, True
+    bs = bal[a:b]
+    gs = gen[a:b]
+    ds = drop[a:b]
+    moved = target - bs[0] / horizon > 0.0  # the lowest balance has the highest rate
+    for i in range(n):
+        m = bs[i]
+        x = target - m / horizon
+        x = d if x > d else x
+        v = x if x > 0.0 else 0.0
+        g = v * dt
+        gs[i] += g
+        y = m + g
+        over = y - capacity
+        ds[i] += over if over > 0.0 else 0.0
+        bs[i] = capacity if over > 0.0 else y
+    unsorted = 0
+    for i in range(1, n):
+        unsorted += bs[i] < bs[i - 1]
+    return moved, unsorted == 0
 
 
 # nogil: a Dask worker running a long replication keeps answering its heartbeats
@@ -287,57 +599,46 @@ def run_ttd_by_class(
     n_pools = level.size
     n_cls = classes.start.size - 1
     start = classes.start
-    # class-sorted layout: slot -> pool and balance; pool -> slot
+    # class-sorted layout: slot -> pool, balance and counters; pool -> slot
     pool_at = np.argsort(classes.pool_class, kind="mergesort").astype(np.int64)
     slot_of = np.empty(n_pools, dtype=np.int64)
     bal = np.empty(n_pools)
+    gen = np.zeros(n_pools)  # keys generated and dropped since the start of this call
+    drop = np.zeros(n_pools)
     for i in range(n_pools):
         slot_of[pool_at[i]] = i
         bal[i] = level[pool_at[i]]
     for k in range(n_cls):
-        _sort_class(start[k], start[k + 1], bal, pool_at, slot_of)
+        _sort_class(start[k], start[k + 1], bal, pool_at, slot_of, gen, drop)
     run = np.empty(n_pools)  # running sum of the balances within each class
+    stale = np.ones(n_cls, dtype=np.bool_)  # run out of date (rebuilt when a plan needs it)
     frozen = np.zeros(n_cls, dtype=np.bool_)
     c_of = np.zeros(n_cls)
     rate = np.zeros(n_cls)
     load = np.zeros(res_cap.size)
+    work = _work(n_cls, res_cap.size)
+    state = np.empty(5)
     t_prev = 0.0
     n_events = times.size
     for i in range(n_events + 1):
         t = times[i] if i < n_events else t_end
         # ---- plan from the balances after the previous event -------------------------------
-        for k in range(n_cls):
-            total = 0.0
-            for q in range(start[k], start[k + 1]):
-                total += bal[q]
-                run[q] = total
-        _plan(classes, horizon, res_cap, bal, run, frozen, c_of, rate, load)
+        _plan_with(
+            classes, horizon, res_cap, bal, run, frozen, c_of, rate, load, work, state, stale
+        )
         # ---- refill every pool to t at its planned rate -----------------------------------
         dt = t - t_prev
         if dt > 0.0:
             for k in range(n_cls):
-                c = c_of[k]
-                d = classes.demand[k]
-                w = classes.price[k]
-                ordered = True
-                for q in range(start[k], start[k + 1]):
-                    x = c * d / w - bal[q] / horizon
-                    if x > d:
-                        x = d
-                    v = x if x > 0.0 else 0.0
-                    if v > 0.0:
-                        g = v * dt
-                        p = pool_at[q]
-                        acc.generated[p] += g
-                        y = bal[q] + g
-                        if y > capacity:
-                            acc.dropped[p] += y - capacity
-                            y = capacity
-                        bal[q] = y
-                    if q > start[k] and bal[q] < bal[q - 1]:
-                        ordered = False
+                a, b = start[k], start[k + 1]
+                moved, ordered = _refill_class(
+                    a, b, c_of[k] * classes.demand[k] / classes.price[k], classes.demand[k],
+                    horizon, dt, capacity, bal, gen, drop,
+                )  # fmt: skip
+                if moved:
+                    stale[k] = True
                 if not ordered:  # dt > H can reverse the order of the linear range
-                    _sort_class(start[k], start[k + 1], bal, pool_at, slot_of)
+                    _sort_class(a, b, bal, pool_at, slot_of, gen, drop)
             t_prev = t
         if i == n_events:
             break
@@ -346,15 +647,25 @@ def run_ttd_by_class(
         q = slot_of[p]
         lv, served = serve(acc, i, p, bal[q], keys)
         if served:
-            # move the pool down its class's order
-            a = start[classes.pool_class[p]]
+            # move the pool down its class's order, with its counters
+            k = classes.pool_class[p]
+            stale[k] = True
+            a = start[k]
+            g, dr = gen[q], drop[q]
             while q > a and bal[q - 1] > lv:
                 bal[q] = bal[q - 1]
+                gen[q] = gen[q - 1]
+                drop[q] = drop[q - 1]
                 pool_at[q] = pool_at[q - 1]
                 slot_of[pool_at[q]] = q
                 q -= 1
             bal[q] = lv
+            gen[q] = g
+            drop[q] = dr
             pool_at[q] = p
             slot_of[p] = q
     for q in range(n_pools):
-        level[pool_at[q]] = bal[q]
+        p = pool_at[q]
+        level[p] = bal[q]
+        acc.generated[p] += gen[q]
+        acc.dropped[p] += drop[q]
