@@ -111,3 +111,42 @@ def test_pending_keys_are_a_count_and_a_full_store_costs_nothing(kmes: KmeLayer)
     assert kmes.discard("A-B", 1) == 3 + 15 + 5
     assert lk.store_a.available_count(KEY_BITS) == 0
     assert kmes.link_view("A-B")["discarded"] == 23
+
+
+def test_a_nearly_full_store_is_topped_up_only_once_it_has_room_for_5_percent(
+    tmp_path: Path,
+) -> None:
+    """max_keys 100: a store with room for fewer than 5 keys gets no delivery (and no
+    transaction); with room for 5 or more it is filled again, and the count stays exact."""
+    layer = KmeLayer([("A-B", "A", "B"), ("B-C", "B", "C")], tmp_path, max_keys=100)
+    try:
+        assert layer.top_up_keys == 5
+        for lid in ("A-B", "B-C"):
+            layer.produce(lid, 100 * KEY_BITS)
+            assert layer.flush(lid) == 100
+        lk = layer.links["A-B"]
+        hops = layer.hops(["A", "B", "C"])
+        for _ in range(4):  # four relays take 4 keys from every hop's stores
+            for h in hops:
+                h.left.consume("test", KEY_BITS)
+                h.right.consume("test", KEY_BITS)
+            layer.consumed(["A", "B", "C"])
+        assert lk.available == lk.store_a.available_count(KEY_BITS) == 96
+        layer.produce("A-B", 50 * KEY_BITS)
+        assert layer.flush("A-B") == 0  # room 4 < 5: dropped, as a full store drops them
+        assert lk.store_a.available_count(KEY_BITS) == 96
+        assert layer.link_view("A-B")["pending"] == 0
+        for h in hops:
+            h.left.consume("test", KEY_BITS)
+            h.right.consume("test", KEY_BITS)
+        layer.consumed(["A", "B", "C"])
+        layer.produce("A-B", 50 * KEY_BITS)
+        assert layer.flush("A-B") == 5  # room 5: topped up to max_keys
+        assert lk.available == lk.store_a.available_count(KEY_BITS) == 100
+        assert lk.store_b.available_count(KEY_BITS) == 100
+        # a link whose key rate is below its use still delivers every key it made
+        layer.produce("B-C", 2 * KEY_BITS)
+        assert layer.flush("B-C") == 2
+        assert layer.links["B-C"].store_a.available_count(KEY_BITS) == 97
+    finally:
+        layer.close()

@@ -68,3 +68,54 @@ def test_bad_telemetry_options_are_named(make_twin) -> None:
         with pytest.raises(ConfigError) as e:
             make_twin(seed_dict(telemetry={"broker": "memory", own: 1}), telemetry=True)
         assert e.value.field == f"twin.telemetry.{own}"
+
+
+def test_starved_gateways_fail_without_touching_their_store(make_twin, monkeypatch) -> None:
+    """A gateway the twin relayed no key to is refused at once, with the store's own error,
+    and the twin's count of ready keys equals what the store holds at every tick."""
+    from qkdtwin.kms import KeyStore
+
+    calls: list[str] = []
+    real = KeyStore.reserve
+
+    def counting(self, *a, **k):  # type: ignore[no-untyped-def]
+        calls.append(str(self.url))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(KeyStore, "reserve", counting)
+    # no link key reaches a KME for 100 ticks: nothing can be relayed, no gateway has a key
+    starved = make_twin(
+        seed_dict(devices_per_gateway=2, kme_feed_every=100, telemetry={"broker": "memory"}),
+        telemetry=True,
+    )
+    for _ in range(3):
+        st = starved.step()
+        assert st["telemetry"]["key_failures"] == {"KeyExhaustedError": 6}
+        assert st["telemetry"]["sent"] == 0
+    assert calls == []  # 18 refusals, not one store transaction
+    # fed at every tick: keys are relayed and drawn, and the count follows the stores
+    twin = make_twin(
+        seed_dict(devices_per_gateway=2, kme_feed_every=1, telemetry={"broker": "memory"}),
+        telemetry=True,
+    )
+    comp = twin.telemetry
+    assert comp is not None
+    for _ in range(6):
+        twin.step()
+        for g in comp.gws:
+            assert g.ready == g.gw_store.available_count(256)
+    assert any(u.endswith("@gw.db") for u in calls)  # the gateways drew their keys
+    assert all(g.relayed >= 1 for g in comp.gws)
+
+
+def test_relay_budget_follows_the_key_demand() -> None:
+    from qkdtwin.iot import TelemetryConfig
+    from qkdtwin.twin.telemetry import MAX_RELAYS_PER_TICK, relay_budget
+
+    conf = TelemetryConfig.build(devices=10, edge_id="e", seed=1, broker="memory")
+    assert relay_budget(6, conf) == MAX_RELAYS_PER_TICK  # the seed network: the floor
+    # 1,000 gateways, an epoch every 60 s: 16.7 keys per 1-s tick on average, twice that
+    assert relay_budget(1000, conf) == 34
+    fast = TelemetryConfig.build(devices=10, edge_id="e", seed=1, broker="memory", rekey_messages=5)
+    # an epoch every 5 readings of 10 devices: 2 per gateway per tick
+    assert relay_budget(100, fast) == 400

@@ -273,21 +273,70 @@ class Transport(Protocol):
         ...
 
 
-class MemoryBus:
-    """An in-process broker: :meth:`client` returns transports that deliver synchronously."""
+class _TopicNode:
+    """One level of the bus's subscription tree: children by word, ``+`` and ``#`` included."""
+
+    __slots__ = ("children", "subs")
 
     def __init__(self) -> None:
-        self._subs: list[tuple[str, MessageHandler, _MemoryClient]] = []
+        self.children: dict[str, _TopicNode] = {}
+        self.subs: list[tuple[int, MessageHandler, _MemoryClient]] = []
+
+
+class MemoryBus:
+    """An in-process broker: :meth:`client` returns transports that deliver synchronously.
+
+    Subscriptions are kept in a tree of topic levels, as a broker keeps them, so a publish
+    costs O(levels x matching branches), not O(subscriptions): a twin with 1,000 gateways
+    holds ~3,000 filters (most with a ``+``) on one bus, and a linear scan of them for every
+    frame was a third of its tick. Handlers run in the order they subscribed.
+    """
+
+    def __init__(self) -> None:
+        self._root = _TopicNode()
+        self._seq = 0
         self._lock = threading.RLock()
 
     def client(self, *, will: tuple[str, bytes] | None = None) -> _MemoryClient:
         """Return a new client; ``will`` = ``(topic, payload)`` sent if it closes ungracefully."""
         return _MemoryClient(self, will)
 
+    def _subscribe(self, pattern: str, handler: MessageHandler, client: _MemoryClient) -> None:
+        with self._lock:
+            self._seq += 1
+            node = self._root
+            for word in pattern.split("/"):
+                node = node.children.setdefault(word, _TopicNode())
+            node.subs.append((self._seq, handler, client))
+
+    def _matching(self, words: list[str]) -> list[tuple[int, MessageHandler, _MemoryClient]]:
+        found: list[tuple[int, MessageHandler, _MemoryClient]] = []
+        level = [self._root]
+        for word in words:
+            nxt = []
+            for node in level:
+                multi = node.children.get("#")
+                if multi is not None:
+                    found += multi.subs
+                for key in (word, "+"):
+                    child = node.children.get(key)
+                    if child is not None:
+                        nxt.append(child)
+            if not nxt:
+                return found
+            level = nxt
+        for node in level:
+            found += node.subs
+            multi = node.children.get("#")  # "a/#" also matches "a"
+            if multi is not None:
+                found += multi.subs
+        return found
+
     def _publish(self, topic_name: str, payload: bytes) -> None:
         with self._lock:
-            targets = [h for p, h, c in self._subs if c.open and topic_matches(p, topic_name)]
-        for h in targets:
+            found = [(n, h) for n, h, c in self._matching(topic_name.split("/")) if c.open]
+        found.sort(key=lambda x: x[0])
+        for _, h in found:
             h(topic_name, payload)
 
 
@@ -298,8 +347,7 @@ class _MemoryClient:
         self.open = True
 
     def subscribe(self, pattern: str, handler: MessageHandler) -> None:
-        with self.bus._lock:
-            self.bus._subs.append((pattern, handler, self))
+        self.bus._subscribe(pattern, handler, self)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         if not self.open:

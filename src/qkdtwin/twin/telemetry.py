@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import numpy as np
 
-from qkdtwin.errors import ConfigError, KmsError, QkdTwinError
+from qkdtwin.errors import ConfigError, KeyExhaustedError, KmsError, QkdTwinError
 from qkdtwin.iot import (
     EmbeddedBroker,
     GatedKeySource,
@@ -49,8 +50,21 @@ __all__ = ["IotTelemetry"]
 KEY_BITS = 256
 #: End-to-end keys kept ready per gateway (a gateway uses one per key epoch).
 TARGET_KEYS = 2
-#: Relays per tick over all gateways (bounds the KMS work of one tick).
+#: Least relays per tick over all gateways (the budget grows with the key demand: see
+#: :func:`relay_budget`); it bounds the KMS work of one tick.
 MAX_RELAYS_PER_TICK = 16
+
+
+def relay_budget(gateways: int, conf: TelemetryConfig) -> int:
+    """Relays allowed per tick: twice the gateways' mean key demand, at least 16.
+
+    In the steady state every gateway starts a key epoch (one end-to-end key) every
+    ``rekey_seconds`` or every ``rekey_messages`` readings, whichever comes first; with a
+    fixed budget of 16 a twin of 1,000 gateways and 60-s epochs (16.7 keys per 1-s tick)
+    would starve for ever. Twice the mean leaves room to catch up after an outage.
+    """
+    per_s = max(1.0 / conf.rekey_seconds, conf.devices / (conf.rekey_messages * conf.interval_s))
+    return max(MAX_RELAYS_PER_TICK, math.ceil(2.0 * gateways * per_s * conf.interval_s))
 
 
 def _edge_id(node: str) -> str:
@@ -65,7 +79,7 @@ class _Gateway:
         self.inner = StoreKeySource(
             gw_store, f"sae-{node}", "sae-aggregator", mirror=agg_store, batch=1
         )
-        self.gate = GatedKeySource(self.inner)
+        self.gate = GatedKeySource(_CountedSupply(self))
         self.agg_source = StoreKeySource(agg_store, "sae-aggregator", f"sae-{node}", batch=1)
         self.relayed = gw_store.available_count(KEY_BITS)
         gw_store.engine.dispose()  # no idle descriptors (see qkdtwin.twin.kmes._idle)
@@ -75,7 +89,44 @@ class _Gateway:
 
     @property
     def ready(self) -> int:
+        """End-to-end keys in the gateway's store not yet drawn (relayed less reserved)."""
         return self.relayed - self.inner.reserved_bits // KEY_BITS
+
+
+class _CountedSupply:
+    """A gateway's key source that knows, from the twin's own count, when its store is empty.
+
+    The twin installs every end-to-end key itself (:meth:`IotTelemetry.prepare`), so it knows
+    how many the gateway's store holds (:attr:`_Gateway.ready`). A gateway without a key retries
+    at every interval; at 1,000 gateways those retries were ~1,000 store transactions a tick
+    that could only fail. With none ready, this refuses at once with the store's own error
+    (:class:`KeyExhaustedError`); otherwise it asks the store.
+    """
+
+    def __init__(self, gw: _Gateway) -> None:
+        self._gw = gw
+
+    def new_key(self, size_bits: int) -> tuple[str, bytes]:
+        """Return a key from the store, or raise KeyExhaustedError when none was relayed."""
+        if size_bits == KEY_BITS and self._gw.ready <= 0:
+            raise KeyExhaustedError(
+                "no end-to-end key ready for this gateway", details=[{"available": 0}]
+            )
+        return self._gw.inner.new_key(size_bits)
+
+    def key_by_id(self, key_id: str) -> bytes:
+        """Pass through to the store."""
+        return self._gw.inner.key_by_id(key_id)
+
+    @property
+    def reserved_bits(self) -> int:
+        """Bits drawn from the store."""
+        return self._gw.inner.reserved_bits
+
+    @property
+    def delivered_bits(self) -> int:
+        """Bits handed out."""
+        return self._gw.inner.delivered_bits
 
 
 class IotTelemetry:
@@ -118,6 +169,7 @@ class IotTelemetry:
         root.mkdir(parents=True, exist_ok=True)
         self.gws: list[_Gateway] = []
         self._paths_for: int = -1
+        self.relays_per_tick = MAX_RELAYS_PER_TICK
         try:
             if broker == "embedded":
                 self.broker = self._start_broker()
@@ -144,6 +196,7 @@ class IotTelemetry:
                 )
                 self.gws.append(g)
                 g.session = TelemetrySession(conf, g.gate, g.agg_source, bus=self.bus).start()
+                self.relays_per_tick = relay_budget(len(self.gateways_nodes), conf)
         except BaseException:
             self.close()
             raise
@@ -169,8 +222,9 @@ class IotTelemetry:
     def prepare(self, twin: Twin) -> None:
         """Under the twin's lock: route each gateway's keys and relay end-to-end keys.
 
-        At most one relay per gateway and :data:`MAX_RELAYS_PER_TICK` in all per tick (the
-        gateways with the fewest ready keys first), so the KMS work per tick stays bounded.
+        At most one relay per gateway and :attr:`relays_per_tick` in all per tick (the
+        gateways with the fewest ready keys first, see :func:`relay_budget`), so the KMS work
+        per tick stays bounded.
         """
         if self._paths_for != twin.keynet.reroutes:
             topo = topology_without(twin.topology, twin._down())
@@ -184,7 +238,7 @@ class IotTelemetry:
                 else:
                     g.gate.restore()
             self._paths_for = twin.keynet.reroutes
-        budget = MAX_RELAYS_PER_TICK
+        budget = self.relays_per_tick
         for g in sorted(self.gws, key=lambda g: g.ready):
             if budget == 0:
                 break
