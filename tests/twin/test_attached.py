@@ -366,6 +366,8 @@ def test_the_api_serves_the_typed_state(tmp_path):
             "kmes.Q",
         ),
         (lambda d: d.update(surprise=1), "surprise"),
+        (lambda d: d.update(kme_poll_every_s=0), "kme_poll_every_s"),
+        (lambda d: d.update(kme_poll_every_s="often"), "kme_poll_every_s"),
     ],
 )
 def test_bad_attach_files_name_the_field(tmp_path, mutate, field):

@@ -848,3 +848,39 @@ def test_poller_against_real_kmes_operator_endpoint(tmp_path):
         assert l2.delivered_total == 3
         assert r2.consumption[peer] == pytest.approx(3 / (r2.response.time - r1.response.time))
     assert first["as-sae"].error_kind == "unauthorized"
+
+
+def test_poll_slots_cover_every_kme_once_and_follow_the_rate() -> None:
+    nodes = [f"N{i}" for i in range(1100)]
+    auto = ingest.poll_slots(nodes, 1.0)
+    assert len(auto) == 11  # 1,100 KMEs at most 100 polls/s: each every 11 s
+    assert sorted(n for s in auto for n in s) == sorted(nodes)
+    assert max(map(len, auto)) - min(map(len, auto)) <= 1  # evenly spread
+    assert len(ingest.poll_slots(nodes, 1.0, 15.0)) == 15
+    assert len(ingest.poll_slots(nodes, 0.5, 15.0)) == 30
+    assert ingest.poll_slots(["A", "B"], 1.0) == [["A", "B"]]  # few KMEs: all, every period
+    assert ingest.poll_slots(["A", "B"], 1.0, 60.0) == [["A"], ["B"]]  # never an empty slot
+    for bad in ((0.0, None), (1.0, 0.0), (1.0, -3.0)):
+        with pytest.raises(ConfigError):
+            ingest.poll_slots(nodes, *bad)
+
+
+def test_a_staggered_poll_asks_only_its_kmes() -> None:
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.host)
+        return httpx.Response(200, json=links_body(10, T0))
+
+    kmes = {n: (f"http://kme-{n.lower()}.test", None, None, None) for n in "ABCD"}
+    with KmePoller(kmes, transport=httpx.MockTransport(handler)) as poller:
+        slots = ingest.poll_slots(list(kmes), 1.0, 2.0)
+        assert slots == [["A", "C"], ["B", "D"]]
+        got = poller.poll(T0, slots[1])
+        assert list(got) == ["B", "D"]
+        assert sorted(asked) == ["kme-b.test", "kme-d.test"]
+        assert all(r.status == "ok" for r in got.values())
+        assert poller.poll(T0 + 1, slots[0]).keys() == {"A", "C"}
+        assert len(poller.poll(T0 + 2)) == 4  # no subset: every KME, as before
+        with pytest.raises(ConfigError, match="unknown KME"):
+            poller.poll(T0, ["Z"])

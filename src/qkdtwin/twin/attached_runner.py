@@ -3,7 +3,8 @@
 * :class:`AttachedRunner` — ``qkdtwin twin serve --attach FILE``: subscribes to the attach
   file's broker (:class:`~qkdtwin.twin.ingest.MqttIngest`; over TLS and with a login or a
   client certificate if the attach file says so), polls every KME's operator
-  interface (:class:`~qkdtwin.twin.ingest.KmePoller`) once per reporting interval, ticks the
+  interface (:class:`~qkdtwin.twin.ingest.KmePoller`; each KME every reporting interval or,
+  staggered, every ``kme_poll_every_s``: :func:`~qkdtwin.twin.ingest.poll_slots`), ticks the
   twin (stale sources, timed-out gaps) and serves its API and dashboard; with ``record`` every
   input goes to a JSON Lines recording, with the attach file copied beside it
   (``FILE.attach.yaml``).
@@ -35,6 +36,7 @@ from qkdtwin.twin.ingest import (
     Recorder,
     Replayer,
     ingest_topics,
+    poll_slots,
 )
 
 __all__ = ["AttachedRunner", "attach_copy_path", "replay"]
@@ -187,10 +189,15 @@ class AttachedRunner:
             )
             for p in self.attach.sae_status
         }
+        # one slot of KMEs per iteration: each KME every kme_poll_every_s, staggered
+        slots = poll_slots(list(self.poller.endpoints), period, self.attach.kme_poll_every_s)
+        k = 0
         try:
             while not self._stop.is_set():
                 t = time.time()
-                for node, res in self.poller.poll(t).items():
+                nodes = slots[k % len(slots)]
+                k += 1
+                for node, res in self.poller.poll(t, nodes).items():
                     if res.raw is not None:
                         self.twin.on_poll(node, res.raw, t)
                 for name, (url, client) in sae_clients.items():

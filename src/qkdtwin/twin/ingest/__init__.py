@@ -28,6 +28,7 @@ from qkdtwin.twin.ingest.iot_stream import (
 )
 from qkdtwin.twin.ingest.kme_poller import (
     LINKS_PATH,
+    MAX_POLLS_PER_S,
     KmeEndpoint,
     KmeKeyCounts,
     KmeLinkCounters,
@@ -37,6 +38,7 @@ from qkdtwin.twin.ingest.kme_poller import (
     KmeState,
     PollErrorKind,
     RawPoll,
+    poll_slots,
 )
 from qkdtwin.twin.ingest.link_stream import (
     DEFAULT_GAP_TIMEOUT_INTERVALS,
@@ -75,6 +77,7 @@ __all__ = [
     "DEFAULT_STALE_INTERVALS",
     "DEFAULT_TOPICS",
     "LINKS_PATH",
+    "MAX_POLLS_PER_S",
     "BadLine",
     "ConnectionState",
     "DeviceReading",
@@ -109,5 +112,6 @@ __all__ = [
     "StreamCounters",
     "ingest_topics",
     "perf_topic_module",
+    "poll_slots",
     "read_records",
 ]

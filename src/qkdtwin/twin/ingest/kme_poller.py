@@ -40,7 +40,7 @@ import concurrent.futures as cf
 import datetime as dt
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -52,6 +52,7 @@ from qkdtwin.errors import ConfigError
 
 __all__ = [
     "LINKS_PATH",
+    "MAX_POLLS_PER_S",
     "KmeEndpoint",
     "KmeKeyCounts",
     "KmeLinkCounters",
@@ -61,6 +62,7 @@ __all__ = [
     "KmeState",
     "PollErrorKind",
     "RawPoll",
+    "poll_slots",
 ]
 
 #: Path of the operator endpoint on a KME.
@@ -269,6 +271,37 @@ def _classify(exc: BaseException, url: str) -> tuple[PollErrorKind, str]:
     return "error", detail
 
 
+#: Most KME polls per second a staggered poll schedule aims at (:func:`poll_slots`).
+MAX_POLLS_PER_S = 100.0
+
+
+def poll_slots(
+    nodes: Sequence[str], period_s: float, poll_every_s: float | None = None
+) -> list[list[str]]:
+    """Split the KMEs into staggered slots: the poll loop polls one slot every ``period_s``.
+
+    Each KME is then polled once every ``len(slots) * period_s`` seconds, about
+    ``poll_every_s``, and a loop iteration sends about ``len(nodes) / len(slots)`` requests
+    instead of one to every KME. ``poll_every_s`` ``None`` is automatic: every KME every
+    ``period_s`` while that stays within :data:`MAX_POLLS_PER_S` polls a second, else as often
+    as that rate allows (1,100 KMEs polled every 1 s: every 11 s).
+
+    Raises
+    ------
+    ConfigError
+        If ``period_s`` or ``poll_every_s`` is not positive.
+    """
+    if not period_s > 0:
+        raise ConfigError("period_s must be > 0", field="period_s", value=period_s)
+    if poll_every_s is not None and not poll_every_s > 0:
+        raise ConfigError(
+            "kme_poll_every_s must be > 0", field="kme_poll_every_s", value=poll_every_s
+        )
+    every = poll_every_s if poll_every_s is not None else len(nodes) / MAX_POLLS_PER_S
+    m = max(1, min(len(nodes), round(every / period_s)))
+    return [list(nodes[i::m]) for i in range(m)]
+
+
 class KmePoller:
     """Poll ``GET /kme/v1/links`` of several KMEs concurrently.
 
@@ -367,22 +400,38 @@ class KmePoller:
                 elapsed_s=time.perf_counter() - t0,
             )
 
-    def poll(self, now: float) -> dict[str, KmePollResult]:
-        """Poll every KME concurrently; never raises.
+    def poll(self, now: float, nodes: Sequence[str] | None = None) -> dict[str, KmePollResult]:
+        """Poll every KME (or those in ``nodes``) concurrently; never raises.
 
         Parameters
         ----------
         now
             The poll time, Unix s (stamped on the results; rates fall back to it).
+        nodes
+            The KMEs to poll now (a staggered poll, :func:`poll_slots`); ``None``: all.
 
         Returns
         -------
         dict of str to KmePollResult
-            One result per configured node, in configuration order.
+            One result per polled node, in configuration order.
+
+        Raises
+        ------
+        ConfigError
+            If ``nodes`` names a KME that is not configured.
         """
+        if nodes is None:
+            chosen = list(self.endpoints)
+        else:
+            unknown = sorted(set(nodes) - set(self.endpoints))
+            if unknown:
+                raise ConfigError(f"unknown KME(s): {', '.join(unknown)}", field="nodes")
+            wanted = set(nodes)
+            chosen = [n for n in self.endpoints if n in wanted]
         raws: dict[str, RawPoll] = {}
         submitted: dict[str, cf.Future[RawPoll]] = {}
-        for node, ep in self.endpoints.items():
+        for node in chosen:
+            ep = self.endpoints[node]
             prev = self._inflight.get(node)
             if prev is not None and not prev.done():
                 raws[node] = RawPoll(
@@ -413,7 +462,7 @@ class KmePoller:
                     error_kind="timeout",
                     elapsed_s=self.timeout_s,
                 )
-        return {node: self.apply(node, raws[node], now) for node in self.endpoints}
+        return {node: self.apply(node, raws[node], now) for node in chosen}
 
     def apply(self, node: str, raw: RawPoll, now: float) -> KmePollResult:
         """Turn one wire-level outcome into a result and update the KME's status.
