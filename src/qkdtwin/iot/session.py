@@ -603,11 +603,10 @@ class TelemetrySession:
             lat = np.asarray(agg.latencies_ms, dtype=np.float64)
             agg.latencies_ms.clear()
             latest = dict(agg.latest)
-        p50, p99 = (
-            (float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
-            if lat.size
-            else (float("nan"), float("nan"))
-        )
+        p50 = p99 = float("nan")
+        if lat.size:  # both quantiles in one sort
+            q50, q99 = np.percentile(lat, (50, 99))
+            p50, p99 = float(q50), float(q99)
         report = IntervalReport(
             interval=self._interval,
             sent=out.readings_sent,
