@@ -150,3 +150,17 @@ def test_a_nearly_full_store_is_topped_up_only_once_it_has_room_for_5_percent(
         assert layer.links["B-C"].store_a.available_count(KEY_BITS) == 97
     finally:
         layer.close()
+
+
+def test_the_key_feed_period_grows_with_the_links_unless_set() -> None:
+    from qkdtwin.twin.sim_source import feed_every
+
+    assert feed_every(None, 12) == 10  # the seed network: every 10 ticks, as always
+    assert feed_every(None, 200) == 10
+    assert feed_every(None, 201) == 11
+    assert feed_every(None, 1044) == 53  # ~20 links' deliveries per tick
+    assert feed_every(3, 1044) == 3  # a configured period is kept
+    for links in (1, 12, 250, 1044, 20_001):
+        every = feed_every(None, links)
+        per_tick = max(sum(1 for i in range(links) if (t + i) % every == 0) for t in range(every))
+        assert per_tick <= max(20, -(-links // 10))

@@ -11,6 +11,8 @@ one more optional mapping, ``twin``, that says how the live twin runs it::
       qber_min_bits: 1000          # sifted bits (newest blocks) the alarm QBER is computed on
       calibration_pulses: 2000000  # pulses of one link-engine run (round robin, 1 link/tick)
       kme_feed_every: 10           # ticks between key deliveries into the KME stores
+                                   # (default: max(10, links / 20), so a tick makes at
+                                   # most ~20 links' deliveries)
       postprocess: true            # run Cascade + verification + PA on each round-robin run
       link_defaults: {protocol: decoy-bb84, preset: gys}
       links:                       # per-link physics, by id "A-B" (either order)
@@ -68,7 +70,7 @@ class TwinSettings(_Strict):
     qber_threshold: float = Field(default=0.08, gt=0.0, lt=0.5)
     qber_min_bits: int = Field(default=1000, ge=1, le=10**9)
     calibration_pulses: int = Field(default=2_000_000, ge=10_000, le=10**9)
-    kme_feed_every: int = Field(default=10, ge=1, le=10_000)
+    kme_feed_every: int | None = Field(default=None, ge=1, le=10_000)
     postprocess: bool = True
     kme_max_keys: int = Field(default=2000, ge=10, le=10**7)
     link_defaults: LinkPhysics = Field(default_factory=LinkPhysics)

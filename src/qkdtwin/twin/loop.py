@@ -61,7 +61,13 @@ from qkdtwin.twin.links import (
 from qkdtwin.twin.qber_rule import check_link, check_links
 from qkdtwin.twin.results import DeviceReading, TelemetryCounts, TelemetryReport, TelemetrySummary
 from qkdtwin.twin.sim_respond import ResponseEvent, SimResponse, links_down
-from qkdtwin.twin.sim_source import LinkSource, build_links, observed_block, sim_module_id
+from qkdtwin.twin.sim_source import (
+    LinkSource,
+    build_links,
+    feed_every,
+    observed_block,
+    sim_module_id,
+)
 from qkdtwin.twin.state import History, TwinDatabase
 from qkdtwin.twin.subscribers import Subscribers
 from qkdtwin.twin.whatif import (
@@ -370,7 +376,7 @@ class Twin(Subscribers):
             self.kmes,
             self.rng,
             postprocess=cfg.postprocess,
-            feed_every=cfg.kme_feed_every,
+            feed_every=feed_every(cfg.kme_feed_every, len(self.links)),
             publish=self._ingest,
         )
         self.response = SimResponse(self.links, self.status, self.kmes, self.keynet, self.alarms)
