@@ -2,9 +2,15 @@
 
 Every series (``link:<id>:qber``, ``pool:<a>|<b>:level``, ``net:success``, ...) keeps its last
 ``cap`` points in memory (a ring buffer: memory stays bounded however long the twin runs) and
-is appended to a table of the twin's database (SQLite by default, PostgreSQL by URL), which is
-pruned to the same cap; on start the twin reloads the recent past from it, so a restart keeps
-the charts and the alarm log.
+is appended to the twin's database (SQLite by default, PostgreSQL by URL), which is pruned to
+the same cap; on start the twin reloads the recent past from it, so a restart keeps the charts
+and the alarm log.
+
+Storage is columnar: a tick's points are one *frame* (table ``twin_frames``: the time, the id
+of its list of series names in ``twin_frame_names``, and the values as one float64 array, NaN
+for no value), not one row per point. At 1,000 links a tick has ~4,000 points: a row each cost
+~0.13 s of CPU a tick, a frame costs one insert. Points a database of an earlier version holds
+(one row each, table ``twin_samples``) are still read on start and pruned.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import (
     Column,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -43,6 +52,20 @@ _samples = Table(
     Column("series", String(200), nullable=False, index=True),
     Column("t", Float, nullable=False),
     Column("value", Float, nullable=True),
+)
+_frames = Table(
+    "twin_frames",
+    _meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("t", Float, nullable=False, index=True),
+    Column("names_id", Integer, nullable=False),
+    Column("vals", LargeBinary, nullable=False),
+)
+_frame_names = Table(
+    "twin_frame_names",
+    _meta,
+    Column("id", Integer, primary_key=True),
+    Column("names", Text, nullable=False),
 )
 _alarms = Table(
     "twin_alarms",
@@ -77,36 +100,67 @@ class TwinDatabase:
         self.engine: Engine = create_engine(url, **kw)
         _meta.create_all(self.engine)
         self._lock = threading.Lock()
+        #: Series-name lists written this run -> their id (a new list gets the next id).
+        self._names_ids: dict[tuple[str, ...], int] = {}
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                select(_frame_names.c.id).order_by(_frame_names.c.id.desc())
+            ).first()
+        self._names_base = 0 if last is None else int(last[0])
 
     def append_samples(self, rows: list[tuple[str, float, float | None]]) -> None:
-        """Append ``(series, t, value)`` rows."""
+        """Append ``(series, t, value)`` rows: one frame per run of rows with the same ``t``."""
         if not rows:
             return
-        # the driver's executemany: thousands of rows a tick at 1,000 links, where building
-        # one parameter dict per row through the SQL expression layer cost more than SQLite
-        # (plain Python values: the driver binds no NumPy scalar)
-        q = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        plain = [(str(s), float(t), None if v is None else float(v)) for s, t, v in rows]
+        frames = []
+        for t, group in groupby(rows, key=lambda r: r[1]):
+            pts = list(group)
+            names = tuple(str(r[0]) for r in pts)
+            vals = np.array([np.nan if r[2] is None else r[2] for r in pts], dtype="<f8")
+            frames.append((float(t), names, vals.tobytes()))
         with self._lock, self.engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"INSERT INTO twin_samples (series, t, value) VALUES ({q}, {q}, {q})", plain
-            )
+            out = []
+            for t, names, blob in frames:
+                nid = self._names_ids.get(names)
+                if nid is None:
+                    nid = len(self._names_ids) + self._names_base + 1
+                    conn.execute(insert(_frame_names).values(id=nid, names=json.dumps(names)))
+                    self._names_ids[names] = nid
+                out.append({"t": t, "names_id": nid, "vals": blob})
+            conn.execute(insert(_frames), out)
 
     def prune(self, before_t: float) -> None:
         """Delete the points older than ``before_t`` (those the in-memory history dropped)."""
         with self._lock, self.engine.begin() as conn:
+            conn.execute(delete(_frames).where(_frames.c.t < before_t))
             conn.execute(delete(_samples).where(_samples.c.t < before_t))
 
     def load_samples(self, cap: int) -> dict[str, list[tuple[float, float | None]]]:
-        """Every series' last ``cap`` points, oldest first."""
-        out: dict[str, list[tuple[float, float | None]]] = {}
+        """Every series' last ``cap`` points, oldest first (rows of the old layout first)."""
+        out: dict[str, deque[tuple[float, float | None]]] = {}
+
+        def put(name: str, t: float, v: float | None) -> None:
+            buf = out.get(name)
+            if buf is None:
+                buf = out[name] = deque(maxlen=cap)
+            buf.append((t, v))
+
         with self.engine.connect() as conn:
-            rows = conn.execute(
+            for s, t, v in conn.execute(
                 select(_samples.c.series, _samples.c.t, _samples.c.value).order_by(_samples.c.id)
-            ).all()
-        for s, t, v in rows:
-            out.setdefault(str(s), []).append((float(t), None if v is None else float(v)))
-        return {k: v[-cap:] for k, v in out.items()}
+            ):
+                put(str(s), float(t), None if v is None else float(v))
+            names = {
+                int(i): json.loads(n)
+                for i, n in conn.execute(select(_frame_names.c.id, _frame_names.c.names))
+            }
+            for t, nid, blob in conn.execute(
+                select(_frames.c.t, _frames.c.names_id, _frames.c.vals).order_by(_frames.c.id)
+            ):
+                vals = np.frombuffer(blob, dtype="<f8").tolist()
+                for name, v in zip(names[int(nid)], vals, strict=True):
+                    put(name, float(t), None if v != v else v)
+        return {k: list(v) for k, v in out.items()}
 
     def save_alarm(self, alarm_id: int, body: AlarmRecord) -> None:
         """Insert or replace one alarm record."""
