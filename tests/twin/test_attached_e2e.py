@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -57,7 +58,7 @@ def test_live_record_then_replay_gives_the_same_alarms(tmp_path):
         rec = tmp_path / "rec.jsonl"
         twin = subprocess.Popen(
             [*QKDTWIN, "twin", "serve", "--attach", info["attach_file"], "--port", "0",
-             "--record", str(rec), "--duration", "30", "--json"],
+             "--record", str(rec), "--duration", "90", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         url = json.loads(twin.stdout.readline())["url"]
@@ -79,6 +80,7 @@ def test_live_record_then_replay_gives_the_same_alarms(tmp_path):
             time.sleep(0.2)
         live = [(a["link"], a["kind"], a["raised_at"]) for a in reversed(state()["alarms"])]
         assert live[0][:2] == ("M1-M3", "qber")
+        twin.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop that closes the recording
         _out, err = twin.communicate(timeout=60)
         assert twin.returncode == 0, err
     finally:
