@@ -359,6 +359,7 @@ class Twin(Subscribers):
                 self.telemetry.close()
             raise
         self.layout = layered_layout(self.topology)
+        self._gateways = frozenset(self.topology.nodes_with_role("edge_gateway"))
 
     def _open_stores(self, db_url: str | None) -> None:
         cfg = self.cfg
@@ -710,6 +711,48 @@ class Twin(Subscribers):
             else:
                 out["devices"] = list(self.devices.values())
             return out
+
+    def device_page(
+        self,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        gateway: str | None = None,
+        health: str | None = None,
+    ) -> tuple[TelemetrySummary, int, list[DeviceReading]]:
+        """Latest device readings, filtered and paged: ``(telemetry, total, page)``.
+
+        ``total`` counts the devices that pass the filters (``gateway``: the node's devices;
+        ``health``: ``ok``, ``fault`` or ``drift``); the page is ``limit`` of them (all when
+        ``None``) from ``offset``, in the twin's order (by gateway, then device), which is
+        the same from tick to tick, so pages do not shift.
+
+        Raises
+        ------
+        ConfigError
+            For a negative ``offset`` or a ``limit`` below 1.
+        """
+        if offset < 0:
+            raise ConfigError(f"offset must be >= 0, got {offset}", field="offset", value=offset)
+        if limit is not None and limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}", field="limit", value=limit)
+        if gateway is not None and gateway not in self._gateways:
+            raise UnknownNameError(f"unknown gateway {gateway!r}", field="gateway", value=gateway)
+        if health is not None and health not in ("ok", "fault", "drift"):
+            raise ConfigError(
+                f"health must be ok, fault or drift, got {health!r}", field="health", value=health
+            )
+        with self._lock:
+            tel = self.telemetry_summary.copy()
+            devs = self.devices
+        rows = [
+            d
+            for d in devs.values()
+            if (gateway is None or d["gateway"] == gateway)
+            and (health is None or d["health"] == health)
+        ]
+        end = None if limit is None else offset + limit
+        return tel, len(rows), rows[offset:end]
 
     def alarm(self, alarm_id: int) -> Alarm:
         """One alarm by id (``UnknownNameError`` with ``field="alarm_id"`` if absent)."""

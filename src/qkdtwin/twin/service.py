@@ -9,7 +9,9 @@ Routes (all documented in the OpenAPI schema at ``/openapi.json``, browsable at 
   (``{"type": "intercept-resend", "fraction": 0.5}``), ``POST /api/links/{link}/clear``;
 * ``GET /api/alarms``, ``GET /api/alarms/{id}``;
 * ``POST /api/what-if`` (``{"set": {"V": 4, "C": 400}, "policy": "adaptive-key-residue"}``);
-* ``GET /api/history`` (``?series=NAME&series=...`` or ``?prefix=link:``), ``GET /api/devices``;
+* ``GET /api/history`` (``?series=NAME&series=...`` or ``?prefix=link:``), ``GET /api/devices``
+  (``?offset=&limit=`` pages, ``?gateway=NODE``, ``?health=fault``: 10,000 devices at 1,000
+  gateways are not one response);
 * ``GET /api/events`` the live event stream (``text/event-stream``): one ``tick`` event per
   tick with the compact state, and ``attack``, ``alarm``, ``clear``, ``restored``, ``what-if``.
 
@@ -24,7 +26,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
@@ -85,9 +87,12 @@ class WhatIfRequest(BaseModel):
 
 
 class DevicesView(TypedDict):
-    """Body of ``GET /api/devices``."""
+    """Body of ``GET /api/devices``: one page of the devices that pass the filters."""
 
     telemetry: TelemetrySummary
+    total: int
+    offset: int
+    limit: int | None
     devices: list[DeviceReading]
 
 
@@ -241,9 +246,26 @@ def create_twin_app(twin: Twin, *, run: bool = True) -> FastAPI:
         summary="IIoT devices: latest telemetry and health",
         response_model=_OBJECT,
     )
-    def get_devices() -> DevicesView:
-        st = twin.state()
-        return {"telemetry": st["telemetry"], "devices": st["devices"]}
+    def get_devices(
+        offset: Annotated[int, Query(ge=0, description="First device of the page")] = 0,
+        limit: Annotated[
+            int | None, Query(ge=1, le=100_000, description="Devices per page (all if omitted)")
+        ] = None,
+        gateway: Annotated[str | None, Query(description="Only this gateway's devices")] = None,
+        health: Annotated[
+            Literal["ok", "fault", "drift"] | None, Query(description="Only this health")
+        ] = None,
+    ) -> DevicesView:
+        tel, total, page = twin.device_page(
+            offset=offset, limit=limit, gateway=gateway, health=health
+        )
+        return {
+            "telemetry": tel,
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "devices": page,
+        }
 
     @app.get("/api/events", summary="Live events (server-sent events)")
     async def events(request: Request) -> StreamingResponse:

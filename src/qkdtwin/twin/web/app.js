@@ -415,19 +415,26 @@ async function refresh() {
   if (r.ok) { state = await r.json(); render(); }
 }
 
+const DEVICE_ROWS = 60;
+
 async function loadDevices() {
   if (!state || !(state.telemetry || {}).enabled) {
     $("iot-summary").textContent = "telemetry off";
     return;
   }
-  const r = await fetch("/api/devices");
-  if (!r.ok) return;
-  const d = await r.json();
-  const tel = d.telemetry;
+  // one page of each health, worst first: 10,000 devices are not one response
+  const pages = await Promise.all(["fault", "drift", ""].map(h =>
+    fetch(`/api/devices?limit=${DEVICE_ROWS}` + (h ? `&health=${h}` : ""))));
+  if (!pages.every(r => r.ok)) return;
+  const [fault, drift, all] = await Promise.all(pages.map(r => r.json()));
+  const tel = all.telemetry;
+  const seen = new Set();
+  const rows = [...fault.devices, ...drift.devices, ...all.devices].filter(v =>
+    !seen.has(v.device_id) && seen.add(v.device_id)).slice(0, DEVICE_ROWS);
   $("iot-summary").textContent = tel.error ? `error: ${tel.error}` :
-    `${d.devices.length} devices · delivered ${tel.delivered ?? 0} of ${tel.sent ?? 0} in the last interval · ` +
+    `${all.total} devices (${fault.total} faulty, ${drift.total} drifting) · delivered ${tel.delivered ?? 0} of ${tel.sent ?? 0} in the last interval · ` +
     `p50 latency ${num(tel.latency_ms_p50, 1)} ms · QKD key bits ${tel.qkd_key_bits_consumed ?? 0}`;
-  $("devices-table").tBodies[0].innerHTML = d.devices.slice(0, 60).map(v =>
+  $("devices-table").tBodies[0].innerHTML = rows.map(v =>
     `<tr><td>${esc(v.device_id)}</td><td>${esc(v.kind)}</td><td>${esc(v.health)}</td><td>${num(v.t, 0)}</td>` +
     `<td>${esc(Object.entries(v.values || {}).map(([k, x]) => `${k}=${typeof x === "number" ? x.toFixed(2) : x}`).join(" "))}</td></tr>`).join("");
 }
