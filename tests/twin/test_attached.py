@@ -796,3 +796,20 @@ def test_the_attached_service_reports_health_and_metrics(tmp_path):
     up = {s.labels["link"]: s.value for s in fams["qkdtwin_link_up"].samples}
     assert up["A-B"] == 0.0  # in alarm
     assert fams["qkdtwin_alarms_active"].samples[0].value >= 1
+
+
+def test_displayed_estimates_are_refitted_staggered_at_scale(tmp_path):
+    from qkdtwin.twin.attached import ESTIMATES_PER_INTERVAL
+
+    plant, twin, sink = make(tmp_path)
+    assert twin.estimate_every == 1  # a small network: every link every interval
+    assert ESTIMATES_PER_INTERVAL == 100
+    plant, twin, sink = make(tmp_path / "b", estimate_every=3)
+    feed(plant, twin, sink, 10)
+    fits = {
+        lid: [round(h[0] - plant.clock_epoch) for h in lk.history] for lid, lk in twin.links.items()
+    }
+    # each link: its first interval, then every third one, at its own phase
+    assert sorted(fits.values()) == [[1, 2, 5, 8], [1, 3, 6, 9], [1, 4, 7, 10]]
+    later = [tuple(v[1:]) for v in fits.values()]
+    assert len(set(later)) == 3  # no two links refit in the same interval
