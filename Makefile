@@ -107,6 +107,7 @@ bench: venv services
 	$(BIN)/python benchmarks/iot_pipeline.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_scale.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/twin_attached_scale.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_replications.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_attach.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/forecast.py --write BENCHMARKS.md
