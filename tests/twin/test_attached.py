@@ -813,3 +813,19 @@ def test_displayed_estimates_are_refitted_staggered_at_scale(tmp_path):
     assert sorted(fits.values()) == [[1, 2, 5, 8], [1, 3, 6, 9], [1, 4, 7, 10]]
     later = [tuple(v[1:]) for v in fits.values()]
     assert len(set(later)) == 3  # no two links refit in the same interval
+
+
+def test_detector_refits_are_staggered_and_spaced_with_the_links(tmp_path):
+    from qkdtwin.twin.attached import refit_every_for
+
+    assert [refit_every_for(n) for n in (3, 100, 500, 501, 1044, 10_000)] == [
+        10,
+        10,
+        10,
+        11,
+        21,
+        200,
+    ]
+    _plant, twin, _sink = make(tmp_path)
+    assert twin.detector_config.refit_every == 10
+    assert sorted(lk.detector._phase for lk in twin.links.values()) == [0, 1, 2]

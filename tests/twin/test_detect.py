@@ -460,3 +460,37 @@ def test_config_validation():
         "count-model",
     ]
     assert all(d.arl_intervals == len(designs) * 1000.0 for d in designs)
+
+
+def test_refits_after_the_first_fall_at_the_detectors_phase():
+    honest = closed_form(eta_channel(30) * DET)
+    cfg = DetectorConfig()
+    at: dict[int, list[int]] = {}
+    for phase in (0, 3, cfg.refit_every - 1):
+        det = LinkDetector(DET, cfg, refit_phase=phase)
+        refits = 0
+        real = det._refresh
+
+        def counted(real=real) -> None:
+            nonlocal refits
+            refits += 1
+            real()
+
+        det._refresh = counted  # type: ignore[method-assign]
+        rng = np.random.default_rng(2)
+        at[phase] = []
+        for n in range(1, cfg.guard_intervals + 41):
+            before = refits
+            _stream(det, rng, lambda t: honest, n - 1, 1)
+            if refits > before:
+                at[phase].append(n)
+    first = at[0][0]  # the first refit: when the first interval leaves the guard queue
+    assert all(v[0] == first for v in at.values())
+    for phase, ticks in at.items():
+        gaps = np.diff(ticks).tolist()
+        assert gaps[0] == cfg.refit_every + phase  # delayed once by the phase
+        assert set(gaps[1:]) == {cfg.refit_every}  # then every refit_every intervals
+    with pytest.raises(ConfigError):
+        LinkDetector(DET, cfg, refit_phase=cfg.refit_every)
+    with pytest.raises(ConfigError):
+        LinkDetector(DET, cfg, refit_phase=-1)

@@ -72,6 +72,20 @@ __all__ = ["SUSPECTS", "AttachedLive", "AttachedTwin", "AttachedWhatIf"]
 
 #: Displayed-estimate refits per reporting interval the default ``estimate_every`` aims at.
 ESTIMATES_PER_INTERVAL = 100
+#: Detector reference refits per reporting interval, at most about (``refit_every`` grows from
+#: its default of 10 intervals past 500 links; the refits are staggered over the links).
+REFITS_PER_INTERVAL = 50
+
+
+def refit_every_for(links: int) -> int:
+    """Intervals between a detector's reference refits in a twin of ``links`` links.
+
+    The default 10 up to 500 links; beyond, ``ceil(links / 50)``, so about 50 refits (a fit
+    and a design, ~5 ms each) run per reporting interval, staggered over the links. At 1,000
+    links a reference is refitted every 20 intervals instead of 10: its window is 600 s, so
+    it lags by at most 20 s of 600 either way.
+    """
+    return max(DetectorConfig().refit_every, -(-links // REFITS_PER_INTERVAL))
 
 
 class AttachedLive(TypedDict):
@@ -204,7 +218,9 @@ class AttachedTwin(Subscribers):
             self.readings = IotReadings(
                 attach.aggregator, attach.kmes[attach.aggregator.kme].url, topic_style=style
             )
-        self.detector_config = DetectorConfig(arl_days=self.arl_days)
+        self.detector_config = DetectorConfig(
+            arl_days=self.arl_days, refit_every=refit_every_for(len(attach.links))
+        )
         self.estimate_every = (
             max(1, -(-len(attach.links) // ESTIMATES_PER_INTERVAL))
             if estimate_every is None
@@ -226,6 +242,7 @@ class AttachedTwin(Subscribers):
                     spec.declared_detector_efficiency,
                     self.detector_config,
                     interval_s=interval,
+                    refit_phase=i % self.detector_config.refit_every,
                 ),
             )
         self.kmes: dict[str, KmeView] = {
