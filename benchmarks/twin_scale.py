@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -109,7 +110,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
     try:
         while True:
             try:
-                st = httpx.get(f"{url}/api/state", timeout=30).json()
+                st = httpx.get(f"{url}/api/state?compact=true", timeout=30).json()
                 break
             except httpx.HTTPError:
                 if proc.poll() is not None:
@@ -122,7 +123,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
         full = False
         while time.monotonic() < deadline:
             time.sleep(2.0)
-            st = httpx.get(f"{url}/api/state", timeout=30).json()
+            st = httpx.get(f"{url}/api/state?compact=true", timeout=30).json()
             full = all(lk["keys"]["available"] >= 0.9 * cap for lk in st["links"])
             if full and st["tick"] >= 20:
                 break
@@ -130,7 +131,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
         c0, w0 = cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(seconds)
         c1, w1 = cpu_seconds(proc.pid), time.perf_counter()
-        st = httpx.get(f"{url}/api/state", timeout=30).json()
+        st = httpx.get(f"{url}/api/state?compact=true", timeout=30).json()
         n = min(int(st["tick"] - tick0), 60)
         window = st["loop"]["step_ms_last"][-n:] if n > 0 else []
         listener.stop()
@@ -159,7 +160,8 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
 
 HEAD = (
     "| links | gateways | devices | CPU (cores) | ticks/s | tick ms p50 / p99 / max "
-    "| stores full | start s | load 1/5/15 min |\n|---:|---:|---:|---:|---:|---:|:-:|---:|---|"
+    "| stores full | start s | load 1/5/15 min | measured |"
+    "\n|---:|---:|---:|---:|---:|---:|:-:|---:|---|---|"
 )
 
 
@@ -208,24 +210,42 @@ def main() -> None:
         "per gateway, each a full IIoT pipeline)",
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the points already in benchmarks/results/twin_scale.json (each point is "
+        "saved there as it ends) and measure only the others",
+    )
     args = ap.parse_args()
     seconds = 10.0 if args.quick else args.seconds
     warmup = 30.0 if args.quick else args.warmup
     link_counts = [12, 100] if args.quick else [int(x) for x in args.links.split(",")]
     devs = [int(x) for x in args.devices.split(",")]
+    saved = Path(__file__).resolve().parent / "results" / "twin_scale.json"
+    done = json.loads(saved.read_text()) if args.resume and saved.exists() else []
     rows = []
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     for links in link_counts:
         for d in devs:
             if d and links > args.devices_up_to:
                 continue
+            old = [r for r in done if r["points"] == [links, d]]
+            if old:
+                rows.append(old[0])
+                continue
             r = run_point(links, d, seconds, warmup if links < 1000 else args.warmup_big)
+            r["points"] = [links, d]
+            r["when"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
             print(r, flush=True)
             rows.append(r)
+            done = [x for x in done if x["points"] != [links, d]] + [r]
+            saved.parent.mkdir(exist_ok=True)
+            saved.write_text(json.dumps(done, indent=1))
     lines = [
         f"| {r['links']} | {r['gateways']} | {r['devices']} | {r['cpu']:.3f} | "
         f"{r['ticks_per_s']:.2f} | {r['p50']:.0f} / {r['p99']:.0f} / {r['max']:.0f} | "
-        f"{'yes' if r['steady'] else 'no'} | {r['start_s']:.0f} | {r['load']} |"
+        f"{'yes' if r['steady'] else 'no'} | {r['start_s']:.0f} | {r['load']} "
+        f"| {r.get('when', when)} |"
         for r in rows
     ]
     img = Path(__file__).resolve().parent.parent / "docs" / "img" / "twin_scale.png"

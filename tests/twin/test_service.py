@@ -304,3 +304,22 @@ def test_devices_are_paged_and_filtered(make_twin) -> None:
         assert r.status_code == 422, bad
         assert next(iter(bad)) in r.text
     twin.step()
+
+
+def test_compact_state_leaves_the_devices_out(make_twin) -> None:
+    from .conftest import seed_dict
+
+    twin = make_twin(
+        seed_dict(devices_per_gateway=2, kme_feed_every=1, telemetry={"broker": "memory"}),
+        telemetry=True,
+    )
+    for _ in range(3):
+        twin.step()
+    c = Client(twin)
+    full = c.get("/api/state").json()
+    small = c.get("/api/state", params={"compact": "true"}).json()
+    assert len(full["devices"]) == 12
+    assert "devices" not in small
+    assert small["devices_count"] == 12
+    assert small["links"] == full["links"]
+    assert c.get("/api/state", params={"compact": "maybe"}).status_code == 422

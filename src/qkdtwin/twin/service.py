@@ -179,8 +179,16 @@ def create_twin_app(twin: Twin, *, run: bool = True) -> FastAPI:
     app.mount("/static", StaticFiles(directory=web_dir()), name="static")
 
     @app.get("/api/state", summary="The whole live state", response_model=_OBJECT)
-    def get_state() -> TwinState:
-        return twin.state()
+    def get_state(
+        compact: Annotated[
+            bool,
+            Query(
+                description="Leave the device list out (its size in devices_count), as the "
+                "event stream does: with 10,000 devices the list is most of the state"
+            ),
+        ] = False,
+    ) -> TwinState:
+        return twin.state(compact=compact)
 
     @app.get(
         "/api/links",
