@@ -110,7 +110,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
     try:
         while True:
             try:
-                st = httpx.get(f"{url}/api/state?compact=true", timeout=30).json()
+                st = httpx.get(f"{url}/api/state?compact=true", timeout=120).json()
                 break
             except httpx.HTTPError:
                 if proc.poll() is not None:
@@ -123,7 +123,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
         full = False
         while time.monotonic() < deadline:
             time.sleep(2.0)
-            st = httpx.get(f"{url}/api/state?compact=true", timeout=30).json()
+            st = httpx.get(f"{url}/api/state?compact=true", timeout=120).json()
             full = all(lk["keys"]["available"] >= 0.9 * cap for lk in st["links"])
             if full and st["tick"] >= 20:
                 break
@@ -131,7 +131,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
         c0, w0 = cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(seconds)
         c1, w1 = cpu_seconds(proc.pid), time.perf_counter()
-        st = httpx.get(f"{url}/api/state?compact=true", timeout=30).json()
+        st = httpx.get(f"{url}/api/state?compact=true", timeout=120).json()
         n = min(int(st["tick"] - tick0), 60)
         window = st["loop"]["step_ms_last"][-n:] if n > 0 else []
         listener.stop()
@@ -248,6 +248,12 @@ def main() -> None:
         f"| {r.get('when', when)} |"
         for r in rows
     ]
+    more = (
+        f"\nPoints with devices: up to {args.devices_up_to:,} links (`--devices-up-to`); for "
+        "1,000 links with devices see docs/twin.md, section 'Performance at scale'.\n"
+        if args.devices_up_to < max(link_counts)
+        else ""
+    )
     img = Path(__file__).resolve().parent.parent / "docs" / "img" / "twin_scale.png"
     plot(rows, img)
     machine = platform.processor() or platform.machine()
@@ -269,7 +275,7 @@ ended (a shared machine: CPU time is the robust number, wall times stretch with 
 
 {HEAD}
 {chr(10).join(lines)}
-
+{more}
 ![tick time and CPU vs links](docs/img/twin_scale.png)
 
 Command: `{cmd}`; {when}. Machine: {machine}, {os.cpu_count()} cores, Python
