@@ -21,6 +21,7 @@ devices under each gateway (0: telemetry off), on the in-process bus.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -29,6 +30,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,32 @@ import httpx
 import numpy as np
 import yaml
 
-from qkdtwin.twin.runner import EventListener
-
 TICKS = os.sysconf("SC_CLK_TCK")
 SHAPES = {100: (4, 4, 5), 300: (4, 4, 18), 1000: (4, 10, 25)}
+
+
+class _Drain:
+    """Hold the event stream open and read it as a browser would, keeping nothing.
+
+    (``qkdtwin.twin.runner.EventListener`` keeps and parses every event: at 1,000 links ~0.5 MB
+    of state a second, 2 GB after ten minutes, and this process's own garbage collection then
+    stalled its requests to the twin for minutes, which looked like an unresponsive twin.)
+    """
+
+    def __init__(self, url: str) -> None:
+        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
+        self._resp = self._client.send(self._client.build_request("GET", url), stream=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(httpx.HTTPError, RuntimeError):
+            for _ in self._resp.iter_raw():
+                pass
+
+    def close(self) -> None:
+        self._resp.close()
+        self._client.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -117,7 +141,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
                     raise RuntimeError(proc.stdout.read()) from None
                 time.sleep(0.5)
         start_s = time.perf_counter() - t_start
-        listener = EventListener(url).start()
+        listener = _Drain(f"{url}/api/events")
         cap = 2000
         deadline = time.monotonic() + warmup
         full = False
@@ -134,7 +158,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
         st = httpx.get(f"{url}/api/state?compact=true", timeout=120).json()
         n = min(int(st["tick"] - tick0), 60)
         window = st["loop"]["step_ms_last"][-n:] if n > 0 else []
-        listener.stop()
+        listener.close()
         return {
             "links": len(st["links"]),
             "gateways": sum(1 for x in st["nodes"] if x["role"] == "edge_gateway"),
