@@ -47,8 +47,7 @@ class _Drain:
     """Hold the event stream open and read it as a browser would, keeping nothing.
 
     (``qkdtwin.twin.runner.EventListener`` keeps and parses every event: at 1,000 links ~0.5 MB
-    of state a second, 2 GB after ten minutes, and this process's own garbage collection then
-    stalled its requests to the twin for minutes, which looked like an unresponsive twin.)
+    of state a second, 2 GB of this process after ten minutes.)
     """
 
     def __init__(self, url: str) -> None:
