@@ -34,23 +34,12 @@ sys.path.insert(0, str(HERE))
 from qkdtwin.plant import Plant  # noqa: E402
 from qkdtwin.twin.attach import load_attach_file  # noqa: E402
 from qkdtwin.twin.attached import AttachedTwin  # noqa: E402
-from twin_scale import SHAPES  # noqa: E402
+from twin_scale import hierarchical_network  # noqa: E402
 
 
 def scenario(links: int) -> dict[str, Any]:
-    m, o, g = SHAPES[links]
-    gws = [f"GW{i}.{j}.{k}" for i in range(m) for j in range(o) for k in range(g)]
     return {
-        "topology": {
-            "builder": "hierarchical",
-            "params": {"metros": m, "olts_per_metro": o, "gateways_per_olt": g, "olt_rate": 10.0},
-        },
-        "demands": [{"src": gw, "dst": "M0", "rate": 1.0 / len(gws)} for gw in gws],
-        "pool_capacity": 200,
-        "keys_per_service": 10,
-        "policy": "ttd-balance",
-        "duration": 1000.0,
-        "seed": 1,
+        **hierarchical_network(links),
         "plant": {
             "reporting_interval_s": 1.0,
             "link_defaults": {"preset": "gys", "length_km": 10.0},

@@ -75,15 +75,8 @@ def load() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def scenario(links: int, devices: int) -> dict[str, Any]:
-    """The scenario of one point: the seed at 12 links, hierarchical otherwise."""
-    if links == 12:
-        from qkdtwin.twin import default_scenario_path
-
-        data: dict[str, Any] = yaml.safe_load(default_scenario_path().read_text())
-        data["twin"]["devices_per_gateway"] = devices
-        data["twin"]["telemetry"] = {"broker": "memory"}
-        return data
+def hierarchical_network(links: int) -> dict[str, Any]:
+    """The network part of a hierarchical point (``SHAPES``): every gateway -> the metro M0."""
     m, o, g = SHAPES[links]
     gws = [f"GW{i}.{j}.{k}" for i in range(m) for j in range(o) for k in range(g)]
     return {
@@ -97,6 +90,20 @@ def scenario(links: int, devices: int) -> dict[str, Any]:
         "policy": "ttd-balance",
         "duration": 1000.0,
         "seed": 1,
+    }
+
+
+def scenario(links: int, devices: int) -> dict[str, Any]:
+    """The scenario of one point: the seed at 12 links, hierarchical otherwise."""
+    if links == 12:
+        from qkdtwin.twin import default_scenario_path
+
+        data: dict[str, Any] = yaml.safe_load(default_scenario_path().read_text())
+        data["twin"]["devices_per_gateway"] = devices
+        data["twin"]["telemetry"] = {"broker": "memory"}
+        return data
+    return {
+        **hierarchical_network(links),
         "twin": {
             "aggregator": "M0",
             "devices_per_gateway": devices,
