@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from _serve import LOG, serve, tail
 from qkdtwin.twin.runner import EventListener
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -76,31 +76,7 @@ def run_case(
     work = Path(tempfile.mkdtemp(prefix="twin-bench-"))
     path = work / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario))
-    exe = Path(sys.executable).with_name("qkdtwin")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "twin",
-            "serve",
-            "--scenario",
-            str(path),
-            "--port",
-            "0",  # the server binds a free port and prints its URL: no port race
-            "--speed",
-            "1",
-            "--data-dir",
-            str(work / "data"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()  # "qkdtwin twin: dashboard at http://HOST:PORT/ ..."
-    found = re.search(r"(http://[^/\s]+)/", first)
-    if found is None:
-        raise RuntimeError(f"twin serve did not say where it listens: {first!r}")
-    url = found.group(1)
+    proc, url = serve(path, work)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -109,7 +85,7 @@ def run_case(
                 break
             except httpx.HTTPError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(proc.stdout.read() if proc.stdout else "no output") from None
+                    raise RuntimeError(tail(work / LOG)) from None
                 time.sleep(0.2)
         listener = EventListener(url).start()
         # warm up: compiled policy kernels, first KME deliveries, every gateway's first key

@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+
+from _serve import LOG, serve, tail
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SHAPES = {100: (4, 4, 5), 300: (4, 4, 18), 1000: (4, 10, 25)}
@@ -122,21 +123,8 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
     work = Path(tempfile.mkdtemp(prefix="twin-scale-"))
     path = work / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario(links, devices)))
-    exe = Path(sys.executable).with_name("qkdtwin")
-    cmd = [str(exe), "twin", "serve", "--scenario", str(path), "--port", "0", "--speed", "1"]
     t_start = time.perf_counter()
-    proc = subprocess.Popen(
-        [*cmd, "--data-dir", str(work / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    found = re.search(r"(http://[^/\s]+)/", first)
-    if found is None:
-        raise RuntimeError(f"twin serve did not say where it listens: {first!r}")
-    url = found.group(1)
+    proc, url = serve(path, work)
     try:
         while True:
             try:
@@ -144,7 +132,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
                 break
             except httpx.HTTPError:
                 if proc.poll() is not None:
-                    raise RuntimeError(proc.stdout.read()) from None
+                    raise RuntimeError(tail(work / LOG)) from None
                 time.sleep(0.5)
         start_s = time.perf_counter() - t_start
         listener = _Drain(f"{url}/api/events")

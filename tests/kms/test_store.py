@@ -334,3 +334,49 @@ def test_sqlite_checkpoints_off_the_commit_path(tmp_path: Path) -> None:
     finally:
         s.close()
     s.close()  # idempotent
+
+
+def _descriptors_on(path: Path) -> int:
+    """Open file descriptors of this process on ``path`` or its -wal/-shm files (/proc)."""
+    names = {str(path), f"{path}-wal", f"{path}-shm"}
+    fd_dir = Path("/proc/self/fd")
+    n = 0
+    for fd in fd_dir.iterdir():
+        try:
+            n += os.readlink(fd) in names
+        except OSError:  # closed while listing
+            continue
+    return n
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_store_that_keeps_no_connections_holds_no_descriptor_at_rest(
+    tmp_path: Path, keep: bool
+) -> None:
+    """keep_connections=False: every transaction closes its connection, reads and writes alike.
+
+    The reference is the kernel's own list of this process's descriptors; the pooled store
+    (the default) is the control that shows the check can fail.
+    """
+    path = tmp_path / "s.db"
+    store = KeyStore(f"sqlite:///{path}", keep_connections=keep)
+    try:
+        keys = _keys(4)
+        store.add_keys(keys)
+        got = store.reserve("a", ["b"], 2, 256)
+        assert store.fetch("b", [k.key_id for k in got]) == got
+        assert store.available_count() == 2
+        store.checkpoint()
+        held = _descriptors_on(path)
+        if keep:
+            assert held >= 3  # database + WAL of a kept connection, the shared memory
+        else:
+            assert held == 0
+            # and the data is all there through fresh connections
+            assert sorted(k.key_id for k in store.reserve("a", ["b"], 2, 256)) == sorted(
+                k for k, _ in keys if k not in {g.key_id for g in got}
+            )
+            assert _descriptors_on(path) == 0
+    finally:
+        store.close()
+    assert _descriptors_on(path) == 0

@@ -180,6 +180,12 @@ class KeyStore:
         so old row versions awaiting VACUUM on PostgreSQL become unreadable.
     now
         Clock in seconds since the epoch (injectable for tests).
+    keep_connections
+        Keep database connections open between transactions (the default: a KME serving
+        requests). ``False`` opens one per transaction and closes it after, so a store at rest
+        holds no file descriptor: for a process with thousands of stores (the twin holds four
+        per gateway link), which would otherwise run out of descriptors (~5 per SQLite store:
+        two connections' database and WAL files and the shared-memory file).
 
     Raises
     ------
@@ -199,6 +205,7 @@ class KeyStore:
         epoch_dir: str | os.PathLike[str] | None = None,
         epoch_s: float = 600.0,
         now: Clock = time.time,
+        keep_connections: bool = True,
     ) -> None:
         if kek is not None and len(kek) not in (16, 24, 32):
             raise ConfigError(
@@ -231,10 +238,12 @@ class KeyStore:
         self._now = now
         self.url = _normalise_url(url)
         _private_sqlite_file(self.url)
-        self.engine: Engine = self._make_engine(self.url)
+        self.engine: Engine = self._make_engine(self.url, pooled=keep_connections)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read_engine: Engine | None = (
-            self._make_read_engine(self.url) if _is_sqlite_file(self.url) else None
+            self._make_read_engine(self.url, pooled=keep_connections)
+            if _is_sqlite_file(self.url)
+            else None
         )
         self._write_lock = threading.Lock()
         self._erase_mark: float | None = None  # erase_delivered's previous cutoff
@@ -561,14 +570,14 @@ class KeyStore:
                 yield conn
 
     @staticmethod
-    def _make_engine(url: str) -> Engine:
+    def _make_engine(url: str, *, pooled: bool = True) -> Engine:
         """Engine for this store's writes (:func:`~qkdtwin.kms.store_engine.make_engine`)."""
-        return make_engine(url)
+        return make_engine(url, pooled=pooled)
 
     @staticmethod
-    def _make_read_engine(url: str) -> Engine:
+    def _make_read_engine(url: str, *, pooled: bool = True) -> Engine:
         """Engine for :meth:`_read` on a SQLite file: read-only, deferred transactions."""
-        return make_read_engine(url)
+        return make_read_engine(url, pooled=pooled)
 
     # -- material wrapping -------------------------------------------------------------------
 

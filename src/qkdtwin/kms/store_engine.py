@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 
 def _is_table(engine: Engine, name: str) -> bool:
@@ -57,23 +58,38 @@ def _private_sqlite_file(url: str) -> None:
         return  # SQLite reports an unusable path itself, with its own error
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _pool_args(pooled: bool) -> dict[str, Any]:
+    """Pool options: up to 20 kept connections, or none kept (``NullPool``).
+
+    Without a pool every transaction opens its own connection and closes it at its end, so a
+    store at rest holds no file descriptor (a process with thousands of stores, see
+    :class:`~qkdtwin.kms.store.KeyStore`'s ``keep_connections``).
+    """
+    return {"pool_size": 20} if pooled else {"poolclass": NullPool}
+
+
+def _sqlite_engine(url: str, pooled: bool) -> Engine:
     # used from any thread; a writer waits up to 30 s for SQLite's lock
     return create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30.0},
-        pool_size=20,
         hide_parameters=True,
+        **_pool_args(pooled),
     )
 
 
-def make_engine(url: str) -> Engine:
-    """Engine for a store's writes (and, without a read engine, its reads)."""
+def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    """Engine for a store's writes (and, without a read engine, its reads).
+
+    ``pooled=False`` keeps no connection between transactions (:func:`_pool_args`).
+    """
     # hide_parameters: an error's text never carries the statement's parameters (key
     # material among them), wherever it is logged.
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
-    engine = _sqlite_engine(url)
+        if pooled:
+            return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return create_engine(url, poolclass=NullPool, hide_parameters=True)
+    engine = _sqlite_engine(url, pooled)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -100,9 +116,12 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def make_read_engine(url: str) -> Engine:
-    """Engine for a SQLite file's reads (``KeyStore._read``): read-only, deferred transactions."""
-    engine = _sqlite_engine(url)
+def make_read_engine(url: str, *, pooled: bool = True) -> Engine:
+    """Engine for a SQLite file's reads (``KeyStore._read``): read-only, deferred transactions.
+
+    ``pooled=False`` keeps no connection between transactions (:func:`_pool_args`).
+    """
+    engine = _sqlite_engine(url, pooled)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

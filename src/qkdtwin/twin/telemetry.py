@@ -82,8 +82,6 @@ class _Gateway:
         self.gate = GatedKeySource(_CountedSupply(self))
         self.agg_source = StoreKeySource(agg_store, "sae-aggregator", f"sae-{node}", batch=1)
         self.relayed = gw_store.available_count(KEY_BITS)
-        gw_store.engine.dispose()  # no idle descriptors (see qkdtwin.twin.kmes._idle)
-        agg_store.engine.dispose()
         self.path: list[str] | None = None
         self.session: TelemetrySession | None = None
 
@@ -189,11 +187,13 @@ class IotTelemetry:
                 except ConfigError as exc:
                     name = f"twin.telemetry.{exc.field}" if exc.field else "twin.telemetry"
                     raise ConfigError(f"{name}: {exc}", field=name) from None
-                g = _Gateway(
-                    gw,
-                    KeyStore(f"sqlite:///{root / f'{_edge_id(gw)}@gw.db'}"),
-                    KeyStore(f"sqlite:///{root / f'{_edge_id(gw)}@agg.db'}"),
+                # keep_connections=False: two stores per gateway; at 1,000 gateways kept
+                # connections ran the process out of file descriptors (~5 per store)
+                gw_store, agg_store = (
+                    KeyStore(f"sqlite:///{root / f'{_edge_id(gw)}@{e}.db'}", keep_connections=False)
+                    for e in ("gw", "agg")
                 )
+                g = _Gateway(gw, gw_store, agg_store)
                 self.gws.append(g)
                 g.session = TelemetrySession(conf, g.gate, g.agg_source, bus=self.bus).start()
                 self.relays_per_tick = relay_budget(len(self.gateways_nodes), conf)
