@@ -207,3 +207,18 @@ def test_fail_closed_queues_then_drops_then_recovers(pair):
     for rec in plain:  # no plaintext reading (nor its signal window) ever on the wire
         assert not any(rec in p or rec[40:80] in p for p in wire), "plaintext on the wire"
     assert data
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_long_running_session_keeps_no_latency_history_unless_asked(pair, keep):
+    """keep_latencies=False (the live twin): each interval's report still has its quantiles,
+    computed from that interval's latencies, but nothing is kept after it."""
+    cfg = TelemetryConfig(scheme="fixed", devices=4, broker="memory")
+    with TelemetrySession(
+        cfg, pair.gateway_source, pair.aggregator_source, bus=MemoryBus(), keep_latencies=keep
+    ) as s:
+        reports = [s.run_interval() for _ in range(5)]
+        assert all(r.delivered == 4 and r.latency_ms_p99 >= r.latency_ms_p50 >= 0 for r in reports)
+        assert len(s.latencies) == (5 if keep else 0)
+        if keep:  # every delivered reading's latency, one array per interval
+            assert sum(len(a) for a in s.latencies) == 20

@@ -123,7 +123,7 @@ def test_relay_budget_follows_the_key_demand() -> None:
     assert relay_budget(100, fast) == 400
 
 
-def test_the_twins_key_stores_hold_no_descriptors_between_ticks(make_twin) -> None:
+def test_between_ticks_stores_hold_no_descriptors_and_sessions_no_history(make_twin) -> None:
     """Four SQLite stores per gateway link (the link's two KME stores, the gateway's and the
     aggregator's end-to-end stores): kept connections held ~5 descriptors each, and a twin of
     1,000 links ran out of descriptors after minutes (its API then stopped answering). Between
@@ -138,6 +138,8 @@ def test_the_twins_key_stores_hold_no_descriptors_between_ticks(make_twin) -> No
     for _ in range(8):
         twin.step()
     assert sum(g.relayed for g in twin.telemetry.gws) >= 6  # every gateway got keys
+    # nor does a session keep its latencies, tick after tick, for ever
+    assert all(g.session is not None and g.session.latencies == [] for g in twin.telemetry.gws)
     for lk in twin.kmes.links.values():  # what the background checkpointer does
         lk.store_a.checkpoint()
         lk.store_b.checkpoint()

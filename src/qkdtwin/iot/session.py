@@ -284,6 +284,11 @@ class TelemetrySession:
         The aggregator's ML-KEM-768 decapsulation key (default: a fresh one). Pass one to
         share the aggregator's identity with another receiver, e.g. a digital twin granted
         the readings (:mod:`qkdtwin.plant`).
+    keep_latencies
+        Keep every interval's latencies in :attr:`latencies` (the default: a run that is
+        summed up at its end). ``False`` for a caller that runs for days and reads each
+        interval's report (the live twin): the list would grow by one array per interval for
+        ever (at 1,000 gateways ~0.7 GB an hour).
 
     Raises
     ------
@@ -300,8 +305,10 @@ class TelemetrySession:
         bus: MemoryBus | None = None,
         tap: Any = None,
         kem_private_key: mlkem.MLKEM768PrivateKey | None = None,
+        keep_latencies: bool = True,
     ) -> None:
         self.config = config
+        self.keep_latencies = keep_latencies
         self.kem_private_key = kem_private_key
         self.gateway_keys = gateway_keys
         self.aggregator_keys = aggregator_keys
@@ -332,7 +339,8 @@ class TelemetrySession:
         self.totals: Counter[str] = Counter()
         self.started_at = 0.0
         self.busy_s = 0.0
-        #: Latencies (ms) of every delivered reading, one array per interval.
+        #: Latencies (ms) of every delivered reading, one array per interval (empty without
+        #: ``keep_latencies``).
         self.latencies: list[np.ndarray] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -627,7 +635,7 @@ class TelemetrySession:
             latest=latest,
         )
         self.busy_s += time.perf_counter() - t0
-        if lat.size:
+        if lat.size and self.keep_latencies:
             self.latencies.append(lat)
         for k in ("sent", "delivered", "decrypt_failures", "envelopes", "frames"):
             self.totals[k] += getattr(report, k)

@@ -195,7 +195,9 @@ class IotTelemetry:
                 )
                 g = _Gateway(gw, gw_store, agg_store)
                 self.gws.append(g)
-                g.session = TelemetrySession(conf, g.gate, g.agg_source, bus=self.bus).start()
+                g.session = TelemetrySession(
+                    conf, g.gate, g.agg_source, bus=self.bus, keep_latencies=False
+                ).start()
                 self.relays_per_tick = relay_budget(len(self.gateways_nodes), conf)
         except BaseException:
             self.close()
