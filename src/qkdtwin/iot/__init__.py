@@ -2,7 +2,8 @@
 
 Recipes: :class:`TelemetrySession` with :class:`TelemetryConfig` (devices -> gateway -> MQTT ->
 aggregator), key supplies :class:`DevKmePair` (real ETSI GS QKD 014 KMEs on loopback) and
-:class:`LocalKeyPair` (in process), :class:`GatedKeySource` to cut a key supply. Lower level:
+:class:`LocalKeyPair` (in process), :class:`GatedKeySource` to cut a key supply,
+:class:`SharedFleet` to step the devices of many sessions as one fleet. Lower level:
 :mod:`qkdtwin.iot.keys` (key hierarchy), :mod:`qkdtwin.iot.envelope` (wire format),
 :mod:`qkdtwin.iot.devices`, :mod:`qkdtwin.iot.gateway`, :mod:`qkdtwin.iot.aggregator`,
 :mod:`qkdtwin.iot.transport`. The optional Sparkplug B 3.0 mode
@@ -21,6 +22,7 @@ require_extra("kms", "iot", what="qkdtwin.iot")
 from qkdtwin.iot.aggregator import Aggregator  # noqa: E402
 from qkdtwin.iot.devices import KINDS, DeviceFleet, Reading  # noqa: E402
 from qkdtwin.iot.envelope import Header, ReplayWindow, Sealer, open_envelope, seal_envelope  # noqa: E402
+from qkdtwin.iot.fleet_share import FleetPart, SharedFleet  # noqa: E402
 from qkdtwin.iot.gateway import EdgeGateway  # noqa: E402
 from qkdtwin.iot.key_derivation import EpochKeys, derive_master_key, derive_sender_key  # noqa: E402
 from qkdtwin.iot.key_sources import (  # noqa: E402
@@ -44,6 +46,7 @@ __all__ = [
     "EdgeGateway",
     "EmbeddedBroker",
     "EpochKeys",
+    "FleetPart",
     "GatedKeySource",
     "Header",
     "IntervalReport",
@@ -55,6 +58,7 @@ __all__ = [
     "Reading",
     "ReplayWindow",
     "Sealer",
+    "SharedFleet",
     "SparkplugEdgeNode",
     "SparkplugHost",
     "SparkplugReceiver",

@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "decode_aggregate",
     "decode_reading",
     "encode_aggregate",
+    "stamp_wall_time",
 ]
 
 KINDS = ("temperature", "vibration", "power", "energy")
@@ -160,6 +161,12 @@ def decode_reading(data: bytes) -> Reading:
     return Reading(device_id, kind, t, dict(zip(names, vals, strict=True)), health, ts_ns, data)
 
 
+def stamp_wall_time(record: bytes, ts_ns: int) -> bytes:
+    """Return an encoded reading with its sampling wall time (``ts_ns``, ns) replaced."""
+    at = _TTS_AT + 8  # the u64 ts_ns follows the f64 t
+    return b"".join((record[:at], ts_ns.to_bytes(8, "big"), record[at + 8 :]))
+
+
 def encode_aggregate(records: list[bytes]) -> bytes:
     """Concatenate encoded readings into the fixed scheme's aggregate.
 
@@ -227,6 +234,9 @@ class DeviceFleet:
         Target size of each encoded reading, bytes (>= :data:`MIN_PAYLOAD_BYTES`).
     id_prefix
         Device IDs are ``f"{id_prefix}{i:05d}"``.
+    device_ids
+        The ``n`` device IDs instead (unique; :class:`~qkdtwin.iot.fleet_share.SharedFleet`
+        names the devices of many gateways so). Device ``i`` still has kind ``KINDS[i % 4]``.
     fault_rate_per_s, drift_rate_per_s
         Transition rates of the health chain, 1/s.
     repair_s
@@ -257,6 +267,7 @@ class DeviceFleet:
         drift_rate_per_s: float = 2e-4,
         repair_s: float = 120.0,
         wall_ns: Callable[[], int] = time.time_ns,
+        device_ids: Sequence[str] | None = None,
     ) -> None:
         if n < 1:
             raise ConfigError(f"devices must be >= 1, got {n}", field="devices", value=n)
@@ -276,9 +287,17 @@ class DeviceFleet:
         self.drift_rate_per_s = drift_rate_per_s
         self.repair_s = repair_s
         self._wall_ns = wall_ns
-        self.device_ids = [f"{id_prefix}{i:05d}" for i in range(n)]
-        for d in self.device_ids[:1]:
-            check_sender_id(d)
+        if device_ids is None:
+            self.device_ids = [f"{id_prefix}{i:05d}" for i in range(n)]
+            check_sender_id(self.device_ids[0])  # the others differ only in their digits
+        else:
+            self.device_ids = [str(d) for d in device_ids]
+            if len(self.device_ids) != n or len(set(self.device_ids)) != n:
+                raise ConfigError(
+                    f"device_ids must be {n} unique IDs", field="device_ids", value=len(device_ids)
+                )
+            for d in self.device_ids:
+                check_sender_id(d)
         self.kinds = [KINDS[i % len(KINDS)] for i in range(n)]
         self._id_bytes = [d.encode() for d in self.device_ids]
         self.t = 0.0

@@ -42,6 +42,7 @@ from qkdtwin.errors import ConfigError, TransportError
 from qkdtwin.iot.aggregator import Aggregator
 from qkdtwin.iot.devices import MIN_PAYLOAD_BYTES, DeviceFleet, Reading
 from qkdtwin.iot.envelope import check_sender_id
+from qkdtwin.iot.fleet_share import FleetPart
 from qkdtwin.iot.gateway import EdgeGateway
 from qkdtwin.iot.key_derivation import mlkem_keypair
 from qkdtwin.iot.key_sources import QkdKeySource
@@ -284,6 +285,10 @@ class TelemetrySession:
         The aggregator's ML-KEM-768 decapsulation key (default: a fresh one). Pass one to
         share the aggregator's identity with another receiver, e.g. a digital twin granted
         the readings (:mod:`qkdtwin.plant`).
+    fleet
+        The devices, instead of a fleet of ``config.devices`` made here: a
+        :class:`~qkdtwin.iot.fleet_share.FleetPart` of a fleet shared by many gateways (the
+        twin); it must hold ``config.devices`` devices.
     keep_latencies
         Keep every interval's latencies in :attr:`latencies` (the default: a run that is
         summed up at its end). ``False`` for a caller that runs for days and reads each
@@ -306,6 +311,7 @@ class TelemetrySession:
         tap: Any = None,
         kem_private_key: mlkem.MLKEM768PrivateKey | None = None,
         keep_latencies: bool = True,
+        fleet: DeviceFleet | FleetPart | None = None,
     ) -> None:
         self.config = config
         self.keep_latencies = keep_latencies
@@ -314,7 +320,13 @@ class TelemetrySession:
         self.aggregator_keys = aggregator_keys
         self.bus = bus
         self.tap = tap
-        self.fleet = DeviceFleet(
+        if fleet is not None and len(fleet.device_ids) != config.devices:
+            raise ConfigError(
+                f"the fleet holds {len(fleet.device_ids)} devices, config.devices is "
+                f"{config.devices}",
+                field="fleet",
+            )
+        self.fleet = fleet or DeviceFleet(
             config.devices,
             np.random.default_rng(config.seed),
             payload_bytes=config.payload_bytes,

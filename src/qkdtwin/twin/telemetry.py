@@ -23,7 +23,7 @@ import contextlib
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
@@ -33,6 +33,7 @@ from qkdtwin.iot import (
     EmbeddedBroker,
     GatedKeySource,
     MemoryBus,
+    SharedFleet,
     StoreKeySource,
     TelemetryConfig,
     TelemetrySession,
@@ -53,6 +54,8 @@ TARGET_KEYS = 2
 #: Least relays per tick over all gateways (the budget grows with the key demand: see
 #: :func:`relay_budget`); it bounds the KMS work of one tick.
 MAX_RELAYS_PER_TICK = 16
+#: Mixed with the scenario's seed for the shared device fleet's random stream.
+FLEET_STREAM = 0xF1EE7
 
 
 def relay_budget(gateways: int, conf: TelemetryConfig) -> int:
@@ -174,6 +177,12 @@ class IotTelemetry:
                 broker = f"mqtt://127.0.0.1:{self.broker.port}"
             elif broker == "memory":
                 self.bus = MemoryBus()
+            # every gateway's devices stepped as one fleet (qkdtwin.iot.fleet_share)
+            self.fleet: SharedFleet | None = (
+                self._shared_fleet(cfg.devices_per_gateway, int(net.seed), opts)
+                if self.gateways_nodes
+                else None
+            )
             for i, gw in enumerate(self.gateways_nodes):
                 try:
                     conf = TelemetryConfig.build(
@@ -196,12 +205,41 @@ class IotTelemetry:
                 g = _Gateway(gw, gw_store, agg_store)
                 self.gws.append(g)
                 g.session = TelemetrySession(
-                    conf, g.gate, g.agg_source, bus=self.bus, keep_latencies=False
+                    conf,
+                    g.gate,
+                    g.agg_source,
+                    bus=self.bus,
+                    keep_latencies=False,
+                    fleet=self.fleet.parts[i] if self.fleet is not None else None,
                 ).start()
                 self.relays_per_tick = relay_budget(len(self.gateways_nodes), conf)
         except BaseException:
             self.close()
             raise
+
+    def _shared_fleet(self, devices: int, seed: int, opts: dict[str, Any]) -> SharedFleet:
+        """Lay out every gateway's devices as one fleet, named as a session names its own.
+
+        Raises
+        ------
+        ConfigError
+            ``twin.telemetry.NAME`` for a bad device option.
+        """
+        try:
+            conf = TelemetryConfig.build(devices=devices, edge_id="fleet", seed=0, **opts)
+            return SharedFleet(
+                [
+                    [f"{_edge_id(gw)}.d{j:05d}" for j in range(devices)]
+                    for gw in self.gateways_nodes
+                ],
+                np.random.default_rng([seed, FLEET_STREAM]),
+                payload_bytes=conf.payload_bytes,
+                fault_rate_per_s=conf.fault_rate_per_s,
+                drift_rate_per_s=conf.drift_rate_per_s,
+            )
+        except ConfigError as exc:
+            name = f"twin.telemetry.{exc.field}" if exc.field else "twin.telemetry"
+            raise ConfigError(f"{name}: {exc}", field=name) from None
 
     def _start_broker(self) -> EmbeddedBroker:
         """Start the embedded broker with a scratch event loop current on this thread.
@@ -278,6 +316,8 @@ class IotTelemetry:
         p50: list[float] = []
         p99: list[float] = []
         devices: dict[str, DeviceReading] = {}
+        if self.fleet is not None:
+            self.fleet.step(twin.cfg.tick_s, 1)
         for g in self.gws:
             assert g.session is not None
             try:
