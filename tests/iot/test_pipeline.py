@@ -222,3 +222,22 @@ def test_a_long_running_session_keeps_no_latency_history_unless_asked(pair, keep
         assert len(s.latencies) == (5 if keep else 0)
         if keep:  # every delivered reading's latency, one array per interval
             assert sum(len(a) for a in s.latencies) == 20
+
+
+def test_the_interval_quantiles_are_numpys_bit_for_bit() -> None:
+    """p50_p99 (plain Python for few values) against np.percentile itself, on random,
+    repeated, sorted and single values, both sides of the size where it hands over to NumPy."""
+    from qkdtwin.iot.session import p50_p99
+
+    rng = np.random.default_rng(11)
+    cases = [[], [3.5], [2.0, 2.0], list(range(10)), [1e-9, 1e9, -3.0]]
+    for n in [*range(1, 80), 200]:
+        cases.append(rng.exponential(5.0, n).tolist())
+        cases.append(np.round(rng.normal(0, 1, n), 1).tolist())  # ties
+    for vals in cases:
+        got = p50_p99(list(vals))
+        if not vals:
+            assert all(np.isnan(got))
+            continue
+        want = np.percentile(np.asarray(vals, dtype=np.float64), (50, 99))
+        assert got == (float(want[0]), float(want[1])), vals

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections import Counter
@@ -259,6 +260,40 @@ class IntervalReport:
         out = {k: v for k, v in self.__dict__.items() if k != "latest"}
         out["devices_seen"] = len(self.latest)
         return cast(IntervalReportDict, out)  # every field but ``latest``, in field order
+
+
+#: Up to this many values, :func:`p50_p99` sorts in Python (NumPy's per-call cost dominates).
+_SMALL_QUANTILE = 64
+
+
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    """Return ``np.percentile(values, (50, 99))`` (linear method), bit for bit; NaNs if empty.
+
+    One gateway's interval has a few latencies (10 devices: 10) and a twin computes 1,000 of
+    these a second: ``np.percentile`` costs ~25 us a call whatever the size, sorting ten floats
+    in Python ~2 us. The arithmetic is NumPy's: the virtual index ``(n - 1) * q``, its floor
+    and the weight, and ``_lerp``'s two forms (``a + d*t``; ``b - d*(1 - t)`` from
+    ``t >= 0.5``).
+    """
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    if n > _SMALL_QUANTILE:
+        q50, q99 = np.percentile(np.asarray(values, dtype=np.float64), (50, 99))
+        return float(q50), float(q99)
+    x = sorted(values)
+    out = []
+    for q in (50 / 100, 99 / 100):
+        v = (n - 1) * q  # the linear method's virtual index
+        if v >= n - 1:
+            out.append(float(x[-1]))
+            continue
+        lo = max(math.floor(v), 0)
+        t = v - lo
+        a, b = x[lo], x[lo + 1]
+        d = b - a
+        out.append(float(b - d * (1 - t) if t >= 0.5 else a + d * t))
+    return out[0], out[1]
 
 
 def _diff(now: Counter[str], before: Counter[str]) -> dict[str, int]:
@@ -620,13 +655,9 @@ class TelemetrySession:
         with agg.lock:
             rejected = _diff(agg.rejected, rej0)
             delivered = agg.delivered - deliv0
-            lat = np.asarray(agg.latencies_ms, dtype=np.float64)
-            agg.latencies_ms.clear()
+            lat_list, agg.latencies_ms = agg.latencies_ms, []
             latest = dict(agg.latest)
-        p50 = p99 = float("nan")
-        if lat.size:  # both quantiles in one sort
-            q50, q99 = np.percentile(lat, (50, 99))
-            p50, p99 = float(q50), float(q99)
+        p50, p99 = p50_p99(lat_list)
         report = IntervalReport(
             interval=self._interval,
             sent=out.readings_sent,
@@ -647,8 +678,8 @@ class TelemetrySession:
             latest=latest,
         )
         self.busy_s += time.perf_counter() - t0
-        if lat.size and self.keep_latencies:
-            self.latencies.append(lat)
+        if lat_list and self.keep_latencies:
+            self.latencies.append(np.asarray(lat_list, dtype=np.float64))
         for k in ("sent", "delivered", "decrypt_failures", "envelopes", "frames"):
             self.totals[k] += getattr(report, k)
         self.totals["bytes_published"] += report.bytes_published
