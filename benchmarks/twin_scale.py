@@ -143,6 +143,8 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
             time.sleep(2.0)
             st = httpx.get(f"{url}/api/state?compact=true", timeout=120).json()
             full = all(lk["keys"]["available"] >= 0.9 * cap for lk in st["links"])
+            # with devices: and every gateway's queued readings sent (all keyed, backlog gone)
+            full = full and not st["telemetry"].get("queued")
             if full and st["tick"] >= 20:
                 break
         tick0 = st["tick"]
@@ -285,7 +287,9 @@ cores (target < 1 at 1,000 links); tick ms = the tick's own duration as the twin
 p50 / p99 / max over the same window. Measured after a warm-up; "stores full" says whether every KME
 store had filled by then (a 10-km link makes ~3.5 keys/s, so a 2,000-key store takes ~10 min;
 until then each delivery writes and wraps the link's new keys into both its stores, so rows
-with "no" include that fill). Devices: IIoT devices under each gateway on the in-process bus,
+with "no" include that fill) and, with devices, no gateway had readings queued (every gateway
+keyed, the backlog of the first minutes sent: at 1,000 gateways the first 2,000 relays take
+~5 minutes through the metro ring). Devices: IIoT devices under each gateway on the in-process bus,
 each sending one 256-byte reading per tick, sealed and checked end to end (0 = telemetry
 off); a gateway starts a key epoch (one relayed end-to-end key) every 600 s, which the metro
 ring's links can supply at 1,000 gateways. Load = the machine's load average when the point
