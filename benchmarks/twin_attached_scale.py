@@ -12,8 +12,10 @@ detectors, state), without the MQTT client's thread or the KME polls, which the 
 "twin-attach" measures at 100 links with real processes. Each point runs ``--warmup`` intervals
 first (the detectors' 600-s reference windows fill; until then every refit designs new
 thresholds), then times ``--intervals`` intervals with ``time.process_time`` (the twin's calls
-only; the plant's step is timed apart). Topologies as in ``twin_scale.py``: hierarchical with
-10 km links under a metro ring (100: 4 x 4 x 5, 300: 4 x 4 x 18, 1,000: 4 x 10 x 25).
+only; the plant's step is timed apart). As the served twin does once serving, the start-up
+objects are frozen out of the garbage collector (``qkdtwin.ops.freeze_startup_objects``).
+Topologies as in ``twin_scale.py``: hierarchical with 10 km links under a metro ring (100:
+4 x 4 x 5, 300: 4 x 4 x 18, 1,000: 4 x 10 x 25).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from qkdtwin.ops import freeze_startup_objects  # noqa: E402
 from qkdtwin.plant import Plant  # noqa: E402
 from qkdtwin.twin.attach import load_attach_file  # noqa: E402
 from qkdtwin.twin.attached import AttachedTwin  # noqa: E402
@@ -65,6 +68,9 @@ def run_point(links: int, warmup: int, intervals: int) -> dict[str, Any]:
     doc = plant.attach_document()
     doc["broker"] = "mqtt://127.0.0.1:1"  # never connected: this script feeds the twin
     twin = AttachedTwin(load_attach_file(doc))
+    # as `qkdtwin twin serve --attach` does once serving: start-up objects (the plant's and
+    # the twin's) out of the collector's full collections
+    freeze_startup_objects()
     per: list[float] = []
     plant_cpu = 0.0
     alarms = 0

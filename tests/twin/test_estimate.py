@@ -381,3 +381,53 @@ def test_without_vacuum_class_dark_counts_are_weakly_identified_or_fixed():
         fit_link(two, DET, confidence=1.0)
     with pytest.raises(ConfigError):
         fit_link(two, 0.0)
+
+
+def test_the_scalar_likelihood_is_the_array_form_to_rounding():
+    """_evaluate's Python-float path against the NumPy array form (the reference) on random
+    problems: 2-4 classes with and without vacuum, free and fixed parameters, random points in
+    u; and where a probability is 0 (a dark-count probability fixed at 0 with a vacuum class),
+    it hands over to the array form (nan/inf arithmetic) instead of answering."""
+    from qkdtwin.twin.estimate import _evaluate, _evaluate_arrays, _evaluate_scalar, _Problem
+
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(400):
+        k = int(rng.integers(2, 5))
+        mu = np.sort(rng.uniform(0.01, 0.8, k))[::-1].copy()
+        if rng.random() < 0.5:
+            mu[-1] = 0.0
+        n = rng.integers(10**5, 10**8, k).astype(float)
+        d = np.floor(n * rng.uniform(1e-5, 1e-2, k))
+        s = np.floor(d * 0.5)
+        e = np.floor(s * rng.uniform(0.0, 0.1, k))
+        free = rng.random(3) < 0.8
+        fixed = np.array([np.nan if free[0] else 0.01, np.nan if free[1] else 1e-6, 0.02])
+        prob = _Problem(mu, n, d, s, e, free, fixed)
+        u = np.array([rng.uniform(-8, -1), rng.uniform(-16, -8), rng.uniform(-5, 0)])
+        for grad in (True, False):
+            fast = _evaluate_scalar(prob, u, grad)
+            ref = _evaluate_arrays(prob, u, grad)
+            assert fast is not None
+            assert fast[0] == pytest.approx(ref[0], rel=1e-12)
+            for a, b in zip(fast[1:], ref[1:], strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-300)
+            checked += 1
+    assert checked == 800
+    # P = 0 for the vacuum class with pd fixed at 0: the array form decides
+    mu = np.array([0.5, 0.1, 0.0])
+    prob = _Problem(
+        mu,
+        np.full(3, 1e6),
+        np.array([500.0, 100.0, 0.0]),
+        np.array([250.0, 50.0, 0.0]),
+        np.array([5.0, 1.0, 0.0]),
+        np.array([True, False, True]),
+        np.array([np.nan, 0.0, np.nan]),
+    )
+    u = np.array([-3.0, 0.0, -3.0])
+    assert _evaluate_scalar(prob, u, True) is None
+    with np.errstate(all="ignore"):
+        got, want = _evaluate(prob, u), _evaluate_arrays(prob, u)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)  # nan where the reference gives nan
