@@ -125,6 +125,10 @@ _MAX_ITER = 60
 
 # --------------------------------------------------------------------------- observations
 def _int_tuple(field_name: str, values: ArrayLike) -> tuple[int, ...]:
+    if isinstance(values, tuple | list) and all(type(x) is int for x in values):
+        out = tuple(values)  # the usual case (parsed telemetry): no array round trip
+        if all(x >= 0 for x in out):
+            return out
     try:
         arr = np.asarray(values)
         if arr.ndim != 1:
