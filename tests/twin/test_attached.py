@@ -7,6 +7,7 @@ real MQTT and KMEs is tested in ``test_attached_e2e.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -829,3 +830,29 @@ def test_detector_refits_are_staggered_and_spaced_with_the_links(tmp_path):
     _plant, twin, _sink = make(tmp_path)
     assert twin.detector_config.refit_every == 10
     assert sorted(lk.detector._phase for lk in twin.links.values()) == [0, 1, 2]
+
+
+def test_a_states_estimate_views_are_the_current_estimates_built_once_each(tmp_path):
+    """The dashboard's estimate of a link is rebuilt only when the link was refitted: between
+    refits two states share one view object; after one it is the new estimate's. The reference
+    is the view built afresh from the link's estimate. The state's ingest totals are the
+    stream's full snapshot's."""
+    from qkdtwin.twin.attached import _estimate_view
+
+    plant, twin, sink = make(tmp_path, estimate_every=3)
+    feed(plant, twin, sink, 8)
+    views = {}
+    for step in range(4):
+        st = twin.state()
+        snap = twin.stream.snapshot()
+        total = dataclasses.asdict(snap.total)
+        assert {k: st.ingest.counts[k] for k in total} == total
+        assert twin.stream.snapshot(modules=False).modules == {}
+        for lv in st.links:
+            lk = twin.links[lv.id]
+            assert lv.estimate == _estimate_view(lk.estimate)
+            if lv.id in views:
+                same_fit = views[lv.id][1] is lk.estimate
+                assert (lv.estimate is views[lv.id][0]) == same_fit, (step, lv.id)
+            views[lv.id] = (lv.estimate, lk.estimate)
+        feed(plant, twin, sink, 1)

@@ -135,6 +135,9 @@ class _Link:
     history: deque[tuple[float, float | None, float | None, float | None, float | None]] = field(
         default_factory=lambda: deque(maxlen=3600)
     )
+    #: The dashboard's view of :attr:`estimate`, built once per estimate (not per state).
+    view: LinkEstimateView | None = None
+    view_of: LinkEstimate | None = None
 
 
 class AttachedTwin(Subscribers):
@@ -870,8 +873,14 @@ class AttachedTwin(Subscribers):
         }
 
     # -- views --------------------------------------------------------------------------------
+    @staticmethod
+    def _estimate_view(lk: _Link) -> LinkEstimateView:
+        """Return the link's estimate as the dashboard shows it (rebuilt only when refitted)."""
+        if lk.view is None or lk.view_of is not lk.estimate:
+            lk.view, lk.view_of = _estimate_view(lk.estimate), lk.estimate
+        return lk.view
+
     def _link_view(self, lk: _Link, now: float) -> LinkView:
-        est = lk.estimate
         msg = lk.last
         return LinkView(
             id=lk.id,
@@ -880,7 +889,7 @@ class AttachedTwin(Subscribers):
             module_id=lk.module_id,
             status=lk.status,
             source=self.stream.source_status(lk.module_id, now).status,
-            estimate=_estimate_view(est),
+            estimate=self._estimate_view(lk),
             last_seq=None if msg is None else msg.seq,
             last_interval_end=None if msg is None else msg.interval_end,
             observed_qber=None if msg is None else msg.qber,
@@ -893,7 +902,7 @@ class AttachedTwin(Subscribers):
         """Return the whole state (``GET /api/state``)."""
         with self._lock:
             now = self.t if self.t is not None else 0.0
-            snap = self.stream.snapshot()
+            snap = self.stream.snapshot(modules=False)  # the totals: no per-module copies
             counts = _counter_dict(snap.total)
             return AttachedState(
                 name=self.name,

@@ -576,11 +576,19 @@ class LinkStream:
         return self._drain(st)
 
     # -- reading ---------------------------------------------------------------------------
-    def snapshot(self) -> LinkStreamSnapshot:
-        """Return the counters (total and per module), offending versions, recent refusals."""
+    def snapshot(self, *, modules: bool = True) -> LinkStreamSnapshot:
+        """Return the counters (total and per module), offending versions, recent refusals.
+
+        ``modules=False`` leaves the per-module counters out (empty): a state built every
+        interval at 1,000 links needs only the totals.
+        """
         return LinkStreamSnapshot(
             total=self._total.frozen(),
-            modules={m: st.counts.frozen() for m, st in sorted(self._modules.items())},
+            modules=(
+                {m: st.counts.frozen() for m, st in sorted(self._modules.items())}
+                if modules
+                else {}
+            ),
             versions=dict(self._versions),
             recent=tuple(self._recent),
             offered=self._offered,
