@@ -380,3 +380,31 @@ def test_a_store_that_keeps_no_connections_holds_no_descriptor_at_rest(
     finally:
         store.close()
     assert _descriptors_on(path) == 0
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_postgresql_store_that_keeps_no_connections_holds_none_at_rest(
+    pg_url: str, keep: bool
+) -> None:
+    """The same promise on PostgreSQL: the server's own list of sessions (pg_stat_activity,
+    by this test's application_name) is the reference; the pooled store is the control."""
+    import sqlalchemy as sa
+
+    app = f"qkdtwin_test_{uuid.uuid4().hex[:8]}"
+    store = KeyStore(f"{pg_url}&application_name={app}", keep_connections=keep)
+    admin = sa.create_engine(pg_url)
+    try:
+        keys = _keys(3)
+        store.add_keys(keys)
+        got = store.reserve("a", ["b"], 2, 256)
+        assert store.fetch("b", [k.key_id for k in got]) == got
+        assert store.available_count() == 1
+        with admin.connect() as conn:
+            held = conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
+                {"a": app},
+            ).scalar_one()
+        assert (held >= 1) if keep else (held == 0)
+    finally:
+        store.close()
+        admin.dispose()
