@@ -140,7 +140,9 @@ intervals of warm-up (the detectors' reference windows full), over {args.interva
 CPU (cores) = mean CPU seconds per interval: below 1 the twin keeps one update per second on
 one core. `estimate_every` = intervals between refits of a link's displayed estimate (default:
 ceil(links / 100), staggered). Plant = the offline plant's CPU per interval, for scale (not
-part of the twin). Alarms = alarms raised by the end (clean links: false alarms).
+part of the twin). Alarms = alarms raised by the end (clean links: false alarms). Start-up
+objects are frozen out of the garbage collector, as `qkdtwin twin serve --attach` does once
+serving.
 
 {HEAD}
 {chr(10).join(lines)}
