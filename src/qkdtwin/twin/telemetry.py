@@ -171,6 +171,7 @@ class IotTelemetry:
         self.gws: list[_Gateway] = []
         self._paths_for: int = -1
         self.relays_per_tick = MAX_RELAYS_PER_TICK
+        self.fleet: SharedFleet | None = None
         try:
             if broker == "embedded":
                 self.broker = self._start_broker()
@@ -178,11 +179,8 @@ class IotTelemetry:
             elif broker == "memory":
                 self.bus = MemoryBus()
             # every gateway's devices stepped as one fleet (qkdtwin.iot.fleet_share)
-            self.fleet: SharedFleet | None = (
-                self._shared_fleet(cfg.devices_per_gateway, int(net.seed), opts)
-                if self.gateways_nodes
-                else None
-            )
+            if self.gateways_nodes:
+                self.fleet = self._shared_fleet(cfg.devices_per_gateway, int(net.seed), opts)
             for i, gw in enumerate(self.gateways_nodes):
                 try:
                     conf = TelemetryConfig.build(
