@@ -349,6 +349,16 @@ def _descriptors_on(path: Path) -> int:
     return n
 
 
+def _add_reserve_fetch(store: KeyStore, n: int) -> tuple[list[tuple[str, bytes]], list]:
+    """Add ``n`` keys, reserve two and fetch them: a write, a reservation and reads."""
+    keys = _keys(n)
+    store.add_keys(keys)
+    got = store.reserve("a", ["b"], 2, 256)
+    assert store.fetch("b", [k.key_id for k in got]) == got
+    assert store.available_count() == n - 2
+    return keys, got
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_a_store_that_keeps_no_connections_holds_no_descriptor_at_rest(
     tmp_path: Path, keep: bool
@@ -361,11 +371,7 @@ def test_a_store_that_keeps_no_connections_holds_no_descriptor_at_rest(
     path = tmp_path / "s.db"
     store = KeyStore(f"sqlite:///{path}", keep_connections=keep)
     try:
-        keys = _keys(4)
-        store.add_keys(keys)
-        got = store.reserve("a", ["b"], 2, 256)
-        assert store.fetch("b", [k.key_id for k in got]) == got
-        assert store.available_count() == 2
+        keys, got = _add_reserve_fetch(store, 4)
         store.checkpoint()
         held = _descriptors_on(path)
         if keep:
@@ -394,11 +400,7 @@ def test_a_postgresql_store_that_keeps_no_connections_holds_none_at_rest(
     store = KeyStore(f"{pg_url}&application_name={app}", keep_connections=keep)
     admin = sa.create_engine(pg_url)
     try:
-        keys = _keys(3)
-        store.add_keys(keys)
-        got = store.reserve("a", ["b"], 2, 256)
-        assert store.fetch("b", [k.key_id for k in got]) == got
-        assert store.available_count() == 1
+        _add_reserve_fetch(store, 3)
         with admin.connect() as conn:
             held = conn.execute(
                 sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),

@@ -70,6 +70,12 @@ def relay_budget(gateways: int, conf: TelemetryConfig) -> int:
     return max(MAX_RELAYS_PER_TICK, math.ceil(2.0 * gateways * per_s * conf.interval_s))
 
 
+def _telemetry_option_error(exc: ConfigError) -> ConfigError:
+    """Return the error renamed as the scenario names the option (``twin.telemetry.NAME``)."""
+    name = f"twin.telemetry.{exc.field}" if exc.field else "twin.telemetry"
+    return ConfigError(f"{name}: {exc}", field=name)
+
+
 def _edge_id(node: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", node)[:40]
 
@@ -192,8 +198,7 @@ class IotTelemetry:
                         **opts,
                     )
                 except ConfigError as exc:
-                    name = f"twin.telemetry.{exc.field}" if exc.field else "twin.telemetry"
-                    raise ConfigError(f"{name}: {exc}", field=name) from None
+                    raise _telemetry_option_error(exc) from None
                 # keep_connections=False: two stores per gateway; at 1,000 gateways kept
                 # connections ran the process out of file descriptors (~5 per store)
                 gw_store, agg_store = (
@@ -236,8 +241,7 @@ class IotTelemetry:
                 drift_rate_per_s=conf.drift_rate_per_s,
             )
         except ConfigError as exc:
-            name = f"twin.telemetry.{exc.field}" if exc.field else "twin.telemetry"
-            raise ConfigError(f"{name}: {exc}", field=name) from None
+            raise _telemetry_option_error(exc) from None
 
     def _start_broker(self) -> EmbeddedBroker:
         """Start the embedded broker with a scratch event loop current on this thread.
