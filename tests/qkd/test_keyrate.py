@@ -571,7 +571,12 @@ def test_rates_do_not_increase_with_distance(protocol, d1, step):
         d1, d2 = min(d1, end), min(d2, end)
     r1 = analytic_key_rate(protocol, model_for(protocol, d1)).rate_per_pulse
     r2 = analytic_key_rate(protocol, model_for(protocol, d2)).rate_per_pulse
-    assert r2 <= r1 * (1 + 1e-9) + 1e-300
+    # GG02's rate is beta*I_AB - chi_BE, two terms of a few bits each (2.1 bits/pulse at
+    # 0 km), so it carries their rounding, ~1e-15 absolute: between nearby distances it rose
+    # by up to 7.9e-15 in 9,000 random pairs (a random example found 2.6e-15 at a rate of
+    # 6.9e-9, over the relative tolerance). A real increase is still caught above 1e-13.
+    floor = 1e-13 if protocol == "cv-gg02" else 1e-300
+    assert r2 <= r1 * (1 + 1e-9) + floor
 
 
 @pytest.mark.parametrize("protocol", ["bb84", "decoy-bb84", "sarg04", "bbm92", "e91"])
