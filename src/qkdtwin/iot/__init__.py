@@ -33,6 +33,7 @@ from qkdtwin.iot.key_sources import (  # noqa: E402
     QkdKeySource,
     StoreKeySource,
 )
+from qkdtwin.iot.latest import LatestReadings  # noqa: E402
 from qkdtwin.iot.session import IntervalReport, TelemetryConfig, TelemetrySession  # noqa: E402
 from qkdtwin.iot.sparkplug_edge import SparkplugEdgeNode  # noqa: E402
 from qkdtwin.iot.sparkplug_host import SparkplugHost, SparkplugReceiver  # noqa: E402
@@ -51,6 +52,7 @@ __all__ = [
     "Header",
     "IntervalReport",
     "KmeKeySource",
+    "LatestReadings",
     "LocalKeyPair",
     "MemoryBus",
     "MqttTransport",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qkdtwin.errors import ConfigError, EnvelopeError, KmsError
-from qkdtwin.iot.devices import Reading, decode_aggregate, decode_reading
+from qkdtwin.iot.devices import Reading, check_reading, decode_aggregate, decode_reading
 from qkdtwin.iot.envelope import (
     KIND_AGGREGATE,
     KIND_DEVICE,
@@ -40,6 +40,7 @@ from qkdtwin.iot.envelope import (
 )
 from qkdtwin.iot.key_derivation import MODES, EpochKeys, open_epoch
 from qkdtwin.iot.key_sources import QkdKeySource
+from qkdtwin.iot.latest import LatestReadings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import mlkem
@@ -130,7 +131,8 @@ class Aggregator:
         self.on_reading = on_reading
         self._wall_ns = wall_ns
         self.edges: dict[str, EdgeState] = {}
-        self.latest: dict[str, Reading] = {}
+        #: Device ID -> latest verified reading, kept encoded (see :mod:`qkdtwin.iot.latest`).
+        self.latest = LatestReadings()
         self.rejected: Counter[str] = Counter()
         self.delivered = 0
         self.records_seen = 0
@@ -235,20 +237,19 @@ class Aggregator:
             window = st.windows[wkey] = ReplayWindow(self.replay_window)
         window.check(header.seq)
         plaintext = open_envelope(keys.sender_aead(header.sender_id), header, body)
-        if header.kind == KIND_AGGREGATE:
-            readings = [decode_reading(r) for r in decode_aggregate(plaintext)]
-        else:
-            readings = [decode_reading(plaintext)]
-            if readings[0].device_id != header.sender_id:
-                raise EnvelopeError("reading of another device", reason="sender_mismatch")
+        # every reading is checked before any is kept: one bad reading refuses the record
+        records = decode_aggregate(plaintext) if header.kind == KIND_AGGREGATE else [plaintext]
+        checked = [(check_reading(r), r) for r in records]
+        if header.kind != KIND_AGGREGATE and checked[0][0][0] != header.sender_id:
+            raise EnvelopeError("reading of another device", reason="sender_mismatch")
         window.commit(header.seq)
         now = self._wall_ns()
-        for r in readings:
-            self.latest[r.device_id] = r
-            self.latencies_ms.append((now - r.ts_ns) / 1e6)
+        for (device_id, ts_ns), data in checked:
+            self.latest.set_encoded(device_id, data)
+            self.latencies_ms.append((now - ts_ns) / 1e6)
             if self.on_reading is not None:
-                self.on_reading(r)
-        self.delivered += len(readings)
+                self.on_reading(decode_reading(data))
+        self.delivered += len(checked)
 
     def _kex(self, edge: str, st: EdgeState, header: Header, body: bytes) -> None:
         if header.sender_id != edge:

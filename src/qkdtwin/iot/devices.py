@@ -53,9 +53,11 @@ __all__ = [
     "VALUE_UNITS",
     "DeviceFleet",
     "Reading",
+    "check_reading",
     "decode_aggregate",
     "decode_reading",
     "encode_aggregate",
+    "reading_health",
     "stamp_wall_time",
 ]
 
@@ -135,8 +137,11 @@ class Reading:
     raw: bytes = field(default=b"", repr=False)
 
 
-def decode_reading(data: bytes) -> Reading:
-    """Decode one encoded reading.
+def _check_layout(data: bytes) -> tuple[str, str, tuple[str, ...], str, int, float, int]:
+    """Check an encoded reading's layout and return its header fields.
+
+    Returns ``(kind, health, names, device_id, values_at, t, ts_ns)``, ``values_at`` being the
+    byte offset of its values.
 
     Raises
     ------
@@ -145,20 +150,54 @@ def decode_reading(data: bytes) -> Reading:
     """
     try:
         kind_c, health_c, nval, idlen, nsamp, t, ts_ns = _REC.unpack_from(data, 0)
+        if kind_c < 1:
+            raise ValueError("kind")
         kind = KINDS[kind_c - 1]
         health = HEALTH[health_c]
         names = VALUE_NAMES[kind]
-        if nval != len(names) or kind_c < 1:
+        if nval != len(names):
             raise ValueError("value count")
         off = _REC.size
         device_id = data[off : off + idlen].decode("ascii")
         off += idlen
-        vals = struct.unpack_from(f"!{nval}d", data, off)
         if len(data) < off + 8 * nval + 4 * nsamp:
             raise ValueError("short")
     except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
         raise MalformedEnvelopeError("malformed reading", reason="bad_payload") from exc
+    return kind, health, names, device_id, off, t, ts_ns
+
+
+def decode_reading(data: bytes) -> Reading:
+    """Decode one encoded reading.
+
+    Raises
+    ------
+    MalformedEnvelopeError
+        With reason ``"bad_payload"`` if the bytes are not a reading.
+    """
+    kind, health, names, device_id, off, t, ts_ns = _check_layout(data)
+    vals = struct.unpack_from(f"!{len(names)}d", data, off)
     return Reading(device_id, kind, t, dict(zip(names, vals, strict=True)), health, ts_ns, data)
+
+
+def check_reading(data: bytes) -> tuple[str, int]:
+    """Check one encoded reading as :func:`decode_reading` does, without decoding its values.
+
+    Returns ``(device_id, ts_ns)``: what a receiver needs before it keeps the reading as it
+    came (see :class:`~qkdtwin.iot.latest.LatestReadings`) and measures its latency.
+
+    Raises
+    ------
+    MalformedEnvelopeError
+        With reason ``"bad_payload"`` for exactly the bytes :func:`decode_reading` refuses.
+    """
+    _, _, _, device_id, _, _, ts_ns = _check_layout(data)
+    return device_id, ts_ns
+
+
+def reading_health(data: bytes) -> str:
+    """Return the health label (``"ok"``, ``"fault"`` or ``"drift"``) of a checked reading."""
+    return HEALTH[data[1]]
 
 
 def stamp_wall_time(record: bytes, ts_ns: int) -> bytes:

@@ -41,12 +41,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qkdtwin.errors import ConfigError, TransportError
 from qkdtwin.iot.aggregator import Aggregator
-from qkdtwin.iot.devices import MIN_PAYLOAD_BYTES, DeviceFleet, Reading
+from qkdtwin.iot.devices import MIN_PAYLOAD_BYTES, DeviceFleet
 from qkdtwin.iot.envelope import check_sender_id
 from qkdtwin.iot.fleet_share import FleetPart
 from qkdtwin.iot.gateway import EdgeGateway
 from qkdtwin.iot.key_derivation import mlkem_keypair
 from qkdtwin.iot.key_sources import QkdKeySource
+from qkdtwin.iot.latest import LatestReadings
 from qkdtwin.iot.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
 from qkdtwin.iot.transport import (
     TOPIC_ROOT,
@@ -234,7 +235,8 @@ class IntervalReport:
     latency_ms_p50, latency_ms_p99
         Sampling-to-verified-delivery latency of the readings delivered, ms (NaN if none).
     latest
-        Device ID -> latest verified reading at the aggregator (all devices seen so far).
+        Device ID -> latest verified reading at the aggregator (all devices seen so far),
+        a snapshot held encoded and decoded on access (:class:`~qkdtwin.iot.latest.LatestReadings`).
     """
 
     interval: int
@@ -253,7 +255,7 @@ class IntervalReport:
     bytes_published: int
     latency_ms_p50: float
     latency_ms_p99: float
-    latest: dict[str, Reading] = field(repr=False, default_factory=dict)
+    latest: LatestReadings = field(repr=False, default_factory=LatestReadings)
 
     def to_dict(self) -> IntervalReportDict:
         """Return the counts as a JSON-ready dict (``latest`` as a count of devices)."""
@@ -656,7 +658,7 @@ class TelemetrySession:
             rejected = _diff(agg.rejected, rej0)
             delivered = agg.delivered - deliv0
             lat_list, agg.latencies_ms = agg.latencies_ms, []
-            latest = dict(agg.latest)
+            latest = agg.latest.copy()
         p50, p99 = p50_p99(lat_list)
         report = IntervalReport(
             interval=self._interval,

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
 
@@ -47,6 +47,7 @@ from qkdtwin.network import Demand
 from qkdtwin.network.topology import resolve_link
 from qkdtwin.twin.alarms import Alarm, AlarmLog, AlarmRecord
 from qkdtwin.twin.config import TwinScenario, load_twin_scenario
+from qkdtwin.twin.device_table import DeviceTable
 from qkdtwin.twin.ingest import LinkStream
 from qkdtwin.twin.keynet import KeyNetwork, PoolData
 from qkdtwin.twin.kmes import KeyCounts, KmeLayer
@@ -338,7 +339,7 @@ class Twin(Subscribers):
         )
         # telemetry first: its MQTT clients (paho waits with select(), limited to descriptors
         # below 1024) get their sockets before the many key store files are opened
-        self.devices: dict[str, DeviceReading] = {}
+        self.devices: Mapping[str, DeviceReading] = {}
         self.telemetry_summary: TelemetrySummary = {"enabled": False}
         self.telemetry: TelemetryComponent | None = None
         self._last_services = (0, 0)
@@ -745,14 +746,17 @@ class Twin(Subscribers):
         with self._lock:
             tel = self.telemetry_summary.copy()
             devs = self.devices
-        rows = [
-            d
-            for d in devs.values()
-            if (gateway is None or d["gateway"] == gateway)
-            and (health is None or d["health"] == health)
-        ]
+        if isinstance(devs, DeviceTable):  # filters without decoding; decodes the page only
+            ids = devs.select(gateway, health)
+        else:
+            ids = [
+                k
+                for k, d in devs.items()
+                if (gateway is None or d["gateway"] == gateway)
+                and (health is None or d["health"] == health)
+            ]
         end = None if limit is None else offset + limit
-        return tel, len(rows), rows[offset:end]
+        return tel, len(ids), [devs[k] for k in ids[offset:end]]
 
     def alarm(self, alarm_id: int) -> Alarm:
         """One alarm by id (``UnknownNameError`` with ``field="alarm_id"`` if absent)."""

@@ -7,6 +7,7 @@ checker the exact keys. The other results are typed next to the code that builds
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, NotRequired, Required, TypedDict, final
 
 __all__ = [
@@ -57,8 +58,9 @@ class TelemetryCounts(TypedDict, total=False):
 class TelemetryReport(TelemetryCounts, total=False):
     """What a telemetry component returns for one interval: the counts and ``devices``."""
 
-    #: Device ID -> its latest reading.
-    devices: dict[str, DeviceReading]
+    #: Device ID -> its latest reading (a plain dict, or a mapping that builds each reading
+    #: when asked, as :class:`~qkdtwin.twin.device_table.DeviceTable` does).
+    devices: Mapping[str, DeviceReading]
 
 
 @final

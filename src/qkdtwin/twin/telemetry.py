@@ -38,13 +38,15 @@ from qkdtwin.iot import (
     TelemetryConfig,
     TelemetrySession,
 )
+from qkdtwin.iot.devices import decode_reading, reading_health
 from qkdtwin.kms import KeyStore
 from qkdtwin.kms.relay import RelayError, relay_key
+from qkdtwin.twin.device_table import DeviceTable
 from qkdtwin.twin.keynet import topology_without
 
 if TYPE_CHECKING:
     from qkdtwin.twin.loop import Twin
-    from qkdtwin.twin.results import DeviceReading, TelemetryReport
+    from qkdtwin.twin.results import TelemetryReport
 
 __all__ = ["IotTelemetry"]
 
@@ -93,6 +95,8 @@ class _Gateway:
         self.relayed = gw_store.available_count(KEY_BITS)
         self.path: list[str] | None = None
         self.session: TelemetrySession | None = None
+        #: Devices of this gateway seen at the aggregator so far (their gateway is recorded).
+        self.devices_seen = 0
 
     @property
     def ready(self) -> int:
@@ -178,6 +182,8 @@ class IotTelemetry:
         self._paths_for: int = -1
         self.relays_per_tick = MAX_RELAYS_PER_TICK
         self.fleet: SharedFleet | None = None
+        #: Device ID -> its gateway's node, for every device seen (read by the DeviceTables).
+        self._gateway_of: dict[str, str] = {}
         try:
             if broker == "embedded":
                 self.broker = self._start_broker()
@@ -317,7 +323,8 @@ class IotTelemetry:
         }
         p50: list[float] = []
         p99: list[float] = []
-        devices: dict[str, DeviceReading] = {}
+        encoded: dict[str, bytes] = {}  # the readings stay encoded: see DeviceTable
+        gateway_of = self._gateway_of
         if self.fleet is not None:
             self.fleet.step(twin.cfg.tick_s, 1)
         for g in self.gws:
@@ -338,18 +345,16 @@ class IotTelemetry:
             if rep.latency_ms_p50 == rep.latency_ms_p50:
                 p50.append(rep.latency_ms_p50)
                 p99.append(rep.latency_ms_p99)
-            for dev_id, r in rep.latest.items():
-                devices[dev_id] = {
-                    "device_id": r.device_id,
-                    "gateway": g.node,
-                    "kind": r.kind,
-                    "t": float(r.t),
-                    "values": {k: float(v) for k, v in r.values.items()},
-                    "health": r.health,
-                }
+            if len(rep.latest) != g.devices_seen:  # a device seen for the first time
+                g.devices_seen = len(rep.latest)
+                for dev_id in rep.latest:
+                    gateway_of.setdefault(dev_id, g.node)
+            encoded.update(rep.latest.encoded_items())
         tot["latency_ms_p50"] = float(np.median(p50)) if p50 else None
         tot["latency_ms_p99"] = float(max(p99)) if p99 else None
-        tot["devices"] = devices
+        tot["devices"] = DeviceTable(
+            encoded, gateway_of, decode=decode_reading, health_of=reading_health
+        )
         return tot
 
     def close(self) -> None:
