@@ -68,6 +68,7 @@ def test_offer_many_releases_what_offer_does_one_by_one() -> None:
             msgs.append((seq, perf_topic(m.module_id), m.model_dump_json().encode()))
     one = LinkStream({sim_module_id(x): x for x in lids})
     many = LinkStream({sim_module_id(x): x for x in lids})
+    each = LinkStream({sim_module_id(x): x for x in lids})
     for seq in range(1, 4):
         batch = [(tp, pl) for s, tp, pl in msgs if s == seq]
         a = [r for tp, pl in batch for r in one.offer(tp, pl, 100.0 + seq)]
@@ -76,7 +77,20 @@ def test_offer_many_releases_what_offer_does_one_by_one() -> None:
             (m.link_id, m.seq, m.sifted_bits) for m in b
         ]
         assert len(b) == len(ENGINES)
-    assert one.snapshot() == many.snapshot()
+        # offer_each: the same releases, each yielded before the next message is taken
+        pulled: list[int] = []
+
+        def source(batch=batch, pulled=pulled):
+            for item in batch:
+                pulled.append(1)
+                yield item
+
+        c = []
+        for m in each.offer_each(source(), 100.0 + seq):
+            assert len(pulled) == len(c) + 1  # in order, one message in: one released
+            c.append((m.link_id, m.seq, m.sifted_bits))
+        assert c == [(m.link_id, m.seq, m.sifted_bits) for m in a]
+    assert one.snapshot() == many.snapshot() == each.snapshot()
 
 
 @pytest.fixture
