@@ -657,7 +657,10 @@ class TelemetrySession:
         with agg.lock:
             rejected = _diff(agg.rejected, rej0)
             delivered = agg.delivered - deliv0
-            lat_list, agg.latencies_ms = agg.latencies_ms, []
+            # emptied in place: a fresh list per interval would outlive it and be promoted
+            # to the collector's oldest generation (1,000 a tick in the twin)
+            lat_list = agg.latencies_ms.copy()
+            agg.latencies_ms.clear()
             latest = agg.latest.copy()
         p50, p99 = p50_p99(lat_list)
         report = IntervalReport(
