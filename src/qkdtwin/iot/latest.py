@@ -13,14 +13,15 @@ bytes, so :class:`LatestReadings` keeps the encoded readings and decodes one onl
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, Mapping
+from collections.abc import ItemsView, Mapping
 
+from qkdtwin._encoded_map import EncodedMapping
 from qkdtwin.iot.devices import Reading, decode_reading, reading_health
 
 __all__ = ["LatestReadings"]
 
 
-class LatestReadings(Mapping[str, Reading]):
+class LatestReadings(EncodedMapping[Reading]):
     """Device ID -> latest reading, held encoded and decoded on access (a read-only mapping).
 
     Each access decodes anew: ``latest[d] == latest[d]`` but ``latest[d] is not latest[d]``.
@@ -33,25 +34,13 @@ class LatestReadings(Mapping[str, Reading]):
         :func:`~qkdtwin.iot.devices.check_reading`); copied.
     """
 
-    __slots__ = ("_encoded",)
+    __slots__ = ()
 
     def __init__(self, encoded: Mapping[str, bytes] | None = None) -> None:
-        self._encoded: dict[str, bytes] = {} if encoded is None else dict(encoded)
+        super().__init__({} if encoded is None else dict(encoded))
 
     def __getitem__(self, device_id: str) -> Reading:
         return decode_reading(self._encoded[device_id])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._encoded)
-
-    def __len__(self) -> int:
-        return len(self._encoded)
-
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._encoded
-
-    def __repr__(self) -> str:
-        return f"LatestReadings({len(self._encoded)} devices)"
 
     def encoded(self, device_id: str) -> bytes:
         """Return the reading of ``device_id`` as it arrived (``KeyError`` if never seen)."""

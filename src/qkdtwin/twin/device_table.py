@@ -12,9 +12,10 @@ no values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from qkdtwin._encoded_map import EncodedMapping
 from qkdtwin.twin.results import DeviceReading
 
 __all__ = ["DeviceTable"]
@@ -33,7 +34,7 @@ class _DecodedReading(Protocol):
     def health(self) -> str: ...
 
 
-class DeviceTable(Mapping[str, DeviceReading]):
+class DeviceTable(EncodedMapping[DeviceReading]):
     """Device ID -> :class:`~qkdtwin.twin.results.DeviceReading`, decoded on access.
 
     Parameters
@@ -51,7 +52,7 @@ class DeviceTable(Mapping[str, DeviceReading]):
         (:func:`qkdtwin.iot.devices.reading_health`).
     """
 
-    __slots__ = ("_decode", "_encoded", "_gateway_of", "_health_of")
+    __slots__ = ("_decode", "_gateway_of", "_health_of")
 
     def __init__(
         self,
@@ -61,7 +62,7 @@ class DeviceTable(Mapping[str, DeviceReading]):
         decode: Callable[[bytes], _DecodedReading],
         health_of: Callable[[bytes], str],
     ) -> None:
-        self._encoded = encoded
+        super().__init__(encoded)
         self._gateway_of = gateway_of
         self._decode = decode
         self._health_of = health_of
@@ -76,18 +77,6 @@ class DeviceTable(Mapping[str, DeviceReading]):
             "values": {k: float(v) for k, v in r.values.items()},
             "health": r.health,
         }
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._encoded)
-
-    def __len__(self) -> int:
-        return len(self._encoded)
-
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._encoded
-
-    def __repr__(self) -> str:
-        return f"DeviceTable({len(self._encoded)} devices)"
 
     def select(self, gateway: str | None = None, health: str | None = None) -> list[str]:
         """Return the IDs of the devices that pass the filters, in the table's order.
