@@ -127,7 +127,13 @@ class _Link:
     status: LinkStatus = LinkStatus.UP
     alarm: AlarmView | None = None
     quiet_since: float | None = None
-    last: LinkTelemetry | None = None
+    #: The last accepted message's sequence number, interval end (s), QBER and SKR (b/s): kept
+    #: as numbers, not the message (~20 objects tracked by the garbage collector per link,
+    #: each living one interval: at 1,000 links they set off a full collection every few).
+    last_seq: int | None = None
+    last_end: float | None = None
+    last_qber: float | None = None
+    last_skr: float | None = None
     estimate: LinkEstimate | None = None
     since_fit: int = 0
     #: Where this link's estimate refits fall among the ``estimate_every`` intervals.
@@ -526,7 +532,7 @@ class AttachedTwin(Subscribers):
     # -- estimation, detection, response ------------------------------------------------------
     def _process(self, msg: LinkTelemetry) -> list[dict[str, Any]]:
         lk = self.links[msg.link_id]
-        if lk.last is not None and msg.interval_start < lk.last.interval_end - 1e-6:
+        if lk.last_end is not None and msg.interval_start < lk.last_end - 1e-6:
             # in sequence but overlapping the previous interval in time (a module whose
             # clock stepped back): its counts would be double-counted by the models
             self.model_rejected += 1
@@ -536,7 +542,8 @@ class AttachedTwin(Subscribers):
         except QkdTwinError:
             self.model_rejected += 1
             return []
-        lk.last = msg
+        lk.last_seq, lk.last_end = msg.seq, msg.interval_end
+        lk.last_qber, lk.last_skr = msg.qber, msg.qkdl_performance.skr
         self.t = msg.interval_end if self.t is None else max(self.t, msg.interval_end)
         lk.estimator.add(obs)
         # statistics crossing in the same interval: the one with the strongest evidence
@@ -881,7 +888,6 @@ class AttachedTwin(Subscribers):
         return lk.view
 
     def _link_view(self, lk: _Link, now: float) -> LinkView:
-        msg = lk.last
         return LinkView(
             id=lk.id,
             a=lk.a,
@@ -890,10 +896,10 @@ class AttachedTwin(Subscribers):
             status=lk.status,
             source=self.stream.source_status(lk.module_id, now).status,
             estimate=self._estimate_view(lk),
-            last_seq=None if msg is None else msg.seq,
-            last_interval_end=None if msg is None else msg.interval_end,
-            observed_qber=None if msg is None else msg.qber,
-            observed_skr_bps=None if msg is None else msg.qkdl_performance.skr,
+            last_seq=lk.last_seq,
+            last_interval_end=lk.last_end,
+            observed_qber=lk.last_qber,
+            observed_skr_bps=lk.last_skr,
             declared_detector_efficiency=lk.declared_eff,
             alarm_id=None if lk.alarm is None else lk.alarm.id,
         )
