@@ -8,7 +8,7 @@ import gc
 import numpy as np
 import pytest
 
-from qkdtwin.errors import MalformedEnvelopeError
+from qkdtwin.errors import ConfigError, MalformedEnvelopeError
 from qkdtwin.iot import LatestReadings, MemoryBus, Reading, TelemetryConfig, TelemetrySession
 from qkdtwin.iot.devices import DeviceFleet, check_reading, decode_reading, reading_health
 
@@ -106,3 +106,21 @@ def test_no_reading_object_outlives_its_interval(pair, scheme: str) -> None:
             assert r.t == pytest.approx(3 * cfg.interval_s)
         with s.aggregator.lock:
             assert dict(s.aggregator.latest) == dict(rep.latest)
+
+
+def test_bad_readings_are_refused_and_nothing_is_kept() -> None:
+    (dev, data), (other, other_data) = _readings(n=2)[:2]
+    latest = LatestReadings({dev: data})
+    before = dict(latest.encoded_items())
+    with pytest.raises(MalformedEnvelopeError) as bad:
+        latest.set_encoded(dev, data[:10])
+    assert bad.value.reason == "bad_payload"
+    with pytest.raises(ConfigError) as wrong:
+        latest.set_encoded(dev, other_data)  # another device's reading under dev's ID
+    assert wrong.value.field == "encoded"
+    assert dict(latest.encoded_items()) == before
+    assert other not in latest
+    with pytest.raises(MalformedEnvelopeError):
+        LatestReadings({dev: b"not a reading"})
+    with pytest.raises(ConfigError):
+        LatestReadings({other: data})

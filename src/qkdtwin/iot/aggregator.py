@@ -239,13 +239,13 @@ class Aggregator:
         plaintext = open_envelope(keys.sender_aead(header.sender_id), header, body)
         # every reading is checked before any is kept: one bad reading refuses the record
         records = decode_aggregate(plaintext) if header.kind == KIND_AGGREGATE else [plaintext]
-        checked = [(check_reading(r), r) for r in records]
-        if header.kind != KIND_AGGREGATE and checked[0][0][0] != header.sender_id:
+        checked = [(*check_reading(r), r) for r in records]  # (device_id, ts_ns, data)
+        if header.kind != KIND_AGGREGATE and checked[0][0] != header.sender_id:
             raise EnvelopeError("reading of another device", reason="sender_mismatch")
         window.commit(header.seq)
         now = self._wall_ns()
-        for (device_id, ts_ns), data in checked:
-            self.latest.set_encoded(device_id, data)
+        for device_id, ts_ns, data in checked:
+            self.latest._keep_checked(device_id, data)  # checked above: not twice
             self.latencies_ms.append((now - ts_ns) / 1e6)
             if self.on_reading is not None:
                 self.on_reading(decode_reading(data))

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import ItemsView, Mapping
 
 from qkdtwin._encoded_map import EncodedMapping
-from qkdtwin.iot.devices import Reading, decode_reading, reading_health
+from qkdtwin.errors import ConfigError
+from qkdtwin.iot.devices import Reading, check_reading, decode_reading, reading_health
 
 __all__ = ["LatestReadings"]
 
@@ -30,14 +31,29 @@ class LatestReadings(EncodedMapping[Reading]):
     Parameters
     ----------
     encoded
-        Device ID -> encoded reading, each already checked (by
-        :func:`~qkdtwin.iot.devices.check_reading`); copied.
+        Device ID -> encoded reading; each is checked as the aggregator checks it.
+
+    Raises
+    ------
+    MalformedEnvelopeError
+        With reason ``"bad_payload"`` for bytes that are not a reading.
+    ConfigError
+        For a reading filed under another device's ID (``field="encoded"``).
     """
 
     __slots__ = ()
 
     def __init__(self, encoded: Mapping[str, bytes] | None = None) -> None:
-        super().__init__({} if encoded is None else dict(encoded))
+        super().__init__({})
+        for device_id, data in (encoded or {}).items():
+            self.set_encoded(device_id, data)
+
+    @classmethod
+    def _of_checked(cls, encoded: dict[str, bytes]) -> LatestReadings:
+        """Wrap ``encoded`` (readings already checked; not copied) without checking again."""
+        out = cls.__new__(cls)
+        EncodedMapping.__init__(out, encoded)
+        return out
 
     def __getitem__(self, device_id: str) -> Reading:
         return decode_reading(self._encoded[device_id])
@@ -55,9 +71,26 @@ class LatestReadings(EncodedMapping[Reading]):
         return reading_health(self._encoded[device_id])
 
     def set_encoded(self, device_id: str, data: bytes) -> None:
-        """Keep ``data``, a checked encoded reading of ``device_id``, as its latest."""
+        """Check ``data`` and keep it as ``device_id``'s latest reading.
+
+        Raises
+        ------
+        MalformedEnvelopeError
+            With reason ``"bad_payload"`` for bytes that are not a reading (nothing is kept).
+        ConfigError
+            If the reading is another device's (``field="encoded"``; nothing is kept).
+        """
+        owner, _ts_ns = check_reading(data)
+        if owner != device_id:
+            raise ConfigError(
+                f"the reading is {owner!r}'s, not {device_id!r}'s", field="encoded", value=device_id
+            )
+        self._keep_checked(device_id, bytes(data))
+
+    def _keep_checked(self, device_id: str, data: bytes) -> None:
+        """Keep a reading the caller checked (:func:`check_reading`): the aggregator's path."""
         self._encoded[device_id] = data
 
     def copy(self) -> LatestReadings:
         """Return a snapshot: later readings do not change it."""
-        return LatestReadings(self._encoded)
+        return LatestReadings._of_checked(dict(self._encoded))
