@@ -150,8 +150,6 @@ def _requests(policy: str, pools: int, quick: bool) -> int:
     n = REQUESTS[policy]
     if policy == "ttd-balance":
         n = max(2_000, min(n, 2 * 10**8 // max(pools, 1)))
-    elif policy == "adaptive-key-residue-resplit" and pools >= 100_000:
-        n = 1_000_000  # its resplit passes make it ~5x slower: an hour for 10^7 here
     elif pools < 1_000_000:
         n = min(n, 2_000_000)
     return n // 10 if quick else n
