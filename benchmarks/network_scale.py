@@ -273,7 +273,13 @@ def report(data: dict, quick: bool) -> str:
         "![requests/s and memory vs pools](docs/img/network_scale.png)",
         "",
         "Adaptive Key Residue runs by class (`algorithm='auto'`): a class is the gateways of one "
-        "OLT, so an arrival costs O(active OLTs + groups), not O(gateways). `ttd-balance` runs "
+        "OLT, so an arrival costs O(active OLTs + groups), not O(gateways); the resplit reading's "
+        "passes visit only the classes held by a shared resource (a class held by its own OLT "
+        "has spent it), where they visited every class and resource: at 10^6 gateways ~6 "
+        "passes per arrival over 1,000 classes took 4,604 req/s, now 73,157 (10^7 requests in "
+        "153 s; docs/network.md). `static` and `proportional` run in a loop of their own (the "
+        "general loop ran them at ~55 % of this speed: `benchmarks/seed_regression.py`). "
+        "`ttd-balance` runs "
         "by class too: its re-plan replays the reference's bisection, but each trial's outcome "
         "comes from the exact root of the piecewise-linear resource loads (1-5 evaluations "
         "over the classes instead of ~61), and it still refills every pool at every arrival "

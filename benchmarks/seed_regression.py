@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -80,7 +81,7 @@ def _run(src: Path, policy: str, n: int) -> dict:
     return row
 
 
-def measure(base: str, rounds: int) -> dict:
+def measure(base: str, rounds: int, policies: tuple[str, ...] = POLICIES) -> dict:
     rev = subprocess.run(
         ["git", "rev-parse", "--short", base], check=True, capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
@@ -95,20 +96,24 @@ def measure(base: str, rounds: int) -> dict:
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         trees = {"base": Path(tmp) / "src", "head": ROOT / "src"}
-        for policy in POLICIES:
+        for policy in policies:
             n = REQUESTS.get(policy, DEFAULT_REQUESTS)
             got: dict[str, list[dict]] = {"base": [], "head": []}
             _run(trees["base"], policy, 1000)  # compile the base tree's kernels, untimed
             for _ in range(rounds):
                 for name in ("base", "head"):
                     got[name].append(_run(trees[name], policy, n))
-            row = {"policy": policy, "requests": n}
+            row: dict[str, Any] = {"policy": policy, "requests": n, "rounds": rounds}
             for name in ("base", "head"):
-                row[f"{name}_engine"] = statistics.median(r["engine_req_s"] for r in got[name])
+                row[f"{name}_runs"] = [r["engine_req_s"] for r in got[name]]
+                row[f"{name}_engine"] = statistics.median(row[f"{name}_runs"])
                 row[f"{name}_e2e"] = statistics.median(r["e2e_req_s"] for r in got[name])
                 row[f"{name}_success"] = got[name][0]["success"]
             row["ratio_engine"] = row["head_engine"] / row["base_engine"]
             row["ratio_e2e"] = row["head_e2e"] / row["base_e2e"]
+            # each round's head over the base run just before it: the spread of the ratio
+            pairs = [h / b for h, b in zip(row["head_runs"], row["base_runs"], strict=True)]
+            row["ratio_min"], row["ratio_max"] = min(pairs), max(pairs)
             rows.append(row)
             print(
                 f"{policy:<30} base {row['base_engine']:>12,.0f}  head {row['head_engine']:>12,.0f}"
@@ -123,6 +128,12 @@ def measure(base: str, rounds: int) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load": os.getloadavg()[0],
     }
+
+
+def _spread(row: dict) -> str:
+    if "ratio_min" not in row:
+        return "-"
+    return f"{row['ratio_min']:.2f} - {row['ratio_max']:.2f}"
 
 
 def report(data: dict) -> str:
@@ -141,15 +152,24 @@ def report(data: dict) -> str:
         "loop, `end-to-end` adds arrival generation and result assembly.",
         "",
         "| policy | requests | base engine req/s | head engine req/s | head / base (engine) "
-        "| head / base (end-to-end) | success base / head |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| per round (min - max) | head / base (end-to-end) | success base / head |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     lines.extend(
         f"| {r['policy']} | {r['requests']:,} | {r['base_engine']:,.0f} "
-        f"| {r['head_engine']:,.0f} | {r['ratio_engine']:.2f} | {r['ratio_e2e']:.2f} "
+        f"| {r['head_engine']:,.0f} | {r['ratio_engine']:.2f} "
+        f"| {_spread(r)} | {r['ratio_e2e']:.2f} "
         f"| {r['base_success']:.4f} / {r['head_success']:.4f} |"
         for r in data["rows"]
     )
+    if data.get("remeasured"):
+        rounds = {r["policy"]: r.get("rounds", data["rounds"]) for r in data["rows"]}
+        lines += [
+            "",
+            "Rows re-measured since (`--only POLICY --rounds N`, same command otherwise): "
+            + ", ".join(f"{k} on {v} ({rounds[k]} rounds)" for k, v in data["remeasured"].items())
+            + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -157,6 +177,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default=BASE)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--only",
+        choices=POLICIES,
+        action="append",
+        default=None,
+        help="measure these policies only and merge them into the saved results",
+    )
     ap.add_argument("--write", type=Path, default=None)
     ap.add_argument(
         "--from-json",
@@ -169,8 +196,17 @@ def main() -> None:
     if args.from_json:
         data = json.loads((out / "seed_regression.json").read_text())
     else:
-        data = measure(args.base, args.rounds)
-        (out / "seed_regression.json").write_text(json.dumps(data, indent=1))
+        data = measure(args.base, args.rounds, tuple(args.only or POLICIES))
+        saved = out / "seed_regression.json"
+        if args.only and saved.exists():  # keep the other policies' rows
+            old = json.loads(saved.read_text())
+            new = {r["policy"]: r for r in data["rows"]}
+            data["rows"] = [new.pop(r["policy"], r) for r in old["rows"]] + list(new.values())
+            data["remeasured"] = {**old.get("remeasured", {})}
+            for p in args.only:
+                data["remeasured"][p] = data["date"]
+            data["date"], data["rounds"] = old["date"], old["rounds"]
+        saved.write_text(json.dumps(data, indent=1))
     text = report(data)
     print(text)
     if args.write is not None:
