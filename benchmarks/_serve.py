@@ -16,6 +16,13 @@ import time
 from pathlib import Path
 
 LOG = "serve.log"
+#: Where a served twin's jitted code first runs (the report text of twin_load and twin_scale).
+NUMBA_NOTE = (
+    "Numba: each twin process runs its jitted code before the measured window (the policy "
+    "re-plan when `Twin()` is built, Cascade in the first tick's calibration), so the window "
+    "is warm; numba's on-disk cache (`make venv` caches both) only changes the start-up and "
+    "warm-up."
+)
 
 
 def tail(path: Path, nbytes: int = 4000) -> str:

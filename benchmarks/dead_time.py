@@ -67,7 +67,9 @@ def main() -> None:
         "",
         f"`python benchmarks/dead_time.py --write BENCHMARKS.md --pulses {args.pulses:g}`; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
-        f"Python {platform.python_version()}; numba cache warm. Decoy BB84 at 80 MHz, "
+        f"Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        "numba cache warm (an untimed run first in each case). Decoy BB84 at 80 MHz, "
         f"{pulses:,} pulses, engine time (best of 3), 40 ns dead time = 4 gates.",
         "",
         "| detector efficiency | distance (km) | clicks per pulse | no dead time (s) | "

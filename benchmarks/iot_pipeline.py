@@ -93,7 +93,8 @@ def main() -> None:
         f"Python process (gateway, aggregator, paho threads) plus the broker at "
         f"`{args.broker}` (Mosquitto). Readings of {args.payload_bytes} bytes, hybrid mode "
         f"(QKD + ML-KEM-768), MQTT QoS 1, rekey every {REKEY:,} readings. "
-        f"Command: `python benchmarks/iot_pipeline.py --write BENCHMARKS.md`.",
+        f"Command: `python benchmarks/iot_pipeline.py --write BENCHMARKS.md`; Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "**msgs/s** = readings delivered and verified by the aggregator per second, end to "
         "end (sample, encode, seal, publish, broker, receive, open, replay check, decode); "

@@ -788,7 +788,8 @@ def _report(
         f"Machine: {_cpu_model()}, {os.cpu_count()} cores shared by the KME process, the load "
         f"generator and PostgreSQL; {platform.python_implementation()} "
         f"{platform.python_version()}, SQLite {_sqlite_version()}. Command: `{cmd}` (in "
-        f"`make bench`); took {took_s:.0f} s. "
+        f"`make bench`); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; took "
+        f"{took_s:.0f} s. "
         + (
             f"**The run shared the machine with other work**: besides the benchmark's own "
             f"processes, {mean_other:.2f} cores on average (up to {other:.2f}) were busy "

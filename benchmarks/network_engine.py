@@ -47,7 +47,8 @@ def main() -> None:
         f"`python benchmarks/network_engine.py --write BENCHMARKS.md`; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
-        f"one process, load average {os.getloadavg()[0]:.1f} at the start; numba cache warm "
+        f"Python {platform.python_version()}, one process, "
+        f"load average {os.getloadavg()[0]:.1f} at the start; numba cache warm "
         "(each row runs 1,000 requests first). `engine` = the compiled event loop; "
         "`end-to-end` adds arrival generation and result assembly. C = 200, X = 10.",
         "",

@@ -209,7 +209,12 @@ def report(data: dict[str, Any], quick: bool) -> str:
         "engine held the GIL for the whole run, so a worker sent no heartbeat during a "
         "replication, and with the default 5 minutes a first attempt on this busy machine had "
         "workers restarted mid-replication. The event loops now release the GIL (numba "
-        "`nogil`), so heartbeats go on during a replication.",
+        "`nogil`), so heartbeats go on during a replication. Numba: nothing is warmed in a "
+        "worker before the sweep; its first replication loads the kernels from numba's "
+        "on-disk cache, or compiles them if it is cold (`make venv` warms it; a later edit of "
+        "their modules makes it cold; the run does not record which), inside `wall` and "
+        "`replication on its worker`; "
+        "`engine` excludes it (`simulate` loads the event loop before timing it).",
         "",
         "| workers | replications | wall (s) | replications/hour | speed-up "
         "| replication on its worker (s) | engine (s) | peak RSS per worker (GiB) "

@@ -62,6 +62,23 @@ def chain(preset: str, pulses: int) -> dict[str, object]:
     return {"preset": preset, "pulses": pulses, "simulate_s": sim, **pp.to_dict()}
 
 
+def numba_cache_note() -> str:
+    """What numba's on-disk cache gave Cascade's kernels in this process (report text)."""
+    from qkdtwin.qkd.postprocess import cascade
+
+    hits = misses = 0
+    for obj in vars(cascade).values():
+        stats = getattr(obj, "stats", None)
+        if stats is not None and hasattr(stats, "cache_misses"):
+            hits += sum(stats.cache_hits.values())
+            misses += sum(stats.cache_misses.values())
+    if misses:
+        return f"compiles Cascade's numba kernels ({misses} not in the on-disk cache: cold)"
+    if hits:
+        return "loads Cascade's numba kernels from the on-disk cache (warm)"
+    return "runs no Cascade numba kernel"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path)
@@ -93,7 +110,8 @@ def main() -> None:
         lines = [
             "## Post-processing",
             "",
-            "`python benchmarks/postprocess.py --write BENCHMARKS.md`; "
+            "`python benchmarks/postprocess.py --write BENCHMARKS.md"
+            f"{' --quick' if args.quick else ''}`; "
             f"{platform.processor() or platform.machine()}, Python "
             f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
             "",
@@ -118,7 +136,24 @@ def main() -> None:
             "the default `estimate` plans are instant. At 10^7 bits the transforms no longer",
             "fit the cache and every backend drops to 12-14 Mbit/s.",
             "",
+            "Caches: every row hashes one untimed block before the timed ones. `scipy` and "
+            "`fftw` rows plan anew (`fftw`: FFTW_ESTIMATE, no wisdom loaded or saved). "
+            + "".join(
+                f"`fftw (measure)` imports the wisdom file before planning and saves it after: "
+                f"wisdom for {r['n']:.0e} bits was "
+                f"{'found (warm)' if r['setup_s'] < 5 else 'not found (cold)'}, "
+                f"setup {r['setup_s']:.2f} s (measuring the plans takes about a minute). "
+                for r in pa
+                if r["backend"] == "fftw (measure)"
+            )
+            + "numba: not used in these rows.",
+            "",
             "### Whole chain: decoy-state BB84 at 25 km, `simulate` then `postprocess`",
+            "",
+            "One call per row, no warm-up: the first row's `postprocess` "
+            f"{numba_cache_note()} inside its post-process time (`make venv` caches them); "
+            "`simulate` runs no numba kernel (no dead time). Privacy amplification: the "
+            f"`{fft_backend_name()}` backend, estimate plans, no wisdom loaded or saved.",
             "",
             "| preset | pulses | Z key bits | QBER | f | frames | FER | final key bits | "
             "identical | simulate (s) | post-process (s) |",

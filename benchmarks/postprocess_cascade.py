@@ -134,10 +134,18 @@ def markdown(report: dict) -> str:
     lines = [
         "## Cascade reconciliation",
         "",
-        f"`benchmarks/postprocess_cascade.py`{' --quick' if report['quick'] else ''}; "
+        f"`python benchmarks/postprocess_cascade.py --markdown FILE"
+        f"{' --quick' if report['quick'] else ''}` (as `postprocess.py` runs it); "
         f"{m['cpu']}, one core ({report['pinning']}), Python {m['python']}, "
         f"NumPy {m['numpy']}, numba {m['numba'] or 'absent (pure-Python kernels)'}; "
-        f"total {report['total_seconds']:.0f} s.",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"total {report['total_seconds']:.0f} s. "
+        + (
+            "numba warm: every variant's kernels ran once before timing (compiled or loaded "
+            "from the on-disk cache, untimed); no FFT."
+            if m["numba"]
+            else "No FFT."
+        ),
         "",
         "Each frame has exactly round(Q n) errors at random positions; f = leaked parity bits /"
         " (n h2(Q)); FER = frames whose keys still differ (failures/frames, 95 % upper bound);"

@@ -1,7 +1,8 @@
 """Whole-process wall time of the README's commands, from a cold and from a warm cache.
 
-Every command of the README's tour that ends on its own (servers and Ctrl-C commands are left
-out) runs as a fresh process:
+Every command of the README's tour that ends on its own (servers and Ctrl-C commands, the
+attacks sent to a serving plant and the replay of a served twin's recording are left out) runs
+as a fresh process:
 
 * **warm**: numba's on-disk cache and Python's bytecode caches as ``make venv`` leaves them
   (median of ``--runs`` runs, after one untimed run);
@@ -37,17 +38,25 @@ QKDTWIN = str(Path(sys.executable).with_name("qkdtwin"))
 COMMANDS = [
     "link rate --protocol all --distance-km 0:300:10 --preset gys --plot {out}/rate.png",
     "link max-distance --protocol decoy-bb84 --preset gys --json",
+    "link max-distance --protocol decoy-bb84 --preset gys --decoy-bound infinite",
     "link simulate --protocol decoy-bb84 --distance-km 50 --pulses 1e8 --seed 1",
     "link simulate --protocol bb84 --distance-km 25 --pulses 2e7 --attack intercept-resend:1",
+    "link simulate --protocol decoy-bb84 --distance-km 60 --pulses 1e8 --attack pns",
     "link simulate --protocol e91 --distance-km 20 --pulses 5e7",
+    "link simulate --protocol decoy-bb84 --distance-km 25 --pulses 1e7 --preset boaron2018 "
+    "--postprocess --keys-out {out}/keys.txt --json",
     "postprocess bench --frame-bits 100000 --qber 0.02",
     "teleport table",
     "teleport run --trials 2000",
+    "teleport run --trials 2000 --no-controller",
     "teleport eavesdrop --decoys 1:10 --trials 20000 --plot {out}/decoys.png",
     "network run examples/network-seed.yaml --json",
     "reproduce fig4 --out {out}/fig4",
     "network sweep examples/network-sweep.yaml --out {out}/sweep.csv",
+    "kms get-keys --help",
     "iot run --scheme fixed --devices 100 --messages 20 --json",
+    "iot run --scheme mobile --devices 100 --messages 20 --broker mqtt://127.0.0.1:1883 --json",
+    "twin demo",
 ]
 
 
@@ -98,7 +107,10 @@ def report(rows: list[dict[str, float | str]], runs: int) -> str:
         f"`make venv` leaves them (it compiles every numba kernel once), median of {runs} runs "
         "after an untimed one. **cold**: an empty `NUMBA_CACHE_DIR` and `PYTHONPYCACHEPREFIX` "
         "(every kernel compiled, every module byte-compiled): a first run without "
-        "`make venv`'s warm-up. Commands that serve until Ctrl-C are left out.",
+        "`make venv`'s warm-up. Left out: the commands that serve until Ctrl-C (`kms "
+        "dev-pair`, `twin attach-demo --serve`, `plant serve`, `twin serve`), the `plant "
+        "attack` calls to a serving plant, and `twin serve --replay`, which replays the "
+        "recording a served attached twin made.",
         "",
         "| command | warm (s) | cold (s) | cold - warm (s) |",
         "|---|---:|---:|---:|",

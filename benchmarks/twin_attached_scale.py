@@ -1,7 +1,8 @@
 """CPU of the attached twin per reporting interval vs the number of links it watches.
 
 Usage: ``python benchmarks/twin_attached_scale.py [--write BENCHMARKS.md] [--links 100,300,1000]
-[--warmup 650] [--intervals 60]``.
+[--warmup 650] [--intervals 60]``, and ``--live [--links 1000] [--cases plant,kmes,iot]`` for
+the twin as its own process on Mosquitto (section ``twin_attached_live``, below).
 
 The attached twin (:class:`qkdtwin.twin.attached.AttachedTwin`) is fed in process by an
 offline plant (:class:`qkdtwin.plant.Plant` without KMEs, IIoT or MQTT: its modules' link
@@ -16,6 +17,14 @@ only; the plant's step is timed apart). As the served twin does once serving, th
 objects are frozen out of the garbage collector (``qkdtwin.ops.freeze_startup_objects``).
 Topologies as in ``twin_scale.py``: hierarchical with 10 km links under a metro ring (100:
 4 x 4 x 5, 300: 4 x 4 x 18, 1,000: 4 x 10 x 25).
+
+``--live``: the same network as two processes on a private Mosquitto, measured as the section
+"twin-attach" measures 100 links (``benchmarks/twin_attach.py``'s ``run_cpu_case``): the plant
+(``plant`` case: ``Plant(kmes=False, iot=False)``, link telemetry only, at the full rate;
+``kmes``: ``qkdtwin plant serve --no-iot``, one KME per node, which the twin polls, staggered;
+``iot``: ``qkdtwin plant serve`` with ``--devices`` devices per gateway) and ``qkdtwin twin
+serve --attach`` on the plant's attach file. CPU of each process from ``/proc``; the plant's
+speed (plant seconds per wall second) says how much of the load the twin actually got.
 """
 
 from __future__ import annotations
@@ -111,13 +120,123 @@ HEAD = (
 )
 
 
+LIVE_CASES = ("plant", "kmes", "iot")
+
+
+def live_rows(
+    links: list[int], cases: list[str], devices: int, warmup: float, seconds: float
+) -> list[dict[str, Any]]:
+    """Run each case of ``--live`` at each size; rows as ``twin_attach.run_cpu_case`` gives."""
+    import yaml
+
+    from twin_attach import run_cpu_case
+
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    rows = []
+    scn_dir = Path(tempfile.mkdtemp(prefix="twin-attached-live-"))
+    for n in links:
+        for case in cases:
+            scn = scenario(n)
+            scn["plant"]["devices_per_gateway"] = devices if case == "iot" else 0
+            path = scn_dir / f"plant-{n}-{case}.yaml"
+            path.write_text(yaml.safe_dump(scn, sort_keys=False))
+            name = f"{n} links, {case}"
+            row = run_cpu_case(
+                name, path, case == "iot", warmup, seconds, log, kmes=case != "plant"
+            )
+            row["case"] = case
+            row["devices_per_gateway"] = scn["plant"]["devices_per_gateway"]
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+LIVE_HEAD = (
+    "| links | plant process | KMEs | devices | twin CPU (cores) | plant CPU | Mosquitto CPU "
+    "| plant speed | links reporting / with estimate / KMEs ok / devices seen "
+    "| link messages per s accepted | alarms |\n"
+    "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+)
+LIVE_KIND = {
+    "plant": "`Plant(kmes=False, iot=False)`",
+    "kmes": "`plant serve --no-iot`",
+    "iot": "`plant serve`",
+}
+
+
+def live_section(rows: list[dict[str, Any]], warmup: float, seconds: float, cmd: str) -> str:
+    """The ``twin_attached_live`` section of BENCHMARKS.md."""
+    lines = []
+    for r in rows:
+        if r.get("error"):
+            lines.append(
+                f"| {r.get('links', '?')} | {LIVE_KIND[r['case']]} | - | - | failed: "
+                f"{r['error']} | | | | | | |"
+            )
+            continue
+        acc = r["accepted_per_s"]
+        link_msgs = acc.get("accepted", 0.0)
+        lines.append(
+            f"| {r['links']:,} | {LIVE_KIND[r['case']]} | {r['kmes']:,} "
+            f"| {r['devices_per_gateway'] * r['gateways']:,} | **{r['twin_cpu']:.3f}** "
+            f"| {r['plant_cpu']:.3f} | {r['broker_cpu']:.3f} | {r['plant_speed']:.2f} "
+            f"| {r['links_ok']} / {r['links_est']} / {r['kmes_ok']} / {r['devices']} "
+            f"| {link_msgs:.1f} (skewed {acc.get('skewed', 0.0):.1f}) | {r['alarms']} |"
+        )
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    title = "Attached twin at scale, as its own process on Mosquitto"
+    return f"""## {title} (`benchmarks/twin_attached_scale.py --live`)
+
+Two processes on a private Mosquitto per row, as in section 4 of "Attached twin against the
+plant": the plant and `qkdtwin twin serve --attach` on its attach file (the twin polls every
+KME, staggered, and the key status of the gateways' SAE pairs when listed). CPU = (utime +
+stime) of each process over the same {seconds:.0f} s of wall time after {warmup:.0f} s of
+warm-up, in cores; plant speed = plant seconds per wall second over that window (below 1 the
+plant could not keep real time on this machine and the twin got that share of the load).
+Hierarchical 4 x 10 x 25 (1,044 links, 1,045 nodes), GYS links of 10 km, detector monitor.
+
+{LIVE_HEAD}
+{chr(10).join(lines)}
+
+Command: `{cmd}`; {when}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()}
+cores (shared by the plant, Mosquitto and the twin), Python {platform.python_version()}.
+Numba: neither process calls a jitted function.
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path, default=None)
-    ap.add_argument("--links", default="100,300,1000")
+    ap.add_argument("--links", default=None, help="sizes (default 100,300,1000; --live: 1000)")
     ap.add_argument("--warmup", type=int, default=650)
     ap.add_argument("--intervals", type=int, default=60)
+    ap.add_argument("--live", action="store_true", help="two processes on Mosquitto")
+    ap.add_argument(
+        "--cases", default=",".join(LIVE_CASES), help="--live: " + ", ".join(LIVE_CASES)
+    )
+    ap.add_argument("--devices", type=int, default=10, help="--live iot: devices per gateway")
+    ap.add_argument("--live-warmup", type=float, default=120.0, help="--live: s before timing")
+    ap.add_argument("--live-seconds", type=float, default=60.0, help="--live: s timed")
     args = ap.parse_args()
+    if args.live:
+        cases = args.cases.split(",")
+        if not set(cases) <= set(LIVE_CASES):
+            ap.error(f"--cases takes {', '.join(LIVE_CASES)}")
+        sizes = [int(x) for x in (args.links or "1000").split(",")]
+        rows = live_rows(sizes, cases, args.devices, args.live_warmup, args.live_seconds)
+        cmd = "python benchmarks/twin_attached_scale.py " + " ".join(sys.argv[1:])
+        md = live_section(rows, args.live_warmup, args.live_seconds, cmd)
+        if args.write:
+            from _report import write_section
+
+            write_section(args.write, "twin_attached_live", md)
+        print(md)
+        return
+    args.links = args.links or "100,300,1000"
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
     for links in (int(x) for x in args.links.split(",")):

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from _serve import LOG, serve, tail
+from _serve import LOG, NUMBA_NOTE, serve, tail
 from qkdtwin.twin.runner import EventListener
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -195,6 +195,7 @@ def main() -> None:
     ]
     tel = all(c["telemetry"] for c in cases)
     machine = platform.processor() or platform.machine()
+    cmd = " ".join(["python benchmarks/twin_load.py", *sys.argv[1:]])
     md = f"""## Live twin (`benchmarks/twin_load.py`)
 
 The twin as its own process (`qkdtwin twin serve --speed 1`: one update per second of every link
@@ -208,7 +209,8 @@ Telemetry {"on" if tel else "off (qkdtwin.iot not available when measured)"}.
 {HEAD}
 {chr(10).join(rows)}
 
-Machine: {machine}, {os.cpu_count()} cores, Python {platform.python_version()}.
+Command: `{cmd}`; {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}. Machine: {machine},
+{os.cpu_count()} cores, Python {platform.python_version()}. {NUMBA_NOTE}
 """
     if args.write:
         sys.path.insert(0, str(Path(__file__).parent))

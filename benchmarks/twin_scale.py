@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 import yaml
 
-from _serve import LOG, serve, tail
+from _serve import LOG, NUMBA_NOTE, serve, tail
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SHAPES = {100: (4, 4, 5), 300: (4, 4, 18), 1000: (4, 10, 25)}
@@ -308,7 +308,7 @@ ended (a shared machine: CPU time is the robust number, wall times stretch with 
 ![tick time and CPU vs links](docs/img/twin_scale.png)
 
 Command: `{cmd}`; {when}. Machine: {machine}, {os.cpu_count()} cores, Python
-{platform.python_version()}.
+{platform.python_version()}. {NUMBA_NOTE}
 """
     if args.write:
         sys.path.insert(0, str(Path(__file__).parent))

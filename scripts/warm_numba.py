@@ -51,9 +51,18 @@ def main() -> None:
     from qkdtwin.qkd import build_link_model, simulate_link
     from qkdtwin.qkd.presets import get_preset
 
-    det = dataclasses.replace(get_preset("gys").detector(), dead_time_s=40e-9)
-    model = build_link_model("decoy-bb84", 10.0, "gys", detector=det)
-    simulate_link("decoy-bb84", model, 10_000, np.random.default_rng(0))  # dead-time filter
+    # the dead-time filter runs only when the dead time spans a gate: GYS gates every 500 ns
+    det = dataclasses.replace(get_preset("gys").detector(), dead_time_s=1.2e-6)
+    model = build_link_model("decoy-bb84", 0.0, "gys", detector=det)
+    simulate_link("decoy-bb84", model, 200_000, np.random.default_rng(0))  # dead-time filter
+    # the twin re-plans its pools through plan_dynamic itself (not inside an engine loop)
+    from qkdtwin.network.policies.registry import REGISTRY
+    from qkdtwin.twin.keynet import KeyNetwork
+
+    for policy in (name for name, p in REGISTRY.items() if p.dynamic):
+        KeyNetwork(
+            topo, demands, pool_capacity=100, keys_per_service=10, policy=policy, horizon_s=60.0
+        )
     rng = np.random.default_rng(0)
     alice = rng.integers(0, 2, 4096, dtype=np.uint8)
     bob = alice ^ (rng.random(4096) < 0.03).astype(np.uint8)
