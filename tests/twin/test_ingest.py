@@ -865,6 +865,29 @@ def test_poll_slots_cover_every_kme_once_and_follow_the_rate() -> None:
             ingest.poll_slots(nodes, *bad)
 
 
+def test_poll_schedule_staggers_kmes_and_sae_pairs_within_the_poll_budget() -> None:
+    # 1,044 KMEs and 1,000 gateways' SAE pairs (the 1,000-link network): polling every SAE
+    # pair every period would be 1,000 requests a second on top of the KMEs
+    kmes = [f"K{i}" for i in range(1044)]
+    saes = [f"GW{i}" for i in range(1000)]
+    auto = ingest.poll_schedule(kmes, saes, 1.0)
+    assert len(auto) == 20  # 2,044 polls at most 100 a second: each every ~20 s
+    assert sorted(k for ks, _ in auto for k in ks) == sorted(kmes)  # each once per cycle
+    assert sorted(g for _, gs in auto for g in gs) == sorted(saes)
+    per_slot = [len(ks) + len(gs) for ks, gs in auto]
+    assert max(per_slot) <= ingest.MAX_POLLS_PER_S * 1.05  # the budget, up to rounding
+    assert max(per_slot) - min(per_slot) <= 2  # evenly spread
+    assert len(ingest.poll_schedule(kmes, saes, 1.0, 15.0)) == 15
+    # few of both: everything every period, as before; no SAE pairs: the KME slots
+    assert ingest.poll_schedule(["A"], ["g"], 1.0) == [(["A"], ["g"])]
+    assert [k for k, _ in ingest.poll_schedule(kmes, [], 1.0, 15.0)] == ingest.poll_slots(
+        kmes, 1.0, 15.0
+    )
+    for bad in ((0.0, None), (1.0, 0.0)):
+        with pytest.raises(ConfigError):
+            ingest.poll_schedule(kmes, saes, *bad)
+
+
 def test_a_staggered_poll_asks_only_its_kmes() -> None:
     asked: list[str] = []
 

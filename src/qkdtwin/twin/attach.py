@@ -10,9 +10,9 @@ one for its plant; for a real network the operator writes it::
     name: plant-seed
     broker: mqtt://127.0.0.1:1883         # or mqtts://[USER@]HOST:PORT (TLS), see below
     reporting_interval_s: 1.0          # modules' reporting interval, s
-    kme_poll_every_s: 15.0             # optional: poll each KME every 15 s, staggered
-                                       # (default: every reporting interval, at most 100
-                                       # KME polls a second: 1,100 KMEs every 11 s)
+    kme_poll_every_s: 15.0             # optional: poll each KME and SAE pair every 15 s,
+                                       # staggered (default: every reporting interval, at
+                                       # most 100 polls a second: 1,100 KMEs every 11 s)
     clock: {epoch: 1764864000.0, rate: 1.0}   # modules' clock = epoch + rate x (wall - epoch)
     network: {topology: {builder: seed}, uniform_demand: {...}, policy: ttd-balance, ...}
     links:

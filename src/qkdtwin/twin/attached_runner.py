@@ -4,7 +4,8 @@
   file's broker (:class:`~qkdtwin.twin.ingest.MqttIngest`; over TLS and with a login or a
   client certificate if the attach file says so), polls every KME's operator
   interface (:class:`~qkdtwin.twin.ingest.KmePoller`; each KME every reporting interval or,
-  staggered, every ``kme_poll_every_s``: :func:`~qkdtwin.twin.ingest.poll_slots`), ticks the
+  staggered, every ``kme_poll_every_s``, with the gateways' SAE key-status polls:
+  :func:`~qkdtwin.twin.ingest.poll_schedule`), ticks the
   twin (stale sources, timed-out gaps) and serves its API and dashboard; with ``record`` every
   input goes to a JSON Lines recording, with the attach file copied beside it
   (``FILE.attach.yaml``).
@@ -36,7 +37,7 @@ from qkdtwin.twin.ingest import (
     Recorder,
     Replayer,
     ingest_topics,
-    poll_slots,
+    poll_schedule,
 )
 
 __all__ = ["AttachedRunner", "attach_copy_path", "replay"]
@@ -189,18 +190,22 @@ class AttachedRunner:
             )
             for p in self.attach.sae_status
         }
-        # one slot of KMEs per iteration: each KME every kme_poll_every_s, staggered
-        slots = poll_slots(list(self.poller.endpoints), period, self.attach.kme_poll_every_s)
+        # one slot of KMEs and SAE pairs per iteration: each every kme_poll_every_s, staggered
+        slots = poll_schedule(
+            list(self.poller.endpoints), list(sae_clients), period, self.attach.kme_poll_every_s
+        )
         k = 0
         try:
             while not self._stop.is_set():
                 t = time.time()
-                nodes = slots[k % len(slots)]
+                nodes, saes = slots[k % len(slots)]
                 k += 1
-                for node, res in self.poller.poll(t, nodes).items():
-                    if res.raw is not None:
-                        self.twin.on_poll(node, res.raw, t)
-                for name, (url, client) in sae_clients.items():
+                if nodes:
+                    for node, res in self.poller.poll(t, nodes).items():
+                        if res.raw is not None:
+                            self.twin.on_poll(node, res.raw, t)
+                for name in saes:
+                    url, client = sae_clients[name]
                     self.twin.on_poll(name, _get(client, url), t)
                 self._stop.wait(max(0.0, period - (time.time() - t)))
         finally:

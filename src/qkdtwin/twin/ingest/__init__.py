@@ -38,6 +38,7 @@ from qkdtwin.twin.ingest.kme_poller import (
     KmeState,
     PollErrorKind,
     RawPoll,
+    poll_schedule,
     poll_slots,
 )
 from qkdtwin.twin.ingest.link_stream import (
@@ -112,6 +113,7 @@ __all__ = [
     "StreamCounters",
     "ingest_topics",
     "perf_topic_module",
+    "poll_schedule",
     "poll_slots",
     "read_records",
 ]
