@@ -103,7 +103,13 @@ def measure(base: str, rounds: int, policies: tuple[str, ...] = POLICIES) -> dic
             for _ in range(rounds):
                 for name in ("base", "head"):
                     got[name].append(_run(trees[name], policy, n))
-            row: dict[str, Any] = {"policy": policy, "requests": n, "rounds": rounds}
+            row: dict[str, Any] = {
+                "policy": policy,
+                "requests": n,
+                "rounds": rounds,
+                "head": head,
+                "base": rev,
+            }
             for name in ("base", "head"):
                 row[f"{name}_runs"] = [r["engine_req_s"] for r in got[name]]
                 row[f"{name}_engine"] = statistics.median(row[f"{name}_runs"])
@@ -164,10 +170,14 @@ def report(data: dict) -> str:
     )
     if data.get("remeasured"):
         rounds = {r["policy"]: r.get("rounds", data["rounds"]) for r in data["rows"]}
+        heads = {r["policy"]: r.get("head", data["head"]) for r in data["rows"]}
         lines += [
             "",
             "Rows re-measured since (`--only POLICY --rounds N`, same command otherwise): "
-            + ", ".join(f"{k} on {v} ({rounds[k]} rounds)" for k, v in data["remeasured"].items())
+            + ", ".join(
+                f"{k} on {v} ({rounds[k]} rounds, head `{heads.get(k, '?')}`)"
+                for k, v in data["remeasured"].items()
+            )
             + ".",
         ]
     return "\n".join(lines)
@@ -205,7 +215,9 @@ def main() -> None:
             data["remeasured"] = {**old.get("remeasured", {})}
             for p in args.only:
                 data["remeasured"][p] = data["date"]
-            data["date"], data["rounds"] = old["date"], old["rounds"]
+            # the header describes the full run; a re-measured row names its own revisions
+            for key in ("date", "rounds", "head", "base", "load"):
+                data[key] = old[key]
         saved.write_text(json.dumps(data, indent=1))
     text = report(data)
     print(text)

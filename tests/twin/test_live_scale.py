@@ -127,9 +127,7 @@ def test_dashboard_at_a_thousand_links(big: ServiceThread, width: int, height: i
             expect(page.locator("#devices-table tbody tr")).to_have_count(
                 DEVICE_ROWS, timeout=300_000
             )
-            expect(page.locator("#iot-summary")).to_contain_text(
-                re.compile(r"\b\d{3,5} devices \(")
-            )
+            expect(page.locator("#iot-summary")).to_contain_text(re.compile(r"^\d+ devices \("))
             shown = int(page.locator("#iot-summary").inner_text().split(" devices", 1)[0])
             assert DEVICE_ROWS <= shown <= DEVICES_PER_GATEWAY * SHAPE[0] * SHAPE[1] * SHAPE[2]
             _fits(page, height, width)

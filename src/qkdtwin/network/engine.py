@@ -295,7 +295,8 @@ def _run_constant(
     to date; tests compare the two bit for bit), in a loop of its own with the service rule of
     :func:`~qkdtwin.network.pools.serve` written out on local arrays: through ``serve`` and the
     accounts tuple, numba's code ran this loop at ~55 % of the speed (seed network, 8.4 vs
-    15.7 million requests/s; ``benchmarks/seed_regression.py``), even with ``serve`` inlined.
+    15.1-15.7 million requests/s; ``benchmarks/seed_regression.py``), even with ``serve``
+    inlined.
     """
     n_pools = level.size
     generated, dropped = acc.generated, acc.dropped

@@ -272,7 +272,8 @@ def _classify(exc: BaseException, url: str) -> tuple[PollErrorKind, str]:
     return "error", detail
 
 
-#: Most KME polls per second a staggered poll schedule aims at (:func:`poll_slots`).
+#: Most polls per second (KME link polls and SAE key-status polls together) a staggered poll
+#: schedule aims at (:func:`poll_slots`, :func:`poll_schedule`).
 MAX_POLLS_PER_S = 100.0
 
 
