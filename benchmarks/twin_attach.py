@@ -527,6 +527,17 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process now (``VmRSS``), MiB; NaN if it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
 def children(pid: int) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
@@ -686,11 +697,15 @@ def run_cpu_case(
     *,
     kmes: bool = True,
     alone_s: float = 0.0,
+    plant_code: str = NO_KME_PLANT,
 ) -> dict[str, Any]:
+    """One row of section 4; ``plant_code`` is the plant process's program without KMEs."""
     work = Path(tempfile.mkdtemp(prefix="twin-attach-bench-"))
     broker = Broker(work)
     try:
-        return _run_cpu_case(name, scenario, iot, warmup, seconds, log, kmes, alone_s, work, broker)
+        return _run_cpu_case(
+            name, scenario, iot, warmup, seconds, log, kmes, alone_s, work, broker, plant_code
+        )
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -707,6 +722,7 @@ def _run_cpu_case(
     alone_s: float,
     work: Path,
     broker: Broker,
+    plant_code: str = NO_KME_PLANT,
 ) -> dict[str, Any]:
     if kmes:
         plant_args = [
@@ -724,7 +740,7 @@ def _run_cpu_case(
         plant_args = [
             sys.executable,
             "-c",
-            NO_KME_PLANT,
+            plant_code,
             str(scenario),
             str(work / "plant"),
             broker.url,
@@ -786,6 +802,7 @@ def _run_cpu_case(
         row["twin_cpu"] = (c1[1] - c0[1]) / wall
         row["broker_cpu"] = (c1[2] - c0[2]) / wall if mpid else math.nan
         row["wall"] = wall
+        row["twin_rss_mib"] = rss_mib(twin.p.pid)
         row["links_ok"] = sum(1 for lk in st["links"] if lk["source"] == "ok")
         row["links_est"] = sum(1 for lk in st["links"] if lk["estimate"].get("loss_db") is not None)
         row["kmes_ok"] = sum(1 for k in st["kmes"] if k["status"] == "ok")
