@@ -35,16 +35,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from _report import write_section  # noqa: E402
+from network_scale import POLICIES  # noqa: E402
 
 #: The last commit before the by-class event loops (d52d608): per-pool Adaptive Key Residue.
 BASE = "eb5bda8"
-POLICIES = (
-    "static",
-    "proportional",
-    "adaptive-key-residue",
-    "adaptive-key-residue-resplit",
-    "ttd-balance",
-)
 REQUESTS = {"ttd-balance": 300_000}
 DEFAULT_REQUESTS = 2_000_000
 

@@ -68,6 +68,14 @@ class _Drain:
         self._client.close()
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of the twin process at the end of the window (``VmRSS``), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -173,6 +181,7 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
             "start_s": start_s,
             "load": load(),
             "seconds": w1 - w0,
+            "rss_mib": rss_mib(proc.pid),
         }
     finally:
         proc.terminate()
@@ -182,10 +191,15 @@ def run_point(links: int, devices: int, seconds: float, warmup: float) -> dict[s
             proc.kill()
 
 
+def _mib(x: float | None) -> str:
+    """A row's resident memory; rows measured before it was recorded show '-'."""
+    return "-" if x is None or x != x else f"{x:,.0f}"
+
+
 HEAD = (
     "| links | gateways | devices | CPU (cores) | ticks/s | tick ms p50 / p99 / max "
-    "| stores full | start s | load 1/5/15 min | measured |"
-    "\n|---:|---:|---:|---:|---:|---:|:-:|---:|---|---|"
+    "| stores full | start s | RSS (MiB) | load 1/5/15 min | measured |"
+    "\n|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---|---|"
 )
 
 
@@ -269,7 +283,7 @@ def main() -> None:
         f"| {r['links']} | {r['gateways']} | {r['devices']} | {r['cpu']:.3f} | "
         f"{r['ticks_per_s']:.2f} | {r['p50']:.0f} / {r['p99']:.0f} / {r['max']:.0f} | "
         f"{'yes' if r['steady'] else 'no'} ({r.get('stores_full', '-')}) | {r['start_s']:.0f} "
-        f"| {r['load']} "
+        f"| {_mib(r.get('rss_mib'))} | {r['load']} "
         f"| {r.get('when', when)} |"
         for r in rows
     ]
