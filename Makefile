@@ -99,6 +99,7 @@ bench: venv services
 	$(BIN)/python benchmarks/postprocess.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_engine.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_scale.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/seed_regression.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/akr_readings.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/kms_roundtrip.py --write BENCHMARKS.md --profile
@@ -107,7 +108,9 @@ bench: venv services
 	$(BIN)/python benchmarks/iot_pipeline.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_load.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_scale.py --write BENCHMARKS.md
-	$(BIN)/python benchmarks/twin_attached_scale.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/twin_attached_scale.py --points 100:0,300:0,1000:0,1000:10 --write BENCHMARKS.md
+	$(BIN)/python benchmarks/twin_attached_scale.py --live --cases plant,feed --live-warmup 660 --write BENCHMARKS.md
+	$(BIN)/python benchmarks/twin_memory.py --marks 60,300,600,900 --write BENCHMARKS.md
 	$(BIN)/python benchmarks/network_replications.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/twin_attach.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/forecast.py --write BENCHMARKS.md
