@@ -195,6 +195,15 @@ def main() -> None:
         help="rewrite the report from benchmarks/results/seed_regression.json",
     )
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
+    known = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"],
+        capture_output=True,
+        cwd=ROOT,
+    )
+    if not args.from_json and known.returncode != 0:
+        ap.error(f"--base {args.base!r} is not a commit of this repository")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     if args.from_json:

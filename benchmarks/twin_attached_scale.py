@@ -49,7 +49,7 @@ from qkdtwin.ops import freeze_startup_objects  # noqa: E402
 from qkdtwin.plant import Plant  # noqa: E402
 from qkdtwin.twin.attach import load_attach_file  # noqa: E402
 from qkdtwin.twin.attached import AttachedTwin  # noqa: E402
-from twin_scale import SHAPES, hierarchical_network  # noqa: E402
+from twin_scale import SHAPES, hierarchical_network, parse_sizes  # noqa: E402
 
 
 def scenario(links: int) -> dict[str, Any]:
@@ -362,7 +362,7 @@ def main() -> None:
         cases = args.cases.split(",")
         if not set(cases) <= set(LIVE_CASES):
             ap.error(f"--cases takes {', '.join(LIVE_CASES)}")
-        sizes = [int(x) for x in (args.links or "1000").split(",")]
+        sizes = parse_sizes(ap, args.links or "1000", SHAPES)
         rows = live_rows(sizes, cases, args.devices, args.live_warmup, args.live_seconds)
         cmd = "python benchmarks/twin_attached_scale.py " + " ".join(sys.argv[1:])
         md = live_section(rows, args.live_warmup, args.live_seconds, cmd)
@@ -373,9 +373,14 @@ def main() -> None:
         print(md)
         return
     if args.points:
-        points = [tuple(int(v) for v in p.split(":")) for p in args.points.split(",")]
+        points = []
+        for item in args.points.split(","):
+            size, _, devs = item.partition(":")
+            if not devs.isdigit():
+                ap.error(f"--points takes LINKS:DEVICES_PER_GATEWAY,..., got {item!r}")
+            points.append((parse_sizes(ap, size, SHAPES)[0], int(devs)))
     else:
-        points = [(int(x), 0) for x in (args.links or "100,300,1000").split(",")]
+        points = [(n, 0) for n in parse_sizes(ap, args.links or "100,300,1000", SHAPES)]
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
     for links, devices in points:

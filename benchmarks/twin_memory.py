@@ -30,7 +30,7 @@ import yaml  # noqa: E402
 
 from _report import write_section  # noqa: E402
 from _serve import serve  # noqa: E402
-from twin_scale import rss_mib, scenario  # noqa: E402
+from twin_scale import SHAPES, parse_sizes, rss_mib, scenario  # noqa: E402
 
 
 def measure(links: list[int], devices: int, marks: list[float]) -> list[dict[str, Any]]:
@@ -105,8 +105,13 @@ def main() -> None:
     ap.add_argument("--marks", default="60,300,600", help="wall seconds after the last start")
     ap.add_argument("--write", type=Path, default=None)
     args = ap.parse_args()
-    links = [int(x) for x in args.links.split(",")]
-    marks = [float(x) for x in args.marks.split(",")]
+    links = parse_sizes(ap, args.links, [12, *SHAPES])
+    try:
+        marks = sorted(float(x) for x in args.marks.split(","))
+    except ValueError:
+        ap.error(f"--marks takes comma-separated seconds, got {args.marks!r}")
+    if args.devices < 0 or marks[0] < 0:
+        ap.error("--devices and --marks must not be negative")
     rows = measure(links, args.devices, marks)
     cmd = "python benchmarks/twin_memory.py " + " ".join(sys.argv[1:])
     md = report(rows, marks, cmd.strip())

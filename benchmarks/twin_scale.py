@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,20 @@ class _Drain:
     def close(self) -> None:
         self._resp.close()
         self._client.close()
+
+
+def parse_sizes(ap: argparse.ArgumentParser, text: str, allowed: Iterable[int]) -> list[int]:
+    """``"100,300"`` -> ``[100, 300]``; anything else (or a size not in ``allowed``) ends the
+    program with one line on stderr and exit code 2 (``ap.error``)."""
+    ok = sorted(allowed)
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        ap.error(f"sizes are comma-separated integers from {ok}, got {text!r}")
+    bad = [n for n in sizes if n not in ok]
+    if bad:
+        ap.error(f"sizes must be among {ok}, got {bad}")
+    return sizes
 
 
 def rss_mib(pid: int) -> float:
